@@ -1,0 +1,3 @@
+"""txbackup: transactionally-consistent backups across the databases under ScalarDB."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from txbackup.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The ``txbackup`` command: one module per sub-command.
+
+Each command module defines ``NAME``, ``HELP``, ``register(parser)`` (adds its
+arguments) and ``run(args) -> int``. Errors derived from ``TxbackupError`` end
+the command with one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from txbackup import __version__
+from txbackup.errors import TxbackupError
+
+# The order here is the order of `txbackup --help`.
+COMMAND_MODULES = [
+    "pause",
+    "unpause",
+    "status",
+    "sample_server",
+]
+
+DESCRIPTION = """\
+Transactionally-consistent backups of every database under a transactional
+layer such as ScalarDB: pause the applications through scalar-admin, capture
+every database inside the pause, unpause, export, and restore them all to one
+consistent point."""
+
+
+def _commands() -> list[ModuleType]:
+    return [importlib.import_module(f"txbackup.cli.{name}") for name in COMMAND_MODULES]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="txbackup",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"txbackup {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _commands():
+        cmd = sub.add_parser(
+            module.NAME,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.register(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args._run(args)
+        return code
+    except TxbackupError as exc:
+        print(f"txbackup: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("txbackup: interrupted", file=sys.stderr)
+        return 130

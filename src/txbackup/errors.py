@@ -1,0 +1,33 @@
+"""Errors that end a command with a one-line message naming the culprit."""
+
+
+class TxbackupError(Exception):
+    """Base of every error txbackup reports to the user as one line.
+
+    The message must name the culprit (an endpoint, a target, a file) and say
+    what went wrong; the CLI prints it as ``txbackup: <message>`` and exits 1.
+    """
+
+    exit_code = 1
+
+
+class UsageError(TxbackupError):
+    """Bad command-line or configuration input."""
+
+    exit_code = 2
+
+
+class PauseError(TxbackupError):
+    """Pausing or unpausing an application fleet failed."""
+
+
+class TargetError(TxbackupError):
+    """A database target failed (preflight, capture, export or restore)."""
+
+
+class StorageError(TxbackupError):
+    """The backup storage failed (full disk, missing or unreadable artifact)."""
+
+
+class IntegrityError(TxbackupError):
+    """An artifact does not match its recorded checksum or size."""
