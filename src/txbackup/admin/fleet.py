@@ -1,0 +1,225 @@
+"""Many scalar-admin endpoints paused as one.
+
+``Fleet.pause`` pauses every endpoint in parallel. If any pause fails or times
+out, every endpoint is unpaused at once (a pause that timed out may still have
+taken effect, so the unpause goes to all of them) and a ``PauseError`` names
+each failed endpoint with its reason.
+
+The pause window: it starts when the *last* endpoint confirmed it is paused
+and ends when the *first* unpause is sent. Inside it, no application serves a
+request; its midpoint is the restore point for point-in-time-restore services.
+``paused()`` wraps it all so that unpause always runs: on success, on error,
+on cancellation and on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from txbackup.admin.client import AdminClient, ClientOptions, Endpoint
+from txbackup.errors import PauseError, TxbackupError
+
+
+def utc_now() -> datetime:
+    """Now, in UTC, truncated to the millisecond."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def iso_ms(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with milliseconds and a Z, or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class PauseWindow:
+    """When the whole fleet was paused: [last pause confirmed, first unpause sent]."""
+
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @property
+    def midpoint(self) -> datetime | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        mid = self.started_at + (self.ended_at - self.started_at) / 2
+        return mid.replace(microsecond=mid.microsecond // 1000 * 1000)
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at).total_seconds() * 1000)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started_at": iso_ms(self.started_at),
+            "ended_at": iso_ms(self.ended_at),
+            "restore_point": iso_ms(self.midpoint),
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass
+class EndpointStatus:
+    endpoint: Endpoint
+    paused: bool | None = None  # None: unknown (an older server without CheckPaused)
+    error: str | None = None
+
+    @property
+    def state(self) -> str:
+        if self.error is not None:
+            return "error"
+        if self.paused is None:
+            return "unknown (old server)"
+        return "paused" if self.paused else "serving"
+
+
+@dataclass
+class Fleet:
+    """A set of scalar-admin endpoints, paused and unpaused together."""
+
+    endpoints: Sequence[Endpoint]
+    options: ClientOptions = field(default_factory=ClientOptions)
+    window: PauseWindow = field(default_factory=PauseWindow)
+
+    def __post_init__(self) -> None:
+        self.endpoints = sorted(set(self.endpoints))
+        self._clients: dict[Endpoint, AdminClient] = {}
+
+    def _client(self, endpoint: Endpoint) -> AdminClient:
+        if endpoint not in self._clients:
+            self._clients[endpoint] = AdminClient(endpoint, self.options)
+        return self._clients[endpoint]
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    async def pause(self, wait_outstanding: bool = True, max_pause_wait_ms: int | None = None) -> PauseWindow:
+        """Pause every endpoint; on any failure unpause all and raise."""
+        self.window = PauseWindow()
+        confirmed: dict[Endpoint, datetime] = {}
+
+        async def pause_one(endpoint: Endpoint) -> None:
+            await self._client(endpoint).pause(wait_outstanding, max_pause_wait_ms)
+            confirmed[endpoint] = utc_now()
+
+        tasks = {asyncio.create_task(pause_one(e)): e for e in self.endpoints}
+        failures: dict[Endpoint, str] = {}
+        try:
+            pending = set(tasks)
+            while pending and not failures:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    exc = task.exception()
+                    if exc is not None:
+                        failures[tasks[task]] = _reason(exc, tasks[task])
+            for task in pending:  # a failure elsewhere: stop waiting for the rest
+                task.cancel()
+                failures.setdefault(tasks[task], "cancelled: another endpoint failed to pause")
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.shield(self._unpause_all(quiet=True))
+            raise
+        if failures:
+            await asyncio.shield(self._unpause_all(quiet=True))
+            raise PauseError("pause failed: " + "; ".join(f"{e}: {r}" for e, r in sorted(failures.items())))
+        self.window.started_at = max(confirmed.values()) if confirmed else utc_now()
+        return self.window
+
+    async def unpause(self) -> None:
+        """Unpause every endpoint; raise naming each one that may still be paused."""
+        failures = await self._unpause_all(quiet=False)
+        if failures:
+            raise PauseError(
+                "unpause failed, these may STILL BE PAUSED until their lease expires: "
+                + "; ".join(f"{e}: {r}" for e, r in sorted(failures.items()))
+            )
+
+    async def _unpause_all(self, quiet: bool) -> dict[Endpoint, str]:
+        if self.window.ended_at is None:
+            self.window.ended_at = utc_now()
+        results = await asyncio.gather(
+            *(self._client(e).unpause() for e in self.endpoints), return_exceptions=True
+        )
+        failures = {
+            e: _reason(r, e)
+            for e, r in zip(self.endpoints, results, strict=True)
+            if isinstance(r, BaseException)
+        }
+        return {} if quiet else failures
+
+    async def status(self) -> list[EndpointStatus]:
+        async def check(endpoint: Endpoint) -> EndpointStatus:
+            try:
+                return EndpointStatus(endpoint, await self._client(endpoint).check_paused())
+            except TxbackupError as exc:
+                return EndpointStatus(endpoint, error=_reason(exc, endpoint))
+
+        return list(await asyncio.gather(*(check(e) for e in self.endpoints)))
+
+
+def _reason(exc: BaseException, endpoint: Endpoint) -> str:
+    """The failure reason without the endpoint prefix the client already put in."""
+    text = str(exc) or type(exc).__name__
+    for verb in ("pause", "unpause", "check"):
+        prefix = f"{verb} {endpoint}: "
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
+
+
+@contextlib.contextmanager
+def _signals_cancel(task: asyncio.Task[Any]) -> Iterator[None]:
+    """Turn the first SIGINT/SIGTERM into a cancellation of ``task``."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    fired = False
+
+    def on_signal() -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread: the caller handles signals
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def paused(
+    fleet: Fleet, wait_outstanding: bool = True, max_pause_wait_ms: int | None = None
+) -> AsyncIterator[PauseWindow]:
+    """Hold the fleet paused for the body; unpause always runs.
+
+    SIGINT/SIGTERM during the pause cancel the body and unpause; the body's
+    error (or the cancellation) propagates after the unpause.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    with _signals_cancel(task):
+        window = await fleet.pause(wait_outstanding, max_pause_wait_ms)
+        try:
+            yield window
+        finally:
+            await asyncio.shield(fleet.unpause())
