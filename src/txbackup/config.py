@@ -107,6 +107,12 @@ def build_target(conf: Mapping[str, Any], index: int) -> Target:
     return target
 
 
+def _near(file: Path, value: object) -> str:
+    """A path relative to the cluster file's folder (URLs and absolute paths as they are)."""
+    text = str(value)
+    return text if "://" in text else str(file.parent / text)
+
+
 def load_cluster(path: str | Path) -> ClusterConfig:
     """Read and validate a cluster file; relative paths are relative to it."""
     file = Path(path)
@@ -127,9 +133,8 @@ def load_cluster(path: str | Path) -> ClusterConfig:
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise UsageError(f"{where}: target names must be unique ({', '.join(names)})")
-    base = file.parent
-    storage = str(base / str(_section(data, "storage", where).get("path", "backups")))
-    catalog = str(base / str(_section(data, "catalog", where).get("path", Path(storage) / "catalog.db")))
+    storage = _near(file, _section(data, "storage", where).get("path", "backups"))
+    catalog = _near(file, _section(data, "catalog", where).get("path", str(Path(storage) / "catalog.db")))
     backup = _section(data, "backup", where)
     return ClusterConfig(
         path=file,

@@ -19,6 +19,12 @@ from txbackup.errors import TxbackupError
 
 # The order here is the order of `txbackup --help`.
 COMMAND_MODULES = [
+    "backup",
+    "restore",
+    "verify",
+    "list",
+    "show",
+    "delete",
     "pause",
     "unpause",
     "status",

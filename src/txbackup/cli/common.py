@@ -7,14 +7,17 @@ import asyncio
 import json
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from txbackup.admin.client import ClientOptions, TlsOptions
 from txbackup.admin.discovery import from_list, from_srv
 from txbackup.admin.fleet import Fleet
-from txbackup.config import Applications, load_cluster
+from txbackup.catalog import Catalog
+from txbackup.config import Applications, ClusterConfig, load_cluster
 from txbackup.durations import parse_duration
 from txbackup.errors import TxbackupError, UsageError
+from txbackup.storage import Storage, open_storage
 
 T = TypeVar("T")
 
@@ -31,6 +34,25 @@ def add_config(parser: argparse.ArgumentParser, required: bool = False) -> None:
         required=required,
         help="the cluster file (TOML): applications, targets, storage, catalog",
     )
+
+
+def add_repository_args(parser: argparse.ArgumentParser) -> None:
+    """Where the backup sets are: the cluster file, or --storage (and --catalog)."""
+    add_config(parser)
+    parser.add_argument("--storage", metavar="PATH", help="the storage folder (instead of --config)")
+    parser.add_argument("--catalog", metavar="FILE", help="the catalog (default: STORAGE/catalog.db)")
+
+
+def open_repository(args: argparse.Namespace) -> tuple[Storage, Catalog, ClusterConfig | None]:
+    """The storage and catalog named by --config or --storage/--catalog."""
+    if args.config and args.storage:
+        raise UsageError("give either --config or --storage, not both")
+    if args.config:
+        config = load_cluster(args.config)
+        return open_storage(config.storage), Catalog(args.catalog or config.catalog), config
+    if not args.storage:
+        raise UsageError("where are the backups? give --config FILE or --storage PATH")
+    return open_storage(args.storage), Catalog(args.catalog or str(Path(args.storage) / "catalog.db")), None
 
 
 def add_fleet_args(parser: argparse.ArgumentParser) -> None:

@@ -26,6 +26,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import IO, Any, Protocol
 
+from txbackup.jobs import StepJournal
+
 
 class ArtifactWriter(Protocol):
     """Where a capture's export writes its artifacts (provided by the engine)."""
@@ -43,6 +45,24 @@ class ArtifactWriter(Protocol):
 
 class ArtifactReader(Protocol):
     """Read access to one target's artifacts in a backup set (provided by the engine)."""
+
+    @property
+    def restore_point(self) -> str | None:
+        """The set's restore point: the pause midpoint, ISO-8601 UTC with ms
+        (what point-in-time-restore targets restore to)."""
+        ...
+
+    @property
+    def position(self) -> Mapping[str, Any]:
+        """What this target's capture recorded (``Capture.position()``)."""
+        ...
+
+    @property
+    def journal(self) -> StepJournal:
+        """The steps of this target already done in this restore job: a target
+        whose restore has several steps marks each one, and skips those
+        already done when the job is resumed (``txbackup restore --resume``)."""
+        ...
 
     def names(self) -> list[str]:
         """The artifact names of this target, in the order they were written."""
@@ -75,7 +95,13 @@ class Capture(Protocol):
 
 
 class Target(Protocol):
-    """One database (or database server) of the cluster file."""
+    """One database (or database server) of the cluster file.
+
+    A target may also define ``min_pause_s: float``: the shortest pause it
+    needs (point-in-time-restore services need a pause long enough for their
+    restore granularity and clock uncertainty); the engine holds the pause for
+    the longest of these.
+    """
 
     name: str
     kind: str

@@ -1,0 +1,33 @@
+"""txbackup delete: remove a backup set (manifest first, then its files)."""
+
+from __future__ import annotations
+
+import argparse
+
+from txbackup.catalog import delete_set
+from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json
+from txbackup.errors import TxbackupError
+
+NAME = "delete"
+HELP = "delete a backup set from storage and the catalog"
+DESCRIPTION = """\
+Delete a set: its manifest first (so an interrupted delete never leaves a set
+that looks complete), then its artifacts, then its catalog row."""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_repository_args(parser)
+    parser.add_argument("set_id", metavar="ID")
+    add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    storage, catalog, _ = open_repository(args)
+    if catalog.get(args.set_id) is None and not storage.list(f"sets/{args.set_id}/"):
+        raise TxbackupError(f"set {args.set_id}: no such backup set")
+    delete_set(storage, catalog, args.set_id)
+    if args.json:
+        print_json({"deleted": args.set_id})
+    else:
+        print(f"deleted set {args.set_id}")
+    return 0

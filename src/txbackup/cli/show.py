@@ -1,0 +1,43 @@
+"""txbackup show: one backup set in detail (its manifest)."""
+
+from __future__ import annotations
+
+import argparse
+
+from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json
+from txbackup.engine.manifest import read_manifest
+from txbackup.errors import TxbackupError
+
+NAME = "show"
+HELP = "show one backup set: pause window, positions, artifacts"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_repository_args(parser)
+    parser.add_argument("set_id", metavar="ID")
+    add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    storage, catalog, _ = open_repository(args)
+    row = catalog.get(args.set_id)
+    if row is not None and row.status != "complete":
+        raise TxbackupError(f"set {args.set_id} is {row.status}, not complete: {row.error or 'no manifest'}")
+    manifest = read_manifest(storage, args.set_id)
+    if args.json:
+        print_json(manifest.to_dict())
+        return 0
+    t = manifest.timings
+    print(f"set            {manifest.set_id} (complete)")
+    print(f"created        {manifest.created_at}, finished {manifest.finished_at}")
+    print(f"pause window   {manifest.pause.started_at} .. {manifest.pause.ended_at} ({t.pause_ms} ms)")
+    print(f"restore point  {manifest.restore_point}")
+    print(f"timings        drain {t.drain_ms} ms, capture {t.capture_ms} ms, export {t.export_ms} ms")
+    print(f"applications   {', '.join(manifest.applications) or '-'}")
+    for target in manifest.targets:
+        print(f"target {target.name} ({target.kind})")
+        for key, value in target.position.items():
+            print(f"  {key}: {value}")
+        for a in target.artifacts:
+            print(f"  {a.path}  {a.size} bytes, stored {a.stored_size}, sha256 {a.sha256[:16]}...")
+    return 0

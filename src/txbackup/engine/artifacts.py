@@ -1,0 +1,310 @@
+"""Artifacts in storage: zstd-compressed, SHA-256 checked, streamed in chunks.
+
+``SetWriter`` and ``SetReader`` are the engine's ``ArtifactWriter`` and
+``ArtifactReader`` (see ``targets/base.py``). An artifact ``name`` of target
+``t`` in set ``s`` is stored as ``sets/<s>/<t>/<name>.zst``. Its record keeps
+the size and SHA-256 of the data and of the stored (compressed) file.
+
+Reading verifies as it streams: the stored size is checked before the first
+byte, both checksums at EOF, where a mismatch raises ``IntegrityError`` from
+``read()``. So a restore never ends normally on corrupt data, but it may have
+consumed part of it: the engine runs ``verify_set`` before restoring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, cast
+
+import zstandard
+
+from txbackup.engine.manifest import ArtifactRecord, Manifest, set_prefix
+from txbackup.errors import IntegrityError, StorageError, TargetError, TxbackupError
+from txbackup.jobs import MemoryJournal, StepJournal
+from txbackup.storage.base import CHUNK, Storage, StreamSaver, check_name
+from txbackup.targets.base import iter_chunks
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+ZSTD_LEVEL = 3
+
+Progress = Callable[[int], None] | None
+"""Called with the number of stored bytes read at each step."""
+
+
+def artifact_path(set_id: str, target: str, name: str) -> str:
+    """The storage name of an artifact: ``sets/<set_id>/<target>/<name>.zst``."""
+    return f"{set_prefix(set_id)}{check_name(target)}/{check_name(name)}.zst"
+
+
+class Digest:
+    """A running SHA-256 and byte count."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data: ReadableBuffer) -> None:
+        self._sha.update(data)
+        self.size += memoryview(data).nbytes
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+class _WriteTap(io.RawIOBase):
+    """A writable stream that digests what goes through it on its way to ``sink``."""
+
+    def __init__(self, sink: Callable[[bytes], object], digest: Digest) -> None:
+        self._sink = sink
+        self._digest = digest
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
+        self._digest.update(data)
+        self._sink(data)  # type: ignore[arg-type]  # any bytes-like object
+        return memoryview(data).nbytes
+
+
+class SetWriter:
+    """Writes one target's artifacts into a backup set (an ``ArtifactWriter``)."""
+
+    def __init__(self, storage: Storage, set_id: str, target_name: str) -> None:
+        self._storage = storage
+        self._set_id = set_id
+        self._target = target_name
+        self._records: list[ArtifactRecord] = []
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def records(self) -> list[ArtifactRecord]:
+        """The artifacts written so far, in order of completion."""
+        with self._lock:
+            return list(self._records)
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        path = self._reserve(name)
+        saver: StreamSaver | None = None
+        plain, stored = Digest(), Digest()
+        try:
+            saver = StreamSaver(self._storage, path)
+            compressor = zstandard.ZstdCompressor(
+                level=ZSTD_LEVEL, threads=0, write_checksum=True
+            ).stream_writer(cast(IO[bytes], _WriteTap(saver.write, stored)), closefd=False)
+            out = io.BufferedWriter(_WriteTap(compressor.write, plain), CHUNK)
+            yield out
+            out.close()  # flushes into the compressor, if the target did not close it
+            compressor.flush(zstandard.FLUSH_FRAME)  # ends the zstd frame
+            saved = saver.commit()
+            if saved != stored.size:
+                raise StorageError(f"artifact {path}: storage saved {saved} of {stored.size} bytes")
+        except BaseException:
+            if saver is not None:
+                saver.abort()
+            with self._lock:
+                self._names.discard(name)
+            raise
+        record = ArtifactRecord(name, path, plain.size, plain.hexdigest(), saved, stored.hexdigest())
+        with self._lock:
+            self._records.append(record)
+
+    def add_file(self, name: str, path: str) -> None:
+        try:
+            with open(path, "rb") as src, self.open(name) as out:
+                for chunk in iter_chunks(src, CHUNK):
+                    out.write(chunk)
+        except OSError as exc:
+            raise TargetError(f"target {self._target}: cannot read {path}: {exc.strerror}") from exc
+
+    def _reserve(self, name: str) -> str:
+        path = artifact_path(self._set_id, self._target, name)
+        with self._lock:
+            if name in self._names:
+                raise TargetError(f"target {self._target}: artifact {name!r} written twice")
+            self._names.add(name)
+        return path
+
+
+class _ReadTap:
+    """Reads ``source``, digesting and reporting every byte read."""
+
+    def __init__(self, source: IO[bytes], progress: Callable[[int], None] | None) -> None:
+        self._source = source
+        self._progress = progress
+        self.digest = Digest()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.digest.update(data)
+        if self._progress is not None and data:
+            self._progress(len(data))
+        return data
+
+
+class _VerifyingReader(io.RawIOBase):
+    """The decompressed artifact; checks sizes and checksums at EOF."""
+
+    def __init__(self, source: IO[bytes], record: ArtifactRecord, progress: Progress) -> None:
+        self._record = record
+        self._stored = _ReadTap(source, progress)
+        self._plain = Digest()
+        self._data = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], self._stored), read_size=CHUNK, read_across_frames=True, closefd=False
+        )
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        if self._verified:
+            return 0
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._data.read(len(view))
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"artifact {self._record.path}: corrupt ({exc})") from exc
+        if not data:
+            self._verify()
+            return 0
+        self._plain.update(data)
+        view[: len(data)] = data
+        return len(data)
+
+    def _verify(self) -> None:
+        while self._stored.read(CHUNK):  # bytes after the zstd frame count too
+            pass
+        stored, record = self._stored.digest, self._record
+        if (stored.size, stored.hexdigest()) != (record.stored_size, record.stored_sha256) or (
+            self._plain.size,
+            self._plain.hexdigest(),
+        ) != (record.size, record.sha256):
+            raise IntegrityError(f"artifact {record.path}: checksum mismatch (corrupt)")
+        self._verified = True
+
+
+
+@contextlib.contextmanager
+def open_artifact(
+    storage: Storage, record: ArtifactRecord, progress: Progress = None
+) -> Iterator[IO[bytes]]:
+    """The decompressed data of ``record``, verified as it streams (see module doc).
+    ``progress`` is called with the number of stored bytes read at each step."""
+    size = storage.stat(record.path)
+    if size is None:
+        raise IntegrityError(f"artifact {record.path}: missing from storage {storage.describe()}")
+    if size != record.stored_size:
+        raise IntegrityError(
+            f"artifact {record.path}: {size} bytes stored, manifest says {record.stored_size} "
+            "(truncated or corrupt)"
+        )
+    with storage.load(record.path) as source:
+        yield io.BufferedReader(_VerifyingReader(source, record, progress), CHUNK)
+
+
+class SetReader:
+    """Reads one target's artifacts from a backup set (an ``ArtifactReader``)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        set_id: str,
+        target_name: str,
+        records: Sequence[ArtifactRecord],
+        restore_point: str | None = None,
+        position: Mapping[str, Any] | None = None,
+        journal: StepJournal | None = None,
+    ) -> None:
+        self._storage = storage
+        self._set_id = set_id
+        self._target = target_name
+        self._records = {record.name: record for record in records}
+        self._restore_point = restore_point
+        self._position = dict(position or {})
+        self._journal: StepJournal = journal or MemoryJournal()
+
+    @property
+    def restore_point(self) -> str | None:
+        return self._restore_point
+
+    @property
+    def position(self) -> Mapping[str, Any]:
+        return self._position
+
+    @property
+    def journal(self) -> StepJournal:
+        return self._journal
+
+    def names(self) -> list[str]:
+        return list(self._records)
+
+    def open(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        record = self._records.get(name)
+        if record is None:
+            raise StorageError(
+                f"set {self._set_id}: target {self._target} has no artifact {name!r}"
+            )
+        return open_artifact(self._storage, record)
+
+    def extract(self, name: str, path: str) -> None:
+        """Write the artifact to ``path``, which appears only once complete and verified."""
+        partial = path + ".txbackup-partial"
+        try:
+            try:
+                with self.open(name) as src, open(partial, "wb") as dst:
+                    for chunk in iter_chunks(src, CHUNK):
+                        dst.write(chunk)
+                os.replace(partial, path)
+            except OSError as exc:
+                raise TxbackupError(f"extracting {name} to {path}: {exc.strerror}") from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+
+
+def verify_artifact(storage: Storage, record: ArtifactRecord, progress: Progress = None) -> None:
+    """Re-read an artifact against its record; IntegrityError if it differs."""
+    with open_artifact(storage, record, progress) as data:
+        for _ in iter_chunks(data, CHUNK):
+            pass
+
+
+def verify_set(
+    storage: Storage, manifest: Manifest, progress: Callable[[int, int], None] | None = None
+) -> list[str]:
+    """Verify every artifact of the set; return one line per problem (empty if
+    all is well). Never raises for a bad artifact: all of them are checked.
+    ``progress(done, total)`` counts stored bytes."""
+    records = list(manifest.artifacts())
+    total = sum(record.stored_size for record in records)
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    problems = []
+    finished = 0
+    for record in records:
+        try:
+            verify_artifact(storage, record, step)
+        except TxbackupError as exc:
+            problems.append(str(exc))
+        finished += record.stored_size
+        done = finished
+    if progress is not None:
+        progress(done, total)
+    return problems

@@ -1,0 +1,237 @@
+"""One backup set: preflight -> pause -> capture -> unpause -> export -> commit.
+
+The engine knows the flow and nothing of any database:
+
+1. **preflight**: every application answers and is serving, every target is
+   reachable with its credentials. Nothing is paused if this fails.
+2. **pause** the fleet, **capture** every target in parallel under a deadline
+   (constant-time snapshot handles), hold the pause for ``min_pause`` if
+   configured, **unpause** (always: error, deadline, signal).
+3. **export** every capture in parallel, compressed and checksummed.
+4. **commit**: the manifest is written last; only then is the set complete in
+   the catalog. On any failure the set is marked FAILED and its partial
+   artifacts are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from txbackup.admin.fleet import Fleet, iso_ms, paused, utc_now
+from txbackup.catalog import Catalog
+from txbackup.engine.artifacts import SetWriter
+from txbackup.engine.manifest import (
+    Manifest,
+    PauseWindow,
+    TargetRecord,
+    Timings,
+    new_set_id,
+    write_manifest,
+)
+from txbackup.engine.progress import Reporter, SilentReporter
+from txbackup.engine.threads import in_thread
+from txbackup.errors import PauseError, TargetError, TxbackupError
+from txbackup.storage.base import Storage
+from txbackup.targets.base import Capture, Target
+
+
+@dataclass
+class BackupPlan:
+    """What one backup run does (built from the cluster file by the CLI)."""
+
+    fleet: Fleet
+    targets: Sequence[Target]
+    storage: Storage
+    catalog: Catalog
+    wait_outstanding: bool = True
+    max_pause_wait_ms: int | None = None
+    capture_deadline_s: float = 30.0
+    min_pause_s: float = 0.0
+    reporter: Reporter = field(default_factory=SilentReporter)
+
+
+class _CountingStream:
+    """Pass writes through to ``inner`` and report their size."""
+
+    def __init__(self, inner: IO[bytes], report: Any) -> None:
+        self._inner = inner
+        self._report = report
+
+    def write(self, data: bytes) -> int:
+        written = self._inner.write(data)
+        self._report(len(data))
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _ReportingWriter:
+    """An ArtifactWriter that reports exported bytes to the reporter."""
+
+    def __init__(self, inner: SetWriter, target: str, reporter: Reporter) -> None:
+        self.inner = inner
+        self.target = target
+        self.reporter = reporter
+
+    def _report(self, count: int) -> None:
+        self.reporter.bytes_done(self.target, count)
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        with self.inner.open(name) as stream:
+            yield _CountingStream(stream, self._report)  # type: ignore[misc]
+
+    def add_file(self, name: str, path: str) -> None:
+        self.inner.add_file(name, path)
+        with contextlib.suppress(OSError):
+            import os
+
+            self._report(os.path.getsize(path))
+
+
+def required_pause(plan: BackupPlan) -> float:
+    """The shortest pause this plan needs: the configured one, or longer if a target asks."""
+    return max([plan.min_pause_s, *(getattr(t, "min_pause_s", 0.0) for t in plan.targets)])
+
+
+def _ms(since: float) -> int:
+    return round((time.monotonic() - since) * 1000)
+
+
+async def _preflight(plan: BackupPlan) -> None:
+    report = plan.reporter
+    report.event("phase", name="preflight")
+    statuses = await plan.fleet.status()
+    problems = [f"{s.endpoint}: {s.error}" for s in statuses if s.error]
+    problems += [f"{s.endpoint}: already paused (another backup running?)" for s in statuses if s.paused]
+    if problems:
+        raise PauseError("preflight: application " + "; ".join(problems))
+    results = await asyncio.gather(
+        *(in_thread(t.preflight, f"preflight-{t.name}") for t in plan.targets), return_exceptions=True
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    for exc in errors:
+        if not isinstance(exc, Exception):
+            raise exc
+    if errors:
+        raise errors[0] if len(errors) == 1 else TargetError("; ".join(str(e) for e in errors))
+    for t in plan.targets:
+        report.event("target", name=t.name, phase="reachable", kind=t.kind)
+
+
+async def _capture_all(plan: BackupPlan, set_id: str, captures: dict[str, Capture]) -> None:
+    """Capture every target in parallel; each capture is kept as soon as it exists."""
+
+    async def capture_one(target: Target) -> None:
+        started = time.monotonic()
+        captures[target.name] = await in_thread(lambda: target.capture(set_id), f"capture-{target.name}")
+        plan.reporter.event("target", name=target.name, phase="captured", ms=_ms(started))
+
+    try:
+        async with asyncio.timeout(plan.capture_deadline_s):
+            await asyncio.gather(*(capture_one(t) for t in plan.targets))
+    except TimeoutError:
+        late = sorted(t.name for t in plan.targets if t.name not in captures)
+        raise TargetError(
+            f"capture deadline of {plan.capture_deadline_s:g}s passed; no snapshot from: {', '.join(late)}"
+        ) from None
+
+
+async def _export_all(plan: BackupPlan, set_id: str, captures: dict[str, Capture]) -> dict[str, SetWriter]:
+    writers = {name: SetWriter(plan.storage, set_id, name) for name in captures}
+
+    async def export_one(name: str) -> None:
+        started = time.monotonic()
+        writer = _ReportingWriter(writers[name], name, plan.reporter)
+        await in_thread(lambda: captures[name].export(writer), f"export-{name}")
+        size = sum(r.size for r in writers[name].records)
+        plan.reporter.event("target", name=name, phase="exported", ms=_ms(started), bytes=size)
+
+    results = await asyncio.gather(*(export_one(n) for n in captures), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0] if len(errors) == 1 else TargetError("; ".join(str(e) for e in errors))
+    return writers
+
+
+async def _release_all(captures: dict[str, Capture]) -> None:
+    for capture in captures.values():
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(in_thread(capture.release, "release"), timeout=30)
+
+
+async def run_backup(plan: BackupPlan) -> Manifest:
+    """Take one backup set; returns its manifest (already committed)."""
+    report = plan.reporter
+    await _preflight(plan)
+    created = utc_now()
+    set_id = new_set_id(created)
+    plan.catalog.begin(set_id, created, [t.name for t in plan.targets])
+    captures: dict[str, Capture] = {}
+    try:
+        report.event("phase", name="pause", set_id=set_id, endpoints=len(plan.fleet.endpoints))
+        pause_started = time.monotonic()
+        async with paused(plan.fleet, plan.wait_outstanding, plan.max_pause_wait_ms) as window:
+            drain_ms = _ms(pause_started)
+            report.event("phase", name="capture", drain_ms=drain_ms)
+            capture_started = time.monotonic()
+            await _capture_all(plan, set_id, captures)
+            capture_ms = _ms(capture_started)
+            held = time.monotonic() - pause_started
+            if held < required_pause(plan):
+                await asyncio.sleep(required_pause(plan) - held)
+        report.event(
+            "phase", name="unpaused", pause_ms=window.duration_ms, restore_point=iso_ms(window.midpoint)
+        )
+        report.event("phase", name="export")
+        export_started = time.monotonic()
+        writers = await _export_all(plan, set_id, captures)
+        export_ms = _ms(export_started)
+        manifest = Manifest(
+            set_id=set_id,
+            created_at=iso_ms(created) or "",
+            finished_at=iso_ms(utc_now()) or "",
+            pause=PauseWindow(
+                started_at=iso_ms(window.started_at),
+                ended_at=iso_ms(window.ended_at),
+                midpoint=iso_ms(window.midpoint),
+            ),
+            applications=[str(e) for e in plan.fleet.endpoints],
+            timings=Timings(
+                drain_ms=drain_ms,
+                capture_ms=capture_ms,
+                pause_ms=window.duration_ms or 0,
+                export_ms=export_ms,
+            ),
+            targets=[
+                TargetRecord(
+                    name=t.name,
+                    kind=t.kind,
+                    description=dict(t.describe()),
+                    position=dict(captures[t.name].position()),
+                    artifacts=list(writers[t.name].records),
+                )
+                for t in plan.targets
+            ],
+        )
+        report.event("phase", name="commit")
+        write_manifest(plan.storage, manifest)
+        plan.catalog.complete(manifest)
+        report.event("done", set_id=set_id)
+        return manifest
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, TxbackupError) else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):
+            plan.storage.remove_prefix(f"sets/{set_id}/")
+        with contextlib.suppress(Exception):
+            plan.catalog.fail(set_id, message or "interrupted")
+        raise
+    finally:
+        await _release_all(captures)
+        await plan.fleet.close()

@@ -1,0 +1,171 @@
+"""Restore jobs whose progress survives a crash: ``txbackup restore --resume JOB``.
+
+A restore run is a job in the catalog's SQLite file. Each target records the
+steps it has completed in its ``Journal``; a resumed job skips them. Steps are
+free-text names scoped to a target (``"restored"``, ``"orders/alias-backup"``)
+and may carry a small JSON document (an ARN, a table name...). A step is
+marked done only after it has taken effect, so every step must be idempotent:
+a crash between acting and marking repeats the action on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from txbackup.errors import UsageError
+
+RUNNING = "running"
+FAILED = "failed"
+COMPLETE = "complete"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS restore_jobs (
+    job_id TEXT PRIMARY KEY,
+    set_id TEXT NOT NULL,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS restore_steps (
+    job_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    step TEXT NOT NULL,
+    data TEXT,
+    done_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, target, step)
+);
+"""
+
+
+class StepJournal(Protocol):
+    """The completed steps of one target in one restore job."""
+
+    def is_done(self, step: str) -> bool: ...
+
+    def data(self, step: str) -> dict[str, Any] | None: ...
+
+    def mark_done(self, step: str, data: Mapping[str, Any] | None = None) -> None: ...
+
+
+class MemoryJournal:
+    """A journal that lives as long as the process (restores run as a library)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, dict[str, Any]] = {}
+
+    def is_done(self, step: str) -> bool:
+        return step in self._steps
+
+    def data(self, step: str) -> dict[str, Any] | None:
+        return self._steps.get(step)
+
+    def mark_done(self, step: str, data: Mapping[str, Any] | None = None) -> None:
+        self._steps[step] = dict(data or {})
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: str
+    set_id: str
+    params: dict[str, Any]
+    status: str
+    error: str | None
+    created_at: str
+    updated_at: str
+
+
+class JobStore:
+    """Restore jobs and their steps, in the catalog's SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def create(self, set_id: str, params: Mapping[str, Any]) -> str:
+        job_id = f"restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        now = _now()
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO restore_jobs VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                (job_id, set_id, json.dumps(dict(params)), RUNNING, now, now),
+            )
+        return job_id
+
+    def get(self, job_id: str) -> JobRow:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM restore_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UsageError(f"restore job {job_id}: no such job (see txbackup restore --jobs)")
+        return JobRow(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+
+    def list(self) -> list[JobRow]:
+        with self._db() as db:
+            ids = [r[0] for r in db.execute("SELECT job_id FROM restore_jobs ORDER BY created_at")]
+        return [self.get(i) for i in ids]
+
+    def set_status(self, job_id: str, status: str, error: str | None = None) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE restore_jobs SET status = ?, error = ?, updated_at = ? WHERE job_id = ?",
+                (status, error, _now(), job_id),
+            )
+
+    def journal(self, job_id: str, target: str) -> Journal:
+        return Journal(self, job_id, target)
+
+
+class Journal:
+    """The persisted ``StepJournal`` of one target in one job."""
+
+    def __init__(self, store: JobStore, job_id: str, target: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.target = target
+
+    def _row(self, step: str) -> tuple[str | None] | None:
+        with self.store._db() as db:
+            row: tuple[str | None] | None = db.execute(
+                "SELECT data FROM restore_steps WHERE job_id = ? AND target = ? AND step = ?",
+                (self.job_id, self.target, step),
+            ).fetchone()
+        return row
+
+    def is_done(self, step: str) -> bool:
+        return self._row(step) is not None
+
+    def data(self, step: str) -> dict[str, Any] | None:
+        row = self._row(step)
+        if row is None:
+            return None
+        loaded: dict[str, Any] = json.loads(row[0] or "{}")
+        return loaded
+
+    def mark_done(self, step: str, data: Mapping[str, Any] | None = None) -> None:
+        with self.store._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO restore_steps VALUES (?, ?, ?, ?, ?)",
+                (self.job_id, self.target, step, json.dumps(dict(data or {})), _now()),
+            )

@@ -1,0 +1,254 @@
+"""SQLite database files (kind ``sqlite``).
+
+Settings::
+
+    [[targets]]
+    name = "cache"
+    kind = "sqlite"
+    path = "/var/lib/app/cache.db"          # and/or
+    paths = ["/var/lib/app/a.db", "/var/lib/app/b.db"]
+
+**WAL mode is required.** The snapshot is an open read transaction on a
+connection of our own, held from capture (inside the pause) until the export
+(after the unpause) has copied the file. In WAL mode a reader never blocks the
+application's writers, and it keeps seeing the database exactly as it was when
+its transaction began. In rollback-journal mode the same read transaction would
+hold a SHARED lock that blocks every writer for the whole export, so such a
+database is refused at preflight; switch it once with
+``sqlite3 FILE 'PRAGMA journal_mode=WAL'`` (the mode is persistent). We never
+change an application's journal mode ourselves.
+
+Export copies the database with SQLite's online-backup API *through the held
+connection*: when the source connection already has a read transaction open,
+``sqlite3_backup_step`` reuses it instead of starting a new one, so the copy is
+the captured snapshot, not the current state (a test checks that rows written
+after capture are absent). The copy goes to a temporary file (``TMPDIR``) and
+becomes the artifact ``<file stem>.sqlite``: a plain SQLite database.
+
+Restoring by hand: decompress the artifact and copy it into place while the
+application is stopped, removing any stale ``-wal``/``-shm`` files of the old
+database first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from txbackup.errors import TargetError, UsageError
+from txbackup.secrets import check_keys, setting_opt_str, setting_str_list
+from txbackup.targets.base import ArtifactReader, ArtifactWriter
+
+KIND = "sqlite"
+SUFFIX = ".sqlite"
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _artifact(path: str) -> str:
+    return Path(path).stem + SUFFIX
+
+
+class SqliteCapture:
+    """Read transactions held open on every file of the target."""
+
+    def __init__(self, target: SqliteTarget) -> None:
+        self.target = target
+        self.held: dict[str, sqlite3.Connection] = {}
+        self._position: dict[str, Any] = {}
+
+    def _open(self) -> None:
+        for path in self.target.paths:
+            conn = self.target.connect(path)
+            self.held[path] = conn
+            self.target.check_wal(conn, path)
+            try:
+                conn.execute("BEGIN")
+                # the first read fixes the WAL snapshot of this transaction
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                pages = conn.execute("PRAGMA page_count").fetchone()[0]
+                schema = conn.execute("PRAGMA schema_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise self.target.error(f"{path}: cannot start a read transaction: {exc}") from None
+            self._position[_artifact(path)] = {
+                "path": path,
+                "page_count": pages,
+                "schema_version": schema,
+            }
+
+    def position(self) -> Mapping[str, Any]:
+        return {"files": dict(self._position)}
+
+    def export(self, out: ArtifactWriter) -> None:
+        for path, conn in self.held.items():
+            with tempfile.TemporaryDirectory(prefix="txbackup-sqlite-") as tmp:
+                copy = os.path.join(tmp, _artifact(path))
+                dest = sqlite3.connect(copy)
+                try:
+                    # one step (pages=-1) inside the transaction opened at capture
+                    conn.backup(dest, pages=-1)
+                except sqlite3.Error as exc:
+                    raise self.target.error(f"{path}: copy failed: {exc}") from None
+                finally:
+                    dest.close()
+                out.add_file(_artifact(path), copy)
+
+    def release(self) -> None:
+        held, self.held = self.held, {}
+        for conn in held.values():
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            conn.close()
+
+
+class SqliteTarget:
+    kind = KIND
+
+    def __init__(self, name: str, paths: list[str]) -> None:
+        self.name = name
+        self.paths = paths
+        where = f" {paths[0]}" if len(paths) == 1 else ""
+        self.label = f'target "{name}" (sqlite{where})'
+
+    def error(self, message: str) -> TargetError:
+        return TargetError(f"{self.label}: {message}")
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"kind": KIND, "paths": list(self.paths)}
+
+    def connect(self, path: str) -> sqlite3.Connection:
+        """A connection to an existing database file (never creates one)."""
+        if not os.path.isfile(path):
+            raise self.error(f"{path}: no such file")
+        uri = Path(path).absolute().as_uri() + "?mode=rw"
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.Error as exc:
+            raise self.error(f"{path}: cannot open: {exc}") from None
+        return conn
+
+    def check_wal(self, conn: sqlite3.Connection, path: str) -> None:
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        if mode != "wal":
+            raise self.error(
+                f"{path} uses journal_mode={mode}; txbackup needs WAL mode (a snapshot held in "
+                f"rollback-journal mode blocks every writer during the export): switch once with "
+                f"sqlite3 {path} 'PRAGMA journal_mode=WAL'"
+            )
+
+    def preflight(self) -> None:
+        for path in self.paths:
+            conn = self.connect(path)
+            try:
+                self.check_wal(conn, path)
+            finally:
+                conn.close()
+
+    def capture(self, set_id: str) -> SqliteCapture:
+        capture = SqliteCapture(self)
+        try:
+            capture._open()
+        except BaseException:
+            capture.release()
+            raise
+        return capture
+
+    def _destinations(self, dest: Mapping[str, str] | None) -> dict[str, str]:
+        """artifact name -> destination file."""
+        ours = {_artifact(p): p for p in self.paths}
+        if not dest:
+            return ours
+        if "dsn" in dest:  # `--to NAME=VALUE`: a file for a one-file target, else a folder
+            key = "path" if len(self.paths) == 1 and not os.path.isdir(dest["dsn"]) else "dir"
+            dest = {key: dest["dsn"]}
+        unknown = sorted(set(dest) - {"path", "dir"})
+        if unknown:
+            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
+        if "path" in dest:
+            if len(self.paths) != 1:
+                raise UsageError(
+                    f"{self.label}: restore to a single path needs a single-file target; "
+                    "give a dir instead"
+                )
+            return {_artifact(self.paths[0]): dest["path"]}
+        if "dir" in dest:
+            return {a: os.path.join(dest["dir"], Path(p).name) for a, p in ours.items()}
+        return ours
+
+    def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        targets = self._destinations(dest)
+        names = src.names()
+        unknown = [n for n in names if n not in targets]
+        if unknown:
+            raise self.error(f"artifact {unknown[0]} does not belong to any configured path")
+        # check every destination before touching any
+        for name in names:
+            path = targets[name]
+            if not force and _non_empty(path):
+                raise self.error(
+                    f"destination {path} exists and is not empty; use --force to overwrite it"
+                )
+        for name in names:
+            self._restore_one(src, name, targets[name])
+
+    def _restore_one(self, src: ArtifactReader, name: str, path: str) -> None:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".restore", dir=folder)
+        os.close(fd)
+        try:
+            src.extract(name, partial)
+            check = sqlite3.connect(partial)
+            try:
+                verdict = check.execute("PRAGMA quick_check").fetchone()[0]
+            except sqlite3.Error as exc:
+                verdict = str(exc)
+            finally:
+                check.close()
+            if verdict != "ok":
+                raise self.error(f"artifact {name} is not a sound SQLite database: {verdict}")
+            for side in _SIDE_FILES:
+                # a stale WAL of the old database would be replayed onto the new one
+                _remove(path + side)
+            for side in _SIDE_FILES:
+                _remove(partial + side)
+            os.replace(partial, path)
+        finally:
+            _remove(partial)
+            for side in _SIDE_FILES:
+                _remove(partial + side)
+
+
+def _non_empty(path: str) -> bool:
+    return any(os.path.exists(p) and os.path.getsize(p) > 0 for p in (path, path + "-wal"))
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def from_config(name: str, conf: Mapping[str, Any]) -> SqliteTarget:
+    culprit = f'target "{name}"'
+    check_keys(conf, {"path", "paths"}, culprit=culprit)
+    paths: list[str] = []
+    single = setting_opt_str(conf, "path", culprit=culprit)
+    if single:
+        paths.append(single)
+    paths += setting_str_list(conf, "paths", culprit=culprit)
+    if not paths:
+        raise UsageError(f"{culprit}: give the database file as path (or paths)")
+    paths = [os.path.abspath(p) for p in paths]
+    if len(set(paths)) != len(paths):
+        raise UsageError(f"{culprit}: a database file is listed twice")
+    artifacts = [_artifact(p) for p in paths]
+    if len(set(artifacts)) != len(artifacts):
+        raise UsageError(f"{culprit}: database files must have distinct names (before the suffix)")
+    return SqliteTarget(name, paths)

@@ -1,0 +1,284 @@
+"""The backup engine end to end on SQLite targets, with faults injected where they hurt."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from txbackup.admin.client import Endpoint
+from txbackup.admin.fleet import Fleet
+from txbackup.catalog import Catalog
+from txbackup.config import build_target
+from txbackup.demo.sample_service import SampleServer, start_sample_server
+from txbackup.engine.artifacts import verify_set
+from txbackup.engine.backup import BackupPlan, run_backup
+from txbackup.engine.manifest import read_manifest
+from txbackup.engine.restore import RestorePlan, restore_set
+from txbackup.errors import IntegrityError, PauseError, StorageError, TargetError, TxbackupError
+from txbackup.jobs import JobStore
+from txbackup.storage import LocalStorage
+from txbackup.targets.base import ArtifactReader, Capture, Target
+
+
+def make_db(path: Path, rows: int) -> None:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER)")
+    db.executemany("INSERT INTO accounts VALUES (?, ?)", [(i, 100) for i in range(rows)])
+    db.commit()
+    db.close()
+
+
+def count(path: Path | str) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT count(*) FROM accounts").fetchone()[0])
+    finally:
+        db.close()
+
+
+class PauseCounter:
+    """Wraps a server's gate to count pauses (so 'nothing was paused' is checked, not assumed)."""
+
+    def __init__(self, server: SampleServer) -> None:
+        self.pauses = 0
+        gate = server.gate
+        original = gate.pause
+
+        async def counted(*args: Any, **kwargs: Any) -> None:
+            self.pauses += 1
+            await original(*args, **kwargs)
+
+        gate.pause = counted  # type: ignore[method-assign]
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[SampleServer]:
+    server = await start_sample_server()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def dbs(tmp_path: Path) -> list[Path]:
+    paths = [tmp_path / "a.db", tmp_path / "b.db"]
+    for i, p in enumerate(paths):
+        make_db(p, 10 + i)
+    return paths
+
+
+def sqlite_targets(paths: list[Path]) -> list[Target]:
+    return [build_target({"name": p.stem, "kind": "sqlite", "path": str(p)}, i) for i, p in enumerate(paths)]
+
+
+def plan_for(app: SampleServer, targets: list[Target], tmp: Path, storage: Any = None) -> BackupPlan:
+    return BackupPlan(
+        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
+        targets=targets,
+        storage=storage or LocalStorage(str(tmp / "store")),
+        catalog=Catalog(str(tmp / "catalog.db")),
+        capture_deadline_s=5,
+    )
+
+
+async def test_backup_verify_restore_round_trip(app: SampleServer, dbs: list[Path], tmp_path: Path) -> None:
+    counter = PauseCounter(app)
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path)
+    manifest = await run_backup(plan)
+    assert counter.pauses == 1 and not app.gate.paused
+    assert plan.catalog.get(manifest.set_id).status == "complete"  # type: ignore[union-attr]
+    assert manifest.pause.started_at and manifest.restore_point
+    assert verify_set(plan.storage, manifest) == []
+    again = read_manifest(plan.storage, manifest.set_id)
+    assert again == manifest
+    out = tmp_path / "restored"
+    out.mkdir()
+    job_id, names = restore_set(
+        RestorePlan(
+            storage=plan.storage,
+            manifest=manifest,
+            targets=plan.targets,
+            jobs=JobStore(str(tmp_path / "catalog.db")),
+            destinations={"a": str(out / "a.db"), "b": str(out / "b.db")},
+        )
+    )
+    assert names == ["a", "b"] and job_id.startswith("restore-")
+    assert count(out / "a.db") == 10 and count(out / "b.db") == 11
+
+
+async def test_unreachable_target_at_preflight_pauses_nothing(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    counter = PauseCounter(app)
+    targets = [*sqlite_targets(dbs), *sqlite_targets([tmp_path / "missing" / "c.db"])]
+    plan = plan_for(app, targets, tmp_path)
+    with pytest.raises(TargetError, match=r"missing/c\.db"):
+        await run_backup(plan)
+    assert counter.pauses == 0 and plan.catalog.list() == []
+
+
+async def test_unreachable_application_at_preflight(dbs: list[Path], tmp_path: Path) -> None:
+    server = await start_sample_server()
+    port = server.port
+    await server.stop()
+    plan = plan_for(server, sqlite_targets(dbs), tmp_path)
+    with pytest.raises(PauseError, match=f"127.0.0.1:{port}: connection refused"):
+        await run_backup(plan)
+    assert plan.catalog.list() == []
+
+
+class FailingTarget:
+    """Wraps a real target and fails at one phase (fault injection)."""
+
+    def __init__(self, inner: Target, phase: str) -> None:
+        self.inner, self.phase = inner, phase
+        self.name, self.kind = inner.name, inner.kind
+        self.released = False
+
+    def describe(self) -> Mapping[str, Any]:
+        return self.inner.describe()
+
+    def preflight(self) -> None:
+        self.inner.preflight()
+
+    def capture(self, set_id: str) -> Capture:
+        if self.phase == "capture":
+            raise TargetError(f"target {self.name!r}: capture failed (injected)")
+        if self.phase == "hang":
+            import time
+
+            time.sleep(30)
+        return _FailingCapture(self.inner.capture(set_id), self)
+
+    def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        self.inner.restore(src, dest, force)
+
+
+class _FailingCapture:
+    def __init__(self, inner: Capture, owner: FailingTarget) -> None:
+        self.inner, self.owner = inner, owner
+
+    def position(self) -> Mapping[str, Any]:
+        return self.inner.position()
+
+    def export(self, out: Any) -> None:
+        if self.owner.phase == "export":
+            with out.open("partial.bin") as stream:
+                stream.write(b"x" * 1000)
+                raise TargetError(f"target {self.owner.name!r}: connection lost during export (injected)")
+        self.inner.export(out)
+
+    def release(self) -> None:
+        self.owner.released = True
+        self.inner.release()
+
+
+@pytest.mark.parametrize("phase", ["capture", "export"])
+async def test_target_failure_marks_failed_and_cleans_up(
+    app: SampleServer, dbs: list[Path], tmp_path: Path, phase: str
+) -> None:
+    a, b = sqlite_targets(dbs)
+    broken = FailingTarget(b, phase)
+    plan = plan_for(app, [a, broken], tmp_path)
+    with pytest.raises(TargetError, match="injected"):
+        await run_backup(plan)
+    assert not app.gate.paused
+    [row] = plan.catalog.list()
+    assert row.status == "failed" and "injected" in (row.error or "")
+    assert plan.storage.list("sets/") == []
+    if phase == "export":
+        assert broken.released
+
+
+async def test_capture_deadline_unpauses(app: SampleServer, dbs: list[Path], tmp_path: Path) -> None:
+    a, b = sqlite_targets(dbs)
+    plan = plan_for(app, [a, FailingTarget(b, "hang")], tmp_path)
+    plan.capture_deadline_s = 0.5
+    with pytest.raises(TargetError, match=r"capture deadline of 0.5s passed; no snapshot from: b"):
+        await run_backup(plan)
+    assert not app.gate.paused
+    assert plan.catalog.list()[0].status == "failed"
+
+
+class FullDisk(LocalStorage):
+    """A local folder whose disk fills up after ``room`` bytes of saves."""
+
+    def __init__(self, root: str, room: int) -> None:
+        super().__init__(root)
+        self.room = room
+
+    def save(self, name: str, stream: IO[bytes]) -> int:
+        budget = self.room
+
+        class Limited:
+            def read(self, size: int = -1) -> bytes:
+                nonlocal budget
+                data = stream.read(size)
+                budget -= len(data)
+                if budget < 0:
+                    raise StorageError(f"storage {root}: no space left on device while writing {name}")
+                return data
+
+        root = self.describe()
+        return super().save(name, Limited())  # type: ignore[arg-type]
+
+
+async def test_full_disk_during_export(app: SampleServer, tmp_path: Path) -> None:
+    big = tmp_path / "big.db"
+    make_db(big, 50_000)
+    plan = plan_for(app, sqlite_targets([big]), tmp_path, FullDisk(str(tmp_path / "store"), 10_000))
+    with pytest.raises(StorageError, match="no space left"):
+        await run_backup(plan)
+    assert not app.gate.paused
+    assert plan.catalog.list()[0].status == "failed"
+    assert plan.storage.list("") == []
+
+
+async def test_corrupt_artifact_refused_by_verify_and_restore(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path)
+    manifest = await run_backup(plan)
+    victim = manifest.targets[1].artifacts[0]
+    stored = tmp_path / "store" / victim.path
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    problems = verify_set(plan.storage, manifest)
+    assert len(problems) == 1 and victim.path in problems[0]
+    out = tmp_path / "restored"
+    out.mkdir()
+    with pytest.raises(IntegrityError, match=victim.path):
+        restore_set(
+            RestorePlan(
+                storage=plan.storage,
+                manifest=manifest,
+                targets=plan.targets,
+                jobs=JobStore(str(tmp_path / "catalog.db")),
+                destinations={"a": str(out / "a.db"), "b": str(out / "b.db")},
+            )
+        )
+    assert list(out.iterdir()) == []  # nothing written, not even the intact target
+
+
+async def test_non_empty_destination_refused_untouched(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path)
+    manifest = await run_backup(plan)
+    with pytest.raises(TxbackupError, match="not empty"):
+        restore_set(
+            RestorePlan(
+                storage=plan.storage,
+                manifest=manifest,
+                targets=plan.targets,
+                jobs=JobStore(str(tmp_path / "catalog.db")),
+                only=["a"],
+                destinations={"a": str(dbs[1])},
+            )
+        )
+    assert count(dbs[1]) == 11

@@ -1,0 +1,237 @@
+"""Artifacts: compressed, checksummed round trips; corruption and full disks are caught."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import random
+
+import pytest
+import zstandard
+
+from tests.unit.test_storage import all_files, fill_disk
+from txbackup.engine.artifacts import SetReader, SetWriter, artifact_path, verify_set
+from txbackup.engine.manifest import ArtifactRecord, Manifest, PauseWindow, TargetRecord, Timings
+from txbackup.errors import IntegrityError, StorageError, TargetError
+from txbackup.storage import LocalStorage
+
+SET = "20261127T101500Z-3f9a"
+
+
+@pytest.fixture
+def storage(tmp_path) -> LocalStorage:
+    return LocalStorage(str(tmp_path / "repo"))
+
+
+def mixed_data(size: int) -> bytes:
+    """Random blocks between repetitive ones: both hard and easy to compress."""
+    rng = random.Random(7)
+    out = bytearray()
+    while len(out) < size:
+        out += rng.randbytes(50_000) + b"account-%d;" % len(out) * 5_000
+    return bytes(out[:size])
+
+
+def write_artifacts(storage, artifacts: dict[str, bytes], target: str = "pg") -> SetWriter:
+    writer = SetWriter(storage, SET, target)
+    for name, data in artifacts.items():
+        with writer.open(name) as out:
+            out.write(data)
+    return writer
+
+
+def manifest_of(records: list[ArtifactRecord]) -> Manifest:
+    target = TargetRecord(name="pg", kind="test", artifacts=records)
+    return Manifest(SET, "c", "f", PauseWindow(), [], Timings(), [target])
+
+
+def reader_of(storage, writer: SetWriter) -> SetReader:
+    return SetReader(storage, SET, "pg", writer.records)
+
+
+def stored_path(storage, name: str) -> str:
+    return os.path.join(storage.root, *artifact_path(SET, "pg", name).split("/"))
+
+
+def damage(path: str, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def test_round_trip_records_sizes_and_checksums(storage):
+    data = {"accounts.dump": b"hello " * 1000, "empty": b"", "dir/nested.sql": b"select 1;"}
+    writer = write_artifacts(storage, data)
+
+    assert [r.name for r in writer.records] == list(data)
+    for record in writer.records:
+        assert record.path == f"sets/{SET}/pg/{record.name}.zst"
+        assert record.size == len(data[record.name])
+        assert record.sha256 == hashlib.sha256(data[record.name]).hexdigest()
+        with storage.load(record.path) as f:
+            stored = f.read()
+        assert (record.stored_size, record.stored_sha256) == (
+            len(stored),
+            hashlib.sha256(stored).hexdigest(),
+        )
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(stored) == data[record.name]
+
+    reader = reader_of(storage, writer)
+    assert reader.names() == list(data)
+    for name, expected in data.items():
+        with reader.open(name) as f:
+            assert f.read() == expected
+
+
+def test_large_artifact_streams_in_small_writes(storage, tmp_path):
+    data = mixed_data(20 << 20)
+    writer = SetWriter(storage, SET, "pg")
+    with writer.open("big.dump") as out:
+        view = memoryview(data)
+        step = 777_777
+        for start in range(0, len(data), step):
+            out.write(view[start : start + step])
+    (record,) = writer.records
+    assert record.size == len(data)
+    assert record.stored_size < len(data)  # the repetitive half compresses
+
+    reader = reader_of(storage, writer)
+    digest = hashlib.sha256()
+    with reader.open("big.dump") as f:
+        while chunk := f.read(123_456):
+            digest.update(chunk)
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+    reader.extract("big.dump", str(tmp_path / "big.out"))
+    assert (tmp_path / "big.out").read_bytes() == data
+    assert verify_set(storage, manifest_of(writer.records)) == []
+
+
+def test_add_file(storage, tmp_path):
+    source = tmp_path / "snapshot.db"
+    source.write_bytes(b"SQLite format 3\x00" + os.urandom(100_000))
+    writer = SetWriter(storage, SET, "pg")
+    writer.add_file("snapshot.db", str(source))
+    reader_of(storage, writer).extract("snapshot.db", str(tmp_path / "copy.db"))
+    assert (tmp_path / "copy.db").read_bytes() == source.read_bytes()
+
+    with pytest.raises(TargetError, match=r"target pg: cannot read .*/nope: No such file"):
+        writer.add_file("nope", str(tmp_path / "nope"))
+
+
+def test_target_closing_its_stream_is_fine(storage):
+    writer = SetWriter(storage, SET, "pg")
+    with writer.open("x") as out:
+        out.write(b"data")
+        out.close()
+    with reader_of(storage, writer).open("x") as f:
+        assert f.read() == b"data"
+
+
+def test_failed_export_leaves_no_artifact_and_the_name_can_be_retried(storage):
+    writer = SetWriter(storage, SET, "pg")
+    with pytest.raises(RuntimeError, match="pg_dump died"), writer.open("dump") as out:
+        out.write(b"x" * (3 << 20))
+        raise RuntimeError("pg_dump died")
+    assert writer.records == []
+    assert all_files(storage.root) == []
+    with writer.open("dump") as out:
+        out.write(b"second try")
+    assert [r.name for r in writer.records] == ["dump"]
+
+
+def test_an_artifact_name_is_written_once(storage):
+    writer = write_artifacts(storage, {"dump": b"1"})
+    with pytest.raises(TargetError, match="target pg: artifact 'dump' written twice"):
+        writer.open("dump").__enter__()
+
+
+def test_full_disk_while_exporting_raises_storage_error_and_leaves_no_artifact(
+    storage, monkeypatch
+):
+    os.makedirs(storage.root)
+    fill_disk(monkeypatch, storage.root, limit=1 << 20)
+    writer = SetWriter(storage, SET, "pg")
+    with pytest.raises(StorageError) as err, writer.open("big.dump") as out:
+        out.write(os.urandom(8 << 20))
+    assert str(err.value) == (
+        f"storage {storage.root}: no space left on device while writing "
+        f"sets/{SET}/pg/big.dump.zst"
+    )
+    assert writer.records == []
+    assert storage.stat(artifact_path(SET, "pg", "big.dump")) is None
+    assert all_files(storage.root) == []
+
+
+def test_corrupt_byte_is_caught_by_verify_reader_and_extract(storage, tmp_path):
+    data = {"good": mixed_data(300_000), "bad": mixed_data(400_000)}
+    writer = write_artifacts(storage, data)
+    damage(stored_path(storage, "bad"), writer.records[1].stored_size // 2)
+    bad = f"artifact sets/{SET}/pg/bad.zst: "
+
+    problems = verify_set(storage, manifest_of(writer.records))
+    assert len(problems) == 1
+    assert problems[0].startswith(bad)
+
+    reader = reader_of(storage, writer)
+    with pytest.raises(IntegrityError, match=bad), reader.open("bad") as f:
+        f.read()
+    with reader.open("good") as f:
+        assert f.read() == data["good"]
+    with pytest.raises(IntegrityError, match=bad):
+        reader.extract("bad", str(tmp_path / "out"))
+    assert os.listdir(tmp_path) == ["repo"]  # nothing extracted, no partial file
+
+
+def test_corrupt_stored_checksum_with_intact_data_is_caught(storage):
+    writer = write_artifacts(storage, {"x": b"abc"})
+    stored = stored_path(storage, "x")
+    empty_frame = zstandard.ZstdCompressor().compress(b"")
+    with open(stored, "ab") as f:  # the data still decodes, the stored bytes differ
+        f.write(empty_frame)
+    record = writer.records[0]
+    record = dataclasses.replace(record, stored_size=record.stored_size + len(empty_frame))
+    assert verify_set(storage, manifest_of([record])) == [
+        f"artifact sets/{SET}/pg/x.zst: checksum mismatch (corrupt)"
+    ]
+
+
+def test_truncated_artifact_fails_before_any_data(storage):
+    writer = write_artifacts(storage, {"dump": mixed_data(500_000)})
+    record = writer.records[0]
+    os.truncate(stored_path(storage, "dump"), record.stored_size - 10)
+    message = (
+        f"artifact sets/{SET}/pg/dump.zst: {record.stored_size - 10} bytes stored, "
+        f"manifest says {record.stored_size} (truncated or corrupt)"
+    )
+    assert verify_set(storage, manifest_of(writer.records)) == [message]
+    with pytest.raises(IntegrityError) as err:
+        reader_of(storage, writer).open("dump").__enter__()
+    assert str(err.value) == message
+
+
+def test_missing_artifact(storage):
+    writer = write_artifacts(storage, {"dump": b"data"})
+    os.unlink(stored_path(storage, "dump"))
+    (problem,) = verify_set(storage, manifest_of(writer.records))
+    assert problem == f"artifact sets/{SET}/pg/dump.zst: missing from storage {storage.root}"
+
+
+def test_unknown_artifact_name(storage):
+    writer = write_artifacts(storage, {"dump": b"data"})
+    with pytest.raises(StorageError, match=f"set {SET}: target pg has no artifact 'other'"):
+        reader_of(storage, writer).open("other")
+
+
+def test_verify_progress_counts_stored_bytes(storage):
+    writer = write_artifacts(storage, {"a": mixed_data(3 << 20), "b": b"small"})
+    seen: list[tuple[int, int]] = []
+    problems = verify_set(storage, manifest_of(writer.records), lambda *step: seen.append(step))
+    assert problems == []
+    total = sum(r.stored_size for r in writer.records)
+    assert seen[-1] == (total, total)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert len(seen) > 2

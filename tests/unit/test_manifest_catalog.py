@@ -1,0 +1,239 @@
+"""Manifests (written last, validated on read) and the catalog rebuilt from them."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from txbackup.catalog import COMPLETE, FAILED, RUNNING, Catalog, delete_set
+from txbackup.engine.manifest import (
+    ArtifactRecord,
+    Manifest,
+    PauseWindow,
+    TargetRecord,
+    Timings,
+    iso_utc,
+    list_manifests,
+    list_set_ids,
+    manifest_path,
+    new_set_id,
+    read_manifest,
+    write_manifest,
+)
+from txbackup.errors import IntegrityError, StorageError, UsageError
+from txbackup.storage import LocalStorage
+
+NOW = datetime(2026, 11, 27, 10, 15, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def storage(tmp_path) -> LocalStorage:
+    return LocalStorage(str(tmp_path / "repo"))
+
+
+@pytest.fixture
+def catalog(tmp_path) -> Catalog:
+    return Catalog(str(tmp_path / "index" / "catalog.db"))
+
+
+def make_manifest(set_id: str) -> Manifest:
+    artifact = ArtifactRecord("a.dump", f"sets/{set_id}/pg/a.dump.zst", 10, "ab" * 32, 8, "cd" * 32)
+    return Manifest(
+        set_id=set_id,
+        created_at="2026-11-27T10:15:00.123Z",
+        finished_at="2026-11-27T10:16:00.000Z",
+        pause=PauseWindow("2026-11-27T10:15:01.000Z", "2026-11-27T10:15:01.200Z", "2026-11-27T10:15:01.100Z"),
+        applications=["10.0.0.1:50051"],
+        timings=Timings(drain_ms=5, capture_ms=40, export_ms=60_000, pause_ms=200),
+        targets=[
+            TargetRecord("pg", "postgres", {"host": "db"}, {"lsn": "0/16B3748"}, [artifact]),
+            TargetRecord("cache", "sqlite", {}, {}, [], {"note": "x"}),
+        ],
+    )
+
+
+def save_raw(storage, set_id: str, data: object) -> None:
+    storage.save(manifest_path(set_id), io.BytesIO(json.dumps(data).encode()))
+
+
+def test_set_ids_and_times():
+    set_id = new_set_id(NOW)
+    assert re.fullmatch(r"20261127T101500Z-[0-9a-f]{4}", set_id)
+    assert len({new_set_id(NOW) for _ in range(50)}) > 40  # a random suffix within a second
+    assert new_set_id(NOW + timedelta(seconds=1)) > set_id
+    assert iso_utc(NOW) == "2026-11-27T10:15:00.123Z"
+    tokyo = timezone(timedelta(hours=9))
+    assert iso_utc(datetime(2026, 11, 27, 19, 15, tzinfo=tokyo)) == "2026-11-27T10:15:00.000Z"
+    assert new_set_id(datetime(2026, 11, 27, 10, 15)).startswith("20261127T101500Z-")  # naive = UTC
+
+
+def test_manifest_round_trip_and_format(storage):
+    manifest = make_manifest("s1")
+    assert write_manifest(storage, manifest) == "sets/s1/manifest.json"
+    assert read_manifest(storage, "s1") == manifest
+    with storage.load("sets/s1/manifest.json") as f:
+        data = json.load(f)
+    assert list(data)[:3] == ["format_version", "set_id", "status"]
+    assert data["format_version"] == 1 and data["status"] == "complete"
+    assert data["pause"]["midpoint"] == "2026-11-27T10:15:01.100Z"
+    assert data["targets"][0]["artifacts"][0]["stored_sha256"] == "cd" * 32
+    assert manifest.restore_point == "2026-11-27T10:15:01.100Z"
+    assert manifest.target("cache").kind == "sqlite"
+    assert [a.name for a in manifest.artifacts()] == ["a.dump"]
+    with pytest.raises(UsageError, match="set s1: no target named 'nope'"):
+        manifest.target("nope")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (lambda d: d.update(format_version=2), "unsupported format_version 2"),
+        (lambda d: d.update(status="running"), "status 'running' is not 'complete'"),
+        (lambda d: d.pop("finished_at"), "field 'finished_at' must be str, found NoneType"),
+        (lambda d: d["timings"].update(pause_ms="200"), "field 'pause_ms' must be int, found str"),
+        (lambda d: d["targets"][0]["artifacts"][0].update(size=True), "field 'size' must be int"),
+        (lambda d: d.update(set_id="other"), "records set id 'other'"),
+    ],
+)
+def test_bad_manifests_are_integrity_errors_naming_the_file(storage, mutate, problem):
+    data = make_manifest("s1").to_dict()
+    mutate(data)
+    save_raw(storage, "s1", data)
+    with pytest.raises(IntegrityError, match=re.escape(f"manifest sets/s1/manifest.json: {problem}")):
+        read_manifest(storage, "s1")
+
+
+def test_unparsable_manifest(storage):
+    storage.save(manifest_path("s1"), io.BytesIO(b'{"format_version": 1, '))
+    with pytest.raises(IntegrityError, match=r"^manifest sets/s1/manifest.json: Expecting"):
+        read_manifest(storage, "s1")
+
+
+def test_missing_manifest_and_bad_set_id(storage):
+    with pytest.raises(StorageError, match=r"sets/s9/manifest\.json not found"):
+        read_manifest(storage, "s9")
+    with pytest.raises(UsageError, match=r"set id '\.\./x': not a backup set id"):
+        read_manifest(storage, "../x")
+
+
+def test_only_sets_with_a_manifest_exist(storage):
+    write_manifest(storage, make_manifest("s2"))
+    write_manifest(storage, make_manifest("s1"))
+    storage.save("sets/s3/pg/a.dump.zst", io.BytesIO(b"orphan artifacts, no manifest"))
+    storage.save("sets/s1/pg/manifest.json", io.BytesIO(b"an artifact named like a manifest"))
+    assert list_set_ids(storage) == ["s1", "s2"]
+    assert [m.set_id for m in list_manifests(storage)] == ["s1", "s2"]
+
+
+def test_catalog_lifecycle(catalog):
+    catalog.begin("s1", NOW, ["pg", "cache"])
+    catalog.begin("s2", "2026-11-27T11:00:00.000Z", ["pg"])
+    row = catalog.get("s1")
+    assert row is not None
+    assert (row.status, row.created_at, row.targets) == (RUNNING, "2026-11-27T10:15:00.123Z", ["pg", "cache"])
+    assert row.finished_at is None and row.manifest_path is None
+
+    catalog.fail("s2", "target pg: connection refused")
+    catalog.complete(make_manifest("s1"))
+    catalog.fail("s1", "late failure")  # a complete set stays complete
+    rows = {r.set_id: r for r in catalog.list()}
+    assert rows["s2"].status == FAILED and rows["s2"].error == "target pg: connection refused"
+    done = rows["s1"]
+    assert (done.status, done.error, done.manifest_path) == (COMPLETE, None, "sets/s1/manifest.json")
+    assert done.restore_point == "2026-11-27T10:15:01.100Z"
+    assert done.finished_at == "2026-11-27T10:16:00.000Z"
+
+    catalog.delete("s2")
+    assert [r.set_id for r in catalog.list()] == ["s1"]
+    assert catalog.get("s2") is None
+
+
+def test_a_killed_backup_never_reads_complete(tmp_path):
+    path = str(tmp_path / "catalog.db")
+    Catalog(path).begin("s1", NOW, ["pg"])  # and the process dies
+    reopened = Catalog(path)
+    assert [(r.set_id, r.status) for r in reopened.list()] == [("s1", RUNNING)]
+
+
+def test_catalog_errors_name_the_file(catalog):
+    catalog.begin("s1", NOW, [])
+    with pytest.raises(StorageError, match=r"catalog .*catalog.db: UNIQUE constraint failed"):
+        catalog.begin("s1", NOW, [])
+
+
+def test_rebuild_from_storage(storage, catalog):
+    write_manifest(storage, make_manifest("s1"))
+    write_manifest(storage, make_manifest("s2"))
+    save_raw(storage, "s4", {"format_version": 99})
+    catalog.begin("s2", NOW, ["pg"])  # its manifest exists: it completed
+    catalog.begin("s3", NOW, ["pg"])  # still running, or killed: kept as it is
+    catalog.begin("s5", NOW, ["pg"])
+    catalog.fail("s5", "boom")
+    catalog.complete(make_manifest("s6"))  # its manifest is gone: the set no longer exists
+
+    problems = catalog.rebuild(storage)
+
+    assert problems == ["manifest sets/s4/manifest.json: unsupported format_version 99 (expected 1)"]
+    statuses = {r.set_id: r.status for r in catalog.list()}
+    assert statuses == {"s1": COMPLETE, "s2": COMPLETE, "s3": RUNNING, "s5": FAILED}
+
+
+def test_rebuild_into_an_empty_catalog(storage, tmp_path):
+    write_manifest(storage, make_manifest("s1"))
+    fresh = Catalog(str(tmp_path / "new.db"))
+    assert fresh.rebuild(storage) == []
+    (row,) = fresh.list()
+    assert (row.set_id, row.status, row.targets) == ("s1", COMPLETE, ["pg", "cache"])
+
+
+class RecordingStorage(LocalStorage):
+    """Records removals; can crash at a chosen one (fault injection)."""
+
+    def __init__(self, root: str, crash_on: str = "") -> None:
+        super().__init__(root)
+        self.calls: list[str] = []
+        self.crash_on = crash_on
+
+    def remove(self, name: str) -> None:
+        self._record("remove", name)
+        super().remove(name)
+
+    def remove_prefix(self, prefix: str) -> None:
+        self._record("remove_prefix", prefix)
+        super().remove_prefix(prefix)
+
+    def _record(self, op: str, name: str) -> None:
+        self.calls.append(f"{op} {name}")
+        if op == self.crash_on:
+            raise StorageError(f"crash before {op} {name}")
+
+
+def test_delete_set_removes_the_manifest_first(tmp_path, catalog):
+    storage = RecordingStorage(str(tmp_path / "repo"))
+    write_manifest(storage, make_manifest("s1"))
+    storage.save("sets/s1/pg/a.dump.zst", io.BytesIO(b"data"))
+    catalog.complete(make_manifest("s1"))
+
+    delete_set(storage, catalog, "s1")
+
+    assert storage.calls == ["remove sets/s1/manifest.json", "remove_prefix sets/s1/"]
+    assert storage.list("") == []
+    assert catalog.list() == []
+
+
+def test_delete_set_crashing_midway_leaves_no_half_complete_set(tmp_path, catalog):
+    storage = RecordingStorage(str(tmp_path / "repo"), crash_on="remove_prefix")
+    write_manifest(storage, make_manifest("s1"))
+    storage.save("sets/s1/pg/a.dump.zst", io.BytesIO(b"data"))
+    catalog.complete(make_manifest("s1"))
+
+    with pytest.raises(StorageError, match="crash"):
+        delete_set(storage, catalog, "s1")
+
+    assert list_set_ids(storage) == []  # artifacts remain, but no set
+    catalog.rebuild(storage)
+    assert catalog.list() == []

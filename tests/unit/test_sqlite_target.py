@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from tests.targets_support import DirReader, DirWriter
+from txbackup.errors import TargetError, UsageError
+from txbackup.targets import sqlite as sqlite_target
+
+
+def make_db(path, rows=100, wal=True):
+    conn = sqlite3.connect(path, isolation_level=None)
+    if wal:
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
+    conn.executemany(
+        "INSERT INTO t (v, b) VALUES (?, ?)",
+        [(f"row {i} 'é\\", bytes([i % 256, 0])) for i in range(rows)],
+    )
+    return conn
+
+
+def rows(path):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT id, v, b FROM t ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def target(*paths, name="cache"):
+    conf = {"name": name, "kind": "sqlite"}
+    if len(paths) == 1:
+        conf["path"] = str(paths[0])
+    else:
+        conf["paths"] = [str(p) for p in paths]
+    return sqlite_target.from_config(name, conf)
+
+
+def backup(t, out_dir, after_capture=None):
+    capture = t.capture("set-1")
+    try:
+        if after_capture:
+            after_capture()
+        writer = DirWriter(out_dir)
+        # the engine exports in another thread than the one that captured
+        failure = []
+
+        def export():
+            try:
+                capture.export(writer)
+            except BaseException as exc:
+                failure.append(exc)
+
+        worker = threading.Thread(target=export)
+        worker.start()
+        worker.join()
+        if failure:
+            raise failure[0]
+        return capture.position()
+    finally:
+        capture.release()
+        capture.release()  # idempotent
+
+
+def test_export_is_the_captured_snapshot(tmp_path):
+    db = tmp_path / "app.db"
+    app = make_db(db)
+    before = rows(db)
+    t = target(db)
+    t.preflight()
+
+    def keep_writing():
+        app.executemany("INSERT INTO t (v) VALUES (?)", [("later",)] * 500)
+        app.execute("UPDATE t SET v = 'changed' WHERE id = 1")
+        app.execute("CREATE TABLE later (x)")
+        app.execute("PRAGMA wal_checkpoint(PASSIVE)")  # cannot pass our reader
+
+    position = backup(t, tmp_path / "out", keep_writing)
+    assert position["files"]["app.sqlite"]["path"] == str(db)
+    artifact = tmp_path / "out" / "app.sqlite"
+    assert rows(artifact) == before
+    conn = sqlite3.connect(artifact)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall() == [("t",)]
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    assert len(rows(db)) == 600  # the application's writes went through meanwhile
+
+
+def test_writers_are_not_blocked_while_capture_is_held(tmp_path):
+    db = tmp_path / "app.db"
+    app = make_db(db)
+    app.execute("PRAGMA busy_timeout = 0")  # would fail at once if blocked
+    capture = target(db).capture("s")
+    try:
+        app.execute("INSERT INTO t (v) VALUES ('during')")
+    finally:
+        capture.release()
+
+
+def test_rollback_journal_refused_with_advice(tmp_path):
+    db = tmp_path / "legacy.db"
+    make_db(db, wal=False).close()
+    with pytest.raises(TargetError, match="journal_mode=delete") as err:
+        target(db).preflight()
+    message = str(err.value)
+    assert message.startswith(f'target "cache" (sqlite {db}): ')
+    assert "PRAGMA journal_mode=WAL" in message and "\n" not in message
+    # and we never changed the application's mode
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone() == ("delete",)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(TargetError, match="no such file"):
+        target(tmp_path / "nope.db").preflight()
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_not_a_database(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"x" * 4096)
+    with pytest.raises(TargetError, match=r"junk\.db"):
+        target(junk).preflight()
+
+
+def test_restore_roundtrip_and_refusals(tmp_path):
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    make_db(a, 10).close()
+    make_db(b, 20).close()
+    t = target(a, b)
+    backup(t, tmp_path / "out")
+    src = DirReader(tmp_path / "out")
+    assert src.names() == ["a.sqlite", "b.sqlite"]
+
+    # into a fresh folder
+    t.restore(src, {"dir": str(tmp_path / "restored")}, force=False)
+    assert rows(tmp_path / "restored" / "a.db") == rows(a)
+    assert rows(tmp_path / "restored" / "b.db") == rows(b)
+
+    # non-empty destination: refused, untouched (also the other file)
+    before_a, before_b = rows(a), rows(b)
+    sqlite3.connect(b, isolation_level=None).execute("DELETE FROM t")
+    with pytest.raises(TargetError, match="not empty; use --force"):
+        t.restore(src, None, force=False)
+    assert rows(a) == before_a and rows(b) == []
+
+    # force: replaced, stale WAL files removed
+    (tmp_path / "b.db-wal").write_bytes(b"stale")
+    t.restore(src, None, force=True)
+    assert rows(b) == before_b
+    assert not (tmp_path / "b.db-wal").exists()
+
+
+def test_restore_single_path(tmp_path):
+    db = tmp_path / "app.db"
+    make_db(db, 5).close()
+    t = target(db)
+    backup(t, tmp_path / "out")
+    dest = tmp_path / "x" / "copy.db"
+    t.restore(DirReader(tmp_path / "out"), {"path": str(dest)}, force=False)
+    assert rows(dest) == rows(db)
+
+
+def test_restore_refuses_a_corrupt_artifact(tmp_path):
+    db = tmp_path / "app.db"
+    make_db(db, 5).close()
+    t = target(db)
+    backup(t, tmp_path / "out")
+    (tmp_path / "out" / "app.sqlite").write_bytes(b"not sqlite" * 1000)
+    dest = tmp_path / "r.db"
+    with pytest.raises(TargetError, match="not a sound SQLite database"):
+        t.restore(DirReader(tmp_path / "out"), {"path": str(dest)}, force=False)
+    assert not dest.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".r.db")] == []
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(UsageError, match="path"):
+        sqlite_target.from_config("c", {"name": "c", "kind": "sqlite"})
+    with pytest.raises(UsageError, match="distinct names"):
+        sqlite_target.from_config("c", {"paths": [str(tmp_path / "a.db"), str(tmp_path / "x/a.db")]})
+    with pytest.raises(UsageError, match="unknown setting"):
+        sqlite_target.from_config("c", {"path": "a.db", "journal": "wal"})
+    t = sqlite_target.from_config("c", {"path": "rel.db"})
+    assert t.describe() == {"kind": "sqlite", "paths": [str(tmp_path.cwd() / "rel.db")]}
+    assert t.kind == sqlite_target.KIND == "sqlite"
