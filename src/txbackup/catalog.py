@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -129,20 +129,24 @@ class Catalog:
             db.executemany("DELETE FROM sets WHERE set_id = ?", gone)
         return problems
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection in a transaction (committed on success), then closed."""
-        try:
-            conn = sqlite3.connect(self.path, timeout=30)
-        except sqlite3.Error as exc:
-            raise StorageError(f"catalog {self.path}: {exc}") from exc
-        try:
-            with conn:
-                yield conn
-        except sqlite3.Error as exc:
-            raise StorageError(f"catalog {self.path}: {exc}") from exc
-        finally:
-            conn.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
+
+
+@contextmanager
+def transaction(path: str) -> Iterator[sqlite3.Connection]:
+    """A connection to the catalog file in a transaction (committed on success), then closed."""
+    try:
+        conn = sqlite3.connect(path, timeout=30)
+    except sqlite3.Error as exc:
+        raise StorageError(f"catalog {path}: {exc}") from exc
+    try:
+        with conn:
+            yield conn
+    except sqlite3.Error as exc:
+        raise StorageError(f"catalog {path}: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def delete_set(storage: Storage, catalog: Catalog, set_id: str) -> None:

@@ -10,15 +10,17 @@ a crash between acting and marking repeats the action on resume.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import secrets
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from txbackup.catalog import transaction
 from txbackup.errors import UsageError
 
 RUNNING = "running"
@@ -92,17 +94,12 @@ class JobStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with self._db() as db:
             db.executescript(_SCHEMA)
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     def create(self, set_id: str, params: Mapping[str, Any]) -> str:
         job_id = f"restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"

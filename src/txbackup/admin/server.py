@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from txbackup.admin.client import Endpoint
 from txbackup.admin.gate import GateClosed, PauseAborted, PauseGate
 from txbackup.admin.rpc import admin_pb2, admin_pb2_grpc
 from txbackup.errors import TxbackupError
@@ -175,7 +176,7 @@ def add_admin_servicer(server: Any, gate: PauseGate) -> AdminServicer:
 
 def format_address(host: str, port: int) -> str:
     """``host:port``, with brackets around an IPv6 host."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(Endpoint(host, port))
 
 
 def bind(server: Any, host: str, port: int, tls: tuple[bytes, bytes] | None = None) -> int:

@@ -41,14 +41,31 @@ def _human_size(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
+class _ByteTally:
+    """Bytes per target, released as a snapshot at most every ``interval`` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._bytes: dict[str, int] = {}
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def add(self, target: str, count: int) -> dict[str, int] | None:
+        with self._lock:
+            self._bytes[target] = self._bytes.get(target, 0) + count
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                return None
+            self._last = now
+            return dict(self._bytes)
+
+
 class HumanReporter:
     """One line per step on stderr; byte counts at most every ``interval`` seconds."""
 
     def __init__(self, stream: TextIO | None = None, interval: float = 2.0) -> None:
         self.stream = stream or sys.stderr
-        self.interval = interval
-        self._bytes: dict[str, int] = {}
-        self._last = time.monotonic()
+        self._tally = _ByteTally(interval)
         self._lock = threading.Lock()
 
     def _line(self, text: str) -> None:
@@ -63,18 +80,13 @@ class HumanReporter:
             self._line(f"    {fields['phase']:<9} {fields['name']}  {detail}".rstrip())
         elif kind == "warning":
             self._line(f"warning: {fields['message']}")
-        elif kind == "done":
-            pass  # the command prints the result itself
+        # "done" and "result": the command prints the result itself
 
     def bytes_done(self, target: str, count: int) -> None:
-        with self._lock:
-            self._bytes[target] = self._bytes.get(target, 0) + count
-            now = time.monotonic()
-            if now - self._last < self.interval:
-                return
-            self._last = now
-            text = ", ".join(f"{t} {_human_size(n)}" for t, n in sorted(self._bytes.items()))
-        self._line(f"    exported  {text}")
+        snapshot = self._tally.add(target, count)
+        if snapshot is not None:
+            text = ", ".join(f"{t} {_human_size(n)}" for t, n in sorted(snapshot.items()))
+            self._line(f"    exported  {text}")
 
 
 class JsonReporter:
@@ -82,9 +94,7 @@ class JsonReporter:
 
     def __init__(self, stream: TextIO | None = None, interval: float = 1.0) -> None:
         self.stream = stream or sys.stdout
-        self.interval = interval
-        self._bytes: dict[str, int] = {}
-        self._last = time.monotonic()
+        self._tally = _ByteTally(interval)
         self._lock = threading.Lock()
 
     def event(self, kind: str, /, **fields: Any) -> None:
@@ -93,11 +103,6 @@ class JsonReporter:
             self.stream.flush()
 
     def bytes_done(self, target: str, count: int) -> None:
-        with self._lock:
-            self._bytes[target] = self._bytes.get(target, 0) + count
-            now = time.monotonic()
-            if now - self._last < self.interval:
-                return
-            self._last = now
-            snapshot = dict(self._bytes)
-        self.event("progress", bytes=snapshot)
+        snapshot = self._tally.add(target, count)
+        if snapshot is not None:
+            self.event("progress", bytes=snapshot)
