@@ -9,6 +9,7 @@ the process can still exit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,13 +30,17 @@ async def in_thread(fn: Callable[[], T], name: str = "txbackup-target") -> T:
         else:
             future.set_result(result)  # type: ignore[arg-type]
 
+    def hand_over(result: T | None, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
     def work() -> None:
         try:
             result = fn()
         except BaseException as exc:  # handed to the awaiting task
-            loop.call_soon_threadsafe(settle, None, exc)
+            hand_over(None, exc)
         else:
-            loop.call_soon_threadsafe(settle, result, None)
+            hand_over(result, None)
 
     threading.Thread(target=work, name=name, daemon=True).start()
     return await future
