@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -180,10 +181,22 @@ def _reason(exc: BaseException, endpoint: Endpoint) -> str:
     return text
 
 
+_SIGNALS_GUARDED: contextvars.ContextVar[bool] = contextvars.ContextVar("signals_guarded", default=False)
+
+
 @contextlib.contextmanager
-def _signals_cancel(task: asyncio.Task[Any]) -> Iterator[None]:
-    """Turn the first SIGINT/SIGTERM into a cancellation of ``task``."""
+def cancel_on_signals(task: asyncio.Task[Any]) -> Iterator[None]:
+    """Turn the first SIGINT/SIGTERM into a cancellation of ``task``.
+
+    Nested uses are no-ops (the outer one already cancels the task); on exit
+    the handlers that were there before are put back. Off the main thread it
+    does nothing: there the caller owns the signals.
+    """
+    if _SIGNALS_GUARDED.get():
+        yield
+        return
     loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     installed: list[signal.Signals] = []
     fired = False
 
@@ -193,17 +206,21 @@ def _signals_cancel(task: asyncio.Task[Any]) -> Iterator[None]:
             fired = True
             task.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in previous:
         try:
             loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread: the caller handles signals
+            pass  # not the main thread
+    token = _SIGNALS_GUARDED.set(True)
     try:
         yield
     finally:
+        _SIGNALS_GUARDED.reset(token)
         for sig in installed:
             loop.remove_signal_handler(sig)
+            if previous[sig] is not None:
+                signal.signal(sig, previous[sig])
 
 
 @contextlib.asynccontextmanager
@@ -217,7 +234,7 @@ async def paused(
     """
     task = asyncio.current_task()
     assert task is not None
-    with _signals_cancel(task):
+    with cancel_on_signals(task):
         window = await fleet.pause(wait_outstanding, max_pause_wait_ms)
         try:
             yield window

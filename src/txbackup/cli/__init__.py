@@ -19,6 +19,7 @@ from txbackup.errors import TxbackupError
 
 # The order here is the order of `txbackup --help`.
 COMMAND_MODULES = [
+    "demo",
     "backup",
     "restore",
     "verify",

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from txbackup.admin.fleet import Fleet, iso_ms, paused, utc_now
+from txbackup.admin.fleet import Fleet, cancel_on_signals, iso_ms, paused, utc_now
 from txbackup.catalog import Catalog
 from txbackup.engine.artifacts import SetWriter
 from txbackup.engine.manifest import (
@@ -55,16 +57,41 @@ class BackupPlan:
     reporter: Reporter = field(default_factory=SilentReporter)
 
 
-class _CountingStream:
-    """Pass writes through to ``inner`` and report their size."""
+class _Exports:
+    """The export threads of one run; a failure stops them before cleaning up.
 
-    def __init__(self, inner: IO[bytes], report: Any) -> None:
+    Threads cannot be cancelled, so every write of an export checks ``abort``
+    and fails fast once it is set; ``stop()`` then waits for the threads, so
+    no late artifact lands in storage after the partial set was removed."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.abort = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def check(self) -> None:
+        if self.abort.is_set():
+            raise TxbackupError("export aborted")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.abort.set()
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class _CountingStream:
+    """Pass writes through to ``inner``, reporting their size; fail once aborted."""
+
+    def __init__(self, inner: IO[bytes], target: str, exports: _Exports) -> None:
         self._inner = inner
-        self._report = report
+        self._target = target
+        self._exports = exports
 
     def write(self, data: bytes) -> int:
+        self._exports.check()
         written = self._inner.write(data)
-        self._report(len(data))
+        self._exports.reporter.bytes_done(self._target, len(data))
         return written
 
     def __getattr__(self, name: str) -> Any:
@@ -72,27 +99,25 @@ class _CountingStream:
 
 
 class _ReportingWriter:
-    """An ArtifactWriter that reports exported bytes to the reporter."""
+    """An ArtifactWriter that reports exported bytes and stops when the run aborts."""
 
-    def __init__(self, inner: SetWriter, target: str, reporter: Reporter) -> None:
+    def __init__(self, inner: SetWriter, target: str, exports: _Exports) -> None:
         self.inner = inner
         self.target = target
-        self.reporter = reporter
-
-    def _report(self, count: int) -> None:
-        self.reporter.bytes_done(self.target, count)
+        self.exports = exports
 
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
+        self.exports.check()
         with self.inner.open(name) as stream:
-            yield _CountingStream(stream, self._report)  # type: ignore[misc]
+            yield _CountingStream(stream, self.target, self.exports)  # type: ignore[misc]
 
     def add_file(self, name: str, path: str) -> None:
+        self.exports.check()
         self.inner.add_file(name, path)
+        self.exports.check()
         with contextlib.suppress(OSError):
-            import os
-
-            self._report(os.path.getsize(path))
+            self.exports.reporter.bytes_done(self.target, os.path.getsize(path))
 
 
 def required_pause(plan: BackupPlan) -> float:
@@ -143,13 +168,15 @@ async def _capture_all(plan: BackupPlan, set_id: str, captures: dict[str, Captur
         ) from None
 
 
-async def _export_all(plan: BackupPlan, set_id: str, captures: dict[str, Capture]) -> dict[str, SetWriter]:
+async def _export_all(
+    plan: BackupPlan, set_id: str, captures: dict[str, Capture], exports: _Exports
+) -> dict[str, SetWriter]:
     writers = {name: SetWriter(plan.storage, set_id, name) for name in captures}
 
     async def export_one(name: str) -> None:
         started = time.monotonic()
-        writer = _ReportingWriter(writers[name], name, plan.reporter)
-        await in_thread(lambda: captures[name].export(writer), f"export-{name}")
+        writer = _ReportingWriter(writers[name], name, exports)
+        await in_thread(lambda: captures[name].export(writer), f"export-{name}", exports.threads)
         size = sum(r.size for r in writers[name].records)
         plan.reporter.event("target", name=name, phase="exported", ms=_ms(started), bytes=size)
 
@@ -167,13 +194,24 @@ async def _release_all(captures: dict[str, Capture]) -> None:
 
 
 async def run_backup(plan: BackupPlan) -> Manifest:
-    """Take one backup set; returns its manifest (already committed)."""
+    """Take one backup set; returns its manifest (already committed).
+
+    SIGINT/SIGTERM at any phase cancel the run: the applications are unpaused,
+    the set is marked FAILED and its partial artifacts removed."""
+    task = asyncio.current_task()
+    assert task is not None
+    with cancel_on_signals(task):
+        return await _run_backup(plan)
+
+
+async def _run_backup(plan: BackupPlan) -> Manifest:
     report = plan.reporter
     await _preflight(plan)
     created = utc_now()
     set_id = new_set_id(created)
     plan.catalog.begin(set_id, created, [t.name for t in plan.targets])
     captures: dict[str, Capture] = {}
+    exports = _Exports(report)
     try:
         report.event("phase", name="pause", set_id=set_id, endpoints=len(plan.fleet.endpoints))
         pause_started = time.monotonic()
@@ -191,7 +229,7 @@ async def run_backup(plan: BackupPlan) -> Manifest:
         )
         report.event("phase", name="export")
         export_started = time.monotonic()
-        writers = await _export_all(plan, set_id, captures)
+        writers = await _export_all(plan, set_id, captures, exports)
         export_ms = _ms(export_started)
         manifest = Manifest(
             set_id=set_id,
@@ -227,6 +265,7 @@ async def run_backup(plan: BackupPlan) -> Manifest:
         return manifest
     except BaseException as exc:
         message = str(exc) if isinstance(exc, TxbackupError) else f"{type(exc).__name__}: {exc}"
+        exports.stop()
         with contextlib.suppress(Exception):
             plan.storage.remove_prefix(f"sets/{set_id}/")
         with contextlib.suppress(Exception):

@@ -17,8 +17,10 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def in_thread(fn: Callable[[], T], name: str = "txbackup-target") -> T:
-    """Await ``fn()`` run in a fresh daemon thread."""
+async def in_thread(
+    fn: Callable[[], T], name: str = "txbackup-target", started: list[threading.Thread] | None = None
+) -> T:
+    """Await ``fn()`` run in a fresh daemon thread (appended to ``started`` if given)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -42,5 +44,8 @@ async def in_thread(fn: Callable[[], T], name: str = "txbackup-target") -> T:
         else:
             hand_over(result, None)
 
-    threading.Thread(target=work, name=name, daemon=True).start()
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    if started is not None:
+        started.append(thread)
+    thread.start()
     return await future

@@ -1,0 +1,123 @@
+"""The naive baseline: copy each database on its own, one after the other, no pause.
+
+Each copy is consistent on its own (SQLite's online-backup API, ``pg_dump``,
+``mariadb-dump --single-transaction``) but the copies are taken at different
+instants, so a transfer between two databases may be in one copy and not in
+the other. This is what txbackup exists to avoid; the demo and the tests show
+the difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from txbackup import procs
+from txbackup.demo.stores import Database, MariaDatabase, PostgresDatabase, SqliteDatabase
+
+
+@dataclass(frozen=True)
+class NaiveCopy:
+    """One copy file per database, and how long copying them took (measured)."""
+
+    files: dict[str, str]
+    """database name -> copy file"""
+    ms: int
+    """From the start of the first copy to the end of the last."""
+
+
+def naive_copy(databases: Sequence[Database], folder: str | Path) -> NaiveCopy:
+    """Copy every database on its own, in order, into ``folder`` (blocking)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    started = time.monotonic()
+    for db in databases:
+        if isinstance(db, SqliteDatabase):
+            path = out / f"{db.name}.sqlite"
+            _copy_sqlite(db, str(path))
+        elif isinstance(db, PostgresDatabase):
+            path = out / f"{db.name}.sql"
+            _dump_postgres(db, str(path))
+        else:
+            path = out / f"{db.name}.sql"
+            _dump_mariadb(db, str(path))
+        files[db.name] = str(path)
+    return NaiveCopy(files, round((time.monotonic() - started) * 1000))
+
+
+def naive_restore(copy: NaiveCopy, destinations: Mapping[str, Database]) -> None:
+    """Load each copy into its (empty) destination database, by database name."""
+    for name, file in copy.files.items():
+        db = destinations[name]
+        if isinstance(db, SqliteDatabase):
+            _restore_sqlite(file, db)
+        elif isinstance(db, PostgresDatabase):
+            _load_postgres(file, db)
+        else:
+            _load_mariadb(file, db)
+
+
+def _culprit(db: Database) -> str:
+    return f"naive copy of {db.name}"
+
+
+def _copy_sqlite(db: SqliteDatabase, path: str) -> None:
+    source = sqlite3.connect(db.path)
+    try:
+        dest = sqlite3.connect(path)
+        try:
+            source.backup(dest)  # one step: a consistent copy of this file alone
+        finally:
+            dest.close()
+    finally:
+        source.close()
+
+
+def _restore_sqlite(file: str, db: SqliteDatabase) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(db.path)), exist_ok=True)
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(db.path + suffix)
+    shutil.copyfile(file, db.path)
+
+
+def _pg_args(db: PostgresDatabase) -> list[str]:
+    return ["--host", db.host, "--port", str(db.port), "--username", db.user, "--no-password"]
+
+
+def _dump_postgres(db: PostgresDatabase, path: str) -> None:
+    tool = procs.find_tool("pg_dump", culprit=_culprit(db))
+    argv = [tool, *_pg_args(db), "--format=plain", "--no-owner", "--no-privileges", "--dbname", db.dbname]
+    with open(path, "wb") as out:
+        procs.run_to_stream(argv, out, culprit=_culprit(db), env={"PGPASSWORD": db.password})
+
+
+def _load_postgres(file: str, db: PostgresDatabase) -> None:
+    tool = procs.find_tool("psql", culprit=_culprit(db))
+    argv = [tool, *_pg_args(db), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", db.dbname, "-f", file]
+    procs.run(argv, culprit=_culprit(db), env={"PGPASSWORD": db.password})
+
+
+def _maria_args(db: MariaDatabase) -> list[str]:
+    return ["--protocol=TCP", f"--host={db.host}", f"--port={db.port}", f"--user={db.user}"]
+
+
+def _dump_mariadb(db: MariaDatabase, path: str) -> None:
+    tool = procs.find_tool("mariadb-dump", culprit=_culprit(db), alternatives=("mysqldump",))
+    argv = [tool, "--no-defaults", *_maria_args(db), "--single-transaction", "--skip-dump-date", db.database]
+    with open(path, "wb") as out:
+        procs.run_to_stream(argv, out, culprit=_culprit(db), env={"MYSQL_PWD": db.password})
+
+
+def _load_mariadb(file: str, db: MariaDatabase) -> None:
+    tool = procs.find_tool("mariadb", culprit=_culprit(db), alternatives=("mysql",))
+    argv = [tool, "--no-defaults", *_maria_args(db), db.database]
+    with open(file, "rb") as source:
+        procs.run_from_stream(argv, source, culprit=_culprit(db), env={"MYSQL_PWD": db.password})
