@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from txbackup.jobs import MemoryJournal, StepJournal
 
 
 class DirWriter:
@@ -47,8 +49,30 @@ class DirWriter:
 
 
 class DirReader:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        restore_point: str | None = None,
+        position: Mapping[str, Any] | None = None,
+        journal: StepJournal | None = None,
+    ) -> None:
         self.root = Path(root)
+        self._restore_point = restore_point
+        self._position = dict(position or {})
+        self._journal: StepJournal = journal or MemoryJournal()
+
+    @property
+    def restore_point(self) -> str | None:
+        return self._restore_point
+
+    @property
+    def position(self) -> Mapping[str, Any]:
+        return self._position
+
+    @property
+    def journal(self) -> StepJournal:
+        return self._journal
 
     def names(self) -> list[str]:
         return (self.root / ".names").read_text(encoding="utf-8").splitlines()

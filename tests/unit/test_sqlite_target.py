@@ -143,12 +143,12 @@ def test_restore_roundtrip_and_refusals(tmp_path):
     before_a, before_b = rows(a), rows(b)
     sqlite3.connect(b, isolation_level=None).execute("DELETE FROM t")
     with pytest.raises(TargetError, match="not empty; use --force"):
-        t.restore(src, None, force=False)
+        t.restore(DirReader(tmp_path / "out"), None, force=False)
     assert rows(a) == before_a and rows(b) == []
 
     # force: replaced, stale WAL files removed
     (tmp_path / "b.db-wal").write_bytes(b"stale")
-    t.restore(src, None, force=True)
+    t.restore(DirReader(tmp_path / "out"), None, force=True)
     assert rows(b) == before_b
     assert not (tmp_path / "b.db-wal").exists()
 
@@ -186,3 +186,25 @@ def test_config_errors(tmp_path):
     t = sqlite_target.from_config("c", {"path": "rel.db"})
     assert t.describe() == {"kind": "sqlite", "paths": [str(tmp_path.cwd() / "rel.db")]}
     assert t.kind == sqlite_target.KIND == "sqlite"
+
+
+def test_restore_with_dsn_and_resume(tmp_path):
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    make_db(a, 3).close()
+    make_db(b, 4).close()
+    t = target(a, b)
+    backup(t, tmp_path / "out")
+    src = DirReader(tmp_path / "out")
+    # what the engine passes for --to NAME=FOLDER (several files)
+    t.restore(src, {"dsn": str(tmp_path / "r")}, force=False)
+    assert rows(tmp_path / "r" / "b.db") == rows(b)
+    # a resumed job skips the files it restored already (they are not empty now)
+    t.restore(src, {"dsn": str(tmp_path / "r")}, force=False)
+    # a new job does not
+    with pytest.raises(TargetError, match="not empty"):
+        t.restore(DirReader(tmp_path / "out"), {"dsn": str(tmp_path / "r")}, force=False)
+    # a single-file target: --to NAME=FILE
+    single = target(a)
+    backup(single, tmp_path / "out1")
+    single.restore(DirReader(tmp_path / "out1"), {"dsn": str(tmp_path / "one.db")}, force=False)
+    assert rows(tmp_path / "one.db") == rows(a)

@@ -23,7 +23,10 @@ connection*: when the source connection already has a read transaction open,
 ``sqlite3_backup_step`` reuses it instead of starting a new one, so the copy is
 the captured snapshot, not the current state (a test checks that rows written
 after capture are absent). The copy goes to a temporary file (``TMPDIR``) and
-becomes the artifact ``<file stem>.sqlite``: a plain SQLite database.
+becomes the artifact ``<file stem>.sqlite``: a plain SQLite database. While the
+snapshot is held no checkpoint can move past it, so the application's WAL file
+grows until the export ends (checkpoints that must wait for readers, such as
+``wal_checkpoint(TRUNCATE)``, wait for it too).
 
 Restoring by hand: decompress the artifact and copy it into place while the
 application is stopped, removing any stale ``-wal``/``-shm`` files of the old
@@ -161,25 +164,33 @@ class SqliteTarget:
         return capture
 
     def _destinations(self, dest: Mapping[str, str] | None) -> dict[str, str]:
-        """artifact name -> destination file."""
+        """artifact name -> destination file.
+
+        ``dest`` may give ``path`` (the file, for a single-file target), ``dir``
+        (a folder receiving every file under its own name), or ``dsn`` (what
+        ``--to NAME=...`` gives: a path for a single-file target, else a folder).
+        """
         ours = {_artifact(p): p for p in self.paths}
         if not dest:
             return ours
-        if "dsn" in dest:  # `--to NAME=VALUE`: a file for a one-file target, else a folder
-            key = "path" if len(self.paths) == 1 and not os.path.isdir(dest["dsn"]) else "dir"
-            dest = {key: dest["dsn"]}
-        unknown = sorted(set(dest) - {"path", "dir"})
+        unknown = sorted(set(dest) - {"dsn", "path", "dir"})
         if unknown:
             raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
-        if "path" in dest:
+        path, folder = dest.get("path"), dest.get("dir")
+        if dest.get("dsn"):
+            if len(self.paths) == 1:
+                path = path or dest["dsn"]
+            else:
+                folder = folder or dest["dsn"]
+        if path:
             if len(self.paths) != 1:
                 raise UsageError(
                     f"{self.label}: restore to a single path needs a single-file target; "
-                    "give a dir instead"
+                    "give a folder instead"
                 )
-            return {_artifact(self.paths[0]): dest["path"]}
-        if "dir" in dest:
-            return {a: os.path.join(dest["dir"], Path(p).name) for a, p in ours.items()}
+            return {_artifact(self.paths[0]): os.path.abspath(path)}
+        if folder:
+            return {a: os.path.join(os.path.abspath(folder), Path(p).name) for a, p in ours.items()}
         return ours
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
@@ -188,15 +199,18 @@ class SqliteTarget:
         unknown = [n for n in names if n not in targets]
         if unknown:
             raise self.error(f"artifact {unknown[0]} does not belong to any configured path")
+        # files already restored by an interrupted run of this job are skipped
+        todo = [n for n in names if not src.journal.is_done(f"file/{n}")]
         # check every destination before touching any
-        for name in names:
+        for name in todo:
             path = targets[name]
             if not force and _non_empty(path):
                 raise self.error(
                     f"destination {path} exists and is not empty; use --force to overwrite it"
                 )
-        for name in names:
+        for name in todo:
             self._restore_one(src, name, targets[name])
+            src.journal.mark_done(f"file/{name}", {"path": targets[name]})
 
     def _restore_one(self, src: ArtifactReader, name: str, path: str) -> None:
         folder = os.path.dirname(os.path.abspath(path))

@@ -1,0 +1,735 @@
+"""MySQL and MariaDB databases (kind ``mysql``).
+
+Settings::
+
+    [[targets]]
+    name = "orders"
+    kind = "mysql"
+    host = "10.0.0.6"                     # default 127.0.0.1
+    port = 3306                           # default 3306
+    user = "backup"                       # default root
+    password_env = "ORDERS_DB_PASSWORD"   # or password_file = "/run/secrets/mysql"
+    databases = ["orders", "stock"]       # required
+    coordinator_database = "coordinator"  # ScalarDB's; included when it exists
+    batch_bytes = 1048576                 # size of one multi-row INSERT in the dump
+    bin_dir = "/usr/bin"                  # optional: where the mariadb/mysql client lives
+
+The backup user needs SELECT, SHOW VIEW and TRIGGER on the databases
+(database-level grants: a table the user cannot see is not dumped), and SELECT
+on ``mysql.proc`` (MariaDB) to dump routines.
+
+Capture (inside the pause): one session runs ``START TRANSACTION WITH
+CONSISTENT SNAPSHOT, READ ONLY`` at REPEATABLE READ, records MariaDB's
+``binlog_snapshot_file``/``binlog_snapshot_position`` (the binary log position
+of exactly that snapshot) and ``@@gtid_binlog_pos`` when binary logging is on,
+and lists the tables. One InnoDB snapshot covers every database of the target.
+
+Export (after the unpause) reads **through that same session**, because an
+InnoDB snapshot lives only in the session that started it
+(``mysqldump --single-transaction`` would take a new snapshot when it starts,
+after the pause: not the captured point). For each database it writes
+``<db>.sql``, a plain SQL script:
+
+- a header: ``SET NAMES utf8mb4``, ``TIME_ZONE='+00:00'`` (TIMESTAMPs are read
+  in UTC), no foreign-key or unique checks, ``SQL_MODE='NO_AUTO_VALUE_ON_ZERO'``,
+  and the database's default character set;
+- per table ``DROP TABLE IF EXISTS`` + ``SHOW CREATE TABLE``, then its rows as
+  multi-row ``INSERT``s of about ``batch_bytes`` each, naming their columns
+  (generated columns are left out: the server recomputes them). The server
+  itself renders each row as SQL literals (``QUOTE()`` for text, with newlines
+  escaped so a value never spans lines; ``X'..'`` for binary and spatial
+  columns; numbers and dates as they are), so values round-trip exactly and
+  Python never touches a value. A table with a single-column primary key of a
+  plain type is walked by key (``WHERE k > last ORDER BY k LIMIT n``, all in
+  the snapshot) and the server joins each chunk into one ``INSERT`` body
+  (GROUP_CONCAT), so Python handles one string per statement; other tables are
+  streamed row by row (unbuffered cursor);
+- sequences (MariaDB) with their next value, views (definers dropped, in
+  dependency order), then triggers and routines (definers dropped) after the
+  data, so restoring rows fires no trigger.
+
+Not dumped: events, users and grants, the history of system-versioned tables
+(current rows only), tables of other engines than InnoDB (refused at
+preflight: they have no snapshot). ``AUTO_INCREMENT`` counters and sequence
+values are read at export (never behind the snapshot). DDL between capture and
+export is not isolated: a table rebuilt meanwhile (``ALTER ... FORCE``, most
+column changes, ``TRUNCATE``) makes the export fail ("Table definition has
+changed"); an instant ``ADD COLUMN`` shows in the dump's DDL with the
+snapshot's rows. MySQL (not MariaDB) has no ``binlog_snapshot_*``: its position
+records ``@@global.gtid_executed`` read inside the pause instead.
+
+Restore: each ``<db>.sql`` is fed to the ``mariadb`` (or ``mysql``) client
+(``--no-defaults``, password through ``MYSQL_PWD``), into the destination
+database, created when missing. ``dest`` may give ``dsn``
+(``mysql://user[:password]@host[:port][/database]``) and/or ``host``, ``port``,
+``user``, ``password``, ``database``; the database name renames the target's
+single configured database (the coordinator database keeps its name); with
+several databases each goes into the same-named database. A destination
+database holding any table or view is refused unless ``force``; with force the
+dump's own ``DROP TABLE IF EXISTS`` replaces the included tables (others stay).
+
+By hand::
+
+    mariadb -h HOST -P PORT -u USER -p -e 'CREATE DATABASE IF NOT EXISTS `DB`'
+    mariadb -h HOST -P PORT -u USER -p --default-character-set=utf8mb4 DB < DB.sql
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+import pymysql
+import pymysql.cursors
+
+from txbackup.errors import TargetError, UsageError
+from txbackup.procs import find_tool, run_from_stream
+from txbackup.secrets import (
+    check_keys,
+    check_secret,
+    resolve_secret,
+    setting_int,
+    setting_opt_str,
+    setting_str,
+    setting_str_list,
+)
+from txbackup.targets.base import ArtifactReader, ArtifactWriter
+
+KIND = "mysql"
+_KEYS = {
+    "host",
+    "port",
+    "user",
+    "password_env",
+    "password_file",
+    "databases",
+    "coordinator_database",
+    "batch_bytes",
+    "bin_dir",
+}
+_DEST_KEYS = {"dsn", "host", "port", "user", "password", "database"}
+_CONNECT_TIMEOUT = 10
+_LONG = 86400  # seconds: a slow storage must not make the server drop our session
+_FETCH_ROWS = 2000
+
+_NUMERIC = {
+    "tinyint", "smallint", "mediumint", "int", "integer", "bigint",
+    "decimal", "numeric", "float", "double", "real", "year",
+}  # fmt: skip
+_BINARY = {
+    "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob",
+    "geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
+    "multipolygon", "geometrycollection", "vector",
+}  # fmt: skip
+_TEMPORAL = {"date", "datetime", "timestamp", "time"}
+# primary-key types walked in chunks (exact, totally ordered, round-trip through the driver)
+_KEYSET = {
+    "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric",
+    "char", "varchar", "binary", "varbinary", "date", "datetime",
+}  # fmt: skip
+_MAX_CHUNK_ROWS = 100_000
+_GENERATED = re.compile(r"(?i)\b(VIRTUAL|STORED|PERSISTENT)\b|ROW (START|END)")
+_DEFINER = re.compile(r"\s*DEFINER\s*=\s*(`(?:[^`]|``)*`|'[^']*'|\S+?)@(`(?:[^`]|``)*`|'[^']*'|\S+)")
+
+
+def ident(name: str) -> str:
+    """A backquoted MySQL identifier."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _message(exc: BaseException) -> str:
+    """One line out of a pymysql error: ``(1045, "Access denied ...")`` -> the text."""
+    args: tuple[Any, ...] = tuple(exc.args)
+    text = str(args[1]) if len(args) >= 2 else str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    # "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)"
+    found = re.search(r"\(\[Errno -?\d+\] ([^)]*)\)", text)
+    if found and text.startswith("Can't connect"):
+        return f"cannot connect: {found.group(1)}"
+    return text
+
+
+def _strip_definer(ddl: str) -> str:
+    return _DEFINER.sub("", ddl, count=1)
+
+
+def column_expression(name: str, data_type: str) -> str:
+    """SQL rendering one column of a row as an SQL literal (never NULL itself)."""
+    col = ident(name)
+    kind = data_type.lower()
+    if kind in _NUMERIC:
+        return f"IFNULL({col},'NULL')"
+    if kind == "bit":
+        return f"IFNULL(CAST({col} AS UNSIGNED),'NULL')"
+    if kind in _BINARY:
+        return f"IFNULL(CONCAT('X''',HEX({col}),''''),'NULL')"
+    if kind in _TEMPORAL:  # digits and punctuation only: no escaping needed
+        return f"IFNULL(CONCAT('''',{col},''''),'NULL')"
+    # newlines escaped too, so that a value never spans lines of the script
+    return f"REPLACE(REPLACE(QUOTE(CONVERT({col} USING utf8mb4)),'\\n','\\\\n'),'\\r','\\\\r')"
+
+
+@dataclass
+class Server:
+    """How to reach a MySQL/MariaDB server; the password is read when first needed."""
+
+    host: str
+    port: int
+    user: str
+    given_password: str | None = None
+    secret_conf: Mapping[str, Any] = field(default_factory=dict)
+    culprit: str = ""
+
+    @cached_property
+    def password(self) -> str | None:
+        if self.given_password is not None:
+            return self.given_password
+        return resolve_secret(self.secret_conf, culprit=self.culprit)
+
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def connect(self, **extra: Any) -> Any:
+        return pymysql.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password or "",
+            charset="utf8mb4",
+            autocommit=True,
+            connect_timeout=_CONNECT_TIMEOUT,
+            **extra,
+        )
+
+
+@dataclass
+class Table:
+    database: str
+    name: str
+    kind: str  # BASE TABLE, SYSTEM VERSIONED, SEQUENCE, VIEW
+    engine: str | None
+
+
+class MysqlCapture:
+    """The one session holding the InnoDB consistent snapshot."""
+
+    def __init__(self, target: MysqlTarget) -> None:
+        self.target = target
+        self.conn: Any = None
+        self.mariadb = False
+        self.tables: list[Table] = []
+        self.schemas: dict[str, tuple[str, str]] = {}  # db -> (charset, collation)
+        self._position: dict[str, Any] = {}
+
+    # -- capture -----------------------------------------------------------------------------
+    def _open(self) -> None:
+        t = self.target
+        self.conn = t.connect()
+        self.mariadb = "mariadb" in self.conn.get_server_info().lower()
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur.execute(
+                    "SET SESSION sql_mode = '', time_zone = '+00:00', "
+                    f"net_write_timeout = {_LONG}, net_read_timeout = {_LONG}, "
+                    f"wait_timeout = {_LONG}"
+                )
+                limit = "max_statement_time" if self.mariadb else "max_execution_time"
+                cur.execute(f"SET SESSION {limit} = 0")
+                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                # -- the snapshot exists from here on; what follows only describes it
+                cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                status = {str(k).lower(): str(v) for k, v in cur.fetchall()}
+                gtid = "@@global.gtid_binlog_pos" if self.mariadb else "@@global.gtid_executed"
+                cur.execute(f"SELECT @@version, @@log_bin, {gtid}")
+                version, log_bin, gtid_pos = cur.fetchone()
+                names = t.all_databases()
+                marks = ",".join(["%s"] * len(names))
+                cur.execute(
+                    "SELECT SCHEMA_NAME, DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME"
+                    f" FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({marks})",
+                    names,
+                )
+                self.schemas = {str(r[0]): (str(r[1]), str(r[2])) for r in cur.fetchall()}
+                missing = [db for db in t.databases if db not in self.schemas]
+                if missing:
+                    raise t.error(f'database "{missing[0]}" not found (or not visible to the user)')
+                found = [db for db in names if db in self.schemas]
+                marks = ",".join(["%s"] * len(found))
+                cur.execute(
+                    "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, ENGINE FROM information_schema.TABLES"
+                    f" WHERE TABLE_SCHEMA IN ({marks}) ORDER BY TABLE_SCHEMA, TABLE_NAME",
+                    found,
+                )
+                self.tables = [Table(str(r[0]), str(r[1]), str(r[2]), r[3]) for r in cur.fetchall()]
+        except pymysql.MySQLError as exc:
+            raise t.error(f"snapshot failed: {_message(exc)}") from None
+        self._position = {
+            "flavor": "mariadb" if self.mariadb else "mysql",
+            "server_version": str(version),
+            "databases": [db for db in t.all_databases() if db in self.schemas],
+            "log_bin": bool(log_bin),
+        }
+        if log_bin:
+            if "binlog_snapshot_file" in status:
+                self._position["binlog_file"] = status["binlog_snapshot_file"]
+                self._position["binlog_position"] = int(status["binlog_snapshot_position"])
+            if gtid_pos:
+                key = "gtid_binlog_pos" if self.mariadb else "gtid_executed"
+                self._position[key] = str(gtid_pos)
+
+    def position(self) -> Mapping[str, Any]:
+        return dict(self._position)
+
+    # -- export ------------------------------------------------------------------------------
+    def export(self, out: ArtifactWriter) -> None:
+        if self.conn is None:
+            raise self.target.error("export after release")
+        # room for one chunk of rows joined by the server (see _by_key), and no more
+        limit = max(4 * self.target.batch_bytes, 16 << 20)
+        with self.conn.cursor() as cur:
+            cur.execute(f"SET SESSION group_concat_max_len = {limit}")
+        for db in self._position["databases"]:
+            with out.open(f"{db}.sql") as stream:
+                try:
+                    self._dump_database(db, stream)
+                except pymysql.MySQLError as exc:
+                    raise self.target.error(f'database "{db}": {_message(exc)}') from None
+
+    def _query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            rows: list[tuple[Any, ...]] = list(cur.fetchall())
+            return rows
+
+    def _dump_database(self, db: str, stream: IO[bytes]) -> None:
+        write = stream.write
+        # unqualified names in SHOW CREATE VIEW/TRIGGER output, so the dump loads into any name
+        self.conn.select_db(db)
+        charset, collation = self.schemas[db]
+        pos = self._position
+        where = ""
+        if "binlog_file" in pos:
+            where = f"; binlog position of the snapshot {pos['binlog_file']}:{pos['binlog_position']}"
+        if pos.get("gtid_binlog_pos"):
+            where += f", gtid {pos['gtid_binlog_pos']}"
+        header = [
+            f"-- txbackup dump of database {ident(db)} ({pos['server_version']}), "
+            f"one consistent snapshot{where}",
+            "-- load with: mariadb --default-character-set=utf8mb4 DATABASE < this-file",
+            "SET NAMES utf8mb4;",
+            "SET TIME_ZONE='+00:00';",
+            "SET FOREIGN_KEY_CHECKS=0;",
+            "SET UNIQUE_CHECKS=0;",
+            "SET SQL_MODE='NO_AUTO_VALUE_ON_ZERO';",
+            "SET SQL_NOTES=0;",
+            f"ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};",
+            "",
+        ]
+        write("\n".join(header).encode())
+        tables = [t for t in self.tables if t.database == db]
+        columns: dict[str, list[tuple[str, str]]] = {}  # insertable ones
+        types: dict[tuple[str, str], str] = {}
+        for table, column, data_type, extra in self._query(
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            (db,),
+        ):
+            types[(str(table), str(column))] = str(data_type).lower()
+            if not _GENERATED.search(str(extra or "")):
+                columns.setdefault(str(table), []).append((str(column), str(data_type)))
+        primary: dict[str, list[str]] = {}
+        for table, column in self._query(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
+            " WHERE TABLE_SCHEMA = %s AND INDEX_NAME = 'PRIMARY' ORDER BY TABLE_NAME, SEQ_IN_INDEX",
+            (db,),
+        ):
+            primary.setdefault(str(table), []).append(str(column))
+        for table in tables:
+            if table.kind in ("BASE TABLE", "SYSTEM VERSIONED"):
+                pk = primary.get(table.name, [])
+                key = pk[0] if len(pk) == 1 and types.get((table.name, pk[0])) in _KEYSET else None
+                self._dump_table(db, table.name, columns.get(table.name, []), key, write)
+        for table in tables:
+            if table.kind == "SEQUENCE":
+                self._dump_sequence(db, table.name, write)
+        self._dump_views(db, [t.name for t in tables if t.kind == "VIEW"], write)
+        self._dump_triggers_and_routines(db, write)
+        write(b"SET FOREIGN_KEY_CHECKS=1;\nSET UNIQUE_CHECKS=1;\n-- txbackup dump complete\n")
+
+    def _dump_table(
+        self, db: str, name: str, columns: list[tuple[str, str]], key: str | None, write: Any
+    ) -> None:
+        ddl = str(self._query(f"SHOW CREATE TABLE {ident(db)}.{ident(name)}")[0][1])
+        write(
+            f"\n-- table {ident(name)}\nDROP TABLE IF EXISTS {ident(name)};\n{ddl};\n".encode()
+        )
+        if not columns:
+            return
+        row = f"CONCAT('(',CONCAT_WS(',',{','.join(column_expression(c, t) for c, t in columns)}),')')"
+        head = f"INSERT INTO {ident(name)} ({','.join(ident(c) for c, _ in columns)}) VALUES\n"
+        chunks = self._by_key(db, name, row, key) if key else self._streamed(db, name, row)
+        prefix = head.encode()
+        for chunk in chunks:
+            write(prefix + chunk + b";\n")
+
+    def _too_large(self, db: str, name: str) -> TargetError:
+        return self.target.error(
+            f"table {db}.{name}: a row is larger than the server's max_allowed_packet "
+            "once written as SQL"
+        )
+
+    def _by_key(self, db: str, name: str, row: str, key: str) -> Iterator[bytes]:
+        """The rows as chunks of about ``batch_bytes``, one query per chunk.
+
+        Walks the single-column primary key (``WHERE key > last ORDER BY key
+        LIMIT n``, within the snapshot) and lets the server join each chunk's
+        rows with GROUP_CONCAT: Python sees one value per INSERT, not per row.
+        The chunk size adapts to the rows' size.
+        """
+        table, k = f"{ident(db)}.{ident(name)}", ident(key)
+
+        def select(where: str, rows: int) -> str:
+            # no driver-side parameters: names may contain % signs
+            return (
+                "SELECT CAST(GROUP_CONCAT(r SEPARATOR ',\\n') AS BINARY), MAX(k), COUNT(*),"
+                " SUM(LENGTH(r)) + 2 * COUNT(*) - 2"
+                f" FROM (SELECT {row} AS r, {k} AS k FROM {table} {where}"
+                f" ORDER BY {k} LIMIT {rows}) AS c"
+            )
+
+        target = self.target.batch_bytes
+        rows, last = 64, None  # a first small chunk tells the rows' size
+        with self.conn.cursor() as cur:
+            while True:
+                where = "" if last is None else f"WHERE {k} > {self.conn.escape(last)}"
+                cur.execute(select(where, rows))
+                chunk, top, count, expected = cur.fetchone()
+                if not count:
+                    return
+                if chunk is None or len(chunk) != expected:
+                    # over max_allowed_packet or group_concat_max_len: take fewer rows
+                    if rows == 1:
+                        raise self._too_large(db, name)
+                    rows = max(1, rows // 8)
+                    continue
+                yield chunk
+                if count < rows:
+                    return
+                last = top
+                fit = rows * target // max(len(chunk), 1)
+                rows = max(1, min(_MAX_CHUNK_ROWS, rows * 8, fit))
+
+    def _streamed(self, db: str, name: str, row: str) -> Iterator[bytes]:
+        """The rows as chunks of about ``batch_bytes``, from one unbuffered query."""
+        select = f"SELECT CAST({row} AS BINARY) FROM {ident(db)}.{ident(name)}"
+        limit = self.target.batch_bytes
+        batch: list[bytes] = []
+        size = 0
+        cur = self.conn.cursor(pymysql.cursors.SSCursor)
+        try:
+            cur.execute(select)
+            while fetched := cur.fetchmany(_FETCH_ROWS):
+                for (literal,) in fetched:
+                    if literal is None:  # the server gave up on a row
+                        raise self._too_large(db, name)
+                    batch.append(literal)
+                    size += len(literal) + 2
+                    if size >= limit:
+                        yield b",\n".join(batch)
+                        batch, size = [], 0
+        finally:
+            cur.close()
+        if batch:
+            yield b",\n".join(batch)
+
+    def _dump_sequence(self, db: str, name: str, write: Any) -> None:
+        ddl = str(self._query(f"SHOW CREATE SEQUENCE {ident(db)}.{ident(name)}")[0][1])
+        value = self._query(f"SELECT next_not_cached_value FROM {ident(db)}.{ident(name)}")[0][0]
+        write(
+            f"\n-- sequence {ident(name)}\nDROP SEQUENCE IF EXISTS {ident(name)};\n{ddl};\n"
+            f"DO SETVAL({ident(name)}, {int(value)}, 0);\n".encode()
+        )
+
+    def _dump_views(self, db: str, views: list[str], write: Any) -> None:
+        definitions = {
+            v: _strip_definer(str(self._query(f"SHOW CREATE VIEW {ident(db)}.{ident(v)}")[0][1]))
+            for v in views
+        }
+        done: list[str] = []
+        pending = dict(definitions)
+        while pending:
+            # a view goes after the other views it mentions
+            ready = [
+                v for v, sql in pending.items()
+                if not any(ident(o) in sql for o in pending if o != v)
+            ]  # fmt: skip
+            for v in ready or list(pending):
+                done.append(v)
+                del pending[v]
+        for v in done:
+            write(
+                f"\n-- view {ident(v)}\nDROP TABLE IF EXISTS {ident(v)};\n"
+                f"DROP VIEW IF EXISTS {ident(v)};\n{definitions[v]};\n".encode()
+            )
+
+    def _dump_triggers_and_routines(self, db: str, write: Any) -> None:
+        objects: list[tuple[str, str]] = [
+            ("TRIGGER", str(r[0]))
+            for r in self._query(
+                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s"
+                " ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
+                (db,),
+            )
+        ]
+        objects += [
+            (str(r[0]), str(r[1]))
+            for r in self._query(
+                "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES"
+                " WHERE ROUTINE_SCHEMA = %s ORDER BY ROUTINE_TYPE, ROUTINE_NAME",
+                (db,),
+            )
+        ]
+        for kind, name in objects:
+            row = self._query(f"SHOW CREATE {kind} {ident(db)}.{ident(name)}")[0]
+            # (name, sql_mode, statement, ...) for routines, (name, sql_mode, statement, ...) too
+            body = row[2]
+            if body is None:
+                raise self.target.error(
+                    f"cannot read the definition of {kind.lower()} {db}.{name}: the backup user "
+                    "needs more privileges (SELECT on mysql.proc, or TRIGGER)"
+                )
+            write(
+                f"\n-- {kind.lower()} {ident(name)}\nDROP {kind} IF EXISTS {ident(name)};\n"
+                f"SET SESSION SQL_MODE='{row[1]}';\nDELIMITER ;;\n{_strip_definer(str(body))} ;;\n"
+                "DELIMITER ;\nSET SQL_MODE='NO_AUTO_VALUE_ON_ZERO';\n".encode()
+            )
+
+    def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class MysqlTarget:
+    kind = KIND
+
+    def __init__(
+        self,
+        name: str,
+        server: Server,
+        databases: list[str],
+        coordinator_database: str,
+        batch_bytes: int,
+        bin_dir: str | None,
+    ) -> None:
+        self.name = name
+        self.server = server
+        self.databases = databases
+        self.coordinator_database = coordinator_database
+        self.batch_bytes = batch_bytes
+        self.bin_dir = bin_dir
+        self.label = f'target "{name}" (mysql {server.address()})'
+
+    def error(self, message: str) -> TargetError:
+        return TargetError(f"{self.label}: {message}")
+
+    def describe(self) -> Mapping[str, Any]:
+        return {
+            "kind": KIND,
+            "host": self.server.host,
+            "port": self.server.port,
+            "user": self.server.user,
+            "databases": list(self.databases),
+            "coordinator_database": self.coordinator_database,
+        }
+
+    def all_databases(self) -> list[str]:
+        """The configured databases, then the coordinator's (when not among them)."""
+        extra = [] if self.coordinator_database in self.databases else [self.coordinator_database]
+        return [*self.databases, *extra]
+
+    def connect(self, server: Server | None = None) -> Any:
+        server = server or self.server
+        try:
+            return server.connect()
+        except pymysql.MySQLError as exc:
+            where = "" if server is self.server else f"{server.address()}: "
+            raise self.error(f"{where}{_message(exc)}") from None
+
+    # -- preflight -------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                names = self.all_databases()
+                marks = ",".join(["%s"] * len(names))
+                cur.execute(
+                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
+                    f" WHERE SCHEMA_NAME IN ({marks})",
+                    names,
+                )
+                found = {str(r[0]) for r in cur.fetchall()}
+                missing = [db for db in self.databases if db not in found]
+                if missing:
+                    raise self.error(f'database "{missing[0]}" not found (or not visible to the user)')
+                present = [db for db in names if db in found]
+                marks = ",".join(["%s"] * len(present))
+                cur.execute(
+                    "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, ENGINE FROM information_schema.TABLES"
+                    f" WHERE TABLE_SCHEMA IN ({marks})",
+                    present,
+                )
+                tables = [Table(str(r[0]), str(r[1]), str(r[2]), r[3]) for r in cur.fetchall()]
+                for t in tables:
+                    if t.kind != "VIEW" and str(t.engine).lower() != "innodb":
+                        raise self.error(
+                            f"table {t.database}.{t.name} uses the {t.engine} engine, which has no "
+                            "consistent snapshot; convert it to InnoDB"
+                        )
+                for t in tables:
+                    if t.kind == "VIEW":
+                        probe = f"SHOW CREATE VIEW {ident(t.database)}.{ident(t.name)}"
+                    else:
+                        probe = f"SELECT 1 FROM {ident(t.database)}.{ident(t.name)} LIMIT 0"
+                    try:
+                        cur.execute(probe)
+                        cur.fetchall()
+                    except pymysql.MySQLError as exc:
+                        raise self.error(
+                            f"cannot read {t.database}.{t.name}: {_message(exc)}"
+                        ) from None
+        except pymysql.MySQLError as exc:
+            raise self.error(_message(exc)) from None
+        finally:
+            conn.close()
+
+    # -- capture ---------------------------------------------------------------------------------
+    def capture(self, set_id: str) -> MysqlCapture:
+        capture = MysqlCapture(self)
+        try:
+            capture._open()
+        except BaseException:
+            capture.release()
+            raise
+        return capture
+
+    # -- restore ---------------------------------------------------------------------------------
+    def _destination(self, dest: Mapping[str, str] | None) -> tuple[Server, str | None]:
+        """(server, database name for the single configured database, if renamed)."""
+        if not dest:
+            return self.server, None
+        unknown = sorted(set(dest) - _DEST_KEYS)
+        if unknown:
+            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
+        host, port, user = self.server.host, self.server.port, self.server.user
+        password: str | None = None
+        database: str | None = None
+        if dest.get("dsn"):
+            url = urlsplit(dest["dsn"])
+            if url.scheme not in ("mysql", "mariadb") or not url.hostname:
+                raise UsageError(
+                    f"{self.label}: destination DSN must look like "
+                    "mysql://user[:password]@host[:port][/database]"
+                )
+            host = url.hostname
+            try:
+                port = url.port or 3306
+            except ValueError:
+                raise UsageError(f"{self.label}: bad port in destination DSN") from None
+            user = unquote(url.username) if url.username else user
+            password = unquote(url.password) if url.password is not None else None
+            database = unquote(url.path.lstrip("/")) or None
+        host = dest.get("host") or host
+        port = int(dest["port"]) if dest.get("port") else port
+        user = dest.get("user") or user
+        password = dest.get("password") or password
+        database = dest.get("database") or database
+        if password is None and user == self.server.user:
+            password = self.server.password
+        if database and len(self.databases) != 1:
+            raise UsageError(
+                f"{self.label}: a destination database name needs a single-database target; "
+                "several databases are restored into same-named ones"
+            )
+        return Server(host, port, user, password), database
+
+    def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        server, renamed = self._destination(dest)
+        sources: list[str] = []
+        for name in src.names():
+            if not name.endswith(".sql") or "/" in name:
+                raise self.error(f"unexpected artifact {name}")
+            sources.append(name[: -len(".sql")])
+        rename = {db: db for db in sources}
+        if renamed:
+            rename[self.databases[0]] = renamed
+        # databases already restored by an interrupted run of this job are skipped
+        todo = [db for db in sources if not src.journal.is_done(f"database/{db}")]
+        if not todo:
+            return
+        client = find_tool(
+            "mariadb", alternatives=("mysql",), culprit=self.label, bin_dir=self.bin_dir
+        )
+        conn = self.connect(server)
+        try:
+            with conn.cursor() as cur:
+                for db in todo:  # check every destination before touching any
+                    cur.execute(
+                        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
+                        " LIMIT 1",
+                        (rename[db],),
+                    )
+                    found = cur.fetchone()
+                    if found and not force:
+                        raise self.error(
+                            f'destination database "{rename[db]}" on {server.address()} is not '
+                            f"empty (it has {found[0]}); use --force to overwrite"
+                        )
+                for db in todo:
+                    cur.execute(f"CREATE DATABASE IF NOT EXISTS {ident(rename[db])}")
+        except pymysql.MySQLError as exc:
+            raise self.error(f"{server.address()}: {_message(exc)}") from None
+        finally:
+            conn.close()
+        env = {"MYSQL_PWD": server.password} if server.password is not None else {}
+        for db in todo:
+            argv = [
+                client,
+                "--no-defaults",
+                "--protocol=TCP",
+                f"--host={server.host}",
+                f"--port={server.port}",
+                f"--user={server.user}",
+                "--default-character-set=utf8mb4",
+                "--batch",
+                "--max-allowed-packet=1G",
+                f"--database={rename[db]}",
+            ]
+            with src.open(f"{db}.sql") as stream:
+                run_from_stream(argv, stream, culprit=self.label, env=env)
+            src.journal.mark_done(f"database/{db}", {"database": rename[db]})
+
+
+def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
+    culprit = f'target "{name}"'
+    check_keys(conf, _KEYS, culprit=culprit)
+    host = setting_str(conf, "host", "127.0.0.1", culprit=culprit)
+    port = setting_int(conf, "port", 3306, culprit=culprit, minimum=1, maximum=65535)
+    user = setting_str(conf, "user", "root", culprit=culprit)
+    check_secret(conf, culprit=culprit)
+    secret = {k: conf[k] for k in ("password_env", "password_file") if k in conf}
+    databases = setting_str_list(conf, "databases", culprit=culprit, required=True)
+    coordinator = setting_str(conf, "coordinator_database", "coordinator", culprit=culprit)
+    batch = setting_int(conf, "batch_bytes", 1 << 20, culprit=culprit, minimum=1024, maximum=64 << 20)
+    bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
+    server = Server(host, port, user, None, secret, culprit)
+    return MysqlTarget(name, server, databases, coordinator, batch, bin_dir)

@@ -1,0 +1,573 @@
+"""PostgreSQL databases (kind ``postgres``).
+
+Settings::
+
+    [[targets]]
+    name = "ledger"
+    kind = "postgres"
+    host = "10.0.0.5"                  # default 127.0.0.1
+    port = 5432                        # default 5432
+    user = "backup"                    # default postgres
+    password_env = "LEDGER_PG_PASSWORD"   # or password_file = "/run/secrets/pg"
+    databases = ["ledger"]             # required; one snapshot per database
+    include = ["app", "app2.accounts"] # optional: namespaces (schemas) or schema.table
+    coordinator_namespace = "coordinator"  # ScalarDB's; always included
+    jobs = 1                           # > 1: parallel pg_dump/pg_restore (directory format)
+    bin_dir = "/usr/lib/postgresql/16/bin"  # optional: where pg_dump/pg_restore live
+
+Needs PostgreSQL 12 or newer, and pg_dump/pg_restore of at least the server's
+major version (checked at preflight, with SELECT on every included table and
+sequence for the backup user).
+
+Capture (inside the pause), per database: one connection runs ``BEGIN
+ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()`` and
+records the WAL position (``pg_current_wal_lsn()``, or the replay position on a
+standby); the transaction stays open until ``release()``. A snapshot cannot
+cross databases, so each database has its own; all of them are taken inside
+the pause, which is what makes them consistent with each other.
+
+Export (after the unpause): ``pg_dump --snapshot=<id>`` dumps exactly the
+captured snapshot, uncompressed (the engine compresses), as artifact
+``<db>.dump`` (custom format) or, with ``jobs > 1``, ``pg_dump -Fd -j N`` into
+a temporary folder (``TMPDIR``) whose files become ``<db>.dir/<file>``.
+
+Sequences are not transactional: pg_dump reads their current value, so a
+restored sequence may be ahead of the snapshot (never behind: no id is reused).
+
+``include`` entries are exact names (no wildcards), applied to every database;
+a namespace takes everything in the schema, ``schema.table`` one table (with
+its partitions). Without ``include`` the whole database is dumped.
+
+Restore: ``pg_restore --no-owner --exit-on-error`` into the destination
+database, created (from template0) when missing. The destination defaults to
+the target's own server and database names; ``dest`` may give ``dsn`` (a libpq
+conninfo or URI) and/or ``host``, ``port``, ``user``, ``password``,
+``database``. For a single-database target the DSN's dbname (or ``database``)
+names the destination database; for several databases each one is restored
+into the same-named database on that server (the DSN's dbname, if any, is only
+used to connect). Needs PostgreSQL 12 or newer. A destination holding any user
+relation is refused unless ``force``, which adds ``--clean --if-exists``
+(objects of the dump are dropped and recreated; other objects stay). Owners
+are not restored (``--no-owner``); privileges are, so roles named in GRANTs
+must exist on the destination. Each database restored is journaled, so a
+resumed restore job skips it.
+
+By hand::
+
+    createdb -h HOST -p PORT -U USER -T template0 DB
+    pg_restore -h HOST -p PORT -U USER -d DB --no-owner --exit-on-error DB.dump
+    # directory format: the files of DB.dir/ decompressed into a folder DIR
+    pg_restore -h HOST -p PORT -U USER -d DB --no-owner --exit-on-error -j 4 -Fd DIR
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from txbackup.errors import TargetError, UsageError
+from txbackup.procs import find_tool, one_line, run, run_checked, run_from_stream, run_to_stream
+from txbackup.secrets import (
+    check_keys,
+    check_secret,
+    resolve_secret,
+    setting_int,
+    setting_opt_str,
+    setting_str,
+    setting_str_list,
+)
+from txbackup.targets.base import ArtifactReader, ArtifactWriter
+
+KIND = "postgres"
+_KEYS = {
+    "host",
+    "port",
+    "user",
+    "password_env",
+    "password_file",
+    "databases",
+    "include",
+    "coordinator_namespace",
+    "jobs",
+    "bin_dir",
+}
+_DEST_KEYS = {"dsn", "host", "port", "user", "password", "database"}
+_CONNECT_TIMEOUT = 10
+_APP = "txbackup"
+
+# user relations: not in system schemas, not owned by an extension
+_USER_RELATIONS = """
+SELECT n.nspname, c.relname, c.relkind,
+       coalesce(rn.nspname, n.nspname), coalesce(r.relname, c.relname),
+       has_schema_privilege(n.oid, 'USAGE')
+         AND has_table_privilege(c.oid, 'SELECT')
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_)'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def _quote(name: str) -> str:
+    """A pg_dump name pattern matching exactly ``name``."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _message(exc: psycopg.Error) -> str:
+    """One line out of a psycopg error, without the libpq boilerplate."""
+    diag = getattr(exc, "diag", None)
+    primary = diag.message_primary if diag is not None else None
+    if primary:
+        return str(primary)
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = re.sub(r"^connection failed: ", "", first)
+    first = re.sub(r"connection to server (at|on) .*? failed: ", "", first)
+    first = re.sub(r"^(FATAL|ERROR):\s+", "", first)
+    return " ".join(first.split()) or one_line(text)
+
+
+@dataclass
+class Server:
+    """How to reach one PostgreSQL server: libpq parameters (no password) + password.
+
+    The password is either given, or read from the target's password_env /
+    password_file when first needed (so loading the cluster file needs no secret)."""
+
+    params: dict[str, str]
+    given_password: str | None = None
+    secret_conf: Mapping[str, Any] = field(default_factory=dict)
+    culprit: str = ""
+
+    @cached_property
+    def password(self) -> str | None:
+        if self.given_password is not None:
+            return self.given_password
+        return resolve_secret(self.secret_conf, culprit=self.culprit)
+
+    def address(self) -> str:
+        return f"{self.params.get('host', 'localhost')}:{self.params.get('port', '5432')}"
+
+    def conninfo(self, dbname: str) -> str:
+        return make_conninfo("", **{**self.params, "dbname": dbname, "application_name": _APP})
+
+    def env(self) -> dict[str, str]:
+        env = {"PGCONNECT_TIMEOUT": str(_CONNECT_TIMEOUT), "PGAPPNAME": _APP}
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        return env
+
+
+@dataclass
+class Include:
+    """What to dump of each database: everything, or some schemas and tables."""
+
+    schemas: set[str] = field(default_factory=set)
+    tables: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def everything(self) -> bool:
+        return not self.schemas and not self.tables
+
+    def wants(self, schema: str, table: str) -> bool:
+        return self.everything or schema in self.schemas or (schema, table) in self.tables
+
+    def dump_args(self, relations: list[tuple[str, str, str, str]], schemas: set[str]) -> list[str]:
+        """pg_dump -n/-T options, given the database's relations (schema, name,
+        root schema, root name) and existing schemas."""
+        if self.everything:
+            return []
+        mentioned = (self.schemas | {s for s, _ in self.tables}) & schemas
+        args: list[str] = []
+        for schema in sorted(mentioned):
+            args += ["-n", _quote(schema)]
+        for schema, name, root_schema, root_name in relations:
+            partial = schema in mentioned and schema not in self.schemas
+            wanted = (schema, name) in self.tables or (root_schema, root_name) in self.tables
+            if partial and not wanted:
+                args += ["-T", f"{_quote(schema)}.{_quote(name)}"]
+        return args
+
+
+class PostgresCapture:
+    """One open REPEATABLE READ transaction with an exported snapshot per database."""
+
+    def __init__(self, target: PostgresTarget) -> None:
+        self.target = target
+        self.held: dict[str, psycopg.Connection[Any]] = {}
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.server_version = ""
+
+    def _open(self) -> None:
+        for db in self.target.databases:
+            conn = self.target.connect(db)
+            self.held[db] = conn
+            try:
+                # a long export must not be cut by the server's idle-transaction timeout
+                conn.execute("SET idle_in_transaction_session_timeout = 0")
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                row = conn.execute(
+                    "SELECT pg_export_snapshot(), pg_is_in_recovery(),"
+                    " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+                    "  ELSE pg_current_wal_lsn() END)::text,"
+                    " current_setting('server_version')"
+                ).fetchone()
+            except psycopg.Error as exc:
+                raise self.target.error(f'database "{db}": snapshot failed: {_message(exc)}') from None
+            assert row is not None
+            snapshot, in_recovery, lsn, version = row
+            self.server_version = str(version)
+            self.snapshots[db] = {"snapshot": snapshot, "lsn": lsn, "in_recovery": in_recovery}
+
+    def position(self) -> Mapping[str, Any]:
+        return {
+            "server_version": self.server_version,
+            "databases": {db: dict(s) for db, s in self.snapshots.items()},
+        }
+
+    def _dump_args(self, db: str) -> list[str]:
+        include = self.target.include
+        if include.everything:
+            return []
+        conn = self.held[db]
+        try:
+            # read through the held transaction: the catalog as of the snapshot
+            schemas = {
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)",
+                    (sorted(include.schemas | {s for s, _ in include.tables}),),
+                )
+            }
+            relations = [
+                (r[0], r[1], r[3], r[4])
+                for r in conn.execute(_USER_RELATIONS)
+                if r[2] != "S"  # sequences follow their tables
+            ]
+        except psycopg.Error as exc:
+            raise self.target.error(f'database "{db}": {_message(exc)}') from None
+        if not schemas:
+            raise self.target.error(f'database "{db}": include matches no schema of this database')
+        return include.dump_args(relations, schemas)
+
+    def export(self, out: ArtifactWriter) -> None:
+        target = self.target
+        pg_dump = target.tool("pg_dump")
+        for db, snap in self.snapshots.items():
+            argv = [
+                pg_dump,
+                "-d", target.server.conninfo(db),
+                f"--snapshot={snap['snapshot']}",
+                "-Z0",
+                "--no-password",
+                *self._dump_args(db),
+            ]  # fmt: skip
+            if target.jobs == 1:
+                with out.open(f"{db}.dump") as stream:
+                    run_to_stream(
+                        [*argv, "-Fc"], stream, culprit=target.label, env=target.server.env()
+                    )
+                continue
+            with tempfile.TemporaryDirectory(prefix="txbackup-pg-") as tmp:
+                folder = os.path.join(tmp, db)
+                run_checked(
+                    [*argv, "-Fd", "-j", str(target.jobs), "--no-sync", "-f", folder],
+                    culprit=target.label,
+                    env=target.server.env(),
+                )
+                for name in sorted(os.listdir(folder)):
+                    out.add_file(f"{db}.dir/{name}", os.path.join(folder, name))
+
+    def release(self) -> None:
+        held, self.held = self.held, {}
+        for conn in held.values():
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+
+class PostgresTarget:
+    kind = KIND
+
+    def __init__(
+        self,
+        name: str,
+        server: Server,
+        databases: list[str],
+        include: Include,
+        coordinator_namespace: str,
+        jobs: int,
+        bin_dir: str | None,
+    ) -> None:
+        self.name = name
+        self.server = server
+        self.databases = databases
+        self.include = include
+        self.coordinator_namespace = coordinator_namespace
+        self.jobs = jobs
+        self.bin_dir = bin_dir
+        self.label = f'target "{name}" (postgres {server.address()})'
+
+    def error(self, message: str) -> TargetError:
+        return TargetError(f"{self.label}: {message}")
+
+    def describe(self) -> Mapping[str, Any]:
+        return {
+            "kind": KIND,
+            "host": self.server.params.get("host"),
+            "port": int(self.server.params.get("port", "5432")),
+            "user": self.server.params.get("user"),
+            "databases": list(self.databases),
+            "include": sorted(self.include.schemas | {f"{s}.{t}" for s, t in self.include.tables}),
+            "coordinator_namespace": self.coordinator_namespace,
+            "jobs": self.jobs,
+        }
+
+    def tool(self, name: str) -> str:
+        return find_tool(name, culprit=self.label, bin_dir=self.bin_dir)
+
+    def connect(self, dbname: str, server: Server | None = None) -> psycopg.Connection[Any]:
+        server = server or self.server
+        try:
+            return psycopg.connect(
+                server.conninfo(dbname),
+                password=server.password,
+                connect_timeout=_CONNECT_TIMEOUT,
+                autocommit=True,
+            )
+        except psycopg.Error as exc:
+            where = "" if server is self.server else f" on {server.address()}"
+            raise self.error(f'database "{dbname}"{where}: {_message(exc)}') from None
+
+    # -- preflight -------------------------------------------------------------------------------
+    def _tool_major(self, path: str) -> int:
+        text = run([path, "--version"], culprit=self.label, timeout=30)
+        match = re.search(r"\)\s*(\d+)(?:\.(\d+))?", text) or re.search(r"(\d+)\.\d+", text)
+        if not match:
+            raise self.error(f"cannot tell the version of {path} from {text.strip()!r}")
+        return int(match.group(1))
+
+    def preflight(self) -> None:
+        seen: set[str] = set()
+        server_major = 0
+        for db in self.databases:
+            with self.connect(db) as conn:
+                try:
+                    server_major = conn.info.server_version // 10000
+                    rows = conn.execute(_USER_RELATIONS).fetchall()
+                    schemas = {str(r[0]) for r in conn.execute("SELECT nspname FROM pg_namespace")}
+                except psycopg.Error as exc:
+                    raise self.error(f'database "{db}": {_message(exc)}') from None
+            wanted = [r for r in rows if self._wanted(r)]
+            denied = [f"{r[0]}.{r[1]}" for r in wanted if not r[5]]
+            if denied:
+                more = f" (and {len(denied) - 1} more)" if len(denied) > 1 else ""
+                raise self.error(
+                    f'database "{db}": user {self.server.params.get("user")} cannot read '
+                    f"{denied[0]}{more}; grant it SELECT (and USAGE on the schema)"
+                )
+            seen |= schemas & self.include.schemas
+            seen |= {f"{r[0]}.{r[1]}" for r in rows if (r[0], r[1]) in self.include.tables}
+            if not self.include.everything and not (
+                schemas & (self.include.schemas | {s for s, _ in self.include.tables})
+            ):
+                raise self.error(f'database "{db}": include matches no schema of this database')
+        wanted_names = (self.include.schemas - {self.coordinator_namespace}) | {
+            f"{s}.{t}" for s, t in self.include.tables
+        }
+        missing = sorted(wanted_names - seen)
+        if missing:
+            raise self.error(f"include names {missing[0]}, found in none of the databases")
+        dump_major = self._tool_major(self.tool("pg_dump"))
+        if dump_major < server_major:
+            raise self.error(
+                f"pg_dump {dump_major} cannot dump a PostgreSQL {server_major} server; install "
+                f"PostgreSQL {server_major} client tools or set bin_dir"
+            )
+        restore_major = self._tool_major(self.tool("pg_restore"))
+        if restore_major < dump_major:
+            raise self.error(f"pg_restore {restore_major} is older than pg_dump {dump_major}")
+
+    def _wanted(self, row: tuple[Any, ...]) -> bool:
+        schema, name, _kind, root_schema, root_name, _ok = row
+        return self.include.wants(schema, name) or (
+            not self.include.everything and (root_schema, root_name) in self.include.tables
+        )
+
+    # -- capture ---------------------------------------------------------------------------------
+    def capture(self, set_id: str) -> PostgresCapture:
+        capture = PostgresCapture(self)
+        try:
+            capture._open()
+        except BaseException:
+            capture.release()
+            raise
+        return capture
+
+    # -- restore ---------------------------------------------------------------------------------
+    def _destination(self, dest: Mapping[str, str] | None) -> tuple[Server, dict[str, str], str]:
+        """(server, source db -> destination db, maintenance database)."""
+        if not dest:
+            return self.server, {db: db for db in self.databases}, "postgres"
+        unknown = sorted(set(dest) - _DEST_KEYS)
+        if unknown:
+            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
+        params: dict[str, str] = {}
+        if dest.get("dsn"):
+            try:
+                params = {k: str(v) for k, v in conninfo_to_dict(dest["dsn"]).items()}
+            except psycopg.ProgrammingError as exc:
+                raise UsageError(f"{self.label}: bad destination DSN: {_message(exc)}") from None
+        for key in ("host", "port", "user"):
+            if dest.get(key):
+                params[key] = dest[key]
+        password = dest.get("password") or params.pop("password", None)
+        for key, value in self.server.params.items():
+            params.setdefault(key, value)
+        if password is None and params.get("user") == self.server.params.get("user"):
+            password = self.server.password
+        if dest.get("database") and len(self.databases) != 1:
+            raise UsageError(
+                f"{self.label}: a destination database name needs a single-database target; "
+                "several databases are restored into same-named ones"
+            )
+        dbname = dest.get("database") or params.pop("dbname", None)
+        if len(self.databases) == 1 and dbname:
+            return Server(params, password), {self.databases[0]: dbname}, "postgres"
+        return Server(params, password), {db: db for db in self.databases}, dbname or "postgres"
+
+    def _maintenance(self, server: Server, preferred: str) -> psycopg.Connection[Any]:
+        try:
+            return self.connect(preferred, server)
+        except TargetError:
+            if preferred == "template1":
+                raise
+            return self.connect("template1", server)
+
+    def _first_relation(self, server: Server, db: str) -> str | None:
+        with self.connect(db, server) as conn:
+            try:
+                row = conn.execute(_USER_RELATIONS + " LIMIT 1").fetchone()
+            except psycopg.Error as exc:
+                raise self.error(f'database "{db}": {_message(exc)}') from None
+        return None if row is None else f"{row[0]}.{row[1]}"
+
+    def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        server, rename, maintenance = self._destination(dest)
+        custom: dict[str, str] = {}
+        directory: dict[str, list[str]] = {}
+        for name in src.names():
+            head, sep, rest = name.partition("/")
+            if not sep and name.endswith(".dump"):
+                custom[name[: -len(".dump")]] = name
+            elif sep and head.endswith(".dir") and rest:
+                directory.setdefault(head[: -len(".dir")], []).append(name)
+            else:
+                raise self.error(f"unexpected artifact {name}")
+        # databases already restored by an interrupted run of this job are skipped
+        sources = [db for db in (*custom, *directory) if not src.journal.is_done(f"database/{db}")]
+        if not sources:
+            return
+        for db in sources:
+            rename.setdefault(db, db)
+        # check every destination before touching any
+        with self._maintenance(server, maintenance) as conn:
+            existing = {
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname = ANY(%s)",
+                    ([rename[db] for db in sources],),
+                )
+            }
+            for db in sources:
+                if rename[db] in existing and not force:
+                    found = self._first_relation(server, rename[db])
+                    if found:
+                        raise self.error(
+                            f'destination database "{rename[db]}" on {server.address()} is not '
+                            f"empty (it has {found}); use --force to overwrite"
+                        )
+            for db in sources:
+                if rename[db] not in existing:
+                    try:
+                        conn.execute(
+                            sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
+                                sql.Identifier(rename[db])
+                            )
+                        )
+                    except psycopg.Error as exc:
+                        raise self.error(
+                            f'cannot create database "{rename[db]}" on {server.address()}: '
+                            f"{_message(exc)}"
+                        ) from None
+        pg_restore = self.tool("pg_restore")
+        for db in sources:
+            argv = [
+                pg_restore,
+                "-d", server.conninfo(rename[db]),
+                "--no-owner",
+                "--exit-on-error",
+                "--no-password",
+            ]  # fmt: skip
+            if force:
+                argv += ["--clean", "--if-exists"]
+            if db in custom:
+                with src.open(custom[db]) as stream:
+                    run_from_stream(
+                        [*argv, "--single-transaction", "-Fc"],
+                        stream,
+                        culprit=self.label,
+                        env=server.env(),
+                    )
+            else:
+                with tempfile.TemporaryDirectory(prefix="txbackup-pg-") as tmp:
+                    for name in directory[db]:
+                        src.extract(name, os.path.join(tmp, name.partition("/")[2]))
+                    run_checked(
+                        [*argv, "-Fd", "-j", str(self.jobs), tmp],
+                        culprit=self.label,
+                        env=server.env(),
+                    )
+            src.journal.mark_done(f"database/{db}", {"database": rename[db]})
+
+
+def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
+    culprit = f'target "{name}"'
+    check_keys(conf, _KEYS, culprit=culprit)
+    host = setting_str(conf, "host", "127.0.0.1", culprit=culprit)
+    port = setting_int(conf, "port", 5432, culprit=culprit, minimum=1, maximum=65535)
+    user = setting_str(conf, "user", "postgres", culprit=culprit)
+    check_secret(conf, culprit=culprit)
+    secret = {k: conf[k] for k in ("password_env", "password_file") if k in conf}
+    databases = setting_str_list(conf, "databases", culprit=culprit, required=True)
+    coordinator = setting_str(conf, "coordinator_namespace", "coordinator", culprit=culprit)
+    include = Include()
+    for entry in setting_str_list(conf, "include", culprit=culprit):
+        schema, dot, table = entry.partition(".")
+        if not schema or (dot and (not table or "." in table)):
+            raise UsageError(f"{culprit}: include entry {entry!r} is not a schema or schema.table")
+        if dot:
+            include.tables.add((schema, table))
+        else:
+            include.schemas.add(schema)
+    if not include.everything:
+        include.schemas.add(coordinator)
+    jobs = setting_int(conf, "jobs", 1, culprit=culprit, minimum=1, maximum=64)
+    bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
+    server = Server({"host": host, "port": str(port), "user": user}, None, secret, culprit)
+    return PostgresTarget(name, server, databases, include, coordinator, jobs, bin_dir)
