@@ -125,6 +125,12 @@ def required_pause(plan: BackupPlan) -> float:
     return max([plan.min_pause_s, *(getattr(t, "min_pause_s", 0.0) for t in plan.targets)])
 
 
+def capture_deadline(plan: BackupPlan) -> float:
+    """The configured deadline, plus the longest wait a target needs before it can
+    capture (``capture_delay_s``, e.g. DynamoDB's settle time before CreateBackup)."""
+    return plan.capture_deadline_s + max([0.0, *(getattr(t, "capture_delay_s", 0.0) for t in plan.targets)])
+
+
 def _ms(since: float) -> int:
     return round((time.monotonic() - since) * 1000)
 
@@ -158,13 +164,14 @@ async def _capture_all(plan: BackupPlan, set_id: str, captures: dict[str, Captur
         captures[target.name] = await in_thread(lambda: target.capture(set_id), f"capture-{target.name}")
         plan.reporter.event("target", name=target.name, phase="captured", ms=_ms(started))
 
+    deadline = capture_deadline(plan)
     try:
-        async with asyncio.timeout(plan.capture_deadline_s):
+        async with asyncio.timeout(deadline):
             await asyncio.gather(*(capture_one(t) for t in plan.targets))
     except TimeoutError:
         late = sorted(t.name for t in plan.targets if t.name not in captures)
         raise TargetError(
-            f"capture deadline of {plan.capture_deadline_s:g}s passed; no snapshot from: {', '.join(late)}"
+            f"capture deadline of {deadline:g}s passed; no snapshot from: {', '.join(late)}"
         ) from None
 
 

@@ -100,7 +100,9 @@ class Target(Protocol):
     A target may also define ``min_pause_s: float``: the shortest pause it
     needs (point-in-time-restore services need a pause long enough for their
     restore granularity and clock uncertainty); the engine holds the pause for
-    the longest of these.
+    the longest of these. It may define ``capture_delay_s: float`` too: how long
+    its capture waits inside the pause before it can act; the capture deadline
+    is extended by the longest of these.
     """
 
     name: str

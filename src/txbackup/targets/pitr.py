@@ -1,0 +1,71 @@
+"""What every point-in-time-restore target shares (DynamoDB PITR, Cosmos DB
+continuous backup...): the pause rule, the restore point, the restorable window.
+
+The ScalarDB guide's rule: pause for at least 10 seconds and restore to the
+midpoint of the pause. A PITR target sets ``min_pause_s`` (the engine holds the
+pause for the longest of all targets); below ``PITR_MIN_PAUSE_S`` it is allowed,
+with the warning written here.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from txbackup.errors import TargetError
+
+log = logging.getLogger(__name__)
+
+PITR_MIN_PAUSE_S = 10.0
+"""The guide's shortest pause for a point-in-time restore to land inside it."""
+
+
+def check_min_pause(name: str, seconds: float) -> list[str]:
+    """Warnings for a PITR target configured with ``seconds`` of pause (the target
+    keeps them and logs them at preflight, i.e. when a backup is about to pause)."""
+    if seconds >= PITR_MIN_PAUSE_S:
+        return []
+    return [
+        f'target "{name}": min_pause = {seconds:g}s is below the {PITR_MIN_PAUSE_S:g}s the ScalarDB '
+        "backup guide requires; the restore point (the pause midpoint) may then fall outside "
+        "the pause, given clock skew and the service's restore granularity"
+    ]
+
+
+def log_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        log.warning("%s", warning)
+
+
+def parse_restore_point(text: str | None, culprit: str) -> datetime:
+    """The set's restore point (ISO-8601 UTC, e.g. ``2026-11-27T10:15:00.123Z``) as an aware datetime."""
+    if not text:
+        raise TargetError(f"{culprit}: the backup set has no restore point (no pause window recorded)")
+    try:
+        point = datetime.fromisoformat(text)
+    except ValueError:
+        raise TargetError(f"{culprit}: malformed restore point {text!r} in the backup set") from None
+    return point.replace(tzinfo=UTC) if point.tzinfo is None else point.astimezone(UTC)
+
+
+def iso_ms(moment: datetime) -> str:
+    """``moment`` as ISO-8601 UTC with milliseconds and a ``Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def floor_ms(moment: datetime) -> datetime:
+    """``moment`` truncated to the millisecond (restore points are recorded in ms)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def window_text(earliest: datetime, latest: datetime) -> str:
+    return f"restorable window {iso_ms(earliest)} .. {iso_ms(latest)}"
+
+
+def outside_window(point: datetime, earliest: datetime, latest: datetime) -> str | None:
+    """Why ``point`` cannot be restored to (None if it lies in the window, compared in ms)."""
+    if point < floor_ms(earliest):
+        return f"restore point {iso_ms(point)} is before the {window_text(earliest, latest)}"
+    if point > latest:
+        return f"restore point {iso_ms(point)} is after the {window_text(earliest, latest)}"
+    return None
