@@ -223,14 +223,16 @@ async def _run_backup(plan: BackupPlan) -> Manifest:
         report.event("phase", name="pause", set_id=set_id, endpoints=len(plan.fleet.endpoints))
         pause_started = time.monotonic()
         async with paused(plan.fleet, plan.wait_outstanding, plan.max_pause_wait_ms) as window:
+            confirmed = time.monotonic()
             drain_ms = _ms(pause_started)
             report.event("phase", name="capture", drain_ms=drain_ms)
             capture_started = time.monotonic()
             await _capture_all(plan, set_id, captures)
             capture_ms = _ms(capture_started)
-            held = time.monotonic() - pause_started
+            # the recorded window runs from the last confirmation, in whole ms: hold a hair longer
+            held = time.monotonic() - confirmed
             if held < required_pause(plan):
-                await asyncio.sleep(required_pause(plan) - held)
+                await asyncio.sleep(required_pause(plan) - held + 0.003)
         report.event(
             "phase", name="unpaused", pause_ms=window.duration_ms, restore_point=iso_ms(window.midpoint)
         )
