@@ -26,6 +26,7 @@ TARGET_KINDS = {
     "mysql": "txbackup.targets.mysql",
     "sqlite": "txbackup.targets.sqlite",
     "dynamodb": "txbackup.targets.dynamodb",
+    "cosmos": "txbackup.targets.cosmos",
 }
 
 
