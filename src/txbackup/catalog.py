@@ -17,9 +17,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from txbackup.clock import iso_ms
 from txbackup.engine.manifest import (
     Manifest,
-    iso_utc,
     list_set_ids,
     manifest_path,
     read_manifest,
@@ -75,7 +75,7 @@ class Catalog:
 
     def begin(self, set_id: str, created_at: datetime | str, targets: Sequence[str]) -> None:
         """Record a set being made (RUNNING)."""
-        created = created_at if isinstance(created_at, str) else iso_utc(created_at)
+        created = created_at if isinstance(created_at, str) else iso_ms(created_at)
         with self._db() as db:
             db.execute(
                 "INSERT INTO sets (set_id, status, created_at, targets_json) VALUES (?, ?, ?, ?)",

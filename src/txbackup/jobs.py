@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from txbackup.catalog import transaction
+from txbackup.clock import iso_ms, utc_now
 from txbackup.errors import UsageError
 
 RUNNING = "running"
@@ -75,7 +76,7 @@ class MemoryJournal:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_ms(utc_now())
 
 
 @dataclass(frozen=True)

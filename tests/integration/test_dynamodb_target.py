@@ -22,11 +22,12 @@ from tests.conftest import require
 from tests.servers import moto as moto_servers
 from tests.servers.moto import FAKE_AWS_ENV, REGION, UNSET_AWS_ENV, MotoServer
 from tests.targets_support import DirReader, DirWriter
+from txbackup.clock import iso_ms
 from txbackup.config import build_target
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import JobStore, MemoryJournal, StepJournal
 from txbackup.targets.dynamodb import DynamoTarget, from_config
-from txbackup.targets.pitr import check_min_pause, iso_ms
+from txbackup.targets.pitr import check_min_pause
 
 ACCOUNTS, TRANSFERS, COORDINATOR = "bank.accounts", "bank.transfers", "coordinator.state"
 TABLES = [ACCOUNTS, TRANSFERS, COORDINATOR]

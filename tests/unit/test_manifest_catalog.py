@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from txbackup.catalog import COMPLETE, FAILED, RUNNING, Catalog, delete_set
+from txbackup.clock import iso_ms
 from txbackup.engine.manifest import (
     ArtifactRecord,
     Manifest,
     PauseWindow,
     TargetRecord,
     Timings,
-    iso_utc,
     list_manifests,
     list_set_ids,
     manifest_path,
@@ -65,9 +65,9 @@ def test_set_ids_and_times():
     assert re.fullmatch(r"20261127T101500Z-[0-9a-f]{4}", set_id)
     assert len({new_set_id(NOW) for _ in range(50)}) > 40  # a random suffix within a second
     assert new_set_id(NOW + timedelta(seconds=1)) > set_id
-    assert iso_utc(NOW) == "2026-11-27T10:15:00.123Z"
+    assert iso_ms(NOW) == "2026-11-27T10:15:00.123Z"
     tokyo = timezone(timedelta(hours=9))
-    assert iso_utc(datetime(2026, 11, 27, 19, 15, tzinfo=tokyo)) == "2026-11-27T10:15:00.000Z"
+    assert iso_ms(datetime(2026, 11, 27, 19, 15, tzinfo=tokyo)) == "2026-11-27T10:15:00.000Z"
     assert new_set_id(datetime(2026, 11, 27, 10, 15)).startswith("20261127T101500Z-")  # naive = UTC
 
 

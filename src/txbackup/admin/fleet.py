@@ -20,24 +20,12 @@ import contextvars
 import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from txbackup.admin.client import AdminClient, ClientOptions, Endpoint
+from txbackup.clock import floor_ms, iso_ms, utc_now
 from txbackup.errors import PauseError, TxbackupError
-
-
-def utc_now() -> datetime:
-    """Now, in UTC, truncated to the millisecond."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def iso_ms(moment: datetime | None) -> str | None:
-    """ISO-8601 UTC with milliseconds and a Z, or None."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -51,8 +39,7 @@ class PauseWindow:
     def midpoint(self) -> datetime | None:
         if self.started_at is None or self.ended_at is None:
             return None
-        mid = self.started_at + (self.ended_at - self.started_at) / 2
-        return mid.replace(microsecond=mid.microsecond // 1000 * 1000)
+        return floor_ms(self.started_at + (self.ended_at - self.started_at) / 2)
 
     @property
     def duration_ms(self) -> int | None:

@@ -24,8 +24,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from txbackup.admin.fleet import Fleet, cancel_on_signals, iso_ms, paused, utc_now
+from txbackup.admin.fleet import Fleet, cancel_on_signals, paused
 from txbackup.catalog import Catalog
+from txbackup.clock import iso_ms, utc_now
 from txbackup.engine.artifacts import SetWriter
 from txbackup.engine.manifest import (
     Manifest,
@@ -242,8 +243,8 @@ async def _run_backup(plan: BackupPlan) -> Manifest:
         export_ms = _ms(export_started)
         manifest = Manifest(
             set_id=set_id,
-            created_at=iso_ms(created) or "",
-            finished_at=iso_ms(utc_now()) or "",
+            created_at=iso_ms(created),
+            finished_at=iso_ms(utc_now()),
             pause=PauseWindow(
                 started_at=iso_ms(window.started_at),
                 ended_at=iso_ms(window.ended_at),

@@ -7,7 +7,7 @@ complete set: a set without a manifest does not exist. JSON, format 1::
      "created_at": ..., "finished_at": ..., "pause": {...},
      "applications": [...], "timings": {...}, "targets": [...]}
 
-Times are UTC ISO-8601 strings with milliseconds (``iso_utc``).
+Times are UTC ISO-8601 strings with milliseconds (``txbackup.clock.iso_ms``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
+from txbackup.clock import as_utc
 from txbackup.errors import IntegrityError, UsageError
 from txbackup.storage.base import Storage
 
@@ -34,7 +35,7 @@ T = TypeVar("T")
 
 def new_set_id(now: datetime) -> str:
     """A sortable, unique set id such as ``20261127T101500Z-3f9a`` (naive = UTC)."""
-    return f"{_utc(now):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+    return f"{as_utc(now):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
 def check_set_id(set_id: str) -> str:
@@ -42,12 +43,6 @@ def check_set_id(set_id: str) -> str:
     if not _SET_ID.match(set_id):
         raise UsageError(f"set id {set_id!r}: not a backup set id (like 20261127T101500Z-3f9a)")
     return set_id
-
-
-def iso_utc(moment: datetime) -> str:
-    """``2026-11-27T10:15:00.123Z`` (naive datetimes are taken as UTC)."""
-    moment = _utc(moment)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
 
 
 def set_prefix(set_id: str) -> str:
@@ -219,12 +214,6 @@ def list_set_ids(storage: Storage) -> list[str]:
 def list_manifests(storage: Storage) -> list[Manifest]:
     """Every manifest in storage, oldest first (raises on the first bad one)."""
     return [read_manifest(storage, set_id) for set_id in list_set_ids(storage)]
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _keys(cls: type[Any]) -> list[str]:

@@ -55,12 +55,13 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from txbackup.clock import iso_ms
 from txbackup.durations import parse_duration
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.secrets import check_keys, check_secret, resolve_secret, setting_opt_str, setting_str
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
-from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, iso_ms, log_warnings
+from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

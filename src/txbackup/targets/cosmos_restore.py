@@ -54,10 +54,11 @@ from azure.mgmt.cosmosdb.models import (
 )
 
 from txbackup import procs
+from txbackup.clock import iso_ms
 from txbackup.errors import TargetError
 from txbackup.jobs import StepJournal
 from txbackup.targets.cosmos_azure import FAILED_STATES, SUCCEEDED, AzureFailed, parse_azure_time, text
-from txbackup.targets.pitr import iso_ms, outside_window, parse_restore_point
+from txbackup.targets.pitr import outside_window, parse_restore_point
 
 if TYPE_CHECKING:
     from txbackup.targets.cosmos import CosmosTarget

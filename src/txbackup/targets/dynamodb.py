@@ -70,6 +70,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+from txbackup.clock import iso_ms
 from txbackup.durations import parse_duration
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
@@ -91,7 +92,7 @@ from txbackup.targets.dynamodb_restore import (
     check_table_name,
     parse_destination,
 )
-from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, iso_ms, log_warnings, window_text
+from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings, window_text
 
 log = logging.getLogger(__name__)
 

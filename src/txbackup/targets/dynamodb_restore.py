@@ -50,10 +50,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from txbackup.clock import iso_ms
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import StepJournal
 from txbackup.targets.dynamodb_aws import Aws, AwsError, Stopped, apply_settings, restore_overrides
-from txbackup.targets.pitr import iso_ms, outside_window, parse_restore_point
+from txbackup.targets.pitr import outside_window, parse_restore_point
 
 log = logging.getLogger(__name__)
 

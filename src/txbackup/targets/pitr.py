@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from txbackup.clock import floor_ms, iso_ms
 from txbackup.errors import TargetError
 
 log = logging.getLogger(__name__)
@@ -46,16 +47,6 @@ def parse_restore_point(text: str | None, culprit: str) -> datetime:
     except ValueError:
         raise TargetError(f"{culprit}: malformed restore point {text!r} in the backup set") from None
     return point.replace(tzinfo=UTC) if point.tzinfo is None else point.astimezone(UTC)
-
-
-def iso_ms(moment: datetime) -> str:
-    """``moment`` as ISO-8601 UTC with milliseconds and a ``Z``."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def floor_ms(moment: datetime) -> datetime:
-    """``moment`` truncated to the millisecond (restore points are recorded in ms)."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def window_text(earliest: datetime, latest: datetime) -> str:
