@@ -13,8 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.servers import cassandra as cassandra_servers
 from tests.servers import mariadb as mariadb_servers
 from tests.servers import postgres as postgres_servers
+from tests.servers.cassandra import CassandraCluster
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 
@@ -52,3 +54,11 @@ def postgres_db(postgres_server: PostgresServer) -> str:
 def mariadb_db(mariadb_server: MariaDBServer) -> str:
     """A fresh, empty database (unique name) on the session's MariaDB server."""
     return mariadb_server.create_database("src")
+
+
+@pytest.fixture(scope="session")
+def cassandra_cluster() -> Iterator[CassandraCluster]:
+    """One real Cassandra 5.0 node for the whole session."""
+    require(cassandra_servers.missing_reason())
+    with CassandraCluster(1) as cluster:
+        yield cluster

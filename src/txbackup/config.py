@@ -25,6 +25,7 @@ TARGET_KINDS = {
     "postgres": "txbackup.targets.postgres",
     "mysql": "txbackup.targets.mysql",
     "sqlite": "txbackup.targets.sqlite",
+    "cassandra": "txbackup.targets.cassandra",
     "dynamodb": "txbackup.targets.dynamodb",
     "cosmos": "txbackup.targets.cosmos",
 }

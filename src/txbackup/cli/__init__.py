@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "unpause",
     "status",
     "sample_server",
+    "agent",
 ]
 
 DESCRIPTION = """\

@@ -1,0 +1,34 @@
+"""``txbackup agent``: one per Cassandra node, the engine's hands on that node.
+
+The engine never logs in to a Cassandra host: it talks to the agent beside each
+node (HTTP, JSON lines, a shared token, optional TLS; see ``server``), and the
+agent runs ``nodetool`` against its own node, reads the snapshot folders and
+writes to the backup storage itself. So **the agent needs the storage too**:
+in production a storage every node and the engine reach (a shared file system
+today; an object store when txbackup has one); in the tests a local folder
+shared by all the nodes of the machine.
+
+Calls (``POST /v1/<call>``):
+
+- ``info`` / ``preflight``: the node (address, host id, cluster, datacenter,
+  rack, tokens, version) and which of the asked keyspaces are missing;
+  preflight also runs nodetool and writes a probe file to the storage.
+- ``snapshot {tag, keyspaces}``: ``nodetool snapshot -t TAG KS...`` (flushes
+  first; refuses an existing tag). ``clear {tag, keyspaces}``:
+  ``nodetool clearsnapshot -t TAG -- KS...`` (that tag only; older snapshots are
+  never touched).
+- ``upload {tag, keyspaces, store}``: every file of the snapshot into the
+  content-addressed store (``blobs``), skipping those stored already; answers
+  the node's file list with SHA-256s. ``schema {keyspaces}``: ``DESCRIBE``.
+- ``restore/check``, ``restore/prepare`` (fetch and verify into a staging
+  folder), ``restore/schema`` (create what is missing, truncate with force),
+  ``restore/import`` (``nodetool import``), ``restore/load`` (``sstableloader``),
+  ``restore/cleanup``.
+- ``node/stop`` (drain, then the configured stop command),
+  ``node/snapshot-offline`` (hard links, node stopped), ``node/start`` (the
+  start command, then wait for CQL): the cold method.
+
+With ``--state-dir``, the agent remembers the snapshots it took until they are
+cleared; a restarted agent clears those left over (the backup that used them
+failed when the agent went away, or had already committed).
+"""

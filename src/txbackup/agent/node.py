@@ -1,0 +1,603 @@
+"""What an agent does on its own Cassandra node: nodetool, snapshot folders, CQL, staging.
+
+- ``nodetool`` is run as configured (``--nodetool-cmd``, e.g. ``nodetool -h
+  127.0.0.1 -p 7199`` or a wrapper script); its error is reduced to one line.
+- Snapshot files are read from ``<data dir>/<keyspace>/<table>-<id>/snapshots/<tag>/``
+  in every data directory.
+- CQL (the Python ``cassandra-driver``, talking to this node only) reads the
+  node's identity and tokens from ``system.local``, the schema with the
+  server's ``DESCRIBE KEYSPACE``, and creates or empties tables at restore.
+- Files being restored are fetched into ``<staging dir>/<set id>/<keyspace>/<table>/``
+  (by default ``txbackup-restore`` next to the first data directory, on the
+  same file system so that ``nodetool import`` moves them instead of copying).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from txbackup.agent import blobs
+from txbackup.errors import TargetError, TxbackupError, UsageError
+from txbackup.storage.base import Storage
+
+log = logging.getLogger("txbackup.agent")
+
+Progress = Callable[[dict[str, Any]], None]
+
+_TABLE_DIR = re.compile(r"^(?P<table>[A-Za-z0-9_]+)-(?P<id>[0-9a-f]{32})$")
+_NAME = re.compile(r"^[A-Za-z0-9_]{1,222}$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_NODETOOL_ERROR = re.compile(r"^(?:error|nodetool): (?P<message>.+)$")
+SNAPSHOT_FILES = ("manifest.json", "schema.cql")
+"""Files of a snapshot folder that are not SSTable components (uploaded too)."""
+
+
+def check_keyspace(name: str) -> str:
+    if not _NAME.match(name):
+        raise UsageError(f"{name!r} is not a Cassandra keyspace or table name")
+    return name
+
+
+def check_tag(tag: str) -> str:
+    if not _TAG.match(tag):
+        raise UsageError(f"{tag!r} is not a usable snapshot tag")
+    return tag
+
+
+@dataclass
+class NodeConfig:
+    """How the agent reaches its node (from ``txbackup agent``'s options)."""
+
+    nodetool: list[str]
+    data_dirs: list[Path]
+    cql_host: str = "127.0.0.1"
+    cql_port: int = 9042
+    cql_user: str | None = None
+    cql_password: str | None = None
+    staging_dir: Path | None = None
+    sstableloader: list[str] = field(default_factory=list)
+    stop_command: list[str] = field(default_factory=list)
+    start_command: list[str] = field(default_factory=list)
+    state_dir: Path | None = None
+    nodetool_timeout: float = 600.0
+
+    @property
+    def staging(self) -> Path:
+        if self.staging_dir is not None:
+            return self.staging_dir
+        return self.data_dirs[0].resolve().parent / "txbackup-restore"
+
+
+def parse_command(text: str, what: str) -> list[str]:
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    if not argv:
+        raise UsageError(f"{what}: empty command")
+    return argv
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    keyspace: str
+    table: str
+    table_dir: str  # "<table>-<id>", as on the node
+    name: str
+    path: str
+
+
+class Node:
+    """One Cassandra node, as seen by its agent."""
+
+    def __init__(self, config: NodeConfig, storage: Storage) -> None:
+        self.config = config
+        self.storage = storage
+        self._cql_lock = threading.Lock()
+        self._driver: Any = None
+        self._session: Any = None
+
+    # -- nodetool ---------------------------------------------------------------------------------
+    def nodetool(self, *args: str, timeout: float | None = None) -> str:
+        """Run nodetool; its stdout. ``TargetError`` with nodetool's own one-line message."""
+        argv = [*self.config.nodetool, *args]
+        timeout = timeout or self.config.nodetool_timeout
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+        except FileNotFoundError:
+            raise TargetError(f"nodetool {args[0]}: {argv[0]} not found") from None
+        except subprocess.TimeoutExpired:
+            raise TargetError(f"nodetool {args[0]}: no answer within {timeout:g} s") from None
+        except OSError as exc:
+            raise TargetError(f"nodetool {args[0]}: cannot run {argv[0]}: {exc.strerror}") from None
+        log.info("nodetool %s: exit %s in %.1fs", " ".join(args), done.returncode, time.monotonic() - started)
+        if done.returncode != 0:
+            raise TargetError(f"nodetool {args[0]} failed: {nodetool_message(done.stdout + done.stderr)}")
+        return done.stdout
+
+    # -- CQL --------------------------------------------------------------------------------------
+    def session(self) -> Any:
+        """A driver session talking to this node only (created once)."""
+        with self._cql_lock:
+            if self._session is not None:
+                return self._session
+            try:
+                from cassandra.auth import PlainTextAuthProvider  # type: ignore[import-untyped]
+                from cassandra.cluster import (  # type: ignore[import-untyped]
+                    EXEC_PROFILE_DEFAULT,
+                    Cluster,
+                    ExecutionProfile,
+                )
+                from cassandra.policies import WhiteListRoundRobinPolicy  # type: ignore[import-untyped]
+            except ImportError:
+                raise TargetError(
+                    "the agent needs the Python cassandra-driver: pip install 'txbackup[cassandra]'"
+                ) from None
+            cfg = self.config
+            auth = None
+            if cfg.cql_user is not None:
+                auth = PlainTextAuthProvider(username=cfg.cql_user, password=cfg.cql_password or "")
+            driver = Cluster(
+                [cfg.cql_host],
+                port=cfg.cql_port,
+                auth_provider=auth,
+                execution_profiles={
+                    EXEC_PROFILE_DEFAULT: ExecutionProfile(
+                        load_balancing_policy=WhiteListRoundRobinPolicy([cfg.cql_host]), request_timeout=120
+                    )
+                },
+                connect_timeout=10,
+                control_connection_timeout=10,
+                protocol_version=5,
+            )
+            try:
+                session = driver.connect()
+            except Exception as exc:
+                driver.shutdown()
+                raise TargetError(f"CQL {cfg.cql_host}:{cfg.cql_port}: {_driver_message(exc)}") from None
+            self._driver, self._session = driver, session
+            return session
+
+    def cql(self, query: str, params: Sequence[Any] | None = None, timeout: float | None = None) -> list[Any]:
+        try:
+            return list(self.session().execute(query, params, timeout=timeout or 120))
+        except TxbackupError:
+            raise
+        except Exception as exc:
+            raise TargetError(f"CQL {query.split('(')[0].strip()[:80]}: {_driver_message(exc)}") from None
+
+    def close(self) -> None:
+        with self._cql_lock:
+            if self._driver is not None:
+                with contextlib.suppress(Exception):
+                    self._driver.shutdown()
+            self._driver = self._session = None
+
+    def identity(self) -> dict[str, Any]:
+        """This node: address, host id, cluster, datacenter, rack, tokens, version."""
+        rows = self.cql(
+            "SELECT host_id, cluster_name, partitioner, release_version, data_center, rack, tokens,"
+            " broadcast_address, listen_address FROM system.local"
+        )
+        if not rows:
+            raise TargetError("system.local is empty")
+        row = rows[0]
+        address = str(row.broadcast_address or row.listen_address)
+        peers = sorted(str(r.peer) for r in self.cql("SELECT peer FROM system.peers_v2"))
+        return {
+            "address": address,
+            "host_id": str(row.host_id),
+            "cluster_name": str(row.cluster_name),
+            "partitioner": str(row.partitioner),
+            "release_version": str(row.release_version),
+            "datacenter": str(row.data_center),
+            "rack": str(row.rack),
+            "tokens": sorted((str(t) for t in (row.tokens or ())), key=_token_key),
+            "ring": sorted({address, *peers}),
+        }
+
+    def existing_keyspaces(self) -> set[str]:
+        return {str(r.keyspace_name) for r in self.cql("SELECT keyspace_name FROM system_schema.keyspaces")}
+
+    def tables(self, keyspace: str) -> list[str]:
+        rows = self.cql("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", [keyspace])
+        return sorted(str(r.table_name) for r in rows)
+
+    def describe(self, keyspaces: Sequence[str]) -> list[dict[str, str]]:
+        """The schema of ``keyspaces``: one CQL statement per keyspace, type, table, index..."""
+        statements = []
+        for keyspace in keyspaces:
+            for row in self.cql(f'DESCRIBE KEYSPACE "{check_keyspace(keyspace)}"'):
+                statements.append(
+                    {
+                        "keyspace": str(row.keyspace_name),
+                        "type": str(row.type),
+                        "name": str(row.name),
+                        "statement": str(row.create_statement),
+                    }
+                )
+        return statements
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def snapshot(self, tag: str, keyspaces: Sequence[str], timeout: float | None = None) -> None:
+        """``nodetool snapshot -t TAG KS...`` (flushes first). Fails if TAG exists."""
+        keyspaces = [check_keyspace(k) for k in keyspaces]
+        self.nodetool("snapshot", "-t", check_tag(tag), *keyspaces, timeout=timeout)
+        self._remember(tag, keyspaces)
+
+    def clear(self, tag: str, keyspaces: Sequence[str]) -> None:
+        """``nodetool clearsnapshot -t TAG -- KS...``: that snapshot only, never another."""
+        self.nodetool("clearsnapshot", "-t", check_tag(tag), "--", *(check_keyspace(k) for k in keyspaces))
+        self._forget(tag)
+
+    def snapshot_files(self, tag: str, keyspaces: Sequence[str]) -> list[SnapshotFile]:
+        """The regular files of snapshot ``tag`` of ``keyspaces`` in every data directory
+        (SSTable components, ``manifest.json``, ``schema.cql``; index sub-folders are
+        left out: ``nodetool import`` rebuilds secondary indexes)."""
+        found: list[SnapshotFile] = []
+        tables_seen = 0
+        for data_dir in self.config.data_dirs:
+            for keyspace in keyspaces:
+                ks_dir = data_dir / check_keyspace(keyspace)
+                if not ks_dir.is_dir():
+                    continue
+                for table_dir in sorted(ks_dir.iterdir()):
+                    match = _TABLE_DIR.match(table_dir.name)
+                    snap = table_dir / "snapshots" / check_tag(tag)
+                    if not match or not snap.is_dir():
+                        continue
+                    tables_seen += 1
+                    for entry in sorted(snap.iterdir()):
+                        if entry.is_file():
+                            found.append(
+                                SnapshotFile(keyspace, match["table"], table_dir.name, entry.name, str(entry))
+                            )
+        if tables_seen == 0:
+            raise TargetError(f"no snapshot {tag!r} of {', '.join(keyspaces)} in {self._data_dirs()}")
+        return found
+
+    def upload(self, tag: str, keyspaces: Sequence[str], store: str, progress: Progress) -> dict[str, Any]:
+        """Put every file of snapshot ``tag`` in the store; the node's file list."""
+        files = self.snapshot_files(tag, keyspaces)
+        records: list[dict[str, Any]] = []
+        uploaded = uploaded_bytes = total_bytes = 0
+        for i, f in enumerate(files):
+            try:
+                stored = blobs.put_file(self.storage, store, f.path)
+            except OSError as exc:
+                raise TargetError(f"reading {f.path}: {exc.strerror}") from None
+            total_bytes += stored.size
+            if stored.uploaded:
+                uploaded += 1
+                uploaded_bytes += stored.size
+            records.append(
+                {
+                    "keyspace": f.keyspace,
+                    "table": f.table,
+                    "table_dir": f.table_dir,
+                    "name": f.name,
+                    "sha256": stored.sha256,
+                    "size": stored.size,
+                    "stored_size": stored.stored_size,
+                }
+            )
+            progress({"files_done": i + 1, "files": len(files), "bytes_done": total_bytes})
+        return {
+            "files": records,
+            "file_count": len(records),
+            "bytes": total_bytes,
+            "uploaded_files": uploaded,
+            "uploaded_bytes": uploaded_bytes,
+        }
+
+    # -- restore ----------------------------------------------------------------------------------
+    def staging_for(self, set_id: str) -> Path:
+        return self.config.staging / check_tag(set_id)
+
+    def prepare(
+        self, set_id: str, store: str, files: Sequence[dict[str, Any]], progress: Progress
+    ) -> dict[str, Any]:
+        """Fetch and verify ``files`` (SSTable components only) into the staging folder.
+
+        Every file is checked against its SHA-256; the first bad one is named and
+        the staging folder removed: nothing reaches Cassandra."""
+        root = self.staging_for(set_id)
+        if root.exists():
+            shutil.rmtree(root)
+        tables: dict[tuple[str, str, str], Path] = {}
+        done_bytes = 0
+        try:
+            for i, f in enumerate(files):
+                keyspace, table = check_keyspace(str(f["keyspace"])), check_keyspace(str(f["table"]))
+                name = str(f["name"])
+                if "/" in name or name.startswith(".") or name in SNAPSHOT_FILES:
+                    continue
+                source = _SAFE.sub("_", str(f.get("node", "node"))).lstrip(".") or "node"
+                folder = tables.get((source, keyspace, table))
+                if folder is None:
+                    # one folder per backed-up node (their files have the same names); sstableloader
+                    # takes the keyspace and table from the last two components of the path
+                    folder = root / source / keyspace / table
+                    folder.mkdir(parents=True, exist_ok=True)
+                    tables[(source, keyspace, table)] = folder
+                what = f"{keyspace}.{table} {name} (from node {f.get('node', '?')})"
+                blobs.fetch_file(
+                    self.storage, store, str(f["sha256"]), int(f["size"]), str(folder / name), what
+                )
+                done_bytes += int(f["size"])
+                progress({"files_done": i + 1, "files": len(files), "bytes_done": done_bytes})
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        return {
+            "staging": str(root),
+            "tables": [
+                {"node": n, "keyspace": k, "table": t, "dir": str(p)}
+                for (n, k, t), p in sorted(tables.items())
+            ],
+            "bytes": done_bytes,
+        }
+
+    def import_staged(self, set_id: str, progress: Progress) -> dict[str, Any]:
+        """``nodetool import KS TABLE DIR`` for every staged table (the files are moved in)."""
+        imported = []
+        for keyspace, table, folder in self._staged(set_id):
+            if not any(folder.iterdir()):
+                continue
+            self.nodetool("import", keyspace, table, str(folder))
+            leftover = [p.name for p in folder.iterdir() if p.name.endswith("-Data.db")]
+            if leftover:
+                raise TargetError(
+                    f"nodetool import {keyspace} {table} left {len(leftover)} SSTable(s) in {folder} "
+                    f"(e.g. {leftover[0]}): they were not imported; see the node's log"
+                )
+            imported.append(f"{keyspace}.{table}")
+            progress({"imported": len(imported)})
+        return {"imported": imported}
+
+    def load_staged(self, set_id: str, hosts: Sequence[str], progress: Progress) -> dict[str, Any]:
+        """``sstableloader -d HOSTS DIR`` for every staged table (streams to the replicas)."""
+        if not self.config.sstableloader:
+            raise TargetError("no --sstableloader-cmd configured on this agent")
+        loaded = []
+        for keyspace, table, folder in self._staged(set_id):
+            if not any(folder.iterdir()):
+                continue
+            argv = [*self.config.sstableloader, "-d", ",".join(hosts)]
+            if self.config.cql_port != 9042:
+                argv += ["-p", str(self.config.cql_port)]
+            if self.config.cql_user is not None:
+                argv += ["-u", self.config.cql_user, "-pw", self.config.cql_password or ""]
+            _run_tool([*argv, str(folder)], f"sstableloader {keyspace}.{table}", self.config.nodetool_timeout)
+            loaded.append(f"{keyspace}.{table}")
+            progress({"loaded": len(loaded)})
+        return {"loaded": loaded}
+
+    def cleanup(self, set_id: str) -> None:
+        shutil.rmtree(self.staging_for(set_id), ignore_errors=True)
+
+    def _staged(self, set_id: str) -> Iterator[tuple[str, str, Path]]:
+        root = self.staging_for(set_id)
+        if not root.is_dir():
+            raise TargetError(f"nothing staged for set {set_id} in {root}")
+        for source_dir in sorted(root.iterdir()):
+            for ks_dir in sorted(source_dir.iterdir()):
+                for table_dir in sorted(ks_dir.iterdir()):
+                    yield ks_dir.name, table_dir.name, table_dir
+
+    def apply_schema(
+        self, statements: Sequence[dict[str, str]], tables: Sequence[str], force: bool, apply: bool
+    ) -> dict[str, Any]:
+        """Create what is missing of the schema; refuse non-empty tables unless ``force``
+        (then truncate them). With ``apply`` false, only check."""
+        existing_ks = self.existing_keyspaces()
+        existing_tables = {ks: set(self.tables(ks)) for ks in {t.split(".")[0] for t in tables}}
+        non_empty = []
+        for qualified in tables:
+            keyspace, table = qualified.split(".", 1)
+            if keyspace in existing_ks and table in existing_tables.get(keyspace, set()):
+                query = f'SELECT * FROM "{check_keyspace(keyspace)}"."{check_keyspace(table)}" LIMIT 1'
+                if self.cql(query):
+                    non_empty.append(qualified)
+        if non_empty and not force:
+            more = f" (and {len(non_empty) - 1} more)" if len(non_empty) > 1 else ""
+            raise TargetError(
+                f"table {non_empty[0]}{more} is not empty; restore with --force to truncate it first"
+            )
+        created: list[str] = []
+        if not apply:
+            return {"non_empty": non_empty, "created": created}
+        for statement in statements:
+            keyspace, kind, name = statement["keyspace"], statement["type"], statement["name"]
+            if kind == "keyspace":
+                exists = keyspace in existing_ks
+            elif kind == "table":
+                exists = name in existing_tables.get(keyspace, set()) or (
+                    keyspace in existing_ks and name in self.tables(keyspace)
+                )
+            else:
+                exists = keyspace in existing_ks and self._object_exists(keyspace, kind, name)
+            if not exists:
+                self.cql(statement["statement"], timeout=120)
+                created.append(f"{kind} {keyspace}.{name}" if kind != "keyspace" else f"keyspace {keyspace}")
+                if kind == "keyspace":
+                    existing_ks.add(keyspace)
+        for qualified in non_empty:
+            keyspace, table = qualified.split(".", 1)
+            self.cql(f'TRUNCATE "{check_keyspace(keyspace)}"."{check_keyspace(table)}"', timeout=300)
+        return {"non_empty": non_empty, "created": created, "truncated": non_empty}
+
+    def _object_exists(self, keyspace: str, kind: str, name: str) -> bool:
+        queries = {
+            "type": "SELECT type_name FROM system_schema.types WHERE keyspace_name = %s AND type_name = %s",
+            "index": "SELECT index_name FROM system_schema.indexes WHERE keyspace_name = %s"
+            " AND index_name = %s ALLOW FILTERING",
+            "materialized_view": "SELECT view_name FROM system_schema.views WHERE keyspace_name = %s"
+            " AND view_name = %s",
+            "function": "SELECT function_name FROM system_schema.functions WHERE keyspace_name = %s"
+            " AND function_name = %s",
+            "aggregate": "SELECT aggregate_name FROM system_schema.aggregates WHERE keyspace_name = %s"
+            " AND aggregate_name = %s",
+        }
+        query = queries.get(kind)
+        if query is None:
+            return False
+        return bool(self.cql(query, [keyspace, name]))
+
+    # -- the cold method (stop, snapshot, start) -------------------------------------------------
+    def stop_node(self) -> None:
+        """Drain (memtables flushed, no more writes accepted), then the stop command."""
+        if not self.config.stop_command:
+            raise TargetError("no --stop-cmd configured on this agent")
+        self.nodetool("drain")
+        self.close()
+        _run_tool(self.config.stop_command, "stop command", self.config.nodetool_timeout)
+
+    def start_node(self, wait_s: float) -> None:
+        if not self.config.start_command:
+            raise TargetError("no --start-cmd configured on this agent")
+        _run_tool(self.config.start_command, "start command", self.config.nodetool_timeout)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.close()
+                self.identity()
+                return
+            except TxbackupError as exc:
+                if time.monotonic() > deadline:
+                    raise TargetError(f"node not answering CQL {wait_s:g} s after start: {exc}") from None
+                time.sleep(1)
+
+    def offline_snapshot(self, tag: str, keyspaces: Sequence[str]) -> int:
+        """What ``nodetool snapshot`` does, on a stopped node: hard links of every
+        SSTable component into ``<table>/snapshots/<tag>/``. Returns the file count."""
+        count = 0
+        for data_dir in self.config.data_dirs:
+            for keyspace in keyspaces:
+                ks_dir = data_dir / check_keyspace(keyspace)
+                if not ks_dir.is_dir():
+                    continue
+                for table_dir in sorted(ks_dir.iterdir()):
+                    if not _TABLE_DIR.match(table_dir.name):
+                        continue
+                    snap = table_dir / "snapshots" / check_tag(tag)
+                    if snap.exists():
+                        raise TargetError(f"snapshot {tag} already exists in {table_dir}")
+                    snap.mkdir(parents=True)
+                    components = [p for p in sorted(table_dir.iterdir()) if p.is_file()]
+                    for path in components:
+                        os.link(path, snap / path.name)
+                        count += 1
+                    manifest = {"files": [p.name for p in components if p.name.endswith("-Data.db")]}
+                    (snap / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        self._remember(tag, keyspaces)
+        return count
+
+    def offline_clear(self, tag: str, keyspaces: Sequence[str]) -> None:
+        for data_dir in self.config.data_dirs:
+            for keyspace in keyspaces:
+                ks_dir = data_dir / check_keyspace(keyspace)
+                if ks_dir.is_dir():
+                    for table_dir in ks_dir.iterdir():
+                        snap = table_dir / "snapshots" / check_tag(tag)
+                        if _TABLE_DIR.match(table_dir.name) and snap.is_dir():
+                            shutil.rmtree(snap)
+        self._forget(tag)
+
+    # -- state: snapshots taken and not cleared yet ----------------------------------------------
+    def _remember(self, tag: str, keyspaces: Sequence[str]) -> None:
+        if self.config.state_dir is None:
+            return
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.config.state_dir / f"{tag}.json").write_text(json.dumps({"keyspaces": list(keyspaces)}))
+
+    def _forget(self, tag: str) -> None:
+        if self.config.state_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.config.state_dir / f"{tag}.json").unlink()
+
+    def leftover_snapshots(self) -> dict[str, list[str]]:
+        """Snapshots this agent took and never cleared (it was stopped or killed meanwhile)."""
+        if self.config.state_dir is None or not self.config.state_dir.is_dir():
+            return {}
+        found = {}
+        for path in sorted(self.config.state_dir.glob("*.json")):
+            try:
+                keyspaces = json.loads(path.read_text())["keyspaces"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            found[path.stem] = [str(k) for k in keyspaces]
+        return found
+
+    def _data_dirs(self) -> str:
+        return ", ".join(str(d) for d in self.config.data_dirs)
+
+
+def nodetool_message(output: str) -> str:
+    """nodetool's own error line (``error: X`` or ``nodetool: X``), else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        match = _NODETOOL_ERROR.match(line)
+        if match:
+            return match["message"]
+    meaningful = [line for line in lines if not line.startswith(("at ", "WARNING:", "See 'nodetool help"))]
+    return (meaningful or lines or ["no output"])[-1][:400]
+
+
+def _run_tool(argv: Sequence[str], what: str, timeout: float) -> str:
+    try:
+        done = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise TargetError(f"{what}: {argv[0]} not found") from None
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"{what}: did not finish within {timeout:g} s") from None
+    except OSError as exc:
+        raise TargetError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
+    if done.returncode != 0:
+        raise TargetError(f"{what} failed: {nodetool_message(done.stdout + done.stderr)}")
+    return done.stdout
+
+
+def _driver_message(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, dict) and errors:
+        first = next(iter(errors.values()))
+        text = " ".join(str(first).split()) or text
+    return text[:400]
+
+
+def _token_key(token: str) -> tuple[int, str]:
+    try:
+        return (int(token), "")
+    except ValueError:
+        return (0, token)

@@ -1,0 +1,172 @@
+"""``txbackup agent``: serve one Cassandra node to the backup engine until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import ssl
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from txbackup.agent.client import DEFAULT_PORT
+from txbackup.agent.node import Node, NodeConfig, parse_command
+from txbackup.agent.server import AgentServer, clear_leftovers
+from txbackup.errors import UsageError
+from txbackup.secrets import resolve_secret
+from txbackup.storage import open_storage
+
+NAME = "agent"
+HELP = "serve one Cassandra node to txbackup (snapshot, upload, restore), beside the node"
+DESCRIPTION = """\
+Run beside one Cassandra node (one agent per node) and answer the backup
+engine: take and clear snapshots with nodetool, upload the snapshot's files to
+the storage (each SSTable stored once, by SHA-256), and restore files onto the
+node (nodetool import, or sstableloader). The engine reaches the agents listed
+in the cluster file; nothing logs in to the node.
+
+The agent reads the node's data directories (run it as the cassandra user or
+root), runs nodetool against the node, talks CQL to the node only, and writes
+to the storage itself: every agent and the engine must reach the same storage.
+
+Prints "listening on host:port" once serving; stops on SIGINT or SIGTERM.
+
+Example (systemd, beside a package-installed Cassandra):
+  txbackup agent --host 10.0.0.5 --port 7480 --token-file /etc/txbackup/agent.token \\
+      --cassandra-data /var/lib/cassandra/data --nodetool-cmd "nodetool -h 127.0.0.1 -p 7199" \\
+      --cql 10.0.0.5:9042 --storage /mnt/backups --state-dir /var/lib/txbackup-agent"""
+
+log = logging.getLogger("txbackup.agent")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    net = parser.add_argument_group("serving")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    net.add_argument("--port", type=int, default=DEFAULT_PORT, help="port, 0 = any free (%(default)s)")
+    net.add_argument("--token-file", metavar="FILE", help="the shared token callers must present")
+    net.add_argument("--token-env", metavar="VAR", help="... or the environment variable holding it")
+    net.add_argument("--no-token", action="store_true", help="accept calls without a token (tests only)")
+    net.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    net.add_argument("--tls-key", metavar="FILE", help="... and this private key (PEM)")
+    node = parser.add_argument_group("the node")
+    node.add_argument(
+        "--cassandra-data",
+        metavar="DIR",
+        action="append",
+        required=True,
+        help="a data_file_directories entry of the node (repeat for several)",
+    )
+    node.add_argument(
+        "--nodetool-cmd",
+        default="nodetool",
+        metavar="CMD",
+        help='how to run nodetool against this node (default "%(default)s"), e.g. "nodetool -p 7199"',
+    )
+    node.add_argument("--cql", default="127.0.0.1:9042", metavar="HOST:PORT", help="the node's CQL address")
+    node.add_argument("--cql-user", metavar="USER", help="CQL user (with password from --cql-password-*)")
+    node.add_argument("--cql-password-file", metavar="FILE")
+    node.add_argument("--cql-password-env", metavar="VAR")
+    node.add_argument("--sstableloader-cmd", metavar="CMD", help="how to run sstableloader (restores)")
+    node.add_argument("--stop-cmd", metavar="CMD", help="stops the node (the cold method), after a drain")
+    node.add_argument("--start-cmd", metavar="CMD", help="starts the node again (the cold method)")
+    where = parser.add_argument_group("files")
+    where.add_argument(
+        "--storage", required=True, metavar="PATH", help="the backup storage (folder or file:///)"
+    )
+    where.add_argument(
+        "--staging-dir",
+        metavar="DIR",
+        help="where restored files wait for nodetool import (default: txbackup-restore beside the "
+        "first data directory; keep it on the data file system)",
+    )
+    where.add_argument(
+        "--state-dir", metavar="DIR", help="remember snapshots until cleared; clear leftovers at start"
+    )
+
+
+def _config(args: argparse.Namespace) -> NodeConfig:
+    host, _, port = str(args.cql).rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--cql {args.cql}: expected HOST:PORT")
+    password = resolve_secret(
+        {
+            k: v
+            for k, v in (("password_file", args.cql_password_file), ("password_env", args.cql_password_env))
+            if v
+        },
+        culprit="agent CQL",
+    )
+    return NodeConfig(
+        nodetool=parse_command(args.nodetool_cmd, "--nodetool-cmd"),
+        data_dirs=[Path(d) for d in args.cassandra_data],
+        cql_host=host.strip("[]"),
+        cql_port=int(port),
+        cql_user=args.cql_user,
+        cql_password=password,
+        staging_dir=Path(args.staging_dir) if args.staging_dir else None,
+        sstableloader=parse_command(args.sstableloader_cmd, "--sstableloader-cmd")
+        if args.sstableloader_cmd
+        else [],
+        stop_command=parse_command(args.stop_cmd, "--stop-cmd") if args.stop_cmd else [],
+        start_command=parse_command(args.start_cmd, "--start-cmd") if args.start_cmd else [],
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+    )
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    conf = {k: v for k, v in (("token_file", args.token_file), ("token_env", args.token_env)) if v}
+    token = resolve_secret(conf, "token", culprit="agent")
+    if token is None and not args.no_token:
+        raise UsageError("agent: give --token-file or --token-env (or --no-token, for tests only)")
+    if token is not None and len(token) < 16:
+        raise UsageError("agent: the token must have at least 16 characters")
+    return token
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.tls_cert and not args.tls_key:
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise UsageError("agent: --tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"agent: cannot load the TLS certificate or key: {exc}") from None
+    return context
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.port < 65536:
+        raise UsageError(f"bad --port {args.port}: must be 0-65535")
+    config = _config(args)
+    token = _token(args)
+    tls = _tls(args)
+    storage = open_storage(args.storage)
+    node = Node(config, storage)
+    if not logging.getLogger().handlers or args.verbose:
+        logging.getLogger("txbackup").setLevel(logging.INFO)
+    try:
+        server = AgentServer((args.host, args.port), node, token, tls)
+    except OSError as exc:
+        raise UsageError(f"agent: cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    threading.Thread(target=clear_leftovers, args=(node,), name="agent-leftovers", daemon=True).start()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    print(f"listening on {args.host}:{server.port}", flush=True)
+    if token is None:
+        print("txbackup agent: WARNING: no token: anyone who reaches the port can restore", file=sys.stderr)
+    log.info("agent pid %d serving %s", os.getpid(), ", ".join(args.cassandra_data))
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        node.close()
+    return 0

@@ -1,0 +1,511 @@
+"""Apache Cassandra clusters (kind ``cassandra``), through one ``txbackup agent`` per node.
+
+Settings::
+
+    [[targets]]
+    name = "cassandra"
+    kind = "cassandra"
+    agents = ["10.0.0.5:7480", "10.0.0.6:7480", "10.0.0.7:7480"]  # one per node, every node
+    keyspaces = ["bank"]                   # required; the ScalarDB namespaces
+    coordinator_keyspace = "coordinator"   # ScalarDB's; always included
+    token_file = "/run/secrets/agent-token"   # or token_env = "TXBACKUP_AGENT_TOKEN"
+    tls = true                             # agents serve HTTPS; optional:
+    tls_ca_file = "/etc/txbackup/ca.pem"   #   the CA that signed them
+    tls_server_name = "agent.internal"     #   the name in their certificates
+    snapshot_timeout = "20s"               # keep it below [backup] capture_deadline
+    method = "snapshot"                    # or "stop": the cold method (below)
+    restore_with = "import"                # or "sstableloader": restores into another layout
+    start_timeout = "5m"                   # method "stop": how long nodes may take to come back
+
+Capture (inside the pause): every agent runs ``nodetool snapshot -t <set id>
+<keyspaces> <coordinator>`` on its node, all in parallel; a snapshot flushes
+the memtables first and is a set of hard links, so it takes about a second
+whatever the data size. If one node fails (down, nodetool error, timeout) the
+capture fails at once, so the engine unpauses; the snapshots taken on the
+other nodes are cleared in the background (the command waits for that before
+it exits). Only the set's own tag is ever cleared: older snapshots are never
+touched.
+
+Export (after the unpause): every agent uploads its snapshot's files to the
+storage itself (the agents need the storage too), into the cluster's
+content-addressed store ``cassandra/<cluster name>/sstables/<sha256>``: an
+SSTable file is stored once and later sets only reference it (differential,
+like Medusa). The set's artifacts are small: ``nodes/<address>.json`` (each
+node's identity, tokens and file list with SHA-256 and size), ``schema.json``
+and ``schema.cql`` (``DESCRIBE KEYSPACE`` of every keyspace, as the server
+prints it). The position records the snapshot tag, the cluster name,
+partitioner and version, and the token ring (every node's tokens).
+Release (after the commit, or after a failure): ``nodetool clearsnapshot -t
+<set id>`` on every node.
+
+The cold method (``method = "stop"``, the guide's second way): inside the
+pause, every node is drained and stopped (the agent's ``--stop-cmd``), its
+SSTables hard-linked into ``snapshots/<set id>`` by the agent, and started
+again (``--start-cmd``); the capture returns once every node answers CQL.
+Raise ``[backup] capture_deadline`` and the applications' pause lease
+accordingly (a minute or more). If anything fails, every node is started again.
+
+Restore: the engine has verified the set's artifacts; each agent then fetches
+its files into a staging folder beside its data directory, checking every
+file's SHA-256 (a corrupt or missing SSTable is named and nothing is changed),
+the first agent creates the missing keyspaces, types and tables from
+``schema.json`` (and, with ``--force``, truncates the existing ones; without
+it a non-empty table is refused), then:
+
+- same shape (the same number of nodes with the same tokens, as after losing
+  the data of the whole cluster): every node imports the files of the node
+  that had its tokens with ``nodetool import``;
+- another shape (other node count or tokens): ``restore_with =
+  "sstableloader"`` streams the files of every backed-up node through
+  ``sstableloader`` into the new ring (each replica's copy is loaded; the
+  newest cells win). Without it such a restore is refused, naming the tokens a
+  same-shape cluster would need (``initial_token`` of every node).
+
+``--to NAME=HOST:PORT,HOST:PORT`` restores through other agents (another cluster).
+
+By hand, for one node (same shape)::
+
+    # the file list of the node that had these tokens: nodes/<address>.json in the set
+    zstd -d < STORE/<sha256> > /staging/<ks>/<table>/<name>   # for every file, checking sha256sum
+    cqlsh -f schema.cql                                        # if the schema is missing
+    nodetool import <ks> <table> /staging/<ks>/<table>
+    # another shape: sstableloader -d <host,...> /staging/<ks>/<table>
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+from txbackup.agent.blobs import store_prefix
+from txbackup.agent.client import AgentClient, AgentTls
+from txbackup.durations import parse_duration
+from txbackup.errors import TargetError, TxbackupError, UsageError
+from txbackup.secrets import check_keys, resolve_secret, setting_opt_str, setting_str, setting_str_list
+from txbackup.targets.base import ArtifactReader, ArtifactWriter
+
+KIND = "cassandra"
+_KEYS = {
+    "agents",
+    "keyspaces",
+    "coordinator_keyspace",
+    "token_env",
+    "token_file",
+    "tls",
+    "tls_ca_file",
+    "tls_server_name",
+    "snapshot_timeout",
+    "method",
+    "restore_with",
+    "start_timeout",
+}
+METHODS = ("snapshot", "stop")
+RESTORE_WITH = ("import", "sstableloader")
+log = logging.getLogger("txbackup.targets.cassandra")
+T = TypeVar("T")
+
+
+def _each(
+    clients: Sequence[AgentClient],
+    fn: Callable[[AgentClient], T],
+    *,
+    name: str,
+) -> list[T]:
+    """``fn(client)`` for every client in parallel; every result, in order, or one
+    ``TargetError`` listing every failure."""
+    if not clients:
+        return []
+    with ThreadPoolExecutor(max_workers=len(clients), thread_name_prefix=name) as pool:
+        futures = [pool.submit(fn, c) for c in clients]
+        wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        for exc in errors:
+            if not isinstance(exc, Exception):
+                raise exc  # type: ignore[misc]
+        if len(errors) == 1:
+            raise errors[0]  # type: ignore[misc]
+        raise TargetError("; ".join(str(e) for e in errors))
+    return [f.result() for f in futures]
+
+
+class CassandraCapture:
+    """Snapshot ``tag`` on every node; exported by the agents; cleared on release."""
+
+    def __init__(self, target: CassandraTarget, tag: str, offline: bool = False) -> None:
+        self.target = target
+        self.tag = tag
+        self.offline = offline
+        self._position: dict[str, Any] = {"tag": tag, "method": target.method}
+        self._released = False
+        self._lock = threading.Lock()
+
+    def position(self) -> Mapping[str, Any]:
+        return dict(self._position)
+
+    def export(self, out: ArtifactWriter) -> None:
+        target = self.target
+        keyspaces = target.all_keyspaces
+        infos = _each(target.clients, lambda c: c.call("info"), name="cassandra-info")
+        cluster = str(infos[0]["node"]["cluster_name"])
+        store = store_prefix(cluster)
+        statements = target.clients[0].call("schema", {"keyspaces": keyspaces})["statements"]
+
+        def upload(client: AgentClient) -> dict[str, Any]:
+            return client.call("upload", {"tag": self.tag, "keyspaces": keyspaces, "store": store})
+
+        uploads = _each(target.clients, upload, name="cassandra-upload")
+        nodes = []
+        for client, info, uploaded in zip(target.clients, infos, uploads, strict=True):
+            node = dict(info["node"])
+            artifact = f"nodes/{node['address']}.json"
+            with out.open(artifact) as stream:
+                stream.write(json.dumps({"node": node, "files": uploaded["files"]}, indent=1).encode())
+            nodes.append(
+                {
+                    "agent": client.address,
+                    "address": node["address"],
+                    "host_id": node["host_id"],
+                    "datacenter": node["datacenter"],
+                    "rack": node["rack"],
+                    "tokens": node["tokens"],
+                    "files_artifact": artifact,
+                    "files": uploaded["file_count"],
+                    "bytes": uploaded["bytes"],
+                    "uploaded_files": uploaded["uploaded_files"],
+                    "uploaded_bytes": uploaded["uploaded_bytes"],
+                }
+            )
+        with out.open("schema.json") as stream:
+            stream.write(json.dumps(statements, indent=1).encode())
+        with out.open("schema.cql") as stream:
+            stream.write("\n\n".join(s["statement"] for s in statements).encode() + b"\n")
+        first = infos[0]["node"]
+        self._position.update(
+            cluster_name=cluster,
+            partitioner=first["partitioner"],
+            release_version=first["release_version"],
+            keyspaces=keyspaces,
+            store=store,
+            nodes=nodes,
+        )
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self.target.clear_everywhere(self.tag, self.target.clients, offline=self.offline)
+
+
+class CassandraTarget:
+    kind = KIND
+
+    def __init__(
+        self,
+        name: str,
+        clients: list[AgentClient],
+        keyspaces: list[str],
+        coordinator_keyspace: str,
+        snapshot_timeout_s: float,
+        method: str,
+        restore_with: str,
+        start_timeout_s: float,
+        token: str | None,
+        tls: AgentTls | None,
+    ) -> None:
+        self.name = name
+        self.clients = clients
+        self.keyspaces = keyspaces
+        self.coordinator_keyspace = coordinator_keyspace
+        self.snapshot_timeout_s = snapshot_timeout_s
+        self.method = method
+        self.restore_with = restore_with
+        self.start_timeout_s = start_timeout_s
+        self.token = token
+        self.tls = tls
+        self.label = f'target "{name}"'
+
+    @property
+    def all_keyspaces(self) -> list[str]:
+        return [
+            *self.keyspaces,
+            *([self.coordinator_keyspace] if self.coordinator_keyspace not in self.keyspaces else []),
+        ]
+
+    def error(self, message: str) -> TargetError:
+        return TargetError(f"{self.label}: {message}")
+
+    def describe(self) -> Mapping[str, Any]:
+        return {
+            "kind": KIND,
+            "agents": [c.address for c in self.clients],
+            "keyspaces": list(self.keyspaces),
+            "coordinator_keyspace": self.coordinator_keyspace,
+            "method": self.method,
+            "restore_with": self.restore_with,
+        }
+
+    def client(self, address: str) -> AgentClient:
+        return AgentClient(address, culprit=self.label, token=self.token, tls=self.tls)
+
+    # -- preflight -------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        body = {"keyspaces": self.all_keyspaces, "method": self.method}
+        answers = _each(self.clients, lambda c: c.call("preflight", body), name="cassandra-preflight")
+        clusters = {str(a["node"]["cluster_name"]) for a in answers}
+        if len(clusters) > 1:
+            raise self.error(f"the agents belong to different clusters: {', '.join(sorted(clusters))}")
+        by_host: dict[str, str] = {}
+        for client, answer in zip(self.clients, answers, strict=True):
+            host_id = str(answer["node"]["host_id"])
+            if host_id in by_host:
+                raise self.error(
+                    f"agents {by_host[host_id]} and {client.address} serve the same node ({host_id})"
+                )
+            by_host[host_id] = client.address
+            missing = answer.get("missing_keyspaces") or []
+            if missing:
+                raise self.error(
+                    f"agent {client.address}: keyspace {missing[0]} does not exist on node "
+                    f"{answer['node']['address']}"
+                )
+        ring = {str(p) for a in answers for p in a["node"].get("ring", [])}
+        served = {str(a["node"]["address"]) for a in answers}
+        unserved = sorted(ring - served)
+        if unserved:
+            raise self.error(
+                f"node(s) {', '.join(unserved)} of the cluster have no agent in the cluster file: "
+                "every node needs one"
+            )
+
+    # -- capture ---------------------------------------------------------------------------------
+    def capture(self, set_id: str) -> CassandraCapture:
+        if self.method == "stop":
+            return self._capture_cold(set_id)
+        # the agent gives up on nodetool at the same deadline: the clearing after a
+        # failure never waits long for a stuck node
+        body = {"tag": set_id, "keyspaces": self.all_keyspaces, "timeout_s": self.snapshot_timeout_s}
+        pool = ThreadPoolExecutor(max_workers=len(self.clients), thread_name_prefix="cassandra-snapshot")
+        futures = {pool.submit(c.call, "snapshot", body): c for c in self.clients}
+        pool.shutdown(wait=False)
+        done, pending = wait(futures, timeout=self.snapshot_timeout_s, return_when=FIRST_EXCEPTION)
+        failed = [(futures[f], f.exception()) for f in done if f.exception() is not None]
+        if failed or pending:
+            # unpause first: clearing what was taken happens in the background
+            self._clear_when_done(set_id, futures)
+            if failed:
+                client, exc = failed[0]
+                raise exc if isinstance(exc, TxbackupError) else self.error(f"agent {client.address}: {exc}")
+            late = ", ".join(sorted(futures[f].address for f in pending))
+            raise self.error(f"no snapshot within {self.snapshot_timeout_s:g} s from agent(s) {late}")
+        return CassandraCapture(self, set_id)
+
+    def _clear_when_done(self, tag: str, futures: Mapping[Future[dict[str, Any]], AgentClient]) -> None:
+        """Once every snapshot call has ended, clear ``tag`` on the nodes where it may exist.
+        A non-daemon thread: the process waits for it before it exits."""
+
+        def work() -> None:
+            wait(futures)
+            maybe = [c for f, c in futures.items() if f.exception() is None or _maybe_taken(f.exception())]
+            self.clear_everywhere(tag, maybe)
+
+        threading.Thread(target=work, name=f"cassandra-clear-{tag}", daemon=False).start()
+
+    def clear_everywhere(self, tag: str, clients: Sequence[AgentClient], offline: bool = False) -> None:
+        body = {"tag": tag, "keyspaces": self.all_keyspaces, "offline": offline}
+
+        def clear(client: AgentClient) -> None:
+            try:
+                client.call("clear", body)
+            except TxbackupError as exc:
+                log.warning("snapshot %s not cleared: %s", tag, exc)
+
+        _each(list(clients), clear, name="cassandra-clear")
+
+    def _capture_cold(self, set_id: str) -> CassandraCapture:
+        """Drain and stop every node, hard-link its SSTables, start it again."""
+        keyspaces = self.all_keyspaces
+        try:
+            _each(self.clients, lambda c: c.call("node/stop"), name="cassandra-stop")
+            _each(
+                self.clients,
+                lambda c: c.call("node/snapshot-offline", {"tag": set_id, "keyspaces": keyspaces}),
+                name="cassandra-offline-snapshot",
+            )
+        except BaseException:
+            self._start_all()
+            self.clear_everywhere(set_id, self.clients, offline=True)
+            raise
+        self._start_all(raise_errors=True)
+        return CassandraCapture(self, set_id, offline=True)
+
+    def _start_all(self, raise_errors: bool = False) -> None:
+        body = {"wait_s": self.start_timeout_s}
+
+        def start(client: AgentClient) -> None:
+            client.call("node/start", body)
+
+        try:
+            _each(self.clients, start, name="cassandra-start")
+        except TxbackupError as exc:
+            if raise_errors:
+                raise
+            log.error("could not start every node again: %s", exc)
+
+    # -- restore ---------------------------------------------------------------------------------
+    def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        clients = self.clients
+        if dest and dest.get("dsn"):
+            clients = [self.client(a.strip()) for a in dest["dsn"].split(",") if a.strip()]
+            if not clients:
+                raise UsageError(f"{self.label}: --to expects agents HOST:PORT,HOST:PORT")
+        position = src.position
+        tag = str(position.get("tag", ""))
+        store = str(position.get("store", ""))
+        backup_nodes = position.get("nodes")
+        if not tag or not store or not isinstance(backup_nodes, list) or not backup_nodes:
+            raise self.error("the set's position has no Cassandra snapshot (tag, store, nodes)")
+        infos = [a["node"] for a in _each(clients, lambda c: c.call("info"), name="cassandra-info")]
+        assignment, mode = self._plan(backup_nodes, clients, infos)
+        statements = json.loads(_read(src, "schema.json"))
+        keyspaces = [str(k) for k in position.get("keyspaces", [])]
+        tables = sorted(
+            f"{s['keyspace']}.{s['name']}"
+            for s in statements
+            if s["type"] == "table" and s["keyspace"] in keyspaces
+        )
+        journal = src.journal
+        schema_done = journal.is_done("schema")
+        if not schema_done:
+            # refuse a non-empty destination before fetching anything
+            clients[0].call("restore/check", {"tables": tables, "force": force})
+        files_of: dict[str, list[dict[str, Any]]] = {}
+        for node in backup_nodes:
+            listing = json.loads(_read(src, str(node["files_artifact"])))
+            files_of[str(node["address"])] = [dict(f, node=node["address"]) for f in listing["files"]]
+        # a resumed restore skips the nodes done before (a step per node, marked once done)
+        pending = [c for c in clients if not journal.is_done(f"{mode}/{c.address}")]
+
+        def prepare(client: AgentClient) -> None:
+            files = [f for address in assignment[client.address] for f in files_of[address]]
+            client.call("restore/prepare", {"set_id": tag, "store": store, "files": files})
+
+        hosts = [str(i["address"]) for i in infos]
+
+        def place(client: AgentClient) -> None:
+            if mode == "import":
+                client.call("restore/import", {"set_id": tag})
+            else:
+                client.call("restore/load", {"set_id": tag, "hosts": hosts})
+            journal.mark_done(f"{mode}/{client.address}", {"nodes": assignment[client.address]})
+
+        try:
+            _each(pending, prepare, name="cassandra-prepare")
+            if not schema_done:
+                body = {"statements": statements, "tables": tables, "force": force}
+                journal.mark_done("schema", clients[0].call("restore/schema", body))
+            _each(pending, place, name=f"cassandra-{mode}")
+        finally:
+            _each(
+                pending, lambda c: _quietly(c, "restore/cleanup", {"set_id": tag}), name="cassandra-cleanup"
+            )
+
+    def _plan(
+        self, backup_nodes: list[Any], clients: Sequence[AgentClient], infos: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, list[str]], str]:
+        """Which backed-up nodes' files each agent restores, and how ("import" or "load")."""
+        current = {tuple(i["tokens"]): c.address for c, i in zip(clients, infos, strict=True)}
+        assignment: dict[str, list[str]] = {c.address: [] for c in clients}
+        same_shape = len(backup_nodes) == len(clients)
+        for node in backup_nodes:
+            agent = current.get(tuple(node["tokens"]))
+            if agent is None:
+                same_shape = False
+                break
+            assignment[agent].append(str(node["address"]))
+        if same_shape:
+            return assignment, "import"
+        if self.restore_with != "sstableloader":
+            wanted = "; ".join(f"{n['address']}: {_tokens_text(n['tokens'])}" for n in backup_nodes)
+            have = "; ".join(f"{i['address']}: {_tokens_text(i['tokens'])}" for i in infos)
+            raise self.error(
+                f"the cluster's token layout differs from the backup's, so its SSTables cannot be "
+                f"imported node by node (backup: {len(backup_nodes)} node(s), {wanted}; cluster: "
+                f"{len(infos)} node(s), {have}). Either restore into a cluster with the backup's "
+                f'initial_token values, or set restore_with = "sstableloader" for target {self.name!r} '
+                "to stream the data into this layout"
+            )
+        assignment = {c.address: [] for c in clients}
+        for i, node in enumerate(backup_nodes):
+            assignment[clients[i % len(clients)].address].append(str(node["address"]))
+        return assignment, "load"
+
+
+def _tokens_text(tokens: Sequence[Any]) -> str:
+    shown = ",".join(str(t) for t in tokens[:4])
+    return shown + (f",... ({len(tokens)} tokens)" if len(tokens) > 4 else "")
+
+
+def _maybe_taken(exc: BaseException | None) -> bool:
+    """After a failed snapshot call, might the snapshot exist anyway? (Not if the agent
+    said nodetool failed, e.g. the node is down; yes if we lost the connection.)"""
+    return not (isinstance(exc, TargetError) and "nodetool snapshot failed" in str(exc))
+
+
+def _quietly(client: AgentClient, call: str, body: Mapping[str, Any]) -> None:
+    try:
+        client.call(call, body)
+    except TxbackupError as exc:
+        log.warning("%s: %s", call, exc)
+
+
+def _read(src: ArtifactReader, name: str) -> bytes:
+    with src.open(name) as stream:
+        return stream.read()
+
+
+def from_config(name: str, conf: Mapping[str, Any]) -> CassandraTarget:
+    culprit = f'target "{name}"'
+    token = resolve_secret(conf, "token", culprit=culprit)  # first: a literal token is refused by name
+    check_keys(conf, _KEYS, culprit=culprit)
+    agents = setting_str_list(conf, "agents", culprit=culprit, required=True)
+    keyspaces = setting_str_list(conf, "keyspaces", culprit=culprit, required=True)
+    coordinator = setting_str(conf, "coordinator_keyspace", "coordinator", culprit=culprit)
+    tls_flag = conf.get("tls", False)
+    if not isinstance(tls_flag, bool):
+        raise UsageError(f"{culprit}: tls must be true or false")
+    ca_file = setting_opt_str(conf, "tls_ca_file", culprit=culprit)
+    server_name = setting_opt_str(conf, "tls_server_name", culprit=culprit)
+    tls = AgentTls(ca_file, server_name) if (tls_flag or ca_file or server_name) else None
+    method = setting_str(conf, "method", "snapshot", culprit=culprit)
+    if method not in METHODS:
+        raise UsageError(f"{culprit}: method must be one of {', '.join(METHODS)}")
+    restore_with = setting_str(conf, "restore_with", "import", culprit=culprit)
+    if restore_with not in RESTORE_WITH:
+        raise UsageError(f"{culprit}: restore_with must be one of {', '.join(RESTORE_WITH)}")
+    try:
+        snapshot_timeout = parse_duration(setting_str(conf, "snapshot_timeout", "20s", culprit=culprit))
+        start_timeout = parse_duration(setting_str(conf, "start_timeout", "5m", culprit=culprit))
+    except TxbackupError as exc:
+        raise UsageError(f"{culprit}: {exc}") from None
+    for keyspace in [*keyspaces, coordinator]:
+        if not keyspace.replace("_", "").isalnum():
+            raise UsageError(f"{culprit}: {keyspace!r} is not a keyspace name")
+    clients = [AgentClient(a, culprit=culprit, token=token, tls=tls) for a in agents]
+    return CassandraTarget(
+        name,
+        clients,
+        keyspaces,
+        coordinator,
+        snapshot_timeout,
+        method,
+        restore_with,
+        start_timeout,
+        token,
+        tls,
+    )

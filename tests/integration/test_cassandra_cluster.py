@@ -1,0 +1,181 @@
+"""The Cassandra target on a real three-node cluster (127.0.0.1-3, RF=3), one agent per node.
+
+The cluster is started once for this module (about a minute on two cores) and
+killed at its end. The node-down test kills a node and runs last.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+from tests.servers import cassandra as cassandra_servers
+from tests.servers.cassandra import CassandraCluster
+from tests.servers.cassandra_agents import (
+    TOKEN,
+    TOKEN_ENV,
+    Agent,
+    account_ids,
+    agents_for,
+    create_schema,
+    insert_accounts,
+    snapshot_tags,
+    target_conf,
+)
+from txbackup.admin.client import Endpoint
+from txbackup.admin.fleet import Fleet
+from txbackup.catalog import Catalog
+from txbackup.config import build_target
+from txbackup.demo.sample_service import SampleServer, start_sample_server
+from txbackup.engine.backup import BackupPlan, run_backup
+from txbackup.engine.restore import RestorePlan, restore_set
+from txbackup.errors import TargetError
+from txbackup.jobs import JobStore
+from txbackup.storage import LocalStorage
+from txbackup.targets.cassandra import CassandraTarget
+
+pytestmark = pytest.mark.cassandra
+
+
+@pytest.fixture(scope="module")
+def cluster3() -> Iterator[CassandraCluster]:
+    require(cassandra_servers.missing_reason())
+    with CassandraCluster(3) as cluster:
+        print(f"three nodes up in {cluster.start_seconds:.0f}s")
+        yield cluster
+
+
+@pytest.fixture
+def session(cluster3: CassandraCluster) -> Any:
+    session = cluster3.session(consistency="ALL")
+    for keyspace in ("bank", "coordinator"):
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+    create_schema(session, rf=3)
+    return session
+
+
+@pytest.fixture
+def storage_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def agents(cluster3: CassandraCluster, storage_dir: Path, tmp_path: Path) -> Iterator[list[Agent]]:
+    with agents_for(cluster3.nodes, storage_dir, tmp_path) as started:
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def agent_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[SampleServer]:
+    server = await start_sample_server()
+    yield server
+    await server.stop()
+
+
+def make_target(agents: list[Agent], **extra: Any) -> CassandraTarget:
+    target = build_target(target_conf(agents, **extra), 0)
+    assert isinstance(target, CassandraTarget)
+    return target
+
+
+def plan_for(app: SampleServer, target: Any, tmp: Path, storage: Path) -> BackupPlan:
+    return BackupPlan(
+        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
+        targets=[target],
+        storage=LocalStorage(str(storage)),
+        catalog=Catalog(str(tmp / "catalog.db")),
+        capture_deadline_s=60,
+    )
+
+
+def partitions(cluster: CassandraCluster, node: int, table: str = "bank.accounts") -> int:
+    """The partitions node ``node`` holds itself (its SSTables, after a flush)."""
+    cluster.nodes[node].nodetool("flush", table.split(".")[0])
+    for line in cluster.nodes[node].nodetool("tablestats", table).splitlines():
+        if "Number of partitions (estimate)" in line:
+            return int(line.split(":")[1])
+    raise AssertionError(f"no partition count for {table} on node {node}")
+
+
+async def test_cluster_backup_then_restore_after_losing_every_node_s_data(
+    app: SampleServer,
+    session: Any,
+    agents: list[Agent],
+    storage_dir: Path,
+    tmp_path: Path,
+    cluster3: CassandraCluster,
+) -> None:
+    insert_accounts(session, range(30))
+    target = make_target(agents)
+    target.preflight()
+    plan = plan_for(app, target, tmp_path, storage_dir)
+    manifest = await run_backup(plan)
+    print(f"timings: {manifest.timings}")
+    assert not app.gate.paused
+    position = manifest.target("cass").position
+    ring = {n["address"]: n["tokens"] for n in position["nodes"]}
+    assert ring == {n.address: [str(n.token)] for n in cluster3.nodes}
+    assert all(n["files"] > 0 for n in position["nodes"])
+    for node in cluster3.nodes:
+        assert manifest.set_id not in snapshot_tags(node)
+    insert_accounts(session, range(30, 40))
+    # a quorum of nodes loses its data: only a consistent backup brings the cluster back
+    session.execute("DROP KEYSPACE bank")
+    session.execute("DROP KEYSPACE coordinator")
+    _, names = restore_set(
+        RestorePlan(
+            storage=plan.storage,
+            manifest=manifest,
+            targets=[target],
+            jobs=JobStore(str(tmp_path / "catalog.db")),
+        )
+    )
+    assert names == ["cass"]
+    assert account_ids(session) == list(range(30))
+    # every node has its own copy back (imported node by node, not repaired)
+    assert [partitions(cluster3, i) for i in range(3)] == [30, 30, 30]
+
+
+async def test_a_node_down_during_capture_fails_the_set_and_clears_the_others(
+    app: SampleServer,
+    session: Any,
+    agents: list[Agent],
+    storage_dir: Path,
+    tmp_path: Path,
+    cluster3: CassandraCluster,
+) -> None:
+    insert_accounts(session, range(5))
+    target = make_target(agents)
+    down = cluster3.nodes[2]
+    original = target.capture
+
+    def capture_after_a_crash(set_id: str) -> Any:
+        down.kill()  # the node dies after the preflight, inside the pause
+        return original(set_id)
+
+    target.capture = capture_after_a_crash  # type: ignore[method-assign]
+    plan = plan_for(app, target, tmp_path, storage_dir)
+    started = time.monotonic()
+    with pytest.raises(TargetError, match=rf"agent {agents[2].address}: snapshot: nodetool snapshot failed"):
+        await run_backup(plan)
+    elapsed = time.monotonic() - started
+    assert not app.gate.paused and elapsed < 30
+    [row] = plan.catalog.list()
+    assert row.status == "failed"
+    for thread in threading.enumerate():
+        if thread.name.startswith("cassandra-clear-"):
+            thread.join(timeout=120)
+    for node in cluster3.nodes[:2]:
+        assert row.set_id not in snapshot_tags(node)
+    assert list(storage_dir.glob("sets/*")) == []
