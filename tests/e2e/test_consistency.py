@@ -13,6 +13,12 @@ credit), nothing atomic across them. While clients keep moving money:
   breaks; so must be at least one of a few backups that pause without waiting
   for in-flight transfers (``wait_outstanding=False``).
 
+The same with a third database: the bank spans PostgreSQL, MariaDB and
+DynamoDB (moto in server mode on 127.0.0.1, on-demand backups, restored into new
+tables ``<table>-<label>``), transfers going round-robin over all six ordered
+pairs; ``TXBACKUP_E2E_ROUNDS_3DB`` (default 10) backups, each restored and
+checked, and naive copies (the DynamoDB one: a Scan of each table).
+
 Run with ``pytest -s`` to see the counts.
 """
 
@@ -22,15 +28,19 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
+from tests.servers import moto as moto_servers
 from tests.servers.mariadb import MariaDBServer
+from tests.servers.moto import FAKE_AWS_ENV, REGION, UNSET_AWS_ENV, MotoServer
 from tests.servers.postgres import PostgresServer
-from txbackup.demo.bank import BooksReport
+from txbackup.demo.bank import ACCOUNTS_PER_STORE, BooksReport
 from txbackup.demo.scenario import BankScenario
-from txbackup.demo.stores import MariaDatabase, PostgresDatabase
+from txbackup.demo.stores import OPENING_BALANCE, DynamoDatabase, MariaDatabase, PostgresDatabase
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mariadb, pytest.mark.timeout(600)]
 
@@ -39,15 +49,29 @@ NAIVE_EVERY = 4  # a naive copy after every 4th backup: 5 of them for 20 rounds
 MIN_NAIVE = 5
 NO_DRAIN_ROUNDS = 3
 NO_DRAIN_GAP_MS = (50.0, 150.0)
+ROUNDS_3DB = int(os.environ.get("TXBACKUP_E2E_ROUNDS_3DB", "10"))
+NAIVE_EVERY_3DB = 3  # naive copies after backups 0, 3, 6, 9
 
 
 def describe(kind: str, books: BooksReport) -> str:
     return f"{kind}: {books.summary()} ({books.transfers} whole transfers)"
 
 
-async def test_backups_under_load_restore_consistent_and_naive_copies_do_not(
-    postgres_server: PostgresServer, mariadb_server: MariaDBServer, tmp_path: Path
-) -> None:
+@pytest.fixture
+def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    """A moto server of its own (fake credentials; nothing can reach AWS)."""
+    require(moto_servers.missing_reason())
+    for key, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    for key in UNSET_AWS_ENV:
+        monkeypatch.delenv(key, raising=False)
+    with MotoServer() as server:
+        yield server
+
+
+def server_databases(
+    postgres_server: PostgresServer, mariadb_server: MariaDBServer
+) -> tuple[PostgresDatabase, MariaDatabase]:
     pg = PostgresDatabase(
         "ledger_pg",
         postgres_server.host,
@@ -64,6 +88,13 @@ async def test_backups_under_load_restore_consistent_and_naive_copies_do_not(
         mariadb_server.password,
         mariadb_server.create_database("bank"),
     )
+    return pg, maria
+
+
+async def test_backups_under_load_restore_consistent_and_naive_copies_do_not(
+    postgres_server: PostgresServer, mariadb_server: MariaDBServer, tmp_path: Path
+) -> None:
+    pg, maria = server_databases(postgres_server, mariadb_server)
     scenario = BankScenario([pg, maria], tmp_path, clients=8, drop_restored=True)
     txbackup: list[BooksReport] = []
     naive: list[BooksReport] = []
@@ -129,3 +160,83 @@ async def test_backups_under_load_restore_consistent_and_naive_copies_do_not(
     assert counts == sorted(set(counts)), counts
     assert naive_broken, "no naive copy showed a violation: this setup cannot tell consistent from not"
     assert any(not b.ok for b in no_drain), "pausing without the drain never tore: the load is too light"
+
+
+@pytest.mark.timeout(300)
+async def test_bank_over_postgres_mariadb_and_dynamodb(
+    postgres_server: PostgresServer, mariadb_server: MariaDBServer, moto: MotoServer, tmp_path: Path
+) -> None:
+    pg, maria = server_databases(postgres_server, mariadb_server)
+    dynamo = DynamoDatabase(
+        "ledger_dynamo",
+        REGION,
+        moto.url,
+        access_key_id="testing",
+        secret_access_key="testing",
+        mode="on-demand",
+        min_pause="0s",  # the target warns below 10 s: fine here
+        backup_settle="0s",  # moto's backups are exact (AWS's: +-1 minute)
+        poll_interval="20ms",
+    )
+    scenario = BankScenario([pg, maria, dynamo], tmp_path, clients=8, drop_restored=True)
+    txbackup: list[BooksReport] = []
+    naive: list[BooksReport] = []
+    pauses: list[int] = []
+    captures: list[int] = []
+    exports: list[int] = []
+    restores: list[int] = []
+    naive_ms: list[int] = []
+    started = time.monotonic()
+    await scenario.start()
+    try:
+        assert scenario.load is not None
+        for i in range(ROUNDS_3DB):
+            before = scenario.load.stats.ok
+            manifest = await scenario.backup()
+            assert scenario.load.stats.ok > before, "no transfer during the backup"
+            assert sorted(t.name for t in manifest.targets) == ["ledger_dynamo", "ledger_maria", "ledger_pg"]
+            t = manifest.timings
+            pauses.append(t.pause_ms)
+            captures.append(t.capture_ms)
+            exports.append(t.export_ms)
+            restoring = time.monotonic()
+            txbackup.append(await scenario.restore_backup(manifest, f"r{i}"))
+            restores.append(round((time.monotonic() - restoring) * 1000))
+            if i % NAIVE_EVERY_3DB == 0:
+                copy = await scenario.naive(f"naive-{len(naive):02d}")
+                naive_ms.append(copy.ms)
+                naive.append(await scenario.restore_naive(copy, f"n{len(naive)}"))
+    finally:
+        load = await scenario.stop()
+    live = await scenario.live_books()
+    pairs = await scenario.live_pairs()
+    elapsed = time.monotonic() - started
+
+    txbackup_broken = [b for b in txbackup if not b.ok]
+    naive_broken = [b for b in naive if not b.ok]
+    print(
+        f"\nconsistency under load (PostgreSQL + MariaDB + DynamoDB on moto, 8 clients, {elapsed:.0f} s, "
+        f"{load.ok} transfers, slowest {load.longest_ms:.0f} ms):\n"
+        f"  txbackup: {len(txbackup)} backups restored, {len(txbackup_broken)} with violations\n"
+        f"  naive:    {len(naive)} copies restored, {len(naive_broken)} with violations "
+        f"({sum(len(b.half_applied) for b in naive)} transfers half applied in all; "
+        f"{', '.join(b.summary() for b in naive_broken)})\n"
+        f"  pause window ms: median {statistics.median(pauses):g}, max {max(pauses)}; "
+        f"capture ms: median {statistics.median(captures):g}, max {max(captures)}; "
+        f"export ms: median {statistics.median(exports):g}, max {max(exports)}; "
+        f"restore (+ books) ms: median {statistics.median(restores):g}, max {max(restores)}; "
+        f"naive copy ms: {naive_ms}\n"
+        f"  transfers by pair: {', '.join(f'{a}->{b} {n}' for (a, b), n in sorted(pairs.items()))}"
+    )
+    assert load.failed == 0, load.last_error
+    assert live.ok, describe("live databases after the load", live)
+    assert live.transfers == load.ok
+    names = [db.name for db in scenario.databases]
+    assert {(a, b) for a in names for b in names if a != b} == set(pairs), pairs
+    assert len(txbackup) == ROUNDS_3DB >= 1
+    assert not txbackup_broken, "\n".join(describe("txbackup", b) for b in txbackup_broken)
+    # every restore held the accounts of all three databases (none came back empty)
+    assert {b.expected for b in txbackup} == {3 * ACCOUNTS_PER_STORE * OPENING_BALANCE}
+    counts = [b.transfers for b in txbackup]
+    assert counts == sorted(set(counts)), counts
+    assert naive_broken, "no naive copy showed a violation: this setup cannot tell consistent from not"

@@ -5,11 +5,16 @@ Each copy is consistent on its own (SQLite's online-backup API, ``pg_dump``,
 instants, so a transfer between two databases may be in one copy and not in
 the other. This is what txbackup exists to avoid; the demo and the tests show
 the difference.
+
+DynamoDB has no dump: its copy is a Scan of each table, one after the other,
+into a JSON file, restored by writing every item into new tables. A Scan is
+not a snapshot, so that copy is not even consistent on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
@@ -17,9 +22,20 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from txbackup import procs
-from txbackup.demo.stores import Database, MariaDatabase, PostgresDatabase, SqliteDatabase
+from txbackup.demo.stores import (
+    DYNAMO_KEYS,
+    Database,
+    DynamoDatabase,
+    MariaDatabase,
+    PostgresDatabase,
+    SqliteDatabase,
+    dynamo_put_all,
+    dynamo_scan,
+)
+from txbackup.errors import TxbackupError
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,9 @@ def naive_copy(databases: Sequence[Database], folder: str | Path) -> NaiveCopy:
         elif isinstance(db, PostgresDatabase):
             path = out / f"{db.name}.sql"
             _dump_postgres(db, str(path))
+        elif isinstance(db, DynamoDatabase):
+            path = out / f"{db.name}.json"
+            _scan_dynamodb(db, str(path))
         else:
             path = out / f"{db.name}.sql"
             _dump_mariadb(db, str(path))
@@ -60,6 +79,8 @@ def naive_restore(copy: NaiveCopy, destinations: Mapping[str, Database]) -> None
             _restore_sqlite(file, db)
         elif isinstance(db, PostgresDatabase):
             _load_postgres(file, db)
+        elif isinstance(db, DynamoDatabase):
+            _load_dynamodb(file, db)
         else:
             _load_mariadb(file, db)
 
@@ -121,3 +142,33 @@ def _load_mariadb(file: str, db: MariaDatabase) -> None:
     argv = [tool, "--no-defaults", *_maria_args(db), db.database]
     with open(file, "rb") as source:
         procs.run_from_stream(argv, source, culprit=_culprit(db), env={"MYSQL_PWD": db.password})
+
+
+def _scan_dynamodb(db: DynamoDatabase, path: str) -> None:
+    """Scan each table in turn (items as DynamoDB JSON, by the bank's table names)."""
+    client = db.client()
+    try:
+        tables = {base: list(dynamo_scan(client, db.table(base))) for base in DYNAMO_KEYS}
+    except Exception as exc:
+        raise TxbackupError(f"{_culprit(db)}: scan failed: {exc}") from exc
+    finally:
+        client.close()
+    with open(path, "w") as out:
+        json.dump({"kind": "dynamodb-scan", "tables": tables}, out)
+
+
+def _load_dynamodb(file: str, db: DynamoDatabase) -> None:
+    """Create the tables (they must not exist) and write every item of the copy into them."""
+    with open(file) as source:
+        tables: dict[str, list[dict[str, Any]]] = json.load(source)["tables"]
+    client = db.client()
+    try:
+        db.create_tables(client)
+        for base, items in tables.items():
+            dynamo_put_all(client, db.table(base), items, _culprit(db))
+    except TxbackupError:
+        raise
+    except Exception as exc:
+        raise TxbackupError(f"{_culprit(db)}: load failed: {exc}") from exc
+    finally:
+        client.close()

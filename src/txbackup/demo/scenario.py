@@ -1,19 +1,23 @@
 """The whole demo run, shared by ``txbackup demo`` and the end-to-end tests.
 
-``BankScenario`` puts the bank over some databases and drives load on it;
-while the load runs it takes txbackup backups (the real engine: preflight,
-pause, capture, unpause, export, commit) and naive copies; each is restored
-into fresh, empty databases and the books are checked there.
+``BankScenario`` puts the bank over some databases (two or more, of any
+kinds) and drives load on it, transfers going round-robin over every ordered
+pair of databases; while the load runs it takes txbackup backups (the real
+engine: preflight, pause, capture, unpause, export, commit) and naive copies;
+each is restored into fresh, empty databases and the books are checked there.
 
 Restores go through the real engine too (``restore_set``), into fresh, empty
 databases named with the ``destinations`` mapping (``txbackup restore --to
-NAME=DSN``); targets are built from the config dicts a cluster file would hold.
+NAME=DSN``; for DynamoDB ``suffix:-<label>``: new tables next to the live
+ones); targets are built from the config dicts a cluster file would hold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +42,8 @@ from txbackup.demo.bank import (
 from txbackup.demo.naive import NaiveCopy, naive_copy, naive_restore
 from txbackup.demo.stores import (
     Database,
+    DynamoDatabase,
+    Ledger,
     MariaDatabase,
     PostgresDatabase,
     SqliteDatabase,
@@ -56,6 +62,26 @@ Say = Callable[[str], None]
 
 def _quiet(line: str) -> None:
     pass
+
+
+class PairedLoad(LoadDriver):
+    """The load, each request going to the next ordered pair of databases (round-robin
+    over all of them: with three databases, A->B, A->C, B->A, B->C, C->A, C->B), accounts
+    and amounts at random: every pair is exercised, evenly."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._pairs = list(itertools.permutations(range(len(self.accounts)), 2))
+        self._turn = itertools.cycle(self._pairs)
+
+    def _request(self) -> bytes:
+        src, dst = next(self._turn)
+        body = {
+            "from": self._random.choice(self.accounts[src]),
+            "to": self._random.choice(self.accounts[dst]),
+            "amount": self._random.randint(1, 100),
+        }
+        return json.dumps(body).encode()
 
 
 class BankScenario:
@@ -104,7 +130,7 @@ class BankScenario:
         except BaseException:
             await asyncio.to_thread(bank.close)
             raise
-        self.load = LoadDriver(self.server.target, bank.all_accounts(), clients=self.clients)
+        self.load = PairedLoad(self.server.target, bank.all_accounts(), clients=self.clients)
         await self.load.start()
 
     async def stop(self) -> LoadStats:
@@ -160,6 +186,10 @@ class BankScenario:
         """The books of the live databases (meaningful once the load is stopped)."""
         return await asyncio.to_thread(_books, self.databases)
 
+    async def live_pairs(self) -> dict[tuple[str, str], int]:
+        """Whole transfers in the live databases, by (debited, credited) database name."""
+        return await asyncio.to_thread(_pairs, self.databases)
+
     def _fresh(self, label: str) -> list[Database]:
         made: list[Database] = []
         try:
@@ -186,6 +216,34 @@ class BankScenario:
         return await asyncio.to_thread(work)
 
 
+def _ledgers(databases: Sequence[Database]) -> list[Ledger]:
+    stores = [db.store() for db in databases]
+    try:
+        return [store.ledger() for store in stores]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _pairs(databases: Sequence[Database]) -> dict[tuple[str, str], int]:
+    return transfer_pairs(_ledgers(databases))
+
+
+def transfer_pairs(ledgers: Sequence[Ledger]) -> dict[tuple[str, str], int]:
+    """How many whole transfers went from each database to each other (by name)."""
+    debited: dict[str, str] = {}
+    credited: dict[str, str] = {}
+    for ledger in ledgers:
+        for tid, amount in ledger.transfers.items():
+            (debited if amount < 0 else credited)[tid] = ledger.store
+    found: dict[tuple[str, str], int] = {}
+    for tid, source in debited.items():
+        dest = credited.get(tid)
+        if dest is not None:
+            found[source, dest] = found.get((source, dest), 0) + 1
+    return found
+
+
 def _books(databases: Sequence[Database]) -> BooksReport:
     stores = [db.store() for db in databases]
     try:
@@ -197,11 +255,17 @@ def _books(databases: Sequence[Database]) -> BooksReport:
 
 def empty_like(db: Database, label: str, work: Path) -> Database:
     """A new, empty database of the same kind and name: for SQLite a file of the
-    same name in ``work/label``, for a server a new database ``<dbname>_<label>``."""
+    same name in ``work/label``, for a server a new database ``<dbname>_<label>``,
+    for DynamoDB the names of new tables ``<table>-<label>`` (not created: a
+    restore creates them)."""
     if isinstance(db, SqliteDatabase):
         folder = work / label
         folder.mkdir(parents=True, exist_ok=True)
         return SqliteDatabase(db.name, str(folder / Path(db.path).name))
+    if isinstance(db, DynamoDatabase):
+        if db.suffix:
+            raise ValueError(f"{db.name}: the live DynamoDB tables of the bank carry no suffix")
+        return db.with_suffix(f"-{label}")
     if isinstance(db, PostgresDatabase):
         return db.create_empty(f"{db.dbname}_{label}")
     return db.create_empty(f"{db.database}_{label}")
@@ -212,18 +276,14 @@ def target_config(db: Database, secrets: Path) -> dict[str, Any]:
     file in ``secrets``: the cluster file never holds one)."""
     if isinstance(db, SqliteDatabase):
         return {"name": db.name, "kind": "sqlite", "path": db.path}
-    secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-    password_file = secrets / f"{db.name}.password"
-    if not password_file.exists():
-        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(db.password + "\n")
+    if isinstance(db, DynamoDatabase):
+        return _dynamo_config(db, secrets)
     common = {
         "name": db.name,
         "host": db.host,
         "port": db.port,
         "user": db.user,
-        "password_file": str(password_file),
+        "password_file": _secret_file(secrets, f"{db.name}.password", db.password),
     }
     if isinstance(db, PostgresDatabase):
         return {**common, "kind": "postgres", "databases": [db.dbname]}
@@ -231,11 +291,44 @@ def target_config(db: Database, secrets: Path) -> dict[str, Any]:
     return {**common, "kind": "mysql", "databases": [db.database]}
 
 
+def _secret_file(secrets: Path, name: str, value: str) -> str:
+    """``value`` in the file ``secrets/name`` (mode 0600), written once; its path."""
+    secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = secrets / name
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(value + "\n")
+    return str(path)
+
+
+def _dynamo_config(db: DynamoDatabase, secrets: Path) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "name": db.name,
+        "kind": "dynamodb",
+        "region": db.region,
+        "tables": [db.accounts_table, db.transfers_table],
+        "coordinator_table": db.coordinator_table,
+        "mode": db.mode,
+        "min_pause": db.min_pause,
+        "backup_settle": db.backup_settle,
+        "poll_interval": db.poll_interval,
+    }
+    if db.endpoint_url:
+        conf["endpoint_url"] = db.endpoint_url
+    if db.access_key_id is not None and db.secret_access_key is not None:
+        conf["access_key_id_file"] = _secret_file(secrets, f"{db.name}.aws-key-id", db.access_key_id)
+        conf["secret_access_key_file"] = _secret_file(secrets, f"{db.name}.aws-secret", db.secret_access_key)
+    return conf
+
+
 def destination(db: Database) -> str:
     """What ``txbackup restore --to NAME=...`` takes to restore a target into ``db``
     (the password is the target's own: same server, same user)."""
     if isinstance(db, SqliteDatabase):
         return db.path
+    if isinstance(db, DynamoDatabase):
+        return f"suffix:{db.suffix}"
     if isinstance(db, PostgresDatabase):
         return f"host={db.host} port={db.port} user={db.user} dbname={db.dbname}"
     return f"mysql://{db.user}@{db.host}:{db.port}/{db.database}"

@@ -6,9 +6,11 @@ account_id, amount)``: the bank's side of every transfer that touched it
 local transactions on one database; a ``Database`` says where one lives and
 can make an empty sibling of it (to restore into) or drop it.
 
-Kinds: SQLite (WAL mode, the embedded default), PostgreSQL (psycopg) and
-MariaDB/MySQL (pymysql); the drivers of the server databases are imported only
-when used, so the demo needs nothing but the package.
+Kinds: SQLite (WAL mode, the embedded default), PostgreSQL (psycopg),
+MariaDB/MySQL (pymysql) and DynamoDB (boto3; the tables ``bank.accounts`` and
+``bank.transfers``, named as ScalarDB names them, plus ScalarDB's coordinator
+table ``coordinator.state``); the drivers of the server databases are imported
+only when used, so the demo needs nothing but the package.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -51,20 +53,46 @@ class Ledger:
 
 
 class Store(ABC):
-    """One database of the bank, reached through a small pool of connections.
+    """One database of the bank: its local transactions. Methods are blocking and
+    thread-safe: the service runs them in worker threads."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    def create(self, accounts: Sequence[int], opening: int = OPENING_BALANCE) -> None:
+        """Create the tables and open ``accounts`` with ``opening`` each."""
+
+    @abstractmethod
+    def move(self, transfer_id: str, account: int, amount: int) -> None:
+        """One local transaction: add ``amount`` (negative: a debit) to ``account``
+        and record this database's side of the transfer."""
+
+    @abstractmethod
+    def ledger(self) -> Ledger:
+        """Accounts, total balance and every transfer row, read in one go."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections (the store is not used again)."""
+
+
+class SqlStore(Store):
+    """One SQL database of the bank, reached through a small pool of connections.
 
     Connections are in autocommit mode; transactions are explicit statements
     (``begin_write`` / ``begin_read``, then COMMIT). Methods are blocking and
     thread-safe: the service runs them in worker threads.
     """
 
-    kind: ClassVar[str]
     placeholder: ClassVar[str] = "%s"
     begin_write: ClassVar[str] = "BEGIN"
     begin_read: ClassVar[str] = "BEGIN"
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name)
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._open: list[Any] = []
         self._lock = threading.Lock()
@@ -198,7 +226,7 @@ class Store(ABC):
                 conn.close()
 
 
-class SqliteStore(Store):
+class SqliteStore(SqlStore):
     """An SQLite file in WAL mode; writes are serialized in-process (no busy waits)."""
 
     kind = "sqlite"
@@ -221,7 +249,7 @@ class SqliteStore(Store):
             super().move(transfer_id, account, amount)
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
     kind = "postgres"
     begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
@@ -240,7 +268,7 @@ class PostgresStore(Store):
         return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
 
 
-class MariaStore(Store):
+class MariaStore(SqlStore):
     kind = "mysql"
     begin_write = "START TRANSACTION"
     begin_read = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"
@@ -259,6 +287,123 @@ class MariaStore(Store):
 
         # 1213: deadlock, 1205: lock wait timeout
         return isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] in ((1213,), (1205,))
+
+
+class DynamoStore(Store):
+    """The bank's DynamoDB tables: each side of a transfer is one TransactWriteItems
+    (the balance update and the transfer row, atomic within DynamoDB, as ScalarDB's
+    per-record writes are).
+
+    Writes go one at a time from this process: moto, the test double, applies a
+    TransactWriteItems without isolation (concurrent ones can lose updates, and a
+    cancelled one rolls back whole tables), and serializing costs nothing there (its
+    work is CPU-bound). DynamoDB itself would cancel conflicting transactions with
+    TransactionConflict, which is retried. The ledger is two Scans, not a snapshot:
+    read it when no transfer runs (a restored copy, or after the load).
+    """
+
+    kind = "dynamodb"
+
+    def __init__(self, db: DynamoDatabase) -> None:
+        super().__init__(db.name)
+        self.db = db
+        self._client: Any = db.client()
+        self._write_lock = threading.Lock()
+
+    def create(self, accounts: Sequence[int], opening: int = OPENING_BALANCE) -> None:
+        self.db.create_tables(self._client)
+        items = [{"id": {"N": str(a)}, "balance": {"N": str(opening)}} for a in accounts]
+        dynamo_put_all(self._client, self.db.accounts_table, items, self.name)
+
+    def move(self, transfer_id: str, account: int, amount: int) -> None:
+        request: dict[str, Any] = {
+            "TransactItems": [
+                {
+                    "Update": {
+                        "TableName": self.db.accounts_table,
+                        "Key": {"id": {"N": str(account)}},
+                        "UpdateExpression": "SET balance = balance + :amount",
+                        "ConditionExpression": "attribute_exists(id)",
+                        "ExpressionAttributeValues": {":amount": {"N": str(amount)}},
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.db.transfers_table,
+                        "Item": {
+                            "transfer_id": {"S": transfer_id},
+                            "account_id": {"N": str(account)},
+                            "amount": {"N": str(amount)},
+                        },
+                        "ConditionExpression": "attribute_not_exists(transfer_id)",
+                    }
+                },
+            ],
+            # the SDK's own retries of this request are then idempotent
+            "ClientRequestToken": f"{transfer_id}-{'d' if amount < 0 else 'c'}",
+        }
+        attempts = 5
+        with self._write_lock:
+            for attempt in range(1, attempts + 1):
+                try:
+                    self._client.transact_write_items(**request)
+                    return
+                except Exception as exc:
+                    reasons = _cancellation_reasons(exc)
+                    if reasons[:1] == ["ConditionalCheckFailed"]:
+                        raise BankError(f"bank database {self.name}: no account {account}") from None
+                    if "TransactionConflict" in reasons and attempt < attempts:
+                        time.sleep(0.005 * attempt)
+                        continue
+                    raise BankError(f"bank database {self.name}: transfer {transfer_id}: {exc}") from exc
+
+    def ledger(self) -> Ledger:
+        try:
+            count = total = 0
+            for item in dynamo_scan(self._client, self.db.accounts_table):
+                count += 1
+                total += int(item["balance"]["N"])
+            rows = {
+                str(item["transfer_id"]["S"]): int(item["amount"]["N"])
+                for item in dynamo_scan(self._client, self.db.transfers_table)
+            }
+        except Exception as exc:
+            raise BankError(f"bank database {self.name}: cannot read the books: {exc}") from exc
+        return Ledger(self.name, count, total, rows)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+
+def _cancellation_reasons(exc: BaseException) -> list[str]:
+    """The per-item codes of a cancelled TransactWriteItems ("None" where an item was fine)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return []
+    return [str(r.get("Code", "None")) for r in response.get("CancellationReasons", [])]
+
+
+def dynamo_scan(client: Any, table: str) -> Iterator[dict[str, Any]]:
+    """Every item of ``table`` (strongly consistent Scan, page by page; not a snapshot)."""
+    for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        yield from page.get("Items", [])
+
+
+def dynamo_put_all(client: Any, table: str, items: Sequence[Mapping[str, Any]], culprit: str) -> None:
+    """Put ``items`` into ``table`` (BatchWriteItem, 25 at a time, unprocessed ones again)."""
+    for start in range(0, len(items), 25):
+        pending: dict[str, Any] = {
+            table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
+        }
+        for attempt in range(1, 11):
+            answer = client.batch_write_item(RequestItems=pending)
+            pending = answer.get("UnprocessedItems") or {}
+            if not pending:
+                break
+            time.sleep(0.05 * attempt)
+        if pending:
+            raise BankError(f"bank database {culprit}: table {table}: items left unprocessed")
 
 
 # -- where a store lives ---------------------------------------------------------------------------
@@ -369,7 +514,118 @@ class MariaDatabase:
         self._admin(f"DROP DATABASE IF EXISTS `{self.database}`")
 
 
-Database = SqliteDatabase | PostgresDatabase | MariaDatabase
+DYNAMO_ACCOUNTS = "bank.accounts"
+DYNAMO_TRANSFERS = "bank.transfers"
+DYNAMO_COORDINATOR = "coordinator.state"
+DYNAMO_KEYS = {
+    DYNAMO_ACCOUNTS: ("id", "N"),
+    DYNAMO_TRANSFERS: ("transfer_id", "S"),
+    DYNAMO_COORDINATOR: ("tx_id", "S"),
+}
+"""The bank's DynamoDB tables (ScalarDB names them ``<namespace>.<table>``) and their
+hash keys; ``coordinator.state`` is ScalarDB's, which a dynamodb target always backs
+up: the bank creates it and leaves it empty."""
+
+
+@dataclass(frozen=True)
+class DynamoDatabase:
+    """The bank's tables in DynamoDB (or an emulator at ``endpoint_url``).
+
+    No credentials: boto3's default chain. ``suffix`` is appended to every table
+    name: the live tables have none, a restored copy ``-<label>``. ``mode`` ..
+    ``poll_interval`` are the settings of the dynamodb target backing it up.
+    Two DynamoDatabases of one bank need different regions or endpoints.
+    """
+
+    name: str
+    region: str
+    endpoint_url: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    suffix: str = ""
+    mode: str = "on-demand"
+    min_pause: str = "10s"
+    backup_settle: str = "60s"
+    poll_interval: str = "10s"
+    kind: ClassVar[str] = "dynamodb"
+
+    @property
+    def accounts_table(self) -> str:
+        return DYNAMO_ACCOUNTS + self.suffix
+
+    @property
+    def transfers_table(self) -> str:
+        return DYNAMO_TRANSFERS + self.suffix
+
+    @property
+    def coordinator_table(self) -> str:
+        return DYNAMO_COORDINATOR + self.suffix
+
+    def table(self, base: str) -> str:
+        """The name of the bank's table ``base`` (one of ``DYNAMO_KEYS``) here."""
+        return base + self.suffix
+
+    def client(self) -> Any:
+        """A new boto3 DynamoDB client (thread-safe once made)."""
+        try:
+            import boto3  # type: ignore[import-untyped]
+            import botocore.config  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise BankError(f"bank database {self.name}: DynamoDB needs boto3: {exc}") from None
+        session = boto3.session.Session(
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name=self.region,
+        )
+        config = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60
+        )
+        return session.client("dynamodb", endpoint_url=self.endpoint_url, config=config)
+
+    def store(self) -> Store:
+        return DynamoStore(self)
+
+    def create_tables(self, client: Any = None) -> None:
+        """Create the bank's tables that do not exist yet (on demand), and wait until ACTIVE."""
+        if client is None:
+            made = self.client()
+            try:
+                self.create_tables(made)
+            finally:
+                made.close()
+            return
+        for base, (key, kind) in DYNAMO_KEYS.items():
+            table = self.table(base)
+            try:
+                client.create_table(
+                    TableName=table,
+                    KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": key, "AttributeType": kind}],
+                    BillingMode="PAY_PER_REQUEST",
+                )
+            except client.exceptions.ResourceInUseException:
+                pass  # there already (the coordinator table may be shared)
+            except Exception as exc:
+                raise BankError(f"bank database {self.name}: cannot create table {table}: {exc}") from exc
+        for base in DYNAMO_KEYS:
+            waiter = client.get_waiter("table_exists")
+            waiter.wait(TableName=self.table(base), WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+
+    def with_suffix(self, suffix: str) -> DynamoDatabase:
+        """The same tables named with ``suffix`` (nothing is created: a restore makes them)."""
+        return replace(self, suffix=suffix)
+
+    def drop(self) -> None:
+        client = self.client()
+        try:
+            for base in DYNAMO_KEYS:
+                with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+                    client.delete_table(TableName=self.table(base))
+        finally:
+            client.close()
+
+
+Database = SqliteDatabase | PostgresDatabase | MariaDatabase | DynamoDatabase
 
 
 def sqlite_databases(folder: str | Path, names: Sequence[str] = ("bank_a", "bank_b")) -> list[Database]:
