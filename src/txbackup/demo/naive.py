@@ -9,6 +9,15 @@ the difference.
 DynamoDB has no dump: its copy is a Scan of each table, one after the other,
 into a JSON file, restored by writing every item into new tables. A Scan is
 not a snapshot, so that copy is not even consistent on its own.
+
+Cassandra's copy is the same kind of thing: a full-table ``SELECT`` of each
+table (accounts, transfers, the coordinator's states), one after the other, into
+a JSON file. It is not loaded anywhere: its books are read from the file itself
+(``naive_ledgers``), which is what loading it into fresh tables and reading them
+back would give, without the schema changes. (A ``nodetool snapshot`` of each
+node at its own moment, no pause, would be the other naive way: consistent
+within a table, but taken at another instant than the other databases' copies,
+which is what tears transfers; restoring it means truncating the live tables.)
 """
 
 from __future__ import annotations
@@ -20,18 +29,21 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from txbackup import procs
 from txbackup.demo.stores import (
     DYNAMO_KEYS,
+    CassandraDatabase,
     Database,
     DynamoDatabase,
+    Ledger,
     MariaDatabase,
     PostgresDatabase,
     SqliteDatabase,
+    cassandra_ledger,
     dynamo_put_all,
     dynamo_scan,
 )
@@ -46,6 +58,8 @@ class NaiveCopy:
     """database name -> copy file"""
     ms: int
     """From the start of the first copy to the end of the last."""
+    read_directly: frozenset[str] = field(default_factory=frozenset)
+    """Databases whose copy is not loaded anywhere but read by ``naive_ledgers`` (Cassandra)."""
 
 
 def naive_copy(databases: Sequence[Database], folder: str | Path) -> NaiveCopy:
@@ -53,6 +67,7 @@ def naive_copy(databases: Sequence[Database], folder: str | Path) -> NaiveCopy:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
+    direct: set[str] = set()
     started = time.monotonic()
     for db in databases:
         if isinstance(db, SqliteDatabase):
@@ -64,16 +79,23 @@ def naive_copy(databases: Sequence[Database], folder: str | Path) -> NaiveCopy:
         elif isinstance(db, DynamoDatabase):
             path = out / f"{db.name}.json"
             _scan_dynamodb(db, str(path))
+        elif isinstance(db, CassandraDatabase):
+            path = out / f"{db.name}.json"
+            _select_cassandra(db, str(path))
+            direct.add(db.name)
         else:
             path = out / f"{db.name}.sql"
             _dump_mariadb(db, str(path))
         files[db.name] = str(path)
-    return NaiveCopy(files, round((time.monotonic() - started) * 1000))
+    return NaiveCopy(files, round((time.monotonic() - started) * 1000), frozenset(direct))
 
 
 def naive_restore(copy: NaiveCopy, destinations: Mapping[str, Database]) -> None:
-    """Load each copy into its (empty) destination database, by database name."""
+    """Load each copy into its (empty) destination database, by database name (the
+    copies ``naive_ledgers`` reads are not loaded: they need no destination)."""
     for name, file in copy.files.items():
+        if name in copy.read_directly:
+            continue
         db = destinations[name]
         if isinstance(db, SqliteDatabase):
             _restore_sqlite(file, db)
@@ -81,8 +103,22 @@ def naive_restore(copy: NaiveCopy, destinations: Mapping[str, Database]) -> None
             _load_postgres(file, db)
         elif isinstance(db, DynamoDatabase):
             _load_dynamodb(file, db)
-        else:
+        elif isinstance(db, MariaDatabase):
             _load_mariadb(file, db)
+        else:
+            raise TxbackupError(f"{_culprit(db)}: a {db.kind} copy is read, not loaded (naive_ledgers)")
+
+
+def naive_ledgers(copy: NaiveCopy) -> list[Ledger]:
+    """The books of the copies that are read from their files (Cassandra's SELECT copies)."""
+    ledgers = []
+    for name in sorted(copy.read_directly):
+        with open(copy.files[name]) as source:
+            data = json.load(source)
+        if data.get("kind") != "cassandra-select":
+            raise TxbackupError(f"naive copy of {name}: {copy.files[name]} is not a Cassandra SELECT copy")
+        ledgers.append(cassandra_ledger(name, data["accounts"], data["transfers"]))
+    return ledgers
 
 
 def _culprit(db: Database) -> str:
@@ -172,3 +208,26 @@ def _load_dynamodb(file: str, db: DynamoDatabase) -> None:
         raise TxbackupError(f"{_culprit(db)}: load failed: {exc}") from exc
     finally:
         client.close()
+
+
+def _select_cassandra(db: CassandraDatabase, path: str) -> None:
+    """SELECT every row of each table in turn (not a snapshot), into a JSON file."""
+    try:
+        session = db.connect()
+        try:
+            accounts, transfers, states = db.read_tables(session)
+        finally:
+            session.cluster.shutdown()
+    except TxbackupError:
+        raise
+    except Exception as exc:
+        raise TxbackupError(f"{_culprit(db)}: SELECT failed: {exc}") from exc
+    copy = {
+        "kind": "cassandra-select",
+        "tables": [db.accounts_table, db.transfers_table, db.coordinator_table],
+        "accounts": accounts,
+        "transfers": transfers,
+        "states": states,
+    }
+    with open(path, "w") as out:
+        json.dump(copy, out)

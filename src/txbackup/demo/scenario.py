@@ -10,6 +10,20 @@ Restores go through the real engine too (``restore_set``), into fresh, empty
 databases named with the ``destinations`` mapping (``txbackup restore --to
 NAME=DSN``; for DynamoDB ``suffix:-<label>``: new tables next to the live
 ones); targets are built from the config dicts a cluster file would hold.
+
+Cassandra is the exception: its target restores into the keyspaces it backed
+up, on the cluster it backed up (``nodetool import`` on every node), never into
+new keyspaces. So a Cassandra database is restored **in place**: the load must
+be stopped first (``restore_backup`` refuses otherwise), its tables are
+truncated and replaced by the backup's (``--force``, for that target only; the
+others still go to fresh databases), and the books are checked across the
+fresh copies of the other databases and the restored Cassandra tables. Take
+the backups under load, stop the load, read the live books, then restore and
+check each backup in turn: each restore replaces the previous one. (The live
+Cassandra data is gone after the first restore.) Its naive copy is a SELECT of
+each table into a JSON file, whose books are read from the file
+(``naive_ledgers``): nothing is written to Cassandra for it, so naive copies can
+be checked while the load runs.
 """
 
 from __future__ import annotations
@@ -36,11 +50,14 @@ from txbackup.demo.bank import (
     BooksReport,
     LoadDriver,
     LoadStats,
+    books_of,
     check_books,
     start_bank_server,
 )
-from txbackup.demo.naive import NaiveCopy, naive_copy, naive_restore
+from txbackup.demo.naive import NaiveCopy, naive_copy, naive_ledgers, naive_restore
 from txbackup.demo.stores import (
+    BankError,
+    CassandraDatabase,
     Database,
     DynamoDatabase,
     Ledger,
@@ -166,21 +183,44 @@ class BankScenario:
         return await asyncio.to_thread(naive_copy, self.databases, self.work / label)
 
     async def restore_backup(self, manifest: Manifest, label: str) -> BooksReport:
-        """Restore the set into fresh databases (named after ``label``) and check the books there."""
+        """Restore the set into fresh databases (named after ``label``) and check the books there.
+
+        Databases restored in place (Cassandra) are overwritten with the set's data:
+        only once the load is stopped."""
+        in_place = [db for db in self.databases if restores_in_place(db)]
+        if in_place and self.server is not None:
+            names = ", ".join(db.name for db in in_place)
+            raise BankError(f"{names}: restored into the live tables: stop the load first")
         fresh = await asyncio.to_thread(self._fresh, label)
-        plan = RestorePlan(
-            storage=self.storage,
-            manifest=manifest,
-            targets=self.targets,
-            jobs=self.jobs,
-            destinations={db.name: destination(db) for db in fresh},
-        )
-        return await self._check_after(lambda: restore_set(plan), fresh)
+
+        def plan(names: Sequence[str], force: bool) -> RestorePlan:
+            return RestorePlan(
+                storage=self.storage,
+                manifest=manifest,
+                targets=self.targets,
+                jobs=self.jobs,
+                only=names,
+                destinations={db.name: destination(db) for db in fresh if db.name in names},
+                force=force,
+            )
+
+        def restore() -> None:
+            elsewhere = [db.name for db in fresh if db not in in_place]
+            if elsewhere:
+                restore_set(plan(elsewhere, force=False))
+            if in_place:  # same keyspaces: --force truncates the live tables first
+                restore_set(plan([db.name for db in in_place], force=True))
+
+        return await self._check_after(restore, fresh)
 
     async def restore_naive(self, copy: NaiveCopy, label: str) -> BooksReport:
-        """Load the naive copies into fresh databases and check the books there."""
-        fresh = await asyncio.to_thread(self._fresh, label)
-        return await self._check_after(lambda: naive_restore(copy, {db.name: db for db in fresh}), fresh)
+        """Load the naive copies into fresh databases and check the books there (with
+        the books of the copies read from their files: Cassandra's)."""
+        loaded = [db for db in self.databases if db.name not in copy.read_directly]
+        fresh = await asyncio.to_thread(self._fresh, label, loaded)
+        return await self._check_after(
+            lambda: naive_restore(copy, {db.name: db for db in fresh}), fresh, lambda: naive_ledgers(copy)
+        )
 
     async def live_books(self) -> BooksReport:
         """The books of the live databases (meaningful once the load is stopped)."""
@@ -190,30 +230,46 @@ class BankScenario:
         """Whole transfers in the live databases, by (debited, credited) database name."""
         return await asyncio.to_thread(_pairs, self.databases)
 
-    def _fresh(self, label: str) -> list[Database]:
+    def _fresh(self, label: str, databases: Sequence[Database] | None = None) -> list[Database]:
+        """An empty sibling of each database (default: all); one restored in place is itself."""
         made: list[Database] = []
         try:
-            for db in self.databases:
-                made.append(empty_like(db, label, self.work))
+            for db in self.databases if databases is None else databases:
+                made.append(db if restores_in_place(db) else empty_like(db, label, self.work))
         except BaseException:
             for db in made:
-                with contextlib.suppress(Exception):
-                    db.drop()
+                if not restores_in_place(db):
+                    with contextlib.suppress(Exception):
+                        db.drop()
             raise
         return made
 
-    async def _check_after(self, restore: Callable[[], object], fresh: Sequence[Database]) -> BooksReport:
+    async def _check_after(
+        self,
+        restore: Callable[[], object],
+        fresh: Sequence[Database],
+        more: Callable[[], list[Ledger]] = list,
+    ) -> BooksReport:
+        """Run ``restore``, then check the books of ``fresh`` (and the ``more`` ledgers)."""
+
         def work() -> BooksReport:
             try:
                 restore()
-                return _books(fresh)
+                return books_of([*_ledgers(fresh), *more()])
             finally:
                 if self.drop_restored:
                     for db in fresh:
-                        with contextlib.suppress(Exception):
-                            db.drop()
+                        if not restores_in_place(db):  # the live tables: never dropped
+                            with contextlib.suppress(Exception):
+                                db.drop()
 
         return await asyncio.to_thread(work)
+
+
+def restores_in_place(db: Database) -> bool:
+    """Does a restore of ``db`` go into its own (live) tables? (Cassandra: the target
+    restores into the keyspaces it backed up.)"""
+    return isinstance(db, CassandraDatabase)
 
 
 def _ledgers(databases: Sequence[Database]) -> list[Ledger]:
@@ -257,7 +313,9 @@ def empty_like(db: Database, label: str, work: Path) -> Database:
     """A new, empty database of the same kind and name: for SQLite a file of the
     same name in ``work/label``, for a server a new database ``<dbname>_<label>``,
     for DynamoDB the names of new tables ``<table>-<label>`` (not created: a
-    restore creates them)."""
+    restore creates them). Not for Cassandra, which is restored in place."""
+    if isinstance(db, CassandraDatabase):
+        raise ValueError(f"{db.name}: Cassandra is restored into its own keyspaces, not into new ones")
     if isinstance(db, SqliteDatabase):
         folder = work / label
         folder.mkdir(parents=True, exist_ok=True)
@@ -278,6 +336,8 @@ def target_config(db: Database, secrets: Path) -> dict[str, Any]:
         return {"name": db.name, "kind": "sqlite", "path": db.path}
     if isinstance(db, DynamoDatabase):
         return _dynamo_config(db, secrets)
+    if isinstance(db, CassandraDatabase):
+        return _cassandra_config(db, secrets)
     common = {
         "name": db.name,
         "host": db.host,
@@ -322,6 +382,22 @@ def _dynamo_config(db: DynamoDatabase, secrets: Path) -> dict[str, Any]:
     return conf
 
 
+def _cassandra_config(db: CassandraDatabase, secrets: Path) -> dict[str, Any]:
+    if not db.agents:
+        raise ValueError(f"{db.name}: a cassandra target needs the agent of every node (agents=...)")
+    conf: dict[str, Any] = {
+        "name": db.name,
+        "kind": "cassandra",
+        "agents": list(db.agents),
+        "keyspaces": [db.keyspace],
+        "coordinator_keyspace": db.coordinator_keyspace,
+        "snapshot_timeout": db.snapshot_timeout,
+    }
+    if db.agent_token is not None:
+        conf["token_file"] = _secret_file(secrets, f"{db.name}.agent-token", db.agent_token)
+    return conf
+
+
 def destination(db: Database) -> str:
     """What ``txbackup restore --to NAME=...`` takes to restore a target into ``db``
     (the password is the target's own: same server, same user)."""
@@ -329,6 +405,8 @@ def destination(db: Database) -> str:
         return db.path
     if isinstance(db, DynamoDatabase):
         return f"suffix:{db.suffix}"
+    if isinstance(db, CassandraDatabase):
+        return ",".join(db.agents)  # the agents of the cluster to restore into
     if isinstance(db, PostgresDatabase):
         return f"host={db.host} port={db.port} user={db.user} dbname={db.dbname}"
     return f"mysql://{db.user}@{db.host}:{db.port}/{db.database}"

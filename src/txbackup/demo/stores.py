@@ -7,10 +7,12 @@ local transactions on one database; a ``Database`` says where one lives and
 can make an empty sibling of it (to restore into) or drop it.
 
 Kinds: SQLite (WAL mode, the embedded default), PostgreSQL (psycopg),
-MariaDB/MySQL (pymysql) and DynamoDB (boto3; the tables ``bank.accounts`` and
+MariaDB/MySQL (pymysql), DynamoDB (boto3; the tables ``bank.accounts`` and
 ``bank.transfers``, named as ScalarDB names them, plus ScalarDB's coordinator
-table ``coordinator.state``); the drivers of the server databases are imported
-only when used, so the demo needs nothing but the package.
+table ``coordinator.state``) and Cassandra (cassandra-driver; keyspace ``bank``
+with tables ``accounts`` and ``transfers``, plus ScalarDB's ``coordinator.state``);
+the drivers of the server databases are imported only when used, so the demo needs
+nothing but the package.
 """
 
 from __future__ import annotations
@@ -406,6 +408,108 @@ def dynamo_put_all(client: Any, table: str, items: Sequence[Mapping[str, Any]], 
             raise BankError(f"bank database {culprit}: table {table}: items left unprocessed")
 
 
+class CassandraStore(Store):
+    """The bank's Cassandra tables: each side of a transfer is one LOGGED BATCH (the
+    new balance of the account and the transfer row), which Cassandra applies whole or,
+    after a crash, replays whole from its batchlog: atomic (eventually, not isolated)
+    within Cassandra, the "local transaction" of this database.
+
+    A regular column cannot be incremented (only counters can, and counters cannot be
+    in a batch with other tables), so the balance is read and written back under a lock
+    of this process, per account: the bank is the only writer (ScalarDB would use its
+    own concurrency control: lightweight transactions and its coordinator table).
+    Reads and writes go at QUORUM (= ONE on one node; read-your-writes with any
+    replication factor); the driver's client-side timestamps keep a late retry from
+    overwriting a newer balance, and the batch writes absolute values, so retrying it
+    after a timeout is safe. The ledger is two full-table SELECTs, not a snapshot: read
+    it when no transfer runs (a restored copy, or after the load).
+    """
+
+    kind = "cassandra"
+    LOCKS = 64
+
+    def __init__(self, db: CassandraDatabase) -> None:
+        super().__init__(db.name)
+        self.db = db
+        self._session: Any = db.connect()
+        self._locks = [threading.Lock() for _ in range(self.LOCKS)]
+        self._prepared: tuple[Any, Any, Any] | None = None
+        self._prepare_lock = threading.Lock()
+
+    def _statements(self) -> tuple[Any, Any, Any]:
+        """(read balance, write balance, insert transfer), prepared once the tables exist."""
+        with self._prepare_lock:
+            if self._prepared is None:
+                prepare = self._session.prepare
+                self._prepared = (
+                    prepare(f"SELECT balance FROM {self.db.accounts_table} WHERE id = ?"),
+                    prepare(f"UPDATE {self.db.accounts_table} SET balance = ? WHERE id = ?"),
+                    prepare(
+                        f"INSERT INTO {self.db.transfers_table} (transfer_id, account_id, amount) "
+                        "VALUES (?, ?, ?)"
+                    ),
+                )
+            return self._prepared
+
+    def create(self, accounts: Sequence[int], opening: int = OPENING_BALANCE) -> None:
+        from cassandra.concurrent import execute_concurrent_with_args  # type: ignore[import-untyped]
+
+        try:
+            self.db.create_tables(self._session)
+            insert = self._session.prepare(
+                f"INSERT INTO {self.db.accounts_table} (id, balance) VALUES (?, ?)"
+            )
+            rows = [(a, opening) for a in accounts]
+            for ok, result in execute_concurrent_with_args(self._session, insert, rows, concurrency=16):
+                if not ok:
+                    raise result
+        except BankError:
+            raise
+        except Exception as exc:
+            raise BankError(f"bank database {self.name}: cannot open the accounts: {exc}") from exc
+
+    def move(self, transfer_id: str, account: int, amount: int) -> None:
+        from cassandra.query import BatchStatement, BatchType  # type: ignore[import-untyped]
+
+        read, update, insert = self._statements()
+        attempts = 3
+        with self._locks[account % self.LOCKS]:
+            for attempt in range(1, attempts + 1):
+                try:
+                    row = self._session.execute(read, (account,)).one()
+                    if row is None:
+                        raise BankError(f"bank database {self.name}: no account {account}")
+                    batch = BatchStatement(batch_type=BatchType.LOGGED)
+                    batch.add(update, (int(row.balance) + amount, account))
+                    batch.add(insert, (transfer_id, account, amount))
+                    self._session.execute(batch)
+                    return
+                except BankError:
+                    raise
+                except Exception as exc:
+                    if attempt < attempts:
+                        time.sleep(0.05 * attempt)
+                        continue
+                    raise BankError(f"bank database {self.name}: transfer {transfer_id}: {exc}") from exc
+
+    def ledger(self) -> Ledger:
+        try:
+            return cassandra_ledger(self.name, *self.db.read_tables(self._session)[:2])
+        except BankError:
+            raise
+        except Exception as exc:
+            raise BankError(f"bank database {self.name}: cannot read the books: {exc}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._session.cluster.shutdown()
+
+
+def cassandra_ledger(name: str, accounts: Sequence[Sequence[int]], transfers: Mapping[str, int]) -> Ledger:
+    """The ledger of ``accounts`` rows ``(id, balance)`` and ``transfers`` (id -> amount)."""
+    return Ledger(name, len(accounts), sum(int(balance) for _, balance in accounts), dict(transfers))
+
+
 # -- where a store lives ---------------------------------------------------------------------------
 
 
@@ -625,7 +729,129 @@ class DynamoDatabase:
             client.close()
 
 
-Database = SqliteDatabase | PostgresDatabase | MariaDatabase | DynamoDatabase
+def _cql_name(name: str) -> str:
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"{name!r} is not a usable Cassandra keyspace or table name")
+    return name
+
+
+@dataclass(frozen=True)
+class CassandraDatabase:
+    """The bank's tables in a Cassandra cluster: keyspace ``keyspace`` (``accounts`` and
+    ``transfers``) and ScalarDB's coordinator table ``<coordinator_keyspace>.state``,
+    which a cassandra target always backs up: the bank creates it and leaves it empty.
+
+    ``hosts`` and ``port``: the CQL contact points. ``agents`` (``HOST:PORT``, one per
+    node) and ``agent_token``: the ``txbackup agent`` of every node, for the cassandra
+    target backing it up. That target restores into the same keyspaces (``nodetool
+    import`` on every node, ``--force`` truncating the tables first), never into new
+    ones: a restored copy of this database is this database (see ``demo.scenario``).
+    """
+
+    name: str
+    hosts: tuple[str, ...]
+    port: int = 9042
+    agents: tuple[str, ...] = ()
+    agent_token: str | None = field(default=None, repr=False)
+    keyspace: str = "bank"
+    coordinator_keyspace: str = "coordinator"
+    replication_factor: int = 1
+    snapshot_timeout: str = "20s"
+    kind: ClassVar[str] = "cassandra"
+
+    @property
+    def accounts_table(self) -> str:
+        return f"{_cql_name(self.keyspace)}.accounts"
+
+    @property
+    def transfers_table(self) -> str:
+        return f"{_cql_name(self.keyspace)}.transfers"
+
+    @property
+    def coordinator_table(self) -> str:
+        return f"{_cql_name(self.coordinator_keyspace)}.state"
+
+    def connect(self) -> Any:
+        """A new driver session on ``hosts`` (close it with ``session.cluster.shutdown()``)."""
+        try:
+            from cassandra import ConsistencyLevel  # type: ignore[import-untyped]
+            from cassandra.cluster import (  # type: ignore[import-untyped]
+                EXEC_PROFILE_DEFAULT,
+                Cluster,
+                ExecutionProfile,
+            )
+            from cassandra.policies import WhiteListRoundRobinPolicy  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise BankError(f"bank database {self.name}: Cassandra needs cassandra-driver: {exc}") from None
+        profile = ExecutionProfile(
+            load_balancing_policy=WhiteListRoundRobinPolicy(list(self.hosts)),
+            consistency_level=ConsistencyLevel.QUORUM,
+            request_timeout=30,
+        )
+        cluster = Cluster(
+            list(self.hosts),
+            port=self.port,
+            protocol_version=5,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            connect_timeout=10,
+            control_connection_timeout=10,
+        )
+        try:
+            return cluster.connect()
+        except Exception as exc:
+            cluster.shutdown()
+            raise BankError(f"bank database {self.name}: cannot connect: {exc}") from exc
+
+    def store(self) -> Store:
+        return CassandraStore(self)
+
+    def create_tables(self, session: Any) -> None:
+        """Create the keyspaces (if missing) and the tables: the bank's must not exist yet."""
+        rf = int(self.replication_factor)
+        for keyspace in (self.keyspace, self.coordinator_keyspace):
+            session.execute(
+                f"CREATE KEYSPACE IF NOT EXISTS {_cql_name(keyspace)} WITH replication = "
+                f"{{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"
+            )
+        session.execute(f"CREATE TABLE {self.accounts_table} (id int PRIMARY KEY, balance bigint)")
+        session.execute(
+            f"CREATE TABLE {self.transfers_table} "
+            "(transfer_id text PRIMARY KEY, account_id int, amount bigint)"
+        )
+        session.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.coordinator_table} "
+            "(tx_id text PRIMARY KEY, tx_state int, tx_created_at bigint)"
+        )
+
+    def read_tables(self, session: Any) -> tuple[list[list[int]], dict[str, int], list[list[Any]]]:
+        """Every row of the three tables, one full-table SELECT after the other (not a
+        snapshot): accounts ``[id, balance]``, transfers ``{id: amount}``, coordinator
+        states ``[tx_id, tx_state, tx_created_at]``."""
+        accounts = [
+            [int(r.id), int(r.balance)]
+            for r in session.execute(f"SELECT id, balance FROM {self.accounts_table}")
+        ]
+        transfers = {
+            str(r.transfer_id): int(r.amount)
+            for r in session.execute(f"SELECT transfer_id, amount FROM {self.transfers_table}")
+        }
+        states = [
+            [r.tx_id, r.tx_state, r.tx_created_at]
+            for r in session.execute(f"SELECT tx_id, tx_state, tx_created_at FROM {self.coordinator_table}")
+        ]
+        return accounts, transfers, states
+
+    def drop(self) -> None:
+        """Drop the bank's keyspace and the coordinator keyspace (the live data: careful)."""
+        session = self.connect()
+        try:
+            for keyspace in (self.keyspace, self.coordinator_keyspace):
+                session.execute(f"DROP KEYSPACE IF EXISTS {_cql_name(keyspace)}")
+        finally:
+            session.cluster.shutdown()
+
+
+Database = SqliteDatabase | PostgresDatabase | MariaDatabase | DynamoDatabase | CassandraDatabase
 
 
 def sqlite_databases(folder: str | Path, names: Sequence[str] = ("bank_a", "bank_b")) -> list[Database]:
