@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 import uuid
+from contextlib import contextmanager
 
 import pymysql
 import pytest
@@ -192,6 +194,10 @@ def test_export_is_the_captured_snapshot(mariadb_server, mariadb_db, tmp_path, m
     dump = (tmp_path / "out" / f"{mariadb_db}.sql").read_bytes()
     assert dump.count(b"INSERT INTO `items`") > 10  # batched by batch_bytes
     assert dump.endswith(b"-- txbackup dump complete\n")
+    # a value never spans lines: no line of the script starts inside a value
+    for inside in (b"delimiter ;;", b"\\. /etc/passwd", b"source x;", b"\\g", b";\r\n"):
+        assert b"\n" + inside not in dump and b"\r" + inside not in dump
+    assert b"'lines\\ndelimiter ;;\\n\\\\. /etc/passwd\\nsource x;\\n" in dump
 
     drop(mariadb_server, mariadb_db, coordinator)  # restore into missing databases
     target.restore(DirReader(tmp_path / "out"), None, force=False)
@@ -407,3 +413,117 @@ def test_primary_key_walk_and_streaming(mariadb_server, mariadb_db, tmp_path, mo
     dest = unique("walk")
     target.restore(DirReader(tmp_path / "out"), {"database": dest}, force=False)
     assert contents(mariadb_server, dest) == expected
+
+
+def sessions(server: MariaDBServer) -> dict[int, str]:
+    """The server's other client sessions: id -> command (Sleep when idle)."""
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT ID, COMMAND FROM information_schema.PROCESSLIST"
+                " WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Daemon', 'Binlog Dump')"
+                " AND USER = 'root'"
+            )
+            return {int(i): str(c) for i, c in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def settled(server: MariaDBServer, count: int) -> dict[int, str]:
+    """The sessions once there are ``count`` of them (a closed one leaves the list shortly after)."""
+    deadline = time.monotonic() + 10
+    while len(found := sessions(server)) != count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def test_preflight_prepares_the_capture_session(mariadb_server, mariadb_db, tmp_path, monkeypatch):
+    seed(mariadb_server, mariadb_db, None, rows=10)
+    target = make_target(mariadb_server, [mariadb_db], monkeypatch)
+    before = settled(mariadb_server, len(sessions(mariadb_server)))
+    target.preflight()
+    prepared = set(settled(mariadb_server, len(before) + 1)) - set(before)
+    assert len(prepared) == 1
+    capture = target.capture("s")
+    try:
+        # the snapshot is held on the session the preflight opened, and on no other
+        assert set(sessions(mariadb_server)) - set(before) == prepared
+        assert capture.position()["binlog_position"] > 0
+    finally:
+        capture.release()
+    assert settled(mariadb_server, len(before)) == before
+    # the target serves several backups, each one on its own preflight's session
+    target.preflight()
+    first = set(settled(mariadb_server, len(before) + 1)) - set(before)
+    target.preflight()  # an earlier preflight's unused session is replaced, not leaked
+    second = set(settled(mariadb_server, len(before) + 1)) - set(before)
+    assert len(second) == 1 and second != first
+    position = backup(target, tmp_path / "out")
+    assert position["databases"] == [mariadb_db]
+    assert settled(mariadb_server, len(before)) == before
+    target.preflight()
+    target.close()  # a backup that never captures
+    target.close()
+    assert settled(mariadb_server, len(before)) == before
+    # a failed preflight keeps nothing open
+    mariadb_server.execute("CREATE TABLE legacy (x int) ENGINE=MyISAM", mariadb_db)
+    with pytest.raises(TargetError, match="MyISAM"):
+        target.preflight()
+    assert settled(mariadb_server, len(before)) == before
+
+
+def test_capture_survives_a_dead_or_expired_prepared_session(
+    mariadb_server, mariadb_db, tmp_path, monkeypatch
+):
+    seed(mariadb_server, mariadb_db, None, rows=100)
+    expected = contents(mariadb_server, mariadb_db)
+    target = make_target(mariadb_server, [mariadb_db], monkeypatch)
+    before = settled(mariadb_server, len(sessions(mariadb_server)))
+    target.preflight()
+    (killed,) = set(settled(mariadb_server, len(before) + 1)) - set(before)
+    mariadb_server.execute(f"KILL {killed}")
+    backup(target, tmp_path / "out")  # the capture connects again
+    dest = unique("revived")
+    target.restore(DirReader(tmp_path / "out"), {"database": dest}, force=False)
+    assert contents(mariadb_server, dest) == expected
+    # a prepared session that no capture takes is closed after a while
+    monkeypatch.setattr(mysql_target, "PREPARED_TTL_S", 0.2)
+    target.preflight()
+    assert settled(mariadb_server, len(before)) == before
+    backup(target, tmp_path / "out2")
+    assert settled(mariadb_server, len(before)) == before
+
+
+def test_storage_failure_stops_the_reader(mariadb_server, mariadb_db, tmp_path, monkeypatch):
+    seed(mariadb_server, mariadb_db, None, rows=3000)
+    target = make_target(mariadb_server, [mariadb_db], monkeypatch, batch_bytes=4096)
+
+    class Full(Exception):
+        pass
+
+    class FailingWriter(DirWriter):
+        @contextmanager
+        def open(self, name):
+            with super().open(name) as stream:
+                written = 0
+
+                class Limited:
+                    def write(self, data: bytes) -> int:
+                        nonlocal written
+                        written += len(data)
+                        if written > 100_000:
+                            raise Full("disk full")
+                        return stream.write(data)
+
+                yield Limited()
+
+    capture = target.capture("s")
+    try:
+        with pytest.raises(Full):
+            capture.export(FailingWriter(tmp_path / "out"))
+        # the session's reader stopped: nothing reads the session behind our back any more
+        assert not [t for t in threading.enumerate() if t.name == "mysql-export-reader"]
+    finally:
+        capture.release()
+    backup(target, tmp_path / "again")  # the target is not worse for it

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from decimal import Decimal
 
 import psycopg
@@ -323,3 +324,82 @@ def test_missing_tools_are_named(postgres_server, postgres_db, tmp_path, monkeyp
     target = make_target(postgres_server, [postgres_db], monkeypatch, bin_dir=str(tmp_path))
     with pytest.raises(TargetError, match=f"pg_dump not found in {tmp_path}"):
         target.preflight()
+
+
+def sessions(server: PostgresServer, db: str, settle: bool = True) -> dict[int, str]:
+    """Our sessions on ``db``: backend pid -> state. With ``settle``, waits a little for
+    closed connections to leave pg_stat_activity (a backend exits after its client)."""
+    deadline = time.monotonic() + 10
+    with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
+        while True:
+            rows = conn.execute(
+                "SELECT pid, state FROM pg_stat_activity"
+                " WHERE datname = %s AND application_name = 'txbackup'",
+                (db,),
+            ).fetchall()
+            if not settle or len(rows) <= 1 or time.monotonic() > deadline:
+                return {int(pid): str(state) for pid, state in rows}
+            time.sleep(0.05)
+
+
+def wait_no_sessions(server: PostgresServer, db: str) -> None:
+    deadline = time.monotonic() + 10
+    while sessions(server, db) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sessions(server, db) == {}
+
+
+def test_preflight_prepares_the_capture_connection(postgres_server, postgres_db, tmp_path, monkeypatch):
+    seed(postgres_server, postgres_db)
+    target = make_target(postgres_server, [postgres_db], monkeypatch)
+    target.preflight()
+    prepared = sessions(postgres_server, postgres_db)
+    assert list(prepared.values()) == ["idle"]  # connected, no transaction open
+    capture = target.capture("s")
+    try:
+        # the snapshot's transaction is held on the connection the preflight opened
+        assert sessions(postgres_server, postgres_db) == {next(iter(prepared)): "idle in transaction"}
+    finally:
+        capture.release()
+    wait_no_sessions(postgres_server, postgres_db)
+    # the target serves several backups, each one on its own preflight's connection
+    target.preflight()
+    first = set(sessions(postgres_server, postgres_db))
+    target.preflight()  # an earlier preflight's unused connection is replaced, not leaked
+    second = set(sessions(postgres_server, postgres_db))
+    assert len(second) == 1 and second != first
+    position = backup(target, tmp_path / "out")
+    assert position["databases"][postgres_db]["snapshot"]
+    wait_no_sessions(postgres_server, postgres_db)
+    target.preflight()
+    target.close()  # a backup that never captures
+    target.close()
+    wait_no_sessions(postgres_server, postgres_db)
+
+
+def test_failed_preflight_keeps_no_connection(postgres_server, postgres_db, tmp_path, monkeypatch):
+    target = make_target(postgres_server, [postgres_db], monkeypatch, bin_dir=str(tmp_path))
+    with pytest.raises(TargetError, match="pg_dump not found"):
+        target.preflight()  # fails after the database was reached
+    wait_no_sessions(postgres_server, postgres_db)
+
+
+def test_capture_survives_a_dead_or_expired_prepared_connection(
+    postgres_server, postgres_db, tmp_path, monkeypatch
+):
+    seed(postgres_server, postgres_db)
+    expected = contents(postgres_server, postgres_db)
+    target = make_target(postgres_server, [postgres_db], monkeypatch)
+    target.preflight()
+    (killed,) = sessions(postgres_server, postgres_db)
+    postgres_server.execute(f"SELECT pg_terminate_backend({killed})")
+    backup(target, tmp_path / "out")  # the capture connects again
+    dest = postgres_server.create_database("dst")
+    target.restore(DirReader(tmp_path / "out"), {"dsn": postgres_server.dsn(dest)}, force=False)
+    assert contents(postgres_server, dest) == expected
+    # prepared connections that no capture takes are closed after a while
+    monkeypatch.setattr(pg_target, "PREPARED_TTL_S", 0.2)
+    target.preflight()
+    wait_no_sessions(postgres_server, postgres_db)
+    backup(target, tmp_path / "out2")
+    wait_no_sessions(postgres_server, postgres_db)

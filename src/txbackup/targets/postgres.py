@@ -22,9 +22,24 @@ sequence for the backup user).
 Capture (inside the pause), per database: one connection runs ``BEGIN
 ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()`` and
 records the WAL position (``pg_current_wal_lsn()``, or the replay position on a
-standby); the transaction stays open until ``release()``. A snapshot cannot
-cross databases, so each database has its own; all of them are taken inside
-the pause, which is what makes them consistent with each other.
+standby), all in one round trip; the transaction stays open until
+``release()``. A snapshot cannot cross databases, so each database has its own;
+all of them are taken inside the pause, which is what makes them consistent
+with each other.
+
+Connections are opened *before* the pause: ``preflight()`` keeps the
+connection it checked each database with (authenticated, session settings
+made, no transaction open) on the target, and the next ``capture()`` takes
+them over, so the pause pays for the snapshot statements only, not for
+connecting and authenticating (SCRAM costs several ms per connection, tens
+under load). A capture without prepared connections (no preflight) connects
+by itself, and one whose prepared connection fails (it may have died
+meanwhile) retries once on a new connection. Prepared connections
+never leak: a failed preflight closes them, a new ``preflight()`` replaces
+(and closes) those an earlier run left unused (its backup never reached the
+capture: another target's preflight or the pause failed), ``close()`` closes
+them at once, and if no capture comes within ``PREPARED_TTL_S`` a timer
+closes them.
 
 Export (after the unpause): ``pg_dump --snapshot=<id>`` dumps exactly the
 captured snapshot, uncompressed (the engine compresses), as artifact
@@ -66,6 +81,7 @@ import contextlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -104,6 +120,18 @@ _KEYS = {
 _DEST_KEYS = {"dsn", "host", "port", "user", "password", "database"}
 _CONNECT_TIMEOUT = 10
 _APP = "txbackup"
+PREPARED_TTL_S = 600.0
+"""How long connections prepared by ``preflight()`` wait for their ``capture()``."""
+# a long export must not be cut by the server's idle-transaction timeout
+_SESSION = "SET idle_in_transaction_session_timeout = 0"
+# one round trip: the BEGIN's transaction stays open after this query string
+_SNAPSHOT = (
+    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+    " SELECT pg_export_snapshot(), pg_is_in_recovery(),"
+    " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+    "  ELSE pg_current_wal_lsn() END)::text,"
+    " current_setting('server_version')"
+)
 
 # user relations: not in system schemas, not owned by an extension
 _USER_RELATIONS = """
@@ -214,26 +242,39 @@ class PostgresCapture:
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.server_version = ""
 
-    def _open(self) -> None:
+    def _open(self, prepared: dict[str, psycopg.Connection[Any]]) -> None:
+        """Take a snapshot of every database, on the ``prepared`` connections
+        when there are (each one is taken out of the dict once held)."""
         for db in self.target.databases:
-            conn = self.target.connect(db)
-            self.held[db] = conn
-            try:
-                # a long export must not be cut by the server's idle-transaction timeout
-                conn.execute("SET idle_in_transaction_session_timeout = 0")
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                row = conn.execute(
-                    "SELECT pg_export_snapshot(), pg_is_in_recovery(),"
-                    " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-                    "  ELSE pg_current_wal_lsn() END)::text,"
-                    " current_setting('server_version')"
-                ).fetchone()
-            except psycopg.Error as exc:
-                raise self.target.error(f'database "{db}": snapshot failed: {_message(exc)}') from None
-            assert row is not None
+            conn = prepared.pop(db, None)
+            if conn is None or conn.closed:
+                conn = self.target.session(db)
+                row = self._snapshot(db, conn)
+            else:
+                try:
+                    row = self._snapshot(db, conn)
+                except TargetError:
+                    # the prepared connection may have died since preflight (server restarted,
+                    # session killed): one more try, on a new one
+                    self.held.pop(db, None)
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+                    row = self._snapshot(db, self.target.session(db))
             snapshot, in_recovery, lsn, version = row
             self.server_version = str(version)
             self.snapshots[db] = {"snapshot": snapshot, "lsn": lsn, "in_recovery": in_recovery}
+
+    def _snapshot(self, db: str, conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+        self.held[db] = conn
+        try:
+            cur = conn.execute(_SNAPSHOT)
+            while cur.description is None and cur.nextset():
+                pass  # past BEGIN's result
+            row = cur.fetchone()
+        except psycopg.Error as exc:
+            raise self.target.error(f'database "{db}": snapshot failed: {_message(exc)}') from None
+        assert row is not None
+        return tuple(row)
 
     def position(self) -> Mapping[str, Any]:
         return {
@@ -322,6 +363,10 @@ class PostgresTarget:
         self.jobs = jobs
         self.bin_dir = bin_dir
         self.label = f'target "{name}" (postgres {server.address()})'
+        # connections opened by preflight() for the next capture() (see the module's doc)
+        self._prepared: dict[str, psycopg.Connection[Any]] = {}
+        self._prepared_lock = threading.Lock()
+        self._expiry: threading.Timer | None = None
 
     def error(self, message: str) -> TargetError:
         return TargetError(f"{self.label}: {message}")
@@ -354,6 +399,49 @@ class PostgresTarget:
             where = "" if server is self.server else f" on {server.address()}"
             raise self.error(f'database "{dbname}"{where}: {_message(exc)}') from None
 
+    def session(self, dbname: str) -> psycopg.Connection[Any]:
+        """A connection ready for a capture: connected, session settings made."""
+        conn = self.connect(dbname)
+        try:
+            conn.execute(_SESSION)
+        except psycopg.Error as exc:
+            conn.close()
+            raise self.error(f'database "{dbname}": {_message(exc)}') from None
+        return conn
+
+    # -- prepared connections --------------------------------------------------------------------
+    def _keep(self, conns: dict[str, psycopg.Connection[Any]]) -> None:
+        """Keep ``conns`` for the next capture; a timer closes them if it never comes."""
+        timer = threading.Timer(PREPARED_TTL_S, self._expire, (conns,))
+        timer.daemon = True
+        with self._prepared_lock:
+            stale, self._prepared = self._prepared, conns
+            if self._expiry is not None:
+                self._expiry.cancel()
+            self._expiry = timer
+        timer.start()
+        _close_all(stale)
+
+    def _take(self) -> dict[str, psycopg.Connection[Any]]:
+        """The prepared connections, now the caller's (empty when there are none)."""
+        with self._prepared_lock:
+            conns, self._prepared = self._prepared, {}
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None
+        return conns
+
+    def _expire(self, conns: dict[str, psycopg.Connection[Any]]) -> None:
+        with self._prepared_lock:
+            if self._prepared is not conns:
+                return  # taken by a capture, or replaced
+            self._prepared, self._expiry = {}, None
+        _close_all(conns)
+
+    def close(self) -> None:
+        """Close the connections a preflight prepared and no capture took. Idempotent."""
+        _close_all(self._take())
+
     # -- preflight -------------------------------------------------------------------------------
     def _tool_major(self, path: str) -> int:
         text = run([path, "--version"], culprit=self.label, timeout=30)
@@ -363,16 +451,28 @@ class PostgresTarget:
         return int(match.group(1))
 
     def preflight(self) -> None:
+        self.close()  # connections an earlier preflight prepared and no capture took
+        opened: dict[str, psycopg.Connection[Any]] = {}
+        try:
+            self._check(opened)
+        except BaseException:
+            _close_all(opened)
+            raise
+        self._keep(opened)
+
+    def _check(self, opened: dict[str, psycopg.Connection[Any]]) -> None:
+        """The preflight's checks; the connection of each database is left in ``opened``."""
         seen: set[str] = set()
         server_major = 0
         for db in self.databases:
-            with self.connect(db) as conn:
-                try:
-                    server_major = conn.info.server_version // 10000
-                    rows = conn.execute(_USER_RELATIONS).fetchall()
-                    schemas = {str(r[0]) for r in conn.execute("SELECT nspname FROM pg_namespace")}
-                except psycopg.Error as exc:
-                    raise self.error(f'database "{db}": {_message(exc)}') from None
+            conn = opened[db] = self.connect(db)
+            try:
+                server_major = conn.info.server_version // 10000
+                rows = conn.execute(_USER_RELATIONS).fetchall()
+                schemas = {str(r[0]) for r in conn.execute("SELECT nspname FROM pg_namespace")}
+                conn.execute(_SESSION)
+            except psycopg.Error as exc:
+                raise self.error(f'database "{db}": {_message(exc)}') from None
             wanted = [r for r in rows if self._wanted(r)]
             denied = [f"{r[0]}.{r[1]}" for r in wanted if not r[5]]
             if denied:
@@ -411,12 +511,16 @@ class PostgresTarget:
 
     # -- capture ---------------------------------------------------------------------------------
     def capture(self, set_id: str) -> PostgresCapture:
+        """Snapshots on the connections the preflight prepared (or new ones)."""
+        prepared = self._take()
         capture = PostgresCapture(self)
         try:
-            capture._open()
+            capture._open(prepared)
         except BaseException:
             capture.release()
             raise
+        finally:
+            _close_all(prepared)  # any the capture did not take over
         return capture
 
     # -- restore ---------------------------------------------------------------------------------
@@ -544,6 +648,12 @@ class PostgresTarget:
                         env=server.env(),
                     )
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
+
+
+def _close_all(conns: Mapping[str, psycopg.Connection[Any]]) -> None:
+    for conn in conns.values():
+        with contextlib.suppress(psycopg.Error):
+            conn.close()
 
 
 def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
