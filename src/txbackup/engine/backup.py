@@ -201,6 +201,15 @@ async def _release_all(captures: dict[str, Capture]) -> None:
             await asyncio.wait_for(in_thread(capture.release, "release"), timeout=30)
 
 
+async def _close_all(targets: Sequence[Target]) -> None:
+    """Let targets drop what preflight prepared for a capture that may never come."""
+    for target in targets:
+        close = getattr(target, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(in_thread(close, f"close-{target.name}"), timeout=30)
+
+
 async def run_backup(plan: BackupPlan) -> Manifest:
     """Take one backup set; returns its manifest (already committed).
 
@@ -283,4 +292,5 @@ async def _run_backup(plan: BackupPlan) -> Manifest:
         raise
     finally:
         await _release_all(captures)
+        await _close_all(plan.targets)
         await plan.fleet.close()

@@ -102,7 +102,9 @@ class Target(Protocol):
     restore granularity and clock uncertainty); the engine holds the pause for
     the longest of these. It may define ``capture_delay_s: float`` too: how long
     its capture waits inside the pause before it can act; the capture deadline
-    is extended by the longest of these.
+    is extended by the longest of these. And ``close()``: called at the end of
+    every backup run, to drop what ``preflight`` prepared for the capture
+    (e.g. open connections) when the run ended before capturing.
     """
 
     name: str
