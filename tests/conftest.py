@@ -9,7 +9,7 @@ to start is always an error.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -19,6 +19,7 @@ from tests.servers import postgres as postgres_servers
 from tests.servers.cassandra import CassandraCluster
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
+from txbackup.demo.sample_service import SampleServer, start_sample_server
 
 
 def require(reason: str | None) -> None:
@@ -62,3 +63,11 @@ def cassandra_cluster() -> Iterator[CassandraCluster]:
     require(cassandra_servers.missing_reason())
     with CassandraCluster(1) as cluster:
         yield cluster
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[SampleServer]:
+    """A sample service (the one the demo pauses) for a backup to pause and unpause."""
+    server = await start_sample_server()
+    yield server
+    await server.stop()

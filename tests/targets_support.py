@@ -3,18 +3,22 @@
 The engine's real ones (``txbackup.engine.artifacts``) compress and checksum;
 targets must not care, so their tests use these: artifact ``name`` is the file
 ``root/name``, and ``root/.names`` keeps the order they were written in.
+``backup()`` captures and exports a target into such a folder.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from txbackup.jobs import MemoryJournal, StepJournal
+from txbackup.engine.artifacts import RestoreContext
+from txbackup.jobs import StepJournal
+from txbackup.targets.base import Target
 
 
 class DirWriter:
@@ -48,7 +52,7 @@ class DirWriter:
         self._written(name)
 
 
-class DirReader:
+class DirReader(RestoreContext):
     def __init__(
         self,
         root: str | Path,
@@ -57,22 +61,8 @@ class DirReader:
         position: Mapping[str, Any] | None = None,
         journal: StepJournal | None = None,
     ) -> None:
+        super().__init__(restore_point, position, journal)
         self.root = Path(root)
-        self._restore_point = restore_point
-        self._position = dict(position or {})
-        self._journal: StepJournal = journal or MemoryJournal()
-
-    @property
-    def restore_point(self) -> str | None:
-        return self._restore_point
-
-    @property
-    def position(self) -> Mapping[str, Any]:
-        return self._position
-
-    @property
-    def journal(self) -> StepJournal:
-        return self._journal
 
     def names(self) -> list[str]:
         return (self.root / ".names").read_text(encoding="utf-8").splitlines()
@@ -88,3 +78,33 @@ class DirReader:
 
     def extract(self, name: str, path: str) -> None:
         shutil.copyfile(self.path(name), path)
+
+
+def backup(
+    target: Target, out_dir: str | Path, after_capture: Callable[[], object] | None = None
+) -> Mapping[str, Any]:
+    """capture -> (``after_capture()``) -> export into ``out_dir`` -> release (twice: it is
+    idempotent); the capture's position."""
+    capture = target.capture("set-1")
+    try:
+        if after_capture:
+            after_capture()
+        writer = DirWriter(out_dir)
+        errors: list[BaseException] = []
+
+        def export() -> None:
+            try:
+                capture.export(writer)
+            except BaseException as exc:
+                errors.append(exc)
+
+        # the engine exports in another thread than the one that captured
+        worker = threading.Thread(target=export)
+        worker.start()
+        worker.join()
+        if errors:
+            raise errors[0]
+        return capture.position()
+    finally:
+        capture.release()
+        capture.release()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +25,15 @@ from tests.servers.cassandra_agents import (
     agents_for,
     create_schema,
     insert_accounts,
+    make_target,
+    plan_for,
     snapshot_tags,
-    target_conf,
 )
-from txbackup.admin.client import Endpoint
-from txbackup.admin.fleet import Fleet
-from txbackup.catalog import Catalog
-from txbackup.config import build_target
-from txbackup.demo.sample_service import SampleServer, start_sample_server
-from txbackup.engine.backup import BackupPlan, run_backup
+from txbackup.demo.sample_service import SampleServer
+from txbackup.engine.backup import run_backup
 from txbackup.engine.restore import RestorePlan, restore_set
 from txbackup.errors import TargetError
 from txbackup.jobs import JobStore
-from txbackup.storage import LocalStorage
-from txbackup.targets.cassandra import CassandraTarget
 
 pytestmark = pytest.mark.cassandra
 
@@ -74,29 +69,6 @@ def agents(cluster3: CassandraCluster, storage_dir: Path, tmp_path: Path) -> Ite
 @pytest.fixture(autouse=True)
 def agent_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-
-
-@pytest.fixture
-async def app() -> AsyncIterator[SampleServer]:
-    server = await start_sample_server()
-    yield server
-    await server.stop()
-
-
-def make_target(agents: list[Agent], **extra: Any) -> CassandraTarget:
-    target = build_target(target_conf(agents, **extra), 0)
-    assert isinstance(target, CassandraTarget)
-    return target
-
-
-def plan_for(app: SampleServer, target: Any, tmp: Path, storage: Path) -> BackupPlan:
-    return BackupPlan(
-        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
-        targets=[target],
-        storage=LocalStorage(str(storage)),
-        catalog=Catalog(str(tmp / "catalog.db")),
-        capture_deadline_s=60,
-    )
 
 
 def partitions(cluster: CassandraCluster, node: int, table: str = "bank.accounts") -> int:

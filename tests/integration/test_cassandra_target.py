@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +28,22 @@ from tests.servers.cassandra_agents import (
     agents_for,
     create_schema,
     insert_accounts,
+    make_target,
+    plan_for,
     snapshot_tags,
     start_agent,
-    target_conf,
 )
-from txbackup.admin.client import Endpoint
-from txbackup.admin.fleet import Fleet
 from txbackup.agent import blobs
 from txbackup.agent.client import AgentClient
-from txbackup.catalog import Catalog
-from txbackup.config import build_target
 from txbackup.demo.sample_service import SampleServer, start_sample_server
 from txbackup.engine.artifacts import SetReader, SetWriter
-from txbackup.engine.backup import BackupPlan, run_backup
+from txbackup.engine.backup import run_backup
 from txbackup.engine.manifest import Manifest
 from txbackup.engine.restore import RestorePlan, restore_set
 from txbackup.errors import IntegrityError, TargetError, UsageError
 from txbackup.jobs import JobStore, MemoryJournal
 from txbackup.storage import LocalStorage
 from txbackup.targets import cassandra as cassandra_target
-from txbackup.targets.cassandra import CassandraTarget
 
 pytestmark = pytest.mark.cassandra
 
@@ -75,29 +71,6 @@ def agents(cassandra_cluster: CassandraCluster, storage_dir: Path, tmp_path: Pat
 @pytest.fixture(autouse=True)
 def agent_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-
-
-@pytest.fixture
-async def app() -> AsyncIterator[SampleServer]:
-    server = await start_sample_server()
-    yield server
-    await server.stop()
-
-
-def make_target(agents: list[Agent], **extra: Any) -> CassandraTarget:
-    target = build_target(target_conf(agents, **extra), 0)
-    assert isinstance(target, CassandraTarget)
-    return target
-
-
-def plan_for(app: SampleServer, target: Any, tmp: Path, storage: Path) -> BackupPlan:
-    return BackupPlan(
-        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
-        targets=[target],
-        storage=LocalStorage(str(storage)),
-        catalog=Catalog(str(tmp / "catalog.db")),
-        capture_deadline_s=60,
-    )
 
 
 def restore(manifest: Manifest, target: Any, storage: Path, tmp: Path, force: bool = False) -> list[str]:

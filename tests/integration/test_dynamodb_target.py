@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -195,37 +194,11 @@ def target(moto: MotoServer, mode: str = "on-demand", **extra: Any) -> DynamoTar
     return made
 
 
-class Reader:
+def source(
+    root: Path, position: dict[str, Any], restore_point: str | None, journal: StepJournal
+) -> DirReader:
     """What the engine hands a target at restore: position, restore point, journal."""
-
-    def __init__(
-        self, root: Path, position: dict[str, Any], restore_point: str | None, journal: StepJournal
-    ) -> None:
-        self._dir = DirReader(root)
-        self._position = position
-        self._restore_point = restore_point
-        self._journal = journal
-
-    @property
-    def restore_point(self) -> str | None:
-        return self._restore_point
-
-    @property
-    def position(self) -> dict[str, Any]:
-        return self._position
-
-    @property
-    def journal(self) -> StepJournal:
-        return self._journal
-
-    def names(self) -> list[str]:
-        return self._dir.names()
-
-    def open(self, name: str) -> AbstractContextManager[IO[bytes]]:
-        return self._dir.open(name)
-
-    def extract(self, name: str, path: str) -> None:
-        self._dir.extract(name, path)
+    return DirReader(root, position=position, restore_point=restore_point, journal=journal)
 
 
 def back_up(t: DynamoTarget, root: Path, after_capture: Any = None) -> dict[str, Any]:
@@ -406,7 +379,7 @@ def test_on_demand_round_trip(moto: MotoServer, tmp_path: Path) -> None:
     assert settings["autoscaling"]["policies"][0]["PolicyName"] == "accounts-read"
     assert position["tables"][TRANSFERS]["billing_mode"] == "PAY_PER_REQUEST"
     assert json.loads((tmp_path / "tables.json").read_text())["tables"] == position["tables"]
-    reader = Reader(tmp_path, position, "2026-11-27T10:15:05.000Z", MemoryJournal())
+    reader = source(tmp_path, position, "2026-11-27T10:15:05.000Z", MemoryJournal())
     with pytest.raises(TargetError, match=r"replaces the existing table\(s\).*--force"):
         t.restore(reader, None, force=False)
     assert snapshot(moto) != before  # refused: nothing touched
@@ -418,7 +391,7 @@ def test_on_demand_round_trip(moto: MotoServer, tmp_path: Path) -> None:
     assert_settings(moto)
     assert tables_now(moto) == sorted(TABLES)
     change_everything(moto)  # the same set again, over tables that are its own earlier restore
-    t.restore(Reader(tmp_path, position, None, MemoryJournal()), None, force=True)
+    t.restore(source(tmp_path, position, None, MemoryJournal()), None, force=True)
     assert snapshot(moto) == before
 
 
@@ -447,7 +420,7 @@ def test_pitr_restore_sends_the_restore_point(moto: MotoServer, tmp_path: Path) 
     set_pitr_window(point - timedelta(days=1), point + timedelta(seconds=1))
     before = snapshot(moto)  # moto restores the current items, whatever the time
     wire = WireLog(t, moto)
-    t.restore(Reader(tmp_path, position, iso_ms(point), MemoryJournal()), None, force=True)
+    t.restore(source(tmp_path, position, iso_ms(point), MemoryJournal()), None, force=True)
     assert wire.restore_times == [point.timestamp()] * 3  # the set's restore point, to the ms
     assert wire.unsafe_deletes == []
     assert snapshot(moto) == before
@@ -469,15 +442,15 @@ def test_pitr_restore_point_outside_the_window_is_refused(moto: MotoServer, tmp_
     with pytest.raises(
         TargetError, match=f"before the restorable window {iso_ms(earliest)} .. {iso_ms(latest)}"
     ):
-        t.restore(Reader(tmp_path, position, too_old, MemoryJournal()), None, force=True)
+        t.restore(source(tmp_path, position, too_old, MemoryJournal()), None, force=True)
     too_new = iso_ms(now - timedelta(minutes=1))  # a pause a minute ago: PITR has not caught up yet
     with pytest.raises(TargetError, match=r"after the restorable window .* retry later"):
-        t.restore(Reader(tmp_path, position, too_new, MemoryJournal()), None, force=True)
+        t.restore(source(tmp_path, position, too_new, MemoryJournal()), None, force=True)
     assert snapshot(moto) == before and tables_now(moto) == sorted(TABLES)
     moto.client("dynamodb").delete_table(TableName=TRANSFERS)
     inside = iso_ms(now - timedelta(minutes=10))
     with pytest.raises(TargetError, match=r"bank\.transfers does not exist: a point-in-time restore"):
-        t.restore(Reader(tmp_path, position, inside, MemoryJournal()), None, force=True)
+        t.restore(source(tmp_path, position, inside, MemoryJournal()), None, force=True)
 
 
 def test_original_is_never_deleted_before_the_alias_backup_is_available(
@@ -496,7 +469,7 @@ def test_original_is_never_deleted_before_the_alias_backup_is_available(
     t.aws().dynamodb.meta.events.register("after-call.dynamodb.DescribeBackup", still_creating)
     wire = WireLog(t, moto)
     with pytest.raises(TargetError, match="AVAILABLE"):
-        t.restore(Reader(tmp_path, position, iso_ms(now), MemoryJournal()), None, force=True)
+        t.restore(source(tmp_path, position, iso_ms(now), MemoryJournal()), None, force=True)
     assert not any(name in TABLES for name in wire.deleted)
     assert {name: items(moto, name) for name in TABLES} == before
 
@@ -533,7 +506,7 @@ def test_crash_after_each_step_then_resume(
     wire.backups = dict(position.get("backups", {}))
     restore_point = iso_ms(datetime.now(UTC))
     with pytest.raises(Crash):
-        t.restore(Reader(tmp_path / "set", position, restore_point, store.journal(job, "dynamo")), None, True)
+        t.restore(source(tmp_path / "set", position, restore_point, store.journal(job, "dynamo")), None, True)
     # nothing is lost while the job is stopped: each table's data is in the table or in a backup
     ddb = moto.client("dynamodb")
     present = set(ddb.list_tables()["TableNames"])
@@ -546,7 +519,7 @@ def test_crash_after_each_step_then_resume(
     wire2 = WireLog(resumed, moto)
     wire2.backups = wire.backups
     resumed.restore(
-        Reader(tmp_path / "set", position, restore_point, store.journal(job, "dynamo")), None, True
+        source(tmp_path / "set", position, restore_point, store.journal(job, "dynamo")), None, True
     )
     assert snapshot(moto) == before
     assert wire.unsafe_deletes == [] and wire2.unsafe_deletes == []
@@ -565,13 +538,13 @@ def test_restore_into_new_tables(moto: MotoServer, tmp_path: Path) -> None:
     before = snapshot(moto)
     position = back_up(t, tmp_path, after_capture=lambda: change_everything(moto))
     after = snapshot(moto)
-    reader = Reader(tmp_path, position, None, MemoryJournal())
+    reader = source(tmp_path, position, None, MemoryJournal())
     t.restore(reader, {"dsn": "suffix:-restored"}, force=False)
     assert snapshot(moto) == after  # the originals are untouched
     assert {t: items(moto, f"{t}-restored") for t in TABLES} == before
     assert_settings(moto, f"{ACCOUNTS}-restored")
     with pytest.raises(TargetError, match="exist already"):
-        t.restore(Reader(tmp_path, position, None, MemoryJournal()), {"dsn": "suffix:-restored"}, False)
+        t.restore(source(tmp_path, position, None, MemoryJournal()), {"dsn": "suffix:-restored"}, False)
     with pytest.raises(UsageError, match="suffix:TEXT or prefix:TEXT"):
         t.restore(reader, {"dsn": "postgresql://x"}, False)
 
@@ -584,7 +557,7 @@ def test_pitr_restore_into_new_tables_with_a_prefix(moto: MotoServer, tmp_path: 
     set_pitr_window(now - timedelta(days=1), now)
     before = snapshot(moto)
     wire = WireLog(t, moto)
-    t.restore(Reader(tmp_path, position, iso_ms(now), MemoryJournal()), {"dsn": "prefix:restored_"}, False)
+    t.restore(source(tmp_path, position, iso_ms(now), MemoryJournal()), {"dsn": "prefix:restored_"}, False)
     assert wire.restore_times == [now.timestamp()] * 3 and wire.deleted == []
     assert {t: items(moto, f"restored_{t}") for t in TABLES} == before
     assert snapshot(moto) == before

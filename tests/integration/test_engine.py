@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,13 +54,6 @@ class PauseCounter:
             await original(*args, **kwargs)
 
         gate.pause = counted  # type: ignore[method-assign]
-
-
-@pytest.fixture
-async def app() -> AsyncIterator[SampleServer]:
-    server = await start_sample_server()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pymysql
 import pytest
 
 from tests.servers.mariadb import MariaDBServer, free_port
-from tests.targets_support import DirReader, DirWriter
+from tests.targets_support import DirReader, DirWriter, backup
 from txbackup.errors import TargetError
 from txbackup.targets import mysql as mysql_target
 
@@ -138,31 +138,6 @@ def make_target(server: MariaDBServer, databases, monkeypatch, name="orders", **
         **extra,
     }
     return mysql_target.from_config(name, conf)
-
-
-def backup(target, out_dir, after_capture=None):
-    capture = target.capture("set-1")
-    try:
-        if after_capture:
-            after_capture()
-        writer = DirWriter(out_dir)
-        errors: list[BaseException] = []
-
-        def export() -> None:
-            try:
-                capture.export(writer)
-            except BaseException as exc:
-                errors.append(exc)
-
-        worker = threading.Thread(target=export)  # as the engine does
-        worker.start()
-        worker.join()
-        if errors:
-            raise errors[0]
-        return capture.position()
-    finally:
-        capture.release()
-        capture.release()
 
 
 def drop(server: MariaDBServer, *databases: str) -> None:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from decimal import Decimal
 
@@ -9,7 +8,7 @@ import psycopg
 import pytest
 
 from tests.servers.postgres import PostgresServer, free_port
-from tests.targets_support import DirReader, DirWriter
+from tests.targets_support import DirReader, DirWriter, backup
 from txbackup.errors import TargetError
 from txbackup.targets import postgres as pg_target
 
@@ -119,31 +118,6 @@ def make_target(server: PostgresServer, databases, monkeypatch, name="ledger", *
         **extra,
     }
     return pg_target.from_config(name, conf)
-
-
-def backup(target, out_dir, after_capture=None):
-    capture = target.capture("set-1")
-    try:
-        if after_capture:
-            after_capture()
-        writer = DirWriter(out_dir)
-        errors: list[BaseException] = []
-
-        def export() -> None:
-            try:
-                capture.export(writer)
-            except BaseException as exc:
-                errors.append(exc)
-
-        worker = threading.Thread(target=export)  # as the engine does
-        worker.start()
-        worker.join()
-        if errors:
-            raise errors[0]
-        return capture.position()
-    finally:
-        capture.release()
-        capture.release()
 
 
 def test_export_is_the_captured_snapshot_with_include(postgres_server, postgres_db, tmp_path, monkeypatch):

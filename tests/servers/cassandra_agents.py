@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.servers.cassandra import CassandraNode
+from txbackup.admin.client import Endpoint
+from txbackup.admin.fleet import Fleet
+from txbackup.catalog import Catalog
+from txbackup.config import build_target
+from txbackup.demo.sample_service import SampleServer
+from txbackup.engine.backup import BackupPlan
+from txbackup.storage import LocalStorage
+from txbackup.targets.cassandra import CassandraTarget
 
 TOKEN = "test-agent-token-0123456789"
 TOKEN_ENV = "TXBACKUP_TEST_AGENT_TOKEN"
@@ -161,3 +169,19 @@ def snapshot_tags(node: CassandraNode) -> set[str]:
             if snaps.is_dir():
                 tags |= {p.name for p in snaps.iterdir()}
     return tags
+
+
+def make_target(agents: list[Agent], **extra: Any) -> CassandraTarget:
+    target = build_target(target_conf(agents, **extra), 0)
+    assert isinstance(target, CassandraTarget)
+    return target
+
+
+def plan_for(app: SampleServer, target: Any, tmp: Path, storage: Path) -> BackupPlan:
+    return BackupPlan(
+        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
+        targets=[target],
+        storage=LocalStorage(str(storage)),
+        catalog=Catalog(str(tmp / "catalog.db")),
+        capture_deadline_s=60,
+    )

@@ -3,13 +3,7 @@ from __future__ import annotations
 import pytest
 
 from txbackup.errors import UsageError
-from txbackup.secrets import (
-    check_keys,
-    resolve_secret,
-    setting_int,
-    setting_str,
-    setting_str_list,
-)
+from txbackup.secrets import resolve_secret
 
 
 def test_from_environment(monkeypatch):
@@ -62,24 +56,3 @@ def test_other_key(monkeypatch):
 def test_bad_types():
     with pytest.raises(UsageError, match="password_env"):
         resolve_secret({"password_env": 3})
-
-
-def test_settings():
-    c = 'target "t"'
-    assert setting_str({"host": "h"}, "host", culprit=c) == "h"
-    assert setting_str({}, "host", "localhost", culprit=c) == "localhost"
-    with pytest.raises(UsageError, match="host is required"):
-        setting_str({}, "host", culprit=c)
-    assert setting_int({"port": 5}, "port", 1, culprit=c) == 5
-    with pytest.raises(UsageError, match="integer"):
-        setting_int({"port": "5"}, "port", 1, culprit=c)
-    with pytest.raises(UsageError, match="between 1 and 9"):
-        setting_int({"jobs": 10}, "jobs", 1, culprit=c, minimum=1, maximum=9)
-    assert setting_str_list({"databases": "a"}, "databases", culprit=c) == ["a"]
-    with pytest.raises(UsageError, match="required"):
-        setting_str_list({}, "databases", culprit=c, required=True)
-    with pytest.raises(UsageError, match="twice"):
-        setting_str_list({"databases": ["a", "a"]}, "databases", culprit=c)
-    check_keys({"name": "t", "kind": "x", "host": "h"}, {"host"}, culprit=c)
-    with pytest.raises(UsageError, match="hots"):
-        check_keys({"hots": "h"}, {"host"}, culprit=c)

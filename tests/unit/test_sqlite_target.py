@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 
 import pytest
 
-from tests.targets_support import DirReader, DirWriter
+from tests.targets_support import DirReader, backup
 from txbackup.errors import TargetError, UsageError
 from txbackup.targets import sqlite as sqlite_target
 
@@ -37,32 +36,6 @@ def target(*paths, name="cache"):
     else:
         conf["paths"] = [str(p) for p in paths]
     return sqlite_target.from_config(name, conf)
-
-
-def backup(t, out_dir, after_capture=None):
-    capture = t.capture("set-1")
-    try:
-        if after_capture:
-            after_capture()
-        writer = DirWriter(out_dir)
-        # the engine exports in another thread than the one that captured
-        failure = []
-
-        def export():
-            try:
-                capture.export(writer)
-            except BaseException as exc:
-                failure.append(exc)
-
-        worker = threading.Thread(target=export)
-        worker.start()
-        worker.join()
-        if failure:
-            raise failure[0]
-        return capture.position()
-    finally:
-        capture.release()
-        capture.release()  # idempotent
 
 
 def test_export_is_the_captured_snapshot(tmp_path):

@@ -212,23 +212,17 @@ def open_artifact(
         yield io.BufferedReader(_VerifyingReader(source, record, progress), CHUNK)
 
 
-class SetReader:
-    """Reads one target's artifacts from a backup set (an ``ArtifactReader``)."""
+class RestoreContext:
+    """What a restore hands a target besides its artifacts: the set's restore point, what
+    the target's capture recorded (``position``) and the restore job's journal (the
+    ``ArtifactReader`` properties; a reader adds ``names``, ``open`` and ``extract``)."""
 
     def __init__(
         self,
-        storage: Storage,
-        set_id: str,
-        target_name: str,
-        records: Sequence[ArtifactRecord],
         restore_point: str | None = None,
         position: Mapping[str, Any] | None = None,
         journal: StepJournal | None = None,
     ) -> None:
-        self._storage = storage
-        self._set_id = set_id
-        self._target = target_name
-        self._records = {record.name: record for record in records}
         self._restore_point = restore_point
         self._position = dict(position or {})
         self._journal: StepJournal = journal or MemoryJournal()
@@ -244,6 +238,26 @@ class SetReader:
     @property
     def journal(self) -> StepJournal:
         return self._journal
+
+
+class SetReader(RestoreContext):
+    """Reads one target's artifacts from a backup set (an ``ArtifactReader``)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        set_id: str,
+        target_name: str,
+        records: Sequence[ArtifactRecord],
+        restore_point: str | None = None,
+        position: Mapping[str, Any] | None = None,
+        journal: StepJournal | None = None,
+    ) -> None:
+        super().__init__(restore_point, position, journal)
+        self._storage = storage
+        self._set_id = set_id
+        self._target = target_name
+        self._records = {record.name: record for record in records}
 
     def names(self) -> list[str]:
         return list(self._records)

@@ -85,7 +85,8 @@ from txbackup.agent.blobs import store_prefix
 from txbackup.agent.client import AgentClient, AgentTls
 from txbackup.durations import parse_duration
 from txbackup.errors import TargetError, TxbackupError, UsageError
-from txbackup.secrets import check_keys, resolve_secret, setting_opt_str, setting_str, setting_str_list
+from txbackup.secrets import resolve_secret
+from txbackup.settings import check_keys, setting_bool, setting_opt_str, setting_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 
 KIND = "cassandra"
@@ -476,9 +477,7 @@ def from_config(name: str, conf: Mapping[str, Any]) -> CassandraTarget:
     agents = setting_str_list(conf, "agents", culprit=culprit, required=True)
     keyspaces = setting_str_list(conf, "keyspaces", culprit=culprit, required=True)
     coordinator = setting_str(conf, "coordinator_keyspace", "coordinator", culprit=culprit)
-    tls_flag = conf.get("tls", False)
-    if not isinstance(tls_flag, bool):
-        raise UsageError(f"{culprit}: tls must be true or false")
+    tls_flag = setting_bool(conf, "tls", False, culprit=culprit)
     ca_file = setting_opt_str(conf, "tls_ca_file", culprit=culprit)
     server_name = setting_opt_str(conf, "tls_server_name", culprit=culprit)
     tls = AgentTls(ca_file, server_name) if (tls_flag or ca_file or server_name) else None

@@ -56,10 +56,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from txbackup.clock import iso_ms
-from txbackup.durations import parse_duration
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
-from txbackup.secrets import check_keys, check_secret, resolve_secret, setting_opt_str, setting_str
+from txbackup.secrets import check_secret, resolve_secret
+from txbackup.settings import check_keys, name_list, setting_duration, setting_opt_str, setting_str
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings
 
@@ -373,24 +373,6 @@ def _secret_credential(tenant_id: str, client_id: str, secret: str) -> Credentia
     return make
 
 
-def _duration(conf: Mapping[str, Any], key: str, default: str, culprit: str) -> float:
-    value = conf.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise UsageError(f'{culprit}: {key} must be a duration such as "10s"')
-    try:
-        return parse_duration(str(value))
-    except UsageError as exc:
-        raise UsageError(f"{culprit}: {key}: {exc}") from None
-
-
-def _name_list(value: object, what: str, culprit: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise UsageError(f"{culprit}: {what} must be a list of names")
-    if len(set(value)) != len(value):
-        raise UsageError(f"{culprit}: {what} lists a name twice")
-    return list(value)
-
-
 def parse_databases(conf: Mapping[str, Any], culprit: str) -> Databases | None:
     """``databases``: a table {database = [containers]} or a list of whole databases;
     ScalarDB's coordinator and system databases are added (whole) unless set to ""."""
@@ -398,14 +380,13 @@ def parse_databases(conf: Mapping[str, Any], culprit: str) -> Databases | None:
     if value is None:
         return None
     if isinstance(value, list):
-        found: Databases = {d: [] for d in _name_list(value, "databases", culprit)}
+        found: Databases = {d: [] for d in name_list(value, "databases", culprit=culprit, items="names")}
     elif isinstance(value, dict):
         found = {}
         for database, containers in value.items():
             what = f"databases.{database}"
-            found[str(database)] = _name_list(
-                [containers] if isinstance(containers, str) else containers, what, culprit
-            )
+            listed = [containers] if isinstance(containers, str) else containers
+            found[str(database)] = name_list(listed, what, culprit=culprit, items="names")
     else:
         raise UsageError(f'{culprit}: databases must be a table such as {{ bank = ["accounts"] }} or a list')
     if not found:
@@ -454,12 +435,12 @@ def from_config(name: str, conf: Mapping[str, Any]) -> CosmosTarget:
         credential=credential,
         restored_account_name=pattern,
         location=setting_opt_str(conf, "location", culprit=culprit),
-        min_pause_s=_duration(conf, "min_pause", "10s", culprit),
+        min_pause_s=setting_duration(conf, "min_pause", "10s", culprit=culprit),
         management_endpoint=setting_opt_str(conf, "management_endpoint", culprit=culprit),
         management_ca_file=setting_opt_str(conf, "management_ca_file", culprit=culprit),
-        poll_s=_duration(conf, "poll_interval", "30s", culprit),
-        wait_timeout_s=_duration(conf, "wait_timeout", "12h", culprit),
-        window_wait_s=_duration(conf, "restore_window_wait", "10m", culprit),
+        poll_s=setting_duration(conf, "poll_interval", "30s", culprit=culprit),
+        wait_timeout_s=setting_duration(conf, "wait_timeout", "12h", culprit=culprit),
+        window_wait_s=setting_duration(conf, "restore_window_wait", "10m", culprit=culprit),
         after_restore=after,
-        after_restore_timeout_s=_duration(conf, "after_restore_timeout", "1h", culprit),
+        after_restore_timeout_s=setting_duration(conf, "after_restore_timeout", "1h", culprit=culprit),
     )

@@ -71,12 +71,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from txbackup.clock import iso_ms
-from txbackup.durations import parse_duration
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
-from txbackup.secrets import (
+from txbackup.secrets import resolve_secret
+from txbackup.settings import (
     check_keys,
-    resolve_secret,
+    setting_bool,
+    setting_duration,
     setting_int,
     setting_opt_str,
     setting_str,
@@ -371,23 +372,6 @@ class DynamoTarget:
             raise TargetError(str(exc)) from exc
 
 
-def _bool(conf: Mapping[str, Any], key: str, default: bool, culprit: str) -> bool:
-    value = conf.get(key, default)
-    if not isinstance(value, bool):
-        raise UsageError(f"{culprit}: {key} must be true or false")
-    return value
-
-
-def _duration(conf: Mapping[str, Any], key: str, default: str, culprit: str) -> float:
-    value = conf.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise UsageError(f'{culprit}: {key} must be a duration such as "10s"')
-    try:
-        return parse_duration(str(value))
-    except UsageError as exc:
-        raise UsageError(f"{culprit}: {key}: {exc}") from None
-
-
 def from_config(name: str, conf: Mapping[str, Any]) -> DynamoTarget:
     culprit = f'target "{name}"'
     check_keys(conf, _KEYS, culprit=culprit)
@@ -414,11 +398,11 @@ def from_config(name: str, conf: Mapping[str, Any]) -> DynamoTarget:
         endpoint_url=setting_opt_str(conf, "endpoint_url", culprit=culprit),
         autoscaling_endpoint_url=setting_opt_str(conf, "autoscaling_endpoint_url", culprit=culprit),
         credentials=Credentials(key_id, secret, token),
-        min_pause_s=_duration(conf, "min_pause", "10s", culprit),
-        settle_s=_duration(conf, "backup_settle", "60s", culprit),
-        enable_pitr=_bool(conf, "enable_pitr", False, culprit),
+        min_pause_s=setting_duration(conf, "min_pause", "10s", culprit=culprit),
+        settle_s=setting_duration(conf, "backup_settle", "60s", culprit=culprit),
+        enable_pitr=setting_bool(conf, "enable_pitr", False, culprit=culprit),
         parallel=setting_int(conf, "parallel", 8, culprit=culprit, minimum=1, maximum=50),
-        poll_s=_duration(conf, "poll_interval", "10s", culprit),
-        wait_timeout_s=_duration(conf, "wait_timeout", "24h", culprit),
-        window_wait_s=_duration(conf, "restore_window_wait", "10m", culprit),
+        poll_s=setting_duration(conf, "poll_interval", "10s", culprit=culprit),
+        wait_timeout_s=setting_duration(conf, "wait_timeout", "24h", culprit=culprit),
+        window_wait_s=setting_duration(conf, "restore_window_wait", "10m", culprit=culprit),
     )

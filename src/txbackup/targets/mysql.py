@@ -111,16 +111,15 @@ from pymysql.constants import CLIENT
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, run_from_stream
-from txbackup.secrets import (
-    check_keys,
-    check_secret,
-    resolve_secret,
-    setting_int,
-    setting_opt_str,
-    setting_str,
-    setting_str_list,
-)
+from txbackup.secrets import resolve_secret
+from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
+from txbackup.targets.sqlcommon import (
+    Prepared,
+    check_destination_database,
+    check_destination_keys,
+    server_settings,
+)
 
 KIND = "mysql"
 _KEYS = {
@@ -134,7 +133,6 @@ _KEYS = {
     "batch_bytes",
     "bin_dir",
 }
-_DEST_KEYS = {"dsn", "host", "port", "user", "password", "database"}
 _CONNECT_TIMEOUT = 10
 _LONG = 86400  # seconds: a slow storage must not make the server drop our session
 _FETCH_ROWS = 2000
@@ -593,9 +591,7 @@ class MysqlTarget:
         self.bin_dir = bin_dir
         self.label = f'target "{name}" (mysql {server.address()})'
         # the session opened by preflight() for the next capture() (see the module's doc)
-        self._prepared: Any = None
-        self._prepared_lock = threading.Lock()
-        self._expiry: threading.Timer | None = None
+        self._prepared: Prepared[Any] = Prepared(lambda: None, _close)
 
     def error(self, message: str) -> TargetError:
         return TargetError(f"{self.label}: {message}")
@@ -654,38 +650,9 @@ class MysqlTarget:
             raise self.error(_message(exc)) from None
         return conn
 
-    # -- prepared session ------------------------------------------------------------------------
-    def _keep(self, conn: Any) -> None:
-        """Keep ``conn`` for the next capture; a timer closes it if it never comes."""
-        timer = threading.Timer(PREPARED_TTL_S, self._expire, (conn,))
-        timer.daemon = True
-        with self._prepared_lock:
-            stale, self._prepared = self._prepared, conn
-            if self._expiry is not None:
-                self._expiry.cancel()
-            self._expiry = timer
-        timer.start()
-        _close(stale)
-
-    def _take(self) -> Any:
-        """The prepared session, now the caller's (None when there is none)."""
-        with self._prepared_lock:
-            conn, self._prepared = self._prepared, None
-            if self._expiry is not None:
-                self._expiry.cancel()
-                self._expiry = None
-        return conn
-
-    def _expire(self, conn: Any) -> None:
-        with self._prepared_lock:
-            if self._prepared is not conn:
-                return  # taken by a capture, or replaced
-            self._prepared, self._expiry = None, None
-        _close(conn)
-
     def close(self) -> None:
         """Close the session a preflight prepared and no capture took. Idempotent."""
-        _close(self._take())
+        self._prepared.close()
 
     # -- preflight -------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -736,12 +703,12 @@ class MysqlTarget:
             if isinstance(exc, pymysql.MySQLError):
                 raise self.error(_message(exc)) from None
             raise
-        self._keep(conn)
+        self._prepared.keep(conn, PREPARED_TTL_S)
 
     # -- capture ---------------------------------------------------------------------------------
     def capture(self, set_id: str) -> MysqlCapture:
         """The snapshot, on the session the preflight prepared (or a new one)."""
-        prepared = self._take()
+        prepared = self._prepared.take()
         capture = MysqlCapture(self)
         try:
             capture._open(prepared)
@@ -757,9 +724,7 @@ class MysqlTarget:
         """(server, database name for the single configured database, if renamed)."""
         if not dest:
             return self.server, None
-        unknown = sorted(set(dest) - _DEST_KEYS)
-        if unknown:
-            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
+        check_destination_keys(dest, label=self.label)
         host, port, user = self.server.host, self.server.port, self.server.user
         password: str | None = None
         database: str | None = None
@@ -785,11 +750,7 @@ class MysqlTarget:
         database = dest.get("database") or database
         if password is None and user == self.server.user:
             password = self.server.password
-        if database and len(self.databases) != 1:
-            raise UsageError(
-                f"{self.label}: a destination database name needs a single-database target; "
-                "several databases are restored into same-named ones"
-            )
+        check_destination_database(database, self.databases, label=self.label)
         return Server(host, port, user, password), database
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
@@ -905,11 +866,7 @@ def _close(conn: Any) -> None:
 def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
     culprit = f'target "{name}"'
     check_keys(conf, _KEYS, culprit=culprit)
-    host = setting_str(conf, "host", "127.0.0.1", culprit=culprit)
-    port = setting_int(conf, "port", 3306, culprit=culprit, minimum=1, maximum=65535)
-    user = setting_str(conf, "user", "root", culprit=culprit)
-    check_secret(conf, culprit=culprit)
-    secret = {k: conf[k] for k in ("password_env", "password_file") if k in conf}
+    host, port, user, secret = server_settings(conf, port=3306, user="root", culprit=culprit)
     databases = setting_str_list(conf, "databases", culprit=culprit, required=True)
     coordinator = setting_str(conf, "coordinator_database", "coordinator", culprit=culprit)
     batch = setting_int(conf, "batch_bytes", 1 << 20, culprit=culprit, minimum=1024, maximum=64 << 20)

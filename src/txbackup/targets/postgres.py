@@ -81,7 +81,6 @@ import contextlib
 import os
 import re
 import tempfile
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -93,16 +92,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, one_line, run, run_checked, run_from_stream, run_to_stream
-from txbackup.secrets import (
-    check_keys,
-    check_secret,
-    resolve_secret,
-    setting_int,
-    setting_opt_str,
-    setting_str,
-    setting_str_list,
-)
+from txbackup.secrets import resolve_secret
+from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
+from txbackup.targets.sqlcommon import (
+    Prepared,
+    check_destination_database,
+    check_destination_keys,
+    server_settings,
+)
 
 KIND = "postgres"
 _KEYS = {
@@ -117,7 +115,6 @@ _KEYS = {
     "jobs",
     "bin_dir",
 }
-_DEST_KEYS = {"dsn", "host", "port", "user", "password", "database"}
 _CONNECT_TIMEOUT = 10
 _APP = "txbackup"
 PREPARED_TTL_S = 600.0
@@ -364,9 +361,7 @@ class PostgresTarget:
         self.bin_dir = bin_dir
         self.label = f'target "{name}" (postgres {server.address()})'
         # connections opened by preflight() for the next capture() (see the module's doc)
-        self._prepared: dict[str, psycopg.Connection[Any]] = {}
-        self._prepared_lock = threading.Lock()
-        self._expiry: threading.Timer | None = None
+        self._prepared: Prepared[dict[str, psycopg.Connection[Any]]] = Prepared(dict, _close_all)
 
     def error(self, message: str) -> TargetError:
         return TargetError(f"{self.label}: {message}")
@@ -409,38 +404,9 @@ class PostgresTarget:
             raise self.error(f'database "{dbname}": {_message(exc)}') from None
         return conn
 
-    # -- prepared connections --------------------------------------------------------------------
-    def _keep(self, conns: dict[str, psycopg.Connection[Any]]) -> None:
-        """Keep ``conns`` for the next capture; a timer closes them if it never comes."""
-        timer = threading.Timer(PREPARED_TTL_S, self._expire, (conns,))
-        timer.daemon = True
-        with self._prepared_lock:
-            stale, self._prepared = self._prepared, conns
-            if self._expiry is not None:
-                self._expiry.cancel()
-            self._expiry = timer
-        timer.start()
-        _close_all(stale)
-
-    def _take(self) -> dict[str, psycopg.Connection[Any]]:
-        """The prepared connections, now the caller's (empty when there are none)."""
-        with self._prepared_lock:
-            conns, self._prepared = self._prepared, {}
-            if self._expiry is not None:
-                self._expiry.cancel()
-                self._expiry = None
-        return conns
-
-    def _expire(self, conns: dict[str, psycopg.Connection[Any]]) -> None:
-        with self._prepared_lock:
-            if self._prepared is not conns:
-                return  # taken by a capture, or replaced
-            self._prepared, self._expiry = {}, None
-        _close_all(conns)
-
     def close(self) -> None:
         """Close the connections a preflight prepared and no capture took. Idempotent."""
-        _close_all(self._take())
+        self._prepared.close()
 
     # -- preflight -------------------------------------------------------------------------------
     def _tool_major(self, path: str) -> int:
@@ -458,7 +424,7 @@ class PostgresTarget:
         except BaseException:
             _close_all(opened)
             raise
-        self._keep(opened)
+        self._prepared.keep(opened, PREPARED_TTL_S)
 
     def _check(self, opened: dict[str, psycopg.Connection[Any]]) -> None:
         """The preflight's checks; the connection of each database is left in ``opened``."""
@@ -512,7 +478,7 @@ class PostgresTarget:
     # -- capture ---------------------------------------------------------------------------------
     def capture(self, set_id: str) -> PostgresCapture:
         """Snapshots on the connections the preflight prepared (or new ones)."""
-        prepared = self._take()
+        prepared = self._prepared.take()
         capture = PostgresCapture(self)
         try:
             capture._open(prepared)
@@ -528,9 +494,7 @@ class PostgresTarget:
         """(server, source db -> destination db, maintenance database)."""
         if not dest:
             return self.server, {db: db for db in self.databases}, "postgres"
-        unknown = sorted(set(dest) - _DEST_KEYS)
-        if unknown:
-            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
+        check_destination_keys(dest, label=self.label)
         params: dict[str, str] = {}
         if dest.get("dsn"):
             try:
@@ -545,11 +509,7 @@ class PostgresTarget:
             params.setdefault(key, value)
         if password is None and params.get("user") == self.server.params.get("user"):
             password = self.server.password
-        if dest.get("database") and len(self.databases) != 1:
-            raise UsageError(
-                f"{self.label}: a destination database name needs a single-database target; "
-                "several databases are restored into same-named ones"
-            )
+        check_destination_database(dest.get("database"), self.databases, label=self.label)
         dbname = dest.get("database") or params.pop("dbname", None)
         if len(self.databases) == 1 and dbname:
             return Server(params, password), {self.databases[0]: dbname}, "postgres"
@@ -659,11 +619,7 @@ def _close_all(conns: Mapping[str, psycopg.Connection[Any]]) -> None:
 def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
     culprit = f'target "{name}"'
     check_keys(conf, _KEYS, culprit=culprit)
-    host = setting_str(conf, "host", "127.0.0.1", culprit=culprit)
-    port = setting_int(conf, "port", 5432, culprit=culprit, minimum=1, maximum=65535)
-    user = setting_str(conf, "user", "postgres", culprit=culprit)
-    check_secret(conf, culprit=culprit)
-    secret = {k: conf[k] for k in ("password_env", "password_file") if k in conf}
+    host, port, user, secret = server_settings(conf, port=5432, user="postgres", culprit=culprit)
     databases = setting_str_list(conf, "databases", culprit=culprit, required=True)
     coordinator = setting_str(conf, "coordinator_namespace", "coordinator", culprit=culprit)
     include = Include()

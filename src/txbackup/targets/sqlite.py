@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from txbackup.errors import TargetError, UsageError
-from txbackup.secrets import check_keys, setting_opt_str, setting_str_list
+from txbackup.settings import check_keys, setting_opt_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 
 KIND = "sqlite"

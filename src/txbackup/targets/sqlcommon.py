@@ -1,0 +1,96 @@
+"""What the SQL server targets (``postgres``, ``mysql``) share, SQL aside.
+
+:class:`Prepared` holds what a ``preflight()`` opened for the next
+``capture()`` (connections, a session): a new ``keep()`` closes what an
+earlier one kept, ``take()`` hands it over, and a timer closes it if no
+capture takes it in time. :func:`server_settings` reads where the server is,
+and the ``check_*`` helpers read a restore destination.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from txbackup.errors import UsageError
+from txbackup.secrets import check_secret
+from txbackup.settings import setting_int, setting_str
+
+T = TypeVar("T")
+
+DEST_KEYS = frozenset({"dsn", "host", "port", "user", "password", "database"})
+"""The settings of a restore destination (``--to``)."""
+
+
+class Prepared(Generic[T]):
+    """What a preflight opened, waiting for the next capture; ``empty()`` stands for nothing
+    held and ``close(value)`` closes a held value (quietly: it runs from a timer too)."""
+
+    def __init__(self, empty: Callable[[], T], close: Callable[[T], None]) -> None:
+        self._empty = empty
+        self._close = close
+        self._value = empty()
+        self._lock = threading.Lock()
+        self._expiry: threading.Timer | None = None
+
+    def keep(self, value: T, ttl_s: float) -> None:
+        """Keep ``value`` for the next capture; a timer closes it after ``ttl_s`` if it never comes."""
+        timer = threading.Timer(ttl_s, self._expire, (value,))
+        timer.daemon = True
+        with self._lock:
+            stale, self._value = self._value, value
+            if self._expiry is not None:
+                self._expiry.cancel()
+            self._expiry = timer
+        timer.start()
+        self._close(stale)
+
+    def take(self) -> T:
+        """What is held, now the caller's (``empty()`` when nothing is)."""
+        with self._lock:
+            value, self._value = self._value, self._empty()
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None
+        return value
+
+    def _expire(self, value: T) -> None:
+        with self._lock:
+            if self._value is not value:
+                return  # taken by a capture, or replaced
+            self._value, self._expiry = self._empty(), None
+        self._close(value)
+
+    def close(self) -> None:
+        """Close what is held and no capture took. Idempotent."""
+        self._close(self.take())
+
+
+def server_settings(
+    conf: Mapping[str, Any], *, port: int, user: str, culprit: str
+) -> tuple[str, int, str, dict[str, Any]]:
+    """(host, port, user, password settings) of a target's table, ``port`` and ``user``
+    being the defaults; the password is only checked here and read when first needed."""
+    host = setting_str(conf, "host", "127.0.0.1", culprit=culprit)
+    port = setting_int(conf, "port", port, culprit=culprit, minimum=1, maximum=65535)
+    user = setting_str(conf, "user", user, culprit=culprit)
+    check_secret(conf, culprit=culprit)
+    secret = {k: conf[k] for k in ("password_env", "password_file") if k in conf}
+    return host, port, user, secret
+
+
+def check_destination_keys(dest: Mapping[str, str], *, label: str) -> None:
+    """Refuse restore destination settings the SQL targets do not know."""
+    unknown = sorted(set(dest) - DEST_KEYS)
+    if unknown:
+        raise UsageError(f"{label}: unknown restore destination setting(s) {unknown}")
+
+
+def check_destination_database(database: str | None, databases: Sequence[str], *, label: str) -> None:
+    """A destination database name only renames the one database of a single-database target."""
+    if database and len(databases) != 1:
+        raise UsageError(
+            f"{label}: a destination database name needs a single-database target; "
+            "several databases are restored into same-named ones"
+        )
