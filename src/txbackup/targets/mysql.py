@@ -100,8 +100,8 @@ import queue
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property, partial
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -111,11 +111,11 @@ from pymysql.constants import CLIENT
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, run_from_stream
-from txbackup.secrets import resolve_secret
 from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 from txbackup.targets.sqlcommon import (
     Prepared,
+    ServerPassword,
     check_destination_database,
     check_destination_keys,
     server_settings,
@@ -209,21 +209,12 @@ def column_expression(name: str, data_type: str) -> str:
 
 
 @dataclass
-class Server:
+class Server(ServerPassword):
     """How to reach a MySQL/MariaDB server; the password is read when first needed."""
 
     host: str
     port: int
     user: str
-    given_password: str | None = None
-    secret_conf: Mapping[str, Any] = field(default_factory=dict)
-    culprit: str = ""
-
-    @cached_property
-    def password(self) -> str | None:
-        if self.given_password is not None:
-            return self.given_password
-        return resolve_secret(self.secret_conf, culprit=self.culprit)
 
     def address(self) -> str:
         return f"{self.host}:{self.port}"
@@ -751,7 +742,7 @@ class MysqlTarget:
         if password is None and user == self.server.user:
             password = self.server.password
         check_destination_database(database, self.databases, label=self.label)
-        return Server(host, port, user, password), database
+        return Server(host, port, user, given_password=password), database
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         server, renamed = self._destination(dest)
@@ -871,5 +862,5 @@ def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
     coordinator = setting_str(conf, "coordinator_database", "coordinator", culprit=culprit)
     batch = setting_int(conf, "batch_bytes", 1 << 20, culprit=culprit, minimum=1024, maximum=64 << 20)
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
-    server = Server(host, port, user, None, secret, culprit)
+    server = Server(host, port, user, secret_conf=secret, culprit=culprit)
     return MysqlTarget(name, server, databases, coordinator, batch, bin_dir)

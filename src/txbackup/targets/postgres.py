@@ -83,7 +83,6 @@ import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import psycopg
@@ -92,11 +91,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, one_line, run, run_checked, run_from_stream, run_to_stream
-from txbackup.secrets import resolve_secret
 from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 from txbackup.targets.sqlcommon import (
     Prepared,
+    ServerPassword,
     check_destination_database,
     check_destination_keys,
     server_settings,
@@ -169,22 +168,13 @@ def _message(exc: psycopg.Error) -> str:
 
 
 @dataclass
-class Server:
+class Server(ServerPassword):
     """How to reach one PostgreSQL server: libpq parameters (no password) + password.
 
     The password is either given, or read from the target's password_env /
     password_file when first needed (so loading the cluster file needs no secret)."""
 
     params: dict[str, str]
-    given_password: str | None = None
-    secret_conf: Mapping[str, Any] = field(default_factory=dict)
-    culprit: str = ""
-
-    @cached_property
-    def password(self) -> str | None:
-        if self.given_password is not None:
-            return self.given_password
-        return resolve_secret(self.secret_conf, culprit=self.culprit)
 
     def address(self) -> str:
         return f"{self.params.get('host', 'localhost')}:{self.params.get('port', '5432')}"
@@ -511,9 +501,10 @@ class PostgresTarget:
             password = self.server.password
         check_destination_database(dest.get("database"), self.databases, label=self.label)
         dbname = dest.get("database") or params.pop("dbname", None)
+        server = Server(params, given_password=password)
         if len(self.databases) == 1 and dbname:
-            return Server(params, password), {self.databases[0]: dbname}, "postgres"
-        return Server(params, password), {db: db for db in self.databases}, dbname or "postgres"
+            return server, {self.databases[0]: dbname}, "postgres"
+        return server, {db: db for db in self.databases}, dbname or "postgres"
 
     def _maintenance(self, server: Server, preferred: str) -> psycopg.Connection[Any]:
         try:
@@ -635,5 +626,5 @@ def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
         include.schemas.add(coordinator)
     jobs = setting_int(conf, "jobs", 1, culprit=culprit, minimum=1, maximum=64)
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
-    server = Server({"host": host, "port": str(port), "user": user}, None, secret, culprit)
+    server = Server({"host": host, "port": str(port), "user": user}, secret_conf=secret, culprit=culprit)
     return PostgresTarget(name, server, databases, include, coordinator, jobs, bin_dir)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from txbackup.errors import UsageError
-from txbackup.secrets import check_secret
+from txbackup.secrets import check_secret, resolve_secret
 from txbackup.settings import setting_int, setting_str
 
 T = TypeVar("T")
@@ -94,3 +96,20 @@ def check_destination_database(database: str | None, databases: Sequence[str], *
             f"{label}: a destination database name needs a single-database target; "
             "several databases are restored into same-named ones"
         )
+
+
+@dataclass(kw_only=True)
+class ServerPassword:
+    """A server's password: given (a restore destination), or read from the
+    target's password_env / password_file when first needed, so loading the
+    cluster file needs no secret."""
+
+    given_password: str | None = None
+    secret_conf: Mapping[str, Any] = field(default_factory=dict)
+    culprit: str = ""
+
+    @cached_property
+    def password(self) -> str | None:
+        if self.given_password is not None:
+            return self.given_password
+        return resolve_secret(self.secret_conf, culprit=self.culprit)
