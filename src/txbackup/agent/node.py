@@ -116,26 +116,7 @@ class Node:
         """Run nodetool; its stdout. ``TargetError`` with nodetool's own one-line message."""
         argv = [*self.config.nodetool, *args]
         timeout = timeout or self.config.nodetool_timeout
-        started = time.monotonic()
-        try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-            )
-        except FileNotFoundError:
-            raise TargetError(f"nodetool {args[0]}: {argv[0]} not found") from None
-        except subprocess.TimeoutExpired:
-            raise TargetError(f"nodetool {args[0]}: no answer within {timeout:g} s") from None
-        except OSError as exc:
-            raise TargetError(f"nodetool {args[0]}: cannot run {argv[0]}: {exc.strerror}") from None
-        log.info("nodetool %s: exit %s in %.1fs", " ".join(args), done.returncode, time.monotonic() - started)
-        if done.returncode != 0:
-            raise TargetError(f"nodetool {args[0]} failed: {nodetool_message(done.stdout + done.stderr)}")
-        return done.stdout
+        return _run_tool(argv, f"nodetool {args[0]}", timeout, late="no answer")
 
     # -- CQL --------------------------------------------------------------------------------------
     def session(self) -> Any:
@@ -566,7 +547,10 @@ def nodetool_message(output: str) -> str:
     return (meaningful or lines or ["no output"])[-1][:400]
 
 
-def _run_tool(argv: Sequence[str], what: str, timeout: float) -> str:
+def _run_tool(argv: Sequence[str], what: str, timeout: float, late: str = "did not finish") -> str:
+    """Run a local tool; its stdout. ``TargetError`` naming ``what`` with the tool's
+    own one-line message when it fails, is missing or outlives ``timeout``."""
+    started = time.monotonic()
     try:
         done = subprocess.run(
             list(argv),
@@ -579,9 +563,10 @@ def _run_tool(argv: Sequence[str], what: str, timeout: float) -> str:
     except FileNotFoundError:
         raise TargetError(f"{what}: {argv[0]} not found") from None
     except subprocess.TimeoutExpired:
-        raise TargetError(f"{what}: did not finish within {timeout:g} s") from None
+        raise TargetError(f"{what}: {late} within {timeout:g} s") from None
     except OSError as exc:
         raise TargetError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
+    log.info("%s: exit %s in %.1fs", what, done.returncode, time.monotonic() - started)
     if done.returncode != 0:
         raise TargetError(f"{what} failed: {nodetool_message(done.stdout + done.stderr)}")
     return done.stdout
