@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from txbackup.agent import blobs
+from txbackup.agent.schema import checked_statements, is_system_keyspace
 from txbackup.errors import TargetError, TxbackupError, UsageError
 from txbackup.storage.base import Storage
 
@@ -110,6 +111,27 @@ class Node:
         self._cql_lock = threading.Lock()
         self._driver: Any = None
         self._session: Any = None
+        self._tags_lock = threading.Lock()
+        self._tags: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def tag_lock(self, tag: str) -> Iterator[None]:
+        """Hold snapshot ``tag`` for one call: snapshot, upload and clear of the same tag
+        never interleave (a clear never removes files an upload is reading); other tags
+        go on in parallel. A second call for the tag waits for the first."""
+        with self._tags_lock:
+            lock, users = self._tags.get(tag, (threading.Lock(), 0))
+            self._tags[tag] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._tags_lock:
+                lock, users = self._tags[tag]
+                if users == 1:
+                    del self._tags[tag]
+                else:
+                    self._tags[tag] = (lock, users - 1)
 
     # -- nodetool ---------------------------------------------------------------------------------
     def nodetool(self, *args: str, timeout: float | None = None) -> str:
@@ -225,13 +247,16 @@ class Node:
     def snapshot(self, tag: str, keyspaces: Sequence[str], timeout: float | None = None) -> None:
         """``nodetool snapshot -t TAG KS...`` (flushes first). Fails if TAG exists."""
         keyspaces = [check_keyspace(k) for k in keyspaces]
-        self.nodetool("snapshot", "-t", check_tag(tag), *keyspaces, timeout=timeout)
-        self._remember(tag, keyspaces)
+        with self.tag_lock(check_tag(tag)):
+            self.nodetool("snapshot", "-t", tag, *keyspaces, timeout=timeout)
+            self._remember(tag, keyspaces)
 
     def clear(self, tag: str, keyspaces: Sequence[str]) -> None:
         """``nodetool clearsnapshot -t TAG -- KS...``: that snapshot only, never another."""
-        self.nodetool("clearsnapshot", "-t", check_tag(tag), "--", *(check_keyspace(k) for k in keyspaces))
-        self._forget(tag)
+        keyspaces = [check_keyspace(k) for k in keyspaces]
+        with self.tag_lock(check_tag(tag)):
+            self.nodetool("clearsnapshot", "-t", tag, "--", *keyspaces)
+            self._forget(tag)
 
     def snapshot_files(self, tag: str, keyspaces: Sequence[str]) -> list[SnapshotFile]:
         """The regular files of snapshot ``tag`` of ``keyspaces`` in every data directory
@@ -261,6 +286,10 @@ class Node:
 
     def upload(self, tag: str, keyspaces: Sequence[str], store: str, progress: Progress) -> dict[str, Any]:
         """Put every file of snapshot ``tag`` in the store; the node's file list."""
+        with self.tag_lock(check_tag(tag)):
+            return self._upload(tag, keyspaces, store, progress)
+
+    def _upload(self, tag: str, keyspaces: Sequence[str], store: str, progress: Progress) -> dict[str, Any]:
         files = self.snapshot_files(tag, keyspaces)
         records: list[dict[str, Any]] = []
         uploaded = uploaded_bytes = total_bytes = 0
@@ -358,20 +387,29 @@ class Node:
             progress({"imported": len(imported)})
         return {"imported": imported}
 
-    def load_staged(self, set_id: str, hosts: Sequence[str], progress: Progress) -> dict[str, Any]:
-        """``sstableloader -d HOSTS DIR`` for every staged table (streams to the replicas)."""
-        if not self.config.sstableloader:
+    def load_staged(self, set_id: str, progress: Progress) -> dict[str, Any]:
+        """``sstableloader -d <this node> DIR`` for every staged table: it learns the ring
+        from this agent's own node (``--cql``) and streams to the replicas.
+
+        Never given the CQL password: sstableloader 5.0 takes it only on its command
+        line (``-pw``), which every local user can read. When the agent logs in to CQL,
+        ``--sstableloader-cmd`` must bring its own credentials (``-ap CLASS``: an
+        ``AuthProvider`` with a no-argument constructor reading its secret from a file)."""
+        cfg = self.config
+        if not cfg.sstableloader:
             raise TargetError("no --sstableloader-cmd configured on this agent")
+        if cfg.cql_user is not None and not {"-ap", "--auth-provider"} & set(cfg.sstableloader):
+            raise TargetError(
+                "sstableloader takes CQL credentials only on its command line, where every local user "
+                "can read them; the agent does not pass them: add -ap CLASS (an AuthProvider reading "
+                "its own secret) to --sstableloader-cmd, or restore with nodetool import"
+            )
         loaded = []
         for keyspace, table, folder in self._staged(set_id):
             if not any(folder.iterdir()):
                 continue
-            argv = [*self.config.sstableloader, "-d", ",".join(hosts)]
-            if self.config.cql_port != 9042:
-                argv += ["-p", str(self.config.cql_port)]
-            if self.config.cql_user is not None:
-                argv += ["-u", self.config.cql_user, "-pw", self.config.cql_password or ""]
-            _run_tool([*argv, str(folder)], f"sstableloader {keyspace}.{table}", self.config.nodetool_timeout)
+            argv = [*cfg.sstableloader, "-d", cfg.cql_host, "-p", str(cfg.cql_port)]
+            _run_tool([*argv, str(folder)], f"sstableloader {keyspace}.{table}", cfg.nodetool_timeout)
             loaded.append(f"{keyspace}.{table}")
             progress({"loaded": len(loaded)})
         return {"loaded": loaded}
@@ -389,19 +427,37 @@ class Node:
                     yield ks_dir.name, table_dir.name, table_dir
 
     def apply_schema(
-        self, statements: Sequence[dict[str, str]], tables: Sequence[str], force: bool, apply: bool
+        self,
+        records: Sequence[Any],
+        keyspaces: Sequence[str],
+        tables: Sequence[str],
+        force: bool,
+        apply: bool,
     ) -> dict[str, Any]:
         """Create what is missing of the schema; refuse non-empty tables unless ``force``
-        (then truncate them). With ``apply`` false, only check."""
-        existing_ks = self.existing_keyspaces()
-        existing_tables = {ks: set(self.tables(ks)) for ks in {t.split(".")[0] for t in tables}}
-        non_empty = []
+        (then truncate them). With ``apply`` false, only check.
+
+        ``records`` are the set's ``schema.json``; only its CREATE statements run, each
+        checked first (``txbackup.agent.schema``); ``tables`` (``ks.table``) must be in
+        ``keyspaces``, none a system keyspace: nothing else is created or truncated."""
+        keyspaces = [check_keyspace(k) for k in keyspaces]
+        for keyspace in keyspaces:
+            if is_system_keyspace(keyspace):
+                raise UsageError(f"keyspace {keyspace}: a system keyspace is never restored")
+        pairs = []
         for qualified in tables:
-            keyspace, table = qualified.split(".", 1)
-            if keyspace in existing_ks and table in existing_tables.get(keyspace, set()):
-                query = f'SELECT * FROM "{check_keyspace(keyspace)}"."{check_keyspace(table)}" LIMIT 1'
-                if self.cql(query):
-                    non_empty.append(qualified)
+            keyspace, _, table = qualified.partition(".")
+            if keyspace not in keyspaces:
+                raise UsageError(f"table {qualified!r} is not in the set's keyspaces")
+            pairs.append((keyspace, check_keyspace(table)))
+        statements, skipped = checked_statements(records, keyspaces)  # all checked before any runs
+        existing_ks = self.existing_keyspaces()
+        existing_tables = {ks: set(self.tables(ks)) for ks in {k for k, _ in pairs}}
+        non_empty = []
+        for keyspace, table in pairs:
+            exists = keyspace in existing_ks and table in existing_tables.get(keyspace, set())
+            if exists and self.cql(f'SELECT * FROM "{keyspace}"."{table}" LIMIT 1'):
+                non_empty.append(f"{keyspace}.{table}")
         if non_empty and not force:
             more = f" (and {len(non_empty) - 1} more)" if len(non_empty) > 1 else ""
             raise TargetError(
@@ -411,7 +467,7 @@ class Node:
         if not apply:
             return {"non_empty": non_empty, "created": created}
         for statement in statements:
-            keyspace, kind, name = statement["keyspace"], statement["type"], statement["name"]
+            keyspace, kind, name = statement.keyspace, statement.kind, statement.name
             if kind == "keyspace":
                 exists = keyspace in existing_ks
             elif kind == "table":
@@ -421,14 +477,14 @@ class Node:
             else:
                 exists = keyspace in existing_ks and self._object_exists(keyspace, kind, name)
             if not exists:
-                self.cql(statement["statement"], timeout=120)
+                self.cql(statement.text, timeout=120)
                 created.append(f"{kind} {keyspace}.{name}" if kind != "keyspace" else f"keyspace {keyspace}")
                 if kind == "keyspace":
                     existing_ks.add(keyspace)
         for qualified in non_empty:
             keyspace, table = qualified.split(".", 1)
-            self.cql(f'TRUNCATE "{check_keyspace(keyspace)}"."{check_keyspace(table)}"', timeout=300)
-        return {"non_empty": non_empty, "created": created, "truncated": non_empty}
+            self.cql(f'TRUNCATE "{keyspace}"."{table}"', timeout=300)
+        return {"non_empty": non_empty, "created": created, "truncated": non_empty, "skipped": skipped}
 
     def _object_exists(self, keyspace: str, kind: str, name: str) -> bool:
         queries = {
@@ -474,6 +530,10 @@ class Node:
     def offline_snapshot(self, tag: str, keyspaces: Sequence[str]) -> int:
         """What ``nodetool snapshot`` does, on a stopped node: hard links of every
         SSTable component into ``<table>/snapshots/<tag>/``. Returns the file count."""
+        with self.tag_lock(check_tag(tag)):
+            return self._offline_snapshot(tag, keyspaces)
+
+    def _offline_snapshot(self, tag: str, keyspaces: Sequence[str]) -> int:
         count = 0
         for data_dir in self.config.data_dirs:
             for keyspace in keyspaces:
@@ -497,6 +557,10 @@ class Node:
         return count
 
     def offline_clear(self, tag: str, keyspaces: Sequence[str]) -> None:
+        with self.tag_lock(check_tag(tag)):
+            self._offline_clear(tag, keyspaces)
+
+    def _offline_clear(self, tag: str, keyspaces: Sequence[str]) -> None:
         for data_dir in self.config.data_dirs:
             for keyspace in keyspaces:
                 ks_dir = data_dir / check_keyspace(keyspace)

@@ -65,11 +65,21 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="CMD",
         help='how to run nodetool against this node (default "%(default)s"), e.g. "nodetool -p 7199"',
     )
-    node.add_argument("--cql", default="127.0.0.1:9042", metavar="HOST:PORT", help="the node's CQL address")
+    node.add_argument(
+        "--cql",
+        default="127.0.0.1:9042",
+        metavar="HOST:PORT",
+        help="the node's CQL address: the only host the agent logs in to, and sstableloader's contact point",
+    )
     node.add_argument("--cql-user", metavar="USER", help="CQL user (with password from --cql-password-*)")
     node.add_argument("--cql-password-file", metavar="FILE")
     node.add_argument("--cql-password-env", metavar="VAR")
-    node.add_argument("--sstableloader-cmd", metavar="CMD", help="how to run sstableloader (restores)")
+    node.add_argument(
+        "--sstableloader-cmd",
+        metavar="CMD",
+        help="how to run sstableloader (restores); never given the CQL password: with --cql-user, "
+        "include -ap CLASS (an AuthProvider that reads its own secret)",
+    )
     node.add_argument("--stop-cmd", metavar="CMD", help="stops the node (the cold method), after a drain")
     node.add_argument("--start-cmd", metavar="CMD", help="starts the node again (the cold method)")
     where = parser.add_argument_group("files")
@@ -149,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
     node = Node(config, storage)
     if not logging.getLogger().handlers or args.verbose:
         logging.getLogger("txbackup").setLevel(logging.INFO)
+    if not args.verbose:
+        # the driver logs each failed connection over several lines; the agent's own
+        # error line for the call says the same in one
+        logging.getLogger("cassandra").setLevel(logging.CRITICAL)
     try:
         server = AgentServer((args.host, args.port), node, token, tls)
     except OSError as exc:
@@ -163,6 +177,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"listening on {args.host}:{server.port}", flush=True)
     if token is None:
         print("txbackup agent: WARNING: no token: anyone who reaches the port can restore", file=sys.stderr)
+    if (
+        config.cql_user
+        and config.sstableloader
+        and not {"-ap", "--auth-provider"} & set(config.sstableloader)
+    ):
+        print(
+            "txbackup agent: WARNING: restores with sstableloader will be refused: it takes CQL "
+            "credentials only on its command line; add -ap CLASS to --sstableloader-cmd",
+            file=sys.stderr,
+        )
     log.info("agent pid %d serving %s", os.getpid(), ", ".join(args.cassandra_data))
     try:
         server.serve_forever(poll_interval=0.5)

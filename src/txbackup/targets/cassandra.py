@@ -375,16 +375,18 @@ class CassandraTarget:
         assignment, mode = self._plan(backup_nodes, clients, infos)
         statements = json.loads(_read(src, "schema.json"))
         keyspaces = [str(k) for k in position.get("keyspaces", [])]
+        if not isinstance(statements, list) or not all(isinstance(s, dict) for s in statements):
+            raise self.error("schema.json: a list of statements expected")
         tables = sorted(
             f"{s['keyspace']}.{s['name']}"
             for s in statements
-            if s["type"] == "table" and s["keyspace"] in keyspaces
+            if s.get("type") == "table" and s.get("keyspace") in keyspaces and isinstance(s.get("name"), str)
         )
         journal = src.journal
         schema_done = journal.is_done("schema")
         if not schema_done:
             # refuse a non-empty destination before fetching anything
-            clients[0].call("restore/check", {"tables": tables, "force": force})
+            clients[0].call("restore/check", {"keyspaces": keyspaces, "tables": tables, "force": force})
         files_of: dict[str, list[dict[str, Any]]] = {}
         for node in backup_nodes:
             listing = json.loads(_read(src, str(node["files_artifact"])))
@@ -396,20 +398,23 @@ class CassandraTarget:
             files = [f for address in assignment[client.address] for f in files_of[address]]
             client.call("restore/prepare", {"set_id": tag, "store": store, "files": files})
 
-        hosts = [str(i["address"]) for i in infos]
-
         def place(client: AgentClient) -> None:
             if mode == "import":
                 client.call("restore/import", {"set_id": tag})
             else:
-                client.call("restore/load", {"set_id": tag, "hosts": hosts})
+                client.call("restore/load", {"set_id": tag})  # to the agent's own node
             journal.mark_done(f"{mode}/{client.address}", {"nodes": assignment[client.address]})
 
         try:
             _each(pending, prepare, name="cassandra-prepare")
             if not schema_done:
-                body = {"statements": statements, "tables": tables, "force": force}
-                journal.mark_done("schema", clients[0].call("restore/schema", body))
+                body = {"keyspaces": keyspaces, "statements": statements, "tables": tables, "force": force}
+                done = clients[0].call("restore/schema", body)
+                for skipped in done.get("skipped") or []:
+                    log.warning(
+                        "%s: %s not restored (create it by hand: see schema.cql)", self.label, skipped
+                    )
+                journal.mark_done("schema", done)
             _each(pending, place, name=f"cassandra-{mode}")
         finally:
             _each(
