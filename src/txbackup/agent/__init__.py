@@ -21,12 +21,17 @@ Calls (``POST /v1/<call>``):
   content-addressed store (``blobs``), skipping those stored already; answers
   the node's file list with SHA-256s. ``schema {keyspaces}``: ``DESCRIBE``.
 - ``restore/check``, ``restore/prepare`` (fetch and verify into a staging
-  folder), ``restore/schema`` (create what is missing, truncate with force),
-  ``restore/import`` (``nodetool import``), ``restore/load`` (``sstableloader``),
-  ``restore/cleanup``.
+  folder), ``restore/schema`` (create what is missing of the set's schema, only
+  its checked CREATE statements: see ``schema``; truncate with force),
+  ``restore/import`` (``nodetool import``), ``restore/load`` (``sstableloader``
+  through the agent's own node, never given the CQL password), ``restore/cleanup``.
 - ``node/stop`` (drain, then the configured stop command),
   ``node/snapshot-offline`` (hard links, node stopped), ``node/start`` (the
   start command, then wait for CQL): the cold method.
+
+A call takes only its own fields (``server.FIELDS``): the hosts the agent talks
+to (CQL, sstableloader) come from its command line, never from a request. Calls
+for one snapshot tag (snapshot, upload, clear) run one at a time.
 
 With ``--state-dir``, the agent remembers the snapshots it took until they are
 cleared; a restarted agent clears those left over (the backup that used them

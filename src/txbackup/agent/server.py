@@ -574,7 +574,7 @@ class AgentServer:
             sock.setblocking(True)
             sock.settimeout(WRITE_TIMEOUT_S)  # a client that stops reading is given up after it
             try:
-                body = json.loads(raw or b"{}")
+                body = json.loads(raw or b"{}", parse_constant=_no_constant)
             except (ValueError, RecursionError) as exc:
                 log.info("%s: %s: bad request: %s", peer, call, _one_line(exc))
                 _reply_error(sock, HTTPStatus.BAD_REQUEST, f"bad request: {_one_line(exc)}")
@@ -649,6 +649,10 @@ def _close(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError, ValueError):
         sock.close()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _one_line(exc: BaseException) -> str:
