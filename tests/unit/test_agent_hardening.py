@@ -29,7 +29,7 @@ from txbackup.agent import server
 from txbackup.agent.client import AgentClient, AgentTls
 from txbackup.agent.node import Node, NodeConfig
 from txbackup.agent.schema import checked_statements, parse_create
-from txbackup.errors import TargetError, UsageError
+from txbackup.errors import IntegrityError, TargetError, UsageError
 from txbackup.storage import LocalStorage
 
 TOKEN = "hardening-test-token-0123456789"
@@ -489,3 +489,37 @@ def test_parse_create_names() -> None:
     assert parse_create("CREATE INDEX ON bank.t (v)").name == ""
     with pytest.raises(UsageError, match="more than one statement"):
         parse_create("CREATE TABLE bank.t (k int PRIMARY KEY) WITH comment = $$x$$; DROP TABLE bank.t")
+
+
+# -- what the agent writes stays private ----------------------------------------------------------
+
+
+def test_staged_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    from txbackup.agent import blobs
+
+    storage = LocalStorage(str(tmp_path / "s"))
+    src = tmp_path / "nb-1-big-Data.db"
+    src.write_bytes(b"sstable" * 1000)
+    stored = blobs.put_file(storage, "cassandra/c/sstables", str(src))
+    node = Node(
+        NodeConfig(nodetool=["false"], data_dirs=[tmp_path], staging_dir=tmp_path / "staging",
+                   state_dir=tmp_path / "state"),
+        storage,
+    )  # fmt: skip
+    record = {"keyspace": "ks", "table": "t", "name": src.name, "sha256": stored.sha256, "size": stored.size}
+    old = os.umask(0)
+    try:
+        node.prepare("set-1", "cassandra/c/sstables", [record], lambda info: None)
+        node._remember("set-1", ["ks"])
+    finally:
+        os.umask(old)
+    staged = tmp_path / "staging" / "set-1" / "node" / "ks" / "t" / src.name
+    assert staged.read_bytes() == src.read_bytes()
+    for path in (staged, tmp_path / "state" / "set-1.json"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    for folder in (tmp_path / "staging", *staged.parents[:4], tmp_path / "state"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    # a blob that inflates beyond its recorded size is cut short, nothing kept
+    with pytest.raises(IntegrityError, match="larger than recorded"):
+        node.prepare("set-2", "cassandra/c/sstables", [dict(record, size=10)], lambda info: None)
+    assert not (tmp_path / "staging" / "set-2").exists()

@@ -148,13 +148,18 @@ def fetch_file(
     digest = hashlib.sha256()
     written = 0
     try:
-        with storage.load(name) as src, open(partial, "wb") as out:
+        # private whatever the umask: restored data is the database's
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        with storage.load(name) as src, open(fd, "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
             try:
                 while chunk := reader.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
+                    if written > size:  # never more than recorded: a crafted blob cannot fill the disk
+                        raise IntegrityError(f"{what}: blob {name} is larger than recorded (corrupt)")
                     if progress is not None:
                         progress(len(chunk))
             except zstandard.ZstdError as exc:

@@ -336,6 +336,8 @@ class Node:
         root = self.staging_for(set_id)
         if root.exists():
             shutil.rmtree(root)
+        self._private_dir(self.config.staging)
+        self._private_dir(root)
         tables: dict[tuple[str, str, str], Path] = {}
         done_bytes = 0
         try:
@@ -350,12 +352,14 @@ class Node:
                     # one folder per backed-up node (their files have the same names); sstableloader
                     # takes the keyspace and table from the last two components of the path
                     folder = root / source / keyspace / table
-                    folder.mkdir(parents=True, exist_ok=True)
+                    for level in (root / source, root / source / keyspace, folder):
+                        self._private_dir(level)
                     tables[(source, keyspace, table)] = folder
                 what = f"{keyspace}.{table} {name} (from node {f.get('node', '?')})"
                 blobs.fetch_file(
                     self.storage, store, str(f["sha256"]), int(f["size"]), str(folder / name), what
                 )
+                self._hand_over(folder / name)
                 done_bytes += int(f["size"])
                 progress({"files_done": i + 1, "files": len(files), "bytes_done": done_bytes})
         except BaseException:
@@ -369,6 +373,21 @@ class Node:
             ],
             "bytes": done_bytes,
         }
+
+    def _private_dir(self, path: Path) -> None:
+        """``path`` as a folder only its owner reads (0700 whatever the umask)."""
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        self._hand_over(path)
+
+    def _hand_over(self, path: Path) -> None:
+        """An agent running as root gives what it stages to the owner of the data
+        directory (Cassandra's user), which reads and moves it at import; nobody else can."""
+        if os.geteuid() != 0:
+            return
+        owner = self.config.data_dirs[0].stat()
+        if owner.st_uid != 0 or owner.st_gid != 0:
+            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
 
     def import_staged(self, set_id: str, progress: Progress) -> dict[str, Any]:
         """``nodetool import KS TABLE DIR`` for every staged table (the files are moved in)."""
@@ -575,8 +594,11 @@ class Node:
     def _remember(self, tag: str, keyspaces: Sequence[str]) -> None:
         if self.config.state_dir is None:
             return
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.config.state_dir / f"{tag}.json").write_text(json.dumps({"keyspaces": list(keyspaces)}))
+        self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.config.state_dir / f"{tag}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with open(fd, "w") as out:
+            out.write(json.dumps({"keyspaces": list(keyspaces)}))
 
     def _forget(self, tag: str) -> None:
         if self.config.state_dir is not None:
