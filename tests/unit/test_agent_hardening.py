@@ -523,3 +523,25 @@ def test_staged_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match="larger than recorded"):
         node.prepare("set-2", "cassandra/c/sstables", [dict(record, size=10)], lambda info: None)
     assert not (tmp_path / "staging" / "set-2").exists()
+
+
+def test_calls_beyond_the_limit_are_told_to_wait(quick_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def blocked(node: Any, body: Any, progress: Any) -> dict[str, Any]:
+        release.wait(10)
+        return {}
+
+    monkeypatch.setattr(server, "MAX_CALLS", 1)
+    monkeypatch.setitem(server.CALLS, "test/blocked", blocked)
+    client = AgentClient(quick_server, culprit="t", token=TOKEN)
+    first = threading.Thread(target=client.call, args=("test/blocked",))
+    first.start()
+    time.sleep(0.3)
+    try:
+        status, lines = _raw(quick_server, _post("restore/cleanup", b'{"set_id": "s"}'))
+        assert status == 503 and "busy" in lines[0]["error"]
+    finally:
+        release.set()
+        first.join()
+    assert client.call("restore/cleanup", {"set_id": "s"}) == {}

@@ -118,7 +118,8 @@ class Node:
     def tag_lock(self, tag: str) -> Iterator[None]:
         """Hold snapshot ``tag`` for one call: snapshot, upload and clear of the same tag
         never interleave (a clear never removes files an upload is reading); other tags
-        go on in parallel. A second call for the tag waits for the first."""
+        go on in parallel. A second call for the tag waits for the first. (The restore
+        calls of one set hold ``restore/<set id>`` likewise.)"""
         with self._tags_lock:
             lock, users = self._tags.get(tag, (threading.Lock(), 0))
             self._tags[tag] = (lock, users + 1)

@@ -169,19 +169,27 @@ def _restore_prepare(node: Node, body: Mapping[str, Any], progress: Progress) ->
             and isinstance(f.get("node", ""), str)
         ):
             raise UsageError(f"files[{i}]: keyspace, table, name, sha256 strings and a size >= 0 required")
-    return node.prepare(check_tag(_str(body, "set_id")), _str(body, "store"), files, progress)
+    set_id = check_tag(_str(body, "set_id"))
+    with node.tag_lock(f"restore/{set_id}"):
+        return node.prepare(set_id, _str(body, "store"), files, progress)
 
 
 def _restore_import(node: Node, body: Mapping[str, Any], progress: Progress) -> Mapping[str, Any]:
-    return node.import_staged(check_tag(_str(body, "set_id")), progress)
+    set_id = check_tag(_str(body, "set_id"))
+    with node.tag_lock(f"restore/{set_id}"):
+        return node.import_staged(set_id, progress)
 
 
 def _restore_load(node: Node, body: Mapping[str, Any], progress: Progress) -> Mapping[str, Any]:
-    return node.load_staged(check_tag(_str(body, "set_id")), progress)
+    set_id = check_tag(_str(body, "set_id"))
+    with node.tag_lock(f"restore/{set_id}"):
+        return node.load_staged(set_id, progress)
 
 
 def _restore_cleanup(node: Node, body: Mapping[str, Any], progress: Progress) -> Mapping[str, Any]:
-    node.cleanup(check_tag(_str(body, "set_id")))
+    set_id = check_tag(_str(body, "set_id"))
+    with node.tag_lock(f"restore/{set_id}"):  # never under an import's feet
+        node.cleanup(set_id)
     return {}
 
 
