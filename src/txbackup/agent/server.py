@@ -501,6 +501,9 @@ class AgentServer:
         except (OSError, ValueError) as exc:  # reset, TLS alert or garbage, ...
             log.debug("%s: connection dropped while reading the request: %s", pending.peer, exc)
             self._drop(pending)
+        except Exception as exc:  # a defect here must not stop the server for everyone
+            log.error("%s: request dropped: internal error: %s: %s", pending.peer, type(exc).__name__, exc)
+            self._drop(pending)
 
     def _parse(self, pending: _Pending) -> bool:
         """True once ``pending`` has left the selector (its call started)."""
