@@ -93,6 +93,15 @@ def run_agent(tmp_path: Path) -> Iterator[Any]:
             agent.process.wait()
 
 
+@pytest.fixture(scope="module")
+def shared_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
+    """One agent for the tests that only send it requests (its log grows across them)."""
+    agent = _start(tmp_path_factory.mktemp("shared"))
+    yield agent
+    agent.process.terminate()
+    agent.process.wait(timeout=10)
+
+
 def _certificate(tmp: Path) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
@@ -252,8 +261,8 @@ def test_a_long_answer_is_not_cut_by_the_request_time_limit(
     assert seen
 
 
-def test_body_limit_and_bad_heads(run_agent: Any) -> None:
-    agent = run_agent()
+def test_body_limit_and_bad_heads(shared_agent: RunningAgent) -> None:
+    agent = shared_agent
     status, lines = _raw(agent.address, _post("restore/prepare", b"", length=server.MAX_BODY + 1))
     assert status == 413 and len(lines) == 1 and "over the agent's limit" in lines[0]["error"]
     # not authorized: refused on its head, the body is never waited for
@@ -284,8 +293,10 @@ def test_body_limit_and_bad_heads(run_agent: Any) -> None:
         ("restore/check", b'{"keyspaces": ["ks"], "tables": [1], "force": false}', "list of strings"),
     ],
 )
-def test_bad_calls_are_one_line_errors(call: str, body: bytes, message: str, run_agent: Any) -> None:
-    agent = run_agent()
+def test_bad_calls_are_one_line_errors(
+    call: str, body: bytes, message: str, shared_agent: RunningAgent
+) -> None:
+    agent = shared_agent
     status, lines = _raw(agent.address, _post(call, body))
     assert status in (200, 400) and len(lines) == 1 and message in lines[0]["error"], lines
     assert len(lines[0]["error"]) < 400
