@@ -556,3 +556,32 @@ def test_calls_beyond_the_limit_are_told_to_wait(quick_server: str, monkeypatch:
         release.set()
         first.join()
     assert client.call("restore/cleanup", {"set_id": "s"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("option", "command"),
+    [
+        ("--nodetool-cmd", "nodetool -h 127.0.0.1 -pw s3cret"),
+        ("--nodetool-cmd", "nodetool --password=s3cret"),
+        ("--sstableloader-cmd", "sstableloader -u cassandra -pw s3cret"),
+        ("--sstableloader-cmd", "sstableloader -ts /ts.jks -tspw s3cret"),
+    ],
+)
+def test_a_password_in_a_configured_command_is_refused(
+    option: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from txbackup.cli import main
+
+    argv = [
+        "agent",
+        "--no-token",
+        "--port",
+        "0",
+        "--cassandra-data",
+        str(tmp_path),
+        "--storage",
+        str(tmp_path),
+    ]
+    assert main([*argv, option, command]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "every local user" in err and "s3cret" not in err, err

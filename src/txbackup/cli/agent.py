@@ -97,6 +97,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
 
 
+NODETOOL_SECRETS = ("-pw", "--password")
+LOADER_SECRETS = ("-pw", "--password", "-tspw", "--truststore-password", "-kspw", "--keystore-password")
+
+
+def _no_secret_on_command_line(argv: list[str], what: str, options: tuple[str, ...], instead: str) -> None:
+    """Refuse a password option in a configured command: every local user can read a
+    command line (``ps``, ``/proc/<pid>/cmdline``)."""
+    for arg in argv[1:]:
+        name = arg.split("=", 1)[0] if arg.startswith("--") else arg
+        if name in options:
+            raise UsageError(f"{what}: {name} would show the password to every local user; {instead}")
+
+
 def _config(args: argparse.Namespace) -> NodeConfig:
     host, _, port = str(args.cql).rpartition(":")
     if not host or not port.isdigit():
@@ -109,17 +122,26 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         },
         culprit="agent CQL",
     )
+    nodetool = parse_command(args.nodetool_cmd, "--nodetool-cmd")
+    _no_secret_on_command_line(
+        nodetool, "--nodetool-cmd", NODETOOL_SECRETS, "use -pwf FILE (--password-file)"
+    )
+    loader = parse_command(args.sstableloader_cmd, "--sstableloader-cmd") if args.sstableloader_cmd else []
+    _no_secret_on_command_line(
+        loader,
+        "--sstableloader-cmd",
+        LOADER_SECRETS,
+        "use -ap CLASS, and -f YAML for the TLS store passwords",
+    )
     return NodeConfig(
-        nodetool=parse_command(args.nodetool_cmd, "--nodetool-cmd"),
+        nodetool=nodetool,
         data_dirs=[Path(d) for d in args.cassandra_data],
         cql_host=host.strip("[]"),
         cql_port=int(port),
         cql_user=args.cql_user,
         cql_password=password,
         staging_dir=Path(args.staging_dir) if args.staging_dir else None,
-        sstableloader=parse_command(args.sstableloader_cmd, "--sstableloader-cmd")
-        if args.sstableloader_cmd
-        else [],
+        sstableloader=loader,
         stop_command=parse_command(args.stop_cmd, "--stop-cmd") if args.stop_cmd else [],
         start_command=parse_command(args.start_cmd, "--start-cmd") if args.start_cmd else [],
         state_dir=Path(args.state_dir) if args.state_dir else None,
