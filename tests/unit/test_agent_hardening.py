@@ -297,9 +297,12 @@ def test_bad_calls_are_one_line_errors(
     call: str, body: bytes, message: str, shared_agent: RunningAgent
 ) -> None:
     agent = shared_agent
+    before = agent.log().count("\n")
     status, lines = _raw(agent.address, _post(call, body))
     assert status in (200, 400) and len(lines) == 1 and message in lines[0]["error"], lines
     assert len(lines[0]["error"]) < 400
+    time.sleep(0.2)
+    assert agent.log().count("\n") - before <= 1  # one log line at most
     _no_traceback(agent)
 
 

@@ -608,6 +608,7 @@ class AgentServer:
         beat = threading.Thread(target=lines.heartbeat, args=(stop,), name="agent-heartbeat", daemon=True)
         beat.start()
         started = time.monotonic()
+        failure = ""
         try:
             check_fields(call, body)
             result = CALLS[call](self.node, body, lines.progress)
@@ -616,20 +617,28 @@ class AgentServer:
             log.warning("%s: %s: the client went away; call abandoned", peer, call)
             return
         except TxbackupError as exc:
-            log.warning("%s: %s failed: %s", peer, call, exc)
-            answer = {"error": str(exc), "kind": error_kind(exc)}
+            failure = str(exc)
+            answer = {"error": failure, "kind": error_kind(exc)}
         except Exception as exc:  # a defect: one line, the traceback only at debug level
-            log.error("%s: %s failed: internal error: %s: %s", peer, call, type(exc).__name__, _one_line(exc))
+            failure = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
             log.debug("%s traceback", call, exc_info=True)
-            answer = {"error": f"internal error: {type(exc).__name__}: {_one_line(exc)}"}
+            answer = {"error": failure}
         finally:
             stop.set()
             beat.join()
-        log.info("%s: %s done in %.1fs", peer, call, time.monotonic() - started)
+        took = time.monotonic() - started
         try:
             lines.send(answer)
+            gone = ""
         except ConnectionError:
-            log.warning("%s: %s: the client went away before the answer", peer, call)
+            gone = "; the client went away before the answer"
+        # one line per call
+        if failure:
+            log.warning("%s: %s failed in %.1fs: %s%s", peer, call, took, failure, gone)
+        else:
+            log.log(
+                logging.WARNING if gone else logging.INFO, "%s: %s done in %.1fs%s", peer, call, took, gone
+            )
 
 
 def _head(status: HTTPStatus, length: int | None = None) -> bytes:
