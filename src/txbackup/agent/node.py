@@ -77,6 +77,12 @@ class NodeConfig:
     nodetool_timeout: float = 600.0
 
     @property
+    def loader_can_log_in(self) -> bool:
+        """Whether sstableloader can log in to CQL without the password on its command
+        line: no login needed, or its command brings an ``AuthProvider`` (``-ap``)."""
+        return self.cql_user is None or bool({"-ap", "--auth-provider"} & set(self.sstableloader))
+
+    @property
     def staging(self) -> Path:
         if self.staging_dir is not None:
             return self.staging_dir
@@ -418,7 +424,7 @@ class Node:
         cfg = self.config
         if not cfg.sstableloader:
             raise TargetError("no --sstableloader-cmd configured on this agent")
-        if cfg.cql_user is not None and not {"-ap", "--auth-provider"} & set(cfg.sstableloader):
+        if not cfg.loader_can_log_in:
             raise TargetError(
                 "sstableloader takes CQL credentials only on its command line, where every local user "
                 "can read them; the agent does not pass them: add -ap CLASS (an AuthProvider reading "

@@ -199,11 +199,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"listening on {args.host}:{server.port}", flush=True)
     if token is None:
         print("txbackup agent: WARNING: no token: anyone who reaches the port can restore", file=sys.stderr)
-    if (
-        config.cql_user
-        and config.sstableloader
-        and not {"-ap", "--auth-provider"} & set(config.sstableloader)
-    ):
+    if config.sstableloader and not config.loader_can_log_in:
         print(
             "txbackup agent: WARNING: restores with sstableloader will be refused: it takes CQL "
             "credentials only on its command line; add -ap CLASS to --sstableloader-cmd",
