@@ -13,12 +13,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from tests.servers.mariadb import MariaDBServer
+from tests.servers.postgres import PostgresServer
 from tests.targets_support import DirReader, backup
 from txbackup.errors import TargetError
 from txbackup.targets import mysql as mysql_target
+from txbackup.targets import postgres as pg_target
 
 
 def nasty(prefix: str, canary: str) -> str:
@@ -229,3 +234,138 @@ def test_mariadb_tampered_dump_runs_nothing(hostile_maria, mariadb_server, tmp_p
         assert canaries(tmp_path) == [], line
     if sandbox:
         mariadb_server.execute(f"DROP DATABASE {maria_ident(dest)}")
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def pg_nasty(prefix: str, canary: str) -> str:
+    """A hostile name within PostgreSQL's 63 bytes (psql reads ``\\!`` the same way)."""
+    return f"{prefix}\n\\! touch {canary}\n`\"'*/--;\\é日本"
+
+
+def pg_objects(server: PostgresServer, db: str, canary: str) -> None:
+    """One object of every kind with a hostile name, and hostile comments, in ``db``."""
+    names = {
+        k: pg_nasty(k[:2], canary)
+        for k in ("schema", "table", "column", "view", "func", "trig", "seq", "evt")
+    }
+    s, t, c, v, f, tr, sq, ev = (sql.Identifier(names[k]) for k in names)
+    note = pg_nasty("comment", canary) + "\n*/ $$ $x$ \\. 🙂"
+    lit = sql.Literal(note)
+    statements = [
+        sql.SQL("CREATE SCHEMA {}").format(s),
+        sql.SQL("CREATE TABLE {s}.{t} (id int PRIMARY KEY, {c} text DEFAULT {lit})").format(
+            s=s, t=t, c=c, lit=lit
+        ),
+        sql.SQL("INSERT INTO {s}.{t} VALUES (1, {lit}), (2, NULL), (3, DEFAULT)").format(s=s, t=t, lit=lit),
+        sql.SQL("CREATE TABLE {s}.log (v text)").format(s=s),
+        sql.SQL("CREATE VIEW {s}.{v} AS SELECT {c} AS {alias}, {lit}::text AS c2 FROM {s}.{t}").format(
+            s=s, v=v, c=c, t=t, lit=lit, alias=sql.Identifier(note[:60])
+        ),
+        sql.SQL("CREATE SEQUENCE {s}.{sq} START 7").format(s=s, sq=sq),
+        sql.SQL("SELECT nextval({name})").format(
+            name=sql.Literal(
+                f"{sql.Identifier(names['schema']).as_string()}.{sql.Identifier(names['seq']).as_string()}"
+            )
+        ),
+        sql.SQL("CREATE FUNCTION {s}.{f}() RETURNS trigger LANGUAGE plpgsql AS {body}").format(
+            s=s,
+            f=f,
+            body=sql.Literal(
+                f"BEGIN\n-- \\\\! touch {canary} '\"`*/\n"
+                f"INSERT INTO {sql.Identifier(names['schema']).as_string()}.log"
+                f" VALUES ({sql.Literal(note).as_string()} || NEW.id); RETURN NEW; END"
+            ),
+        ),
+        sql.SQL("CREATE TRIGGER {tr} AFTER INSERT ON {s}.{t} FOR EACH ROW EXECUTE FUNCTION {s}.{f}()").format(
+            tr=tr, s=s, t=t, f=f
+        ),
+        sql.SQL("CREATE FUNCTION {s}.noop() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN END$$").format(
+            s=s
+        ),
+        sql.SQL("CREATE EVENT TRIGGER {ev} ON ddl_command_end EXECUTE FUNCTION {s}.noop()").format(
+            ev=ev, s=s
+        ),
+    ]
+    for kind, target in [
+        ("SCHEMA", s),
+        ("TABLE", sql.SQL("{}.{}").format(s, t)),
+        ("COLUMN", sql.SQL("{}.{}.{}").format(s, t, c)),
+        ("VIEW", sql.SQL("{}.{}").format(s, v)),
+        ("SEQUENCE", sql.SQL("{}.{}").format(s, sq)),
+        ("FUNCTION", sql.SQL("{}.{}()").format(s, f)),
+        ("TRIGGER", sql.SQL("{} ON {}.{}").format(tr, s, t)),
+        ("EVENT TRIGGER", ev),
+    ]:
+        statements.append(sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(kind), target, lit))
+    with psycopg.connect(make_conninfo("", **server.params(db)), autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+PG_STATE = {
+    "relations": "SELECT n.nspname, c.relname, c.relkind, obj_description(c.oid, 'pg_class')"
+    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1, 2",
+    "columns": "SELECT c.relname, a.attname, pg_get_expr(d.adbin, d.adrelid),"
+    " col_description(c.oid, a.attnum) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_attrdef d"
+    " ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attnum > 0"
+    " AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1, 2",
+    "views": "SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c WHERE c.relkind = 'v'"
+    " AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)",
+    "functions": "SELECT p.proname, pg_get_functiondef(p.oid), obj_description(p.oid, 'pg_proc')"
+    " FROM pg_proc p WHERE p.pronamespace NOT IN ('pg_catalog'::regnamespace,"
+    " 'information_schema'::regnamespace) ORDER BY 1",
+    "triggers": "SELECT tgname, pg_get_triggerdef(oid), obj_description(oid, 'pg_trigger')"
+    " FROM pg_trigger WHERE NOT tgisinternal",
+    "event triggers": "SELECT evtname, obj_description(oid, 'pg_event_trigger') FROM pg_event_trigger",
+    "schemas": "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace"
+    " WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' ORDER BY 1",
+    "sequences": "SELECT sequencename, last_value FROM pg_sequences",
+}
+
+
+def pg_state(server: PostgresServer, db: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with psycopg.connect(make_conninfo("", **server.params(db)), autocommit=True) as conn:
+        for key, query in PG_STATE.items():
+            out[key] = conn.execute(query).fetchall()
+        for schema, name, kind, _ in out["relations"]:
+            if kind in ("r", "v"):
+                table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+                out[f"rows {name}"] = conn.execute(
+                    sql.SQL("SELECT * FROM {} ORDER BY 1").format(table)
+                ).fetchall()
+    return out
+
+
+@pytest.mark.postgres
+def test_postgres_hostile_names_round_trip(postgres_server, postgres_db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    canary = f"PWNED-{uuid.uuid4().hex[:6]}"
+    pg_objects(postgres_server, postgres_db, canary)
+    expected = pg_state(postgres_server, postgres_db)
+    assert len(expected["relations"]) == 5 and expected["event triggers"]
+    monkeypatch.setenv("TXB_PG_PW", postgres_server.password)
+    conf = {
+        "kind": "postgres",
+        "host": postgres_server.host,
+        "port": postgres_server.port,
+        "user": postgres_server.user,
+        "password_env": "TXB_PG_PW",
+        "databases": [postgres_db],
+    }
+    target = pg_target.from_config("hostile", conf)
+    try:
+        backup(target, tmp_path / "out")
+        dest = pg_nasty("r", canary)
+        target.restore(DirReader(tmp_path / "out"), {"database": dest}, force=False)
+        assert pg_state(postgres_server, dest) == expected
+    finally:
+        # event triggers are global to a database but fire on every DDL: drop them
+        postgres_server.execute(
+            "DROP EVENT TRIGGER IF EXISTS " + sql.Identifier(pg_nasty("ev", canary)).as_string(), postgres_db
+        )
+    assert canaries(tmp_path) == []

@@ -77,9 +77,22 @@ changed"); an instant ``ADD COLUMN`` shows in the dump's DDL with the
 snapshot's rows. MySQL (not MariaDB) has no ``binlog_snapshot_*``: its position
 records ``@@global.gtid_executed`` read inside the pause instead.
 
+Names are data: in the dump every name is a backquoted identifier (backquotes
+doubled), every value an SQL literal on one line, and the ``--`` comments
+naming each object escape whatever a name holds (``comment()``), so no name
+can end its context and reach the client as a command (``\\! cmd``) or the
+server as SQL.
+
 Restore: each ``<db>.sql`` is fed to the ``mariadb`` (or ``mysql``) client
-(``--no-defaults``, password through ``MYSQL_PWD``), into the destination
-database, created when missing. ``dest`` may give ``dsn``
+(``--no-defaults``, password through ``MYSQL_PWD``, ``--comments`` so that routine
+bodies keep theirs), into the destination database, created when missing. A
+dump is untrusted input there: the client runs in ``--sandbox`` mode when it
+has one (MariaDB 10.5.25, 10.6.18, 10.11.8 and later), and every line reaches it
+only once :class:`~txbackup.targets.mysql_script.ScriptGuard` has read it the
+way the client will and found no client command in it (``\\!``, ``system``,
+``source``, ``\\r``, ``\\e``...: the sandbox stops only those that touch files).
+Without ``--sandbox`` (MySQL's client, older MariaDB ones) every dump is read
+by the guard first, and a refused one restores nothing. ``dest`` may give ``dsn``
 (``mysql://user[:password]@host[:port][/database]``) and/or ``host``, ``port``,
 ``user``, ``password``, ``database``; the database name renames the target's
 single configured database (the coordinator database keeps its name); with
