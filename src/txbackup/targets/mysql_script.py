@@ -29,8 +29,8 @@ the line:
   client (a quote inside it opens a string for one of them only);
 - a comment the server and the client would not end at the same place (``--``
   followed by a control character: a comment for the server only);
-- a NUL byte, and a line longer than the client's line buffer (it would be cut
-  in two, the second part read as a new line).
+- a NUL byte (the client ends a line there too), and a line longer than the
+  client's line buffer (it would be cut in two, the rest read as a new line).
 
 It errs on the side of refusing: a dump txbackup wrote always passes, a
 tampered one may be refused although harmless.
@@ -55,8 +55,9 @@ COMMANDS = frozenset(
 )  # fmt: skip
 """The client's named commands (``help`` of MariaDB 10.11 and MySQL 8 clients)."""
 
-MAX_LINE = 1 << 30
-"""The client's line buffer with ``--max-allowed-packet=1G``: a longer line is cut."""
+MAX_LINE = 1 << 29
+"""Well below the client's line buffer (1 GiB), past which it cuts a line in two and reads
+the rest as a new line."""
 
 _STATEMENTS = frozenset({"SET", "INSERT", "CREATE", "DROP", "ALTER", "DO"})
 _SETS = re.compile(
@@ -75,14 +76,20 @@ _QUOTES = {39: re.compile(rb"[\\']"), 34: re.compile(rb'[\\"]')}
 _MAX_SET = 4096
 _COMMENT_SPACE = (b"", b" ", b"\t", b"\v", b"\f", b"\r")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-# A whole line of data or DDL in the usual state (inside a statement, no string open,
-# backslash escapes on, no ANSI quotes, delimiter ';'), read in one go: no comment, no
-# backslash outside strings, strings closed on the line; ends the statement if it ends in ';'.
+# What the usual state (inside a statement, no string open, backslash escapes on, no
+# ANSI quotes, delimiter ';') reads in one go: plain characters and whole strings, up to
+# the first thing that needs a closer look (a delimiter, a comment, a backslash outside
+# strings, a string left open at the end of the line...). Possessive: it never backtracks.
 _PLAIN = re.compile(
-    rb"(?:[^'\"`\\#/;*\-]|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
-    rb"|`[^`]*`|-(?!-)|/(?!\*)|\*(?!/))*(;?)",
+    rb"(?:[^'\"`\\#/;*\-]++|'(?:[^'\\]++|\\.)*+'|\"(?:[^\"\\]++|\\.)*+\""
+    rb"|`[^`]*+`|-(?!-)|/(?!\*)|\*(?!/))*+",
     re.DOTALL,
 )
+# the rest of a string after its opening quote, with backslash escapes, when it ends on the line
+_STRING_END = {
+    39: re.compile(rb"(?:[^'\\]++|\\.)*+'", re.DOTALL),
+    34: re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL),
+}
 
 
 def version_id(server_info: str) -> int:
@@ -160,21 +167,16 @@ class ScriptGuard:
         self.line += 1
         if b"\x00" in line:
             self._refuse("a NUL byte")
-        if (
-            self.delimiter == b";"
-            and not (self.empty or self.quote or self.comment or self.executable)
-            and self.escapes
-            and not self.ansi
-            and self.set_text is None
-        ):
-            plain = _PLAIN.fullmatch(line)
-            if plain:  # the usual line of rows, read in one go
-                if plain.group(1):
-                    self.empty = True
-                return
+        usual = self.delimiter == b";" and self.escapes is True and self.ansi is False
         pos, end = 0, len(line)
         while pos < end:
-            if self.comment:
+            if usual and not (self.empty or self.quote or self.comment or self.executable):
+                if self.set_text is None:
+                    pos = _PLAIN.match(line, pos).end()  # type: ignore[union-attr]
+                    if pos >= end:
+                        break
+                pos = self._in_statement(line, pos)
+            elif self.comment:
                 close = line.find(b"*/", pos)
                 if close < 0:
                     return
@@ -194,6 +196,12 @@ class ScriptGuard:
             close = line.find(bytes([quote]), pos)  # backslashes are plain characters here
             found = close >= 0
             stop = close + 1 if found else len(line)
+        elif self.escapes and not (quote == 34 and self.ansi is None):
+            whole = _STRING_END[quote].match(line, pos)
+            if whole is None:  # the string goes on on the next line
+                self._keep(line, pos, len(line))
+                return len(line)
+            found, stop = True, whole.end()
         else:
             match = _QUOTES[quote].search(line, pos)
             if match is None:
