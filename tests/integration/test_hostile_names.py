@@ -53,8 +53,10 @@ def maria_objects(server: MariaDBServer, db: str, canary: str) -> dict[str, str]
         with conn.cursor() as cur:
             cur.execute(
                 f"CREATE TABLE {q(n['table'])} (id int PRIMARY KEY, {q(n['column'])} text"
-                f" COMMENT %s DEFAULT %s) COMMENT %s",
-                (note, note[:40], note),
+                f" COMMENT %s DEFAULT %s, KEY {q(nasty('ix', canary)[:64])} ({q(n['column'])}(10))"
+                f" COMMENT %s, CONSTRAINT {q(nasty('ck', canary)[:64])} CHECK (id > 0 OR id = %s))"
+                " COMMENT %s",
+                (note, note[:40], note, -len(note), note),
             )
             cur.execute(
                 f"INSERT INTO {q(n['table'])} VALUES (1, %s), (2, NULL), (3, %s)",
