@@ -140,17 +140,19 @@ def maria_state(server: MariaDBServer, db: str) -> dict[str, Any]:
     return out
 
 
-def maria_target(server: MariaDBServer, db: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("TXB_MARIA_PW", server.password)
-    conf = {
-        "kind": "mysql",
+def target_conf(
+    server: MariaDBServer | PostgresServer, kind: str, db: str, monkeypatch: Any
+) -> dict[str, Any]:
+    """The settings of a target named "hostile" backing up ``db`` of ``server``."""
+    monkeypatch.setenv("TXB_TEST_PW", server.password)
+    return {
+        "kind": kind,
         "host": server.host,
         "port": server.port,
         "user": server.user,
-        "password_env": "TXB_MARIA_PW",
+        "password_env": "TXB_TEST_PW",
         "databases": [db],
     }
-    return mysql_target.from_config("hostile", conf)
 
 
 @pytest.fixture
@@ -164,7 +166,7 @@ def hostile_maria(mariadb_server, tmp_path, monkeypatch):
     mariadb_server.execute(f"CREATE DATABASE {maria_ident(db)}")
     maria_objects(mariadb_server, db, canary)
     expected = maria_state(mariadb_server, db)
-    target = maria_target(mariadb_server, db, monkeypatch)
+    target = mysql_target.from_config("hostile", target_conf(mariadb_server, "mysql", db, monkeypatch))
     backup(target, tmp_path / "out")
     yield target, db, canary, tmp_path / "out", expected
     mariadb_server.execute(f"DROP DATABASE {maria_ident(db)}")
@@ -350,15 +352,7 @@ def test_postgres_hostile_names_round_trip(postgres_server, postgres_db, tmp_pat
     pg_objects(postgres_server, postgres_db, canary)
     expected = pg_state(postgres_server, postgres_db)
     assert len(expected["relations"]) == 5 and expected["event triggers"], expected["relations"]
-    monkeypatch.setenv("TXB_PG_PW", postgres_server.password)
-    conf = {
-        "kind": "postgres",
-        "host": postgres_server.host,
-        "port": postgres_server.port,
-        "user": postgres_server.user,
-        "password_env": "TXB_PG_PW",
-        "databases": [postgres_db],
-    }
+    conf = target_conf(postgres_server, "postgres", postgres_db, monkeypatch)
     target = pg_target.from_config("hostile", conf)
     try:
         backup(target, tmp_path / "out")

@@ -125,7 +125,7 @@ from pymysql.constants import CLIENT
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, run, run_from_stream
 from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
-from txbackup.targets.base import ArtifactReader, ArtifactWriter
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, iter_chunks
 from txbackup.targets.mysql_script import ScriptGuard, version_id
 from txbackup.targets.sqlcommon import (
     Prepared,
@@ -840,7 +840,7 @@ class MysqlTarget:
                     # every dump first, and touch nothing if one holds any
                     for db in todo:
                         with src.open(f"{db}.sql") as stream:
-                            guard().check(stream)
+                            guard().check(iter_chunks(stream))
                 for db in todo:
                     cur.execute(f"CREATE DATABASE IF NOT EXISTS {ident(rename[db])}")
         except pymysql.MySQLError as exc:
@@ -869,7 +869,7 @@ class MysqlTarget:
             with src.open(f"{db}.sql") as stream:
                 # each line reaches the client only once the guard has read it (the
                 # storage could hand over other bytes than a first reading saw)
-                run_from_stream(argv, guard().checked(stream), culprit=self.label, env=env)
+                run_from_stream(argv, guard().checked(iter_chunks(stream)), culprit=self.label, env=env)
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import IO
 
 from txbackup.errors import TargetError
 
@@ -122,15 +121,9 @@ class ScriptGuard:
         self._tail = b""
 
     # -- feeding -----------------------------------------------------------------------------
-    def checked(self, source: IO[bytes] | Iterable[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
-        """The chunks of ``source`` cut at line ends, each yielded once its lines passed:
-        what the client receives never holds a line the guard has not read."""
-        chunks: Iterable[bytes]
-        if hasattr(source, "read"):
-            stream = source
-            chunks = iter(lambda: stream.read(chunk), b"")  # type: ignore[union-attr]
-        else:
-            chunks = source
+    def checked(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """``chunks`` cut at line ends, each piece yielded once its lines passed: what
+        the client receives never holds a line the guard has not read."""
         for data in chunks:
             data = self._tail + data
             cut = data.rfind(b"\n") + 1
@@ -147,9 +140,9 @@ class ScriptGuard:
             yield self._tail
             self._tail = b""
 
-    def check(self, source: IO[bytes] | Iterable[bytes]) -> None:
-        """Read all of ``source`` (refusing it as :meth:`checked` would), sending it nowhere."""
-        for _ in self.checked(source):
+    def check(self, chunks: Iterable[bytes]) -> None:
+        """Read all of ``chunks`` (refusing them as :meth:`checked` would), sending them nowhere."""
+        for _ in self.checked(chunks):
             pass
 
     # -- reading -----------------------------------------------------------------------------
