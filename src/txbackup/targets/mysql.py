@@ -77,9 +77,22 @@ changed"); an instant ``ADD COLUMN`` shows in the dump's DDL with the
 snapshot's rows. MySQL (not MariaDB) has no ``binlog_snapshot_*``: its position
 records ``@@global.gtid_executed`` read inside the pause instead.
 
+Names are data: in the dump every name is a backquoted identifier (backquotes
+doubled), every value an SQL literal on one line, and the ``--`` comments
+naming each object escape whatever a name holds (``comment()``), so no name
+can end its context and reach the client as a command (``\\! cmd``) or the
+server as SQL.
+
 Restore: each ``<db>.sql`` is fed to the ``mariadb`` (or ``mysql``) client
-(``--no-defaults``, password through ``MYSQL_PWD``), into the destination
-database, created when missing. ``dest`` may give ``dsn``
+(``--no-defaults``, password through ``MYSQL_PWD``, ``--comments`` so that routine
+bodies keep theirs), into the destination database, created when missing. A
+dump is untrusted input there: the client runs in ``--sandbox`` mode when it
+has one (MariaDB 10.5.25, 10.6.18, 10.11.8 and later), and every line reaches it
+only once :class:`~txbackup.targets.mysql_script.ScriptGuard` has read it the
+way the client will and found no client command in it (``\\!``, ``system``,
+``source``, ``\\r``, ``\\e``...: the sandbox stops only those that touch files).
+Without ``--sandbox`` (MySQL's client, older MariaDB ones) every dump is read
+by the guard first, and a refused one restores nothing. ``dest`` may give ``dsn``
 (``mysql://user[:password]@host[:port][/database]``) and/or ``host``, ``port``,
 ``user``, ``password``, ``database``; the database name renames the target's
 single configured database (the coordinator database keeps its name); with
@@ -110,9 +123,10 @@ import pymysql.cursors
 from pymysql.constants import CLIENT
 
 from txbackup.errors import TargetError, UsageError
-from txbackup.procs import find_tool, run_from_stream
+from txbackup.procs import find_tool, run, run_from_stream
 from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
-from txbackup.targets.base import ArtifactReader, ArtifactWriter
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, iter_chunks
+from txbackup.targets.mysql_script import ScriptGuard, version_id
 from txbackup.targets.sqlcommon import (
     Prepared,
     ServerPassword,
@@ -156,12 +170,33 @@ _KEYSET = {
 }  # fmt: skip
 _MAX_CHUNK_ROWS = 100_000
 _GENERATED = re.compile(r"(?i)\b(VIRTUAL|STORED|PERSISTENT)\b|ROW (START|END)")
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+_SQL_MODE = re.compile(r"[A-Z0-9_,]*")
 _DEFINER = re.compile(r"\s*DEFINER\s*=\s*(`(?:[^`]|``)*`|'[^']*'|\S+?)@(`(?:[^`]|``)*`|'[^']*'|\S+)")
 
 
 def ident(name: str) -> str:
     """A backquoted MySQL identifier."""
     return "`" + name.replace("`", "``") + "`"
+
+
+def comment(text: str) -> str:
+    """``text`` for a ``--`` comment of the dump: one line, whatever a name holds.
+
+    Control characters (newline, CR, ...), other non-printable ones (U+2028...) and
+    backslashes are written as escapes (``\\n``, ``\\u2028``, ``\\\\``), and ``*/`` as
+    ``*\\/``: no byte of a name can end the comment, so none reaches the client as a
+    command (``\\! cmd`` on a line of its own) or the server as SQL.
+    """
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif char.isprintable():
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out).replace("*/", "*\\/")
 
 
 def _message(exc: BaseException) -> str:
@@ -356,9 +391,14 @@ class MysqlCapture:
             where = f"; binlog position of the snapshot {pos['binlog_file']}:{pos['binlog_position']}"
         if pos.get("gtid_binlog_pos"):
             where += f", gtid {pos['gtid_binlog_pos']}"
+        for name in (charset, collation):
+            if not _WORD.fullmatch(name):
+                raise self.target.error(f'database "{db}": unexpected character set name {name!r}')
         header = [
-            f"-- txbackup dump of database {ident(db)} ({pos['server_version']}), "
-            f"one consistent snapshot{where}",
+            comment(
+                f"-- txbackup dump of database {ident(db)} ({pos['server_version']}), "
+                f"one consistent snapshot{where}"
+            ),
             "-- load with: mariadb --default-character-set=utf8mb4 DATABASE < this-file",
             "SET NAMES utf8mb4;",
             "SET TIME_ZONE='+00:00';",
@@ -405,7 +445,7 @@ class MysqlCapture:
     ) -> None:
         ddl = str(self._query(f"SHOW CREATE TABLE {ident(db)}.{ident(name)}")[0][1])
         write(
-            f"\n-- table {ident(name)}\nDROP TABLE IF EXISTS {ident(name)};\n{ddl};\n".encode()
+            f"\n{comment(f'-- table {ident(name)}')}\nDROP TABLE IF EXISTS {ident(name)};\n{ddl};\n".encode()
         )
         if not columns:
             return
@@ -495,7 +535,7 @@ class MysqlCapture:
         ddl = str(self._query(f"SHOW CREATE SEQUENCE {ident(db)}.{ident(name)}")[0][1])
         value = self._query(f"SELECT next_not_cached_value FROM {ident(db)}.{ident(name)}")[0][0]
         write(
-            f"\n-- sequence {ident(name)}\nDROP SEQUENCE IF EXISTS {ident(name)};\n{ddl};\n"
+            f"\n{comment(f'-- sequence {ident(name)}')}\nDROP SEQUENCE IF EXISTS {ident(name)};\n{ddl};\n"
             f"DO SETVAL({ident(name)}, {int(value)}, 0);\n".encode()
         )
 
@@ -517,13 +557,13 @@ class MysqlCapture:
                 del pending[v]
         for v in done:
             write(
-                f"\n-- view {ident(v)}\nDROP TABLE IF EXISTS {ident(v)};\n"
+                f"\n{comment(f'-- view {ident(v)}')}\nDROP TABLE IF EXISTS {ident(v)};\n"
                 f"DROP VIEW IF EXISTS {ident(v)};\n{definitions[v]};\n".encode()
             )
 
     def _dump_triggers_and_routines(self, db: str, write: Any) -> None:
-        objects: list[tuple[str, str]] = [
-            ("TRIGGER", str(r[0]))
+        objects: list[tuple[str, str, str]] = [
+            ("TRIGGER", str(r[0]), "")
             for r in self._query(
                 "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s"
                 " ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
@@ -531,14 +571,14 @@ class MysqlCapture:
             )
         ]
         objects += [
-            (str(r[0]), str(r[1]))
+            (str(r[0]), str(r[1]), str(r[2] or ""))
             for r in self._query(
-                "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES"
+                "SELECT ROUTINE_TYPE, ROUTINE_NAME, ROUTINE_COMMENT FROM information_schema.ROUTINES"
                 " WHERE ROUTINE_SCHEMA = %s ORDER BY ROUTINE_TYPE, ROUTINE_NAME",
                 (db,),
             )
         ]
-        for kind, name in objects:
+        for kind, name, note in objects:
             row = self._query(f"SHOW CREATE {kind} {ident(db)}.{ident(name)}")[0]
             # (name, sql_mode, statement, ...) for routines, (name, sql_mode, statement, ...) too
             body = row[2]
@@ -547,11 +587,20 @@ class MysqlCapture:
                     f"cannot read the definition of {kind.lower()} {db}.{name}: the backup user "
                     "needs more privileges (SELECT on mysql.proc, or TRIGGER)"
                 )
+            sql_mode = str(row[1])
+            if not _SQL_MODE.fullmatch(sql_mode):
+                raise self.target.error(
+                    f"{kind.lower()} {db}.{name}: unexpected sql_mode {sql_mode!r}"
+                )
             write(
-                f"\n-- {kind.lower()} {ident(name)}\nDROP {kind} IF EXISTS {ident(name)};\n"
-                f"SET SESSION SQL_MODE='{row[1]}';\nDELIMITER ;;\n{_strip_definer(str(body))} ;;\n"
+                f"\n{comment(f'-- {kind.lower()} {ident(name)}')}\nDROP {kind} IF EXISTS {ident(name)};\n"
+                f"SET SESSION SQL_MODE='{sql_mode}';\nDELIMITER ;;\n{_strip_definer(str(body))} ;;\n"
                 "DELIMITER ;\nSET SQL_MODE='NO_AUTO_VALUE_ON_ZERO';\n".encode()
             )
+            if "\\" in note and "NO_BACKSLASH_ESCAPES" in sql_mode:
+                # SHOW CREATE writes the COMMENT with backslash escapes whatever the
+                # routine's sql_mode: set it again, in the dump's own sql_mode
+                write(f"ALTER {kind} {ident(name)} COMMENT {self.conn.escape(note)};\n".encode())
 
     def release(self) -> None:
         conn, self.conn = self.conn, None
@@ -761,7 +810,17 @@ class MysqlTarget:
         client = find_tool(
             "mariadb", alternatives=("mysql",), culprit=self.label, bin_dir=self.bin_dir
         )
+        sandbox = has_sandbox(client, culprit=self.label)
         conn = self.connect(server)
+        server_info = str(conn.get_server_info())
+
+        def guard() -> ScriptGuard:
+            return ScriptGuard(
+                self.label,
+                server_version=version_id(server_info),
+                mariadb="mariadb" in server_info.lower(),
+            )
+
         try:
             with conn.cursor() as cur:
                 for db in todo:  # check every destination before touching any
@@ -776,13 +835,22 @@ class MysqlTarget:
                             f'destination database "{rename[db]}" on {server.address()} is not '
                             f"empty (it has {found[0]}); use --force to overwrite"
                         )
+                if not sandbox:
+                    # without --sandbox nothing stops the client from running a command: read
+                    # every dump first, and touch nothing if one holds any
+                    for db in todo:
+                        with src.open(f"{db}.sql") as stream:
+                            guard().check(iter_chunks(stream))
                 for db in todo:
                     cur.execute(f"CREATE DATABASE IF NOT EXISTS {ident(rename[db])}")
         except pymysql.MySQLError as exc:
             raise self.error(f"{server.address()}: {_message(exc)}") from None
         finally:
             conn.close()
-        env = {"MYSQL_PWD": server.password} if server.password is not None else {}
+        # \e runs $EDITOR even in sandbox mode (the guard refuses it anyway)
+        env = {"EDITOR": "false", "VISUAL": "false"}
+        if server.password is not None:
+            env["MYSQL_PWD"] = server.password
         for db in todo:
             argv = [
                 client,
@@ -794,10 +862,14 @@ class MysqlTarget:
                 "--default-character-set=utf8mb4",
                 "--batch",
                 "--max-allowed-packet=1G",
+                "--comments",  # the comments of routine and trigger bodies are theirs
                 f"--database={rename[db]}",
+                *(["--sandbox"] if sandbox else []),
             ]
             with src.open(f"{db}.sql") as stream:
-                run_from_stream(argv, stream, culprit=self.label, env=env)
+                # each line reaches the client only once the guard has read it (the
+                # storage could hand over other bytes than a first reading saw)
+                run_from_stream(argv, guard().checked(iter_chunks(stream)), culprit=self.label, env=env)
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
 
 
@@ -846,6 +918,18 @@ def _write_behind(
         thread.join()
     if failed:
         raise failed[0]
+
+
+_SANDBOX: dict[str, bool] = {}
+
+
+def has_sandbox(client: str, *, culprit: str) -> bool:
+    """Whether ``client`` takes ``--sandbox`` (MariaDB 10.5.25, 10.6.18, 10.11.8 and
+    later; not MySQL's client), read once per client from its ``--help``."""
+    if client not in _SANDBOX:
+        usage = run([client, "--no-defaults", "--help"], culprit=culprit, timeout=30)
+        _SANDBOX[client] = re.search(r"(?m)^\s*--sandbox\b", usage) is not None
+    return _SANDBOX[client]
 
 
 def _close(conn: Any) -> None:

@@ -67,6 +67,13 @@ are not restored (``--no-owner``); privileges are, so roles named in GRANTs
 must exist on the destination. Each database restored is journaled, so a
 resumed restore job skips it.
 
+Names are data: txbackup writes no SQL of its own into the artifacts (pg_dump
+writes them and quotes every identifier), and the restore never goes through psql: pg_restore connects
+to the server itself and runs no meta-command (``\\!``...) whatever an
+archive holds. An archive turned into a script by hand (``pg_restore -f``) is
+safe to feed to psql only from pg_restore 15.14, 16.10, 17.6 or later, whose
+scripts are fenced with ``\\restrict`` (CVE-2025-8714).
+
 By hand::
 
     createdb -h HOST -p PORT -U USER -T template0 DB
