@@ -42,7 +42,7 @@ def write_artifacts(storage, artifacts: dict[str, bytes], target: str = "pg") ->
 
 
 def manifest_of(records: list[ArtifactRecord]) -> Manifest:
-    target = TargetRecord(name="pg", kind="test", artifacts=records)
+    target = TargetRecord(name="pg", kind="postgres", artifacts=records)
     return Manifest(SET, "c", "f", PauseWindow(), [], Timings(), [target])
 
 
@@ -167,57 +167,57 @@ def test_full_disk_while_exporting_raises_storage_error_and_leaves_no_artifact(
 
 
 def test_corrupt_byte_is_caught_by_verify_reader_and_extract(storage, tmp_path):
-    data = {"good": mixed_data(300_000), "bad": mixed_data(400_000)}
+    data = {"good.dump": mixed_data(300_000), "bad.dump": mixed_data(400_000)}
     writer = write_artifacts(storage, data)
-    damage(stored_path(storage, "bad"), writer.records[1].stored_size // 2)
-    bad = f"artifact sets/{SET}/pg/bad.zst: "
+    damage(stored_path(storage, "bad.dump"), writer.records[1].stored_size // 2)
+    bad = f"artifact sets/{SET}/pg/bad.dump.zst: "
 
     problems = verify_set(storage, manifest_of(writer.records))
     assert len(problems) == 1
     assert problems[0].startswith(bad)
 
     reader = reader_of(storage, writer)
-    with pytest.raises(IntegrityError, match=bad), reader.open("bad") as f:
+    with pytest.raises(IntegrityError, match=bad), reader.open("bad.dump") as f:
         f.read()
-    with reader.open("good") as f:
-        assert f.read() == data["good"]
+    with reader.open("good.dump") as f:
+        assert f.read() == data["good.dump"]
     with pytest.raises(IntegrityError, match=bad):
-        reader.extract("bad", str(tmp_path / "out"))
+        reader.extract("bad.dump", str(tmp_path / "out"))
     assert os.listdir(tmp_path) == ["repo"]  # nothing extracted, no partial file
 
 
 def test_corrupt_stored_checksum_with_intact_data_is_caught(storage):
-    writer = write_artifacts(storage, {"x": b"abc"})
-    stored = stored_path(storage, "x")
+    writer = write_artifacts(storage, {"x.dump": b"abc"})
+    stored = stored_path(storage, "x.dump")
     empty_frame = zstandard.ZstdCompressor().compress(b"")
     with open(stored, "ab") as f:  # the data still decodes, the stored bytes differ
         f.write(empty_frame)
     record = writer.records[0]
     record = dataclasses.replace(record, stored_size=record.stored_size + len(empty_frame))
     assert verify_set(storage, manifest_of([record])) == [
-        f"artifact sets/{SET}/pg/x.zst: checksum mismatch (corrupt)"
+        f"artifact sets/{SET}/pg/x.dump.zst: checksum mismatch (corrupt)"
     ]
 
 
 def test_truncated_artifact_fails_before_any_data(storage):
-    writer = write_artifacts(storage, {"dump": mixed_data(500_000)})
+    writer = write_artifacts(storage, {"db.dump": mixed_data(500_000)})
     record = writer.records[0]
-    os.truncate(stored_path(storage, "dump"), record.stored_size - 10)
+    os.truncate(stored_path(storage, "db.dump"), record.stored_size - 10)
     message = (
-        f"artifact sets/{SET}/pg/dump.zst: {record.stored_size - 10} bytes stored, "
+        f"artifact sets/{SET}/pg/db.dump.zst: {record.stored_size - 10} bytes stored, "
         f"manifest says {record.stored_size} (truncated or corrupt)"
     )
     assert verify_set(storage, manifest_of(writer.records)) == [message]
     with pytest.raises(IntegrityError) as err:
-        reader_of(storage, writer).open("dump").__enter__()
+        reader_of(storage, writer).open("db.dump").__enter__()
     assert str(err.value) == message
 
 
 def test_missing_artifact(storage):
-    writer = write_artifacts(storage, {"dump": b"data"})
-    os.unlink(stored_path(storage, "dump"))
+    writer = write_artifacts(storage, {"db.dump": b"data"})
+    os.unlink(stored_path(storage, "db.dump"))
     (problem,) = verify_set(storage, manifest_of(writer.records))
-    assert problem == f"artifact sets/{SET}/pg/dump.zst: missing from storage {storage.root}"
+    assert problem == f"artifact sets/{SET}/pg/db.dump.zst: missing from storage {storage.root}"
 
 
 def test_unknown_artifact_name(storage):
@@ -227,7 +227,7 @@ def test_unknown_artifact_name(storage):
 
 
 def test_verify_progress_counts_stored_bytes(storage):
-    writer = write_artifacts(storage, {"a": mixed_data(3 << 20), "b": b"small"})
+    writer = write_artifacts(storage, {"a.dump": mixed_data(3 << 20), "b.dump": b"small"})
     seen: list[tuple[int, int]] = []
     problems = verify_set(storage, manifest_of(writer.records), lambda *step: seen.append(step))
     assert problems == []
