@@ -27,6 +27,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from txbackup.errors import IntegrityError, StorageError
+from txbackup.safepaths import create_private
 from txbackup.storage.base import CHUNK, Storage, check_name
 
 ZSTD_LEVEL = 3
@@ -139,7 +140,8 @@ def fetch_file(
 
     ``what`` names the file for messages (e.g. ``bank/accounts nb-1-big-Data.db``).
     Raises ``IntegrityError`` naming it when the blob is missing, truncated or
-    corrupt; ``dest`` then does not exist.
+    corrupt; ``dest`` then does not exist. ``dest`` is created 0600 and never
+    written through a symbolic link.
     """
     name = blob_name(store, sha256)
     if storage.stat(name) is None:
@@ -148,13 +150,20 @@ def fetch_file(
     digest = hashlib.sha256()
     written = 0
     try:
-        with storage.load(name) as src, open(partial, "wb") as out:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)  # left by an interrupted run (a link goes, not its target)
+        with storage.load(name) as src, os.fdopen(create_private(partial), "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
             try:
-                while chunk := reader.read(CHUNK):
+                # never more than one byte past the recorded size: a zstd bomb stops here
+                while chunk := reader.read(min(CHUNK, size + 1 - written)):
                     digest.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
+                    if written > size:
+                        raise IntegrityError(
+                            f"{what}: blob {name} holds more than the recorded {size} bytes (corrupt)"
+                        )
                     if progress is not None:
                         progress(len(chunk))
             except zstandard.ZstdError as exc:

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from txbackup.agent import blobs
-from txbackup.errors import TargetError, TxbackupError, UsageError
+from txbackup.errors import IntegrityError, TargetError, TxbackupError, UsageError
+from txbackup.safepaths import join_inside, make_private_dirs, name_problem, shown
 from txbackup.storage.base import Storage
 
 log = logging.getLogger("txbackup.agent")
@@ -305,29 +306,39 @@ class Node:
         Every file is checked against its SHA-256; the first bad one is named and
         the staging folder removed: nothing reaches Cassandra."""
         root = self.staging_for(set_id)
-        if root.exists():
+        if root.is_symlink():
+            root.unlink()
+        elif root.exists():
             shutil.rmtree(root)
         tables: dict[tuple[str, str, str], Path] = {}
         done_bytes = 0
         try:
+            make_private_dirs(str(root))
             for i, f in enumerate(files):
-                keyspace, table = check_keyspace(str(f["keyspace"])), check_keyspace(str(f["table"]))
-                name = str(f["name"])
-                if "/" in name or name.startswith(".") or name in SNAPSHOT_FILES:
+                # the list comes from the set's artifacts: untrusted, checked field by field
+                if not isinstance(f, dict):
+                    raise IntegrityError(f"file #{i + 1} of the list is not an object")
+                keyspace, table = check_keyspace(str(f.get("keyspace"))), check_keyspace(str(f.get("table")))
+                name, size = f.get("name"), f.get("size")
+                if name in SNAPSHOT_FILES or (isinstance(name, str) and name.startswith(".")):
                     continue
-                source = _SAFE.sub("_", str(f.get("node", "node"))).lstrip(".") or "node"
+                problem = name_problem(name) or ("holds a '/'" if "/" in str(name) else None)
+                if problem is not None:
+                    raise IntegrityError(f"{keyspace}.{table}: file name {shown(name)} {problem}")
+                if type(size) is not int or size < 0:
+                    raise IntegrityError(f"{keyspace}.{table} {name}: size {shown(size)} is not a byte count")
+                source = _SAFE.sub("_", str(f.get("node", "node"))).lstrip(".")[:100] or "node"
                 folder = tables.get((source, keyspace, table))
                 if folder is None:
                     # one folder per backed-up node (their files have the same names); sstableloader
                     # takes the keyspace and table from the last two components of the path
-                    folder = root / source / keyspace / table
-                    folder.mkdir(parents=True, exist_ok=True)
+                    folder = Path(join_inside(str(root), f"{source}/{keyspace}/{table}", "staging folder"))
+                    make_private_dirs(str(folder))
                     tables[(source, keyspace, table)] = folder
-                what = f"{keyspace}.{table} {name} (from node {f.get('node', '?')})"
-                blobs.fetch_file(
-                    self.storage, store, str(f["sha256"]), int(f["size"]), str(folder / name), what
-                )
-                done_bytes += int(f["size"])
+                what = f"{keyspace}.{table} {name} (from node {shown(f.get('node', '?'))})"
+                dest = join_inside(str(folder), str(name), f"{keyspace}.{table} file")
+                blobs.fetch_file(self.storage, store, str(f.get("sha256")), size, dest, what)
+                done_bytes += size
                 progress({"files_done": i + 1, "files": len(files), "bytes_done": done_bytes})
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
