@@ -81,6 +81,8 @@ class LocalStorage:
         except (_Missing, FileNotFoundError) as exc:
             raise StorageError(f"storage {self.root}: {name} not found") from exc
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._symlink(name, name) from None
             raise self._error(exc, "reading", name) from exc
         try:
             st = os.fstat(fd)
