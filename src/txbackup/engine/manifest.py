@@ -295,9 +295,9 @@ def parse_manifest(text: bytes, path: str, set_id: str | None = None) -> Manifes
     """The manifest in ``text`` (read from ``path``), checked, of the set ``set_id`` if
     given; IntegrityError naming ``path``."""
     try:
-        data = _mapping(json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant))
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
         _check_depth(data)
-        return Manifest.from_dict(data, set_id)
+        return Manifest.from_dict(_mapping(data), set_id)
     except RecursionError:  # the parser's own limit, far deeper than MAX_DEPTH
         problem = f"nested deeper than {MAX_DEPTH} levels"
     except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
