@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import random
+import re
 
 import pytest
 import zstandard
@@ -235,3 +237,75 @@ def test_verify_progress_counts_stored_bytes(storage):
     assert seen[-1] == (total, total)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert len(seen) > 2
+
+
+# -- decompression stops at the recorded sizes --------------------------------------------------
+
+
+def plant(storage, name: str, stored: bytes, size: int, sha256: str) -> ArtifactRecord:
+    """Store ``stored`` as artifact ``name`` with a record claiming ``size``/``sha256``."""
+    path = artifact_path(SET, "pg", name)
+    storage.save(path, io.BytesIO(stored))
+    return ArtifactRecord(name, path, size, sha256, len(stored), hashlib.sha256(stored).hexdigest())
+
+
+def test_a_zstd_bomb_stops_at_the_recorded_size(storage, tmp_path):
+    # 256 MiB of zeros compress to ~8 KB: without the bound, extract writes all of it
+    bomb = io.BytesIO()
+    with zstandard.ZstdCompressor(level=1).stream_writer(bomb, closefd=False) as out:
+        zeros = bytes(1 << 24)
+        for _ in range(16):
+            out.write(zeros)
+    record = plant(storage, "bomb.dump", bomb.getvalue(), 1000, "ab" * 32)
+    produced = 0
+    message = f"artifact sets/{SET}/pg/bomb.dump.zst: decompresses to more than the recorded 1000 bytes"
+    assert verify_set(storage, manifest_of([record])) == [message + " (corrupt)"]
+    reader = SetReader(storage, SET, "pg", [record])
+    with pytest.raises(IntegrityError, match=re.escape(message)):
+        reader.extract("bomb.dump", str(tmp_path / "out"))
+    with pytest.raises(IntegrityError, match=re.escape(message)), reader.open("bomb.dump") as f:
+        while chunk := f.read(1 << 20):
+            produced += len(chunk)
+    assert produced <= 1000 + (1 << 20)
+    assert sorted(os.listdir(tmp_path)) == ["repo"]
+
+
+def test_a_stored_stream_longer_than_recorded_is_refused(storage, monkeypatch):
+    writer = write_artifacts(storage, {"x.dump": b"abc" * 1000})
+    (record,) = writer.records
+    read = []
+
+    class Growing(io.BytesIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            read.append(len(data))
+            return data
+
+    def load(name):  # a storage whose file grows between stat and read (or lies about it)
+        with open(stored_path(storage, "x.dump"), "rb") as f:
+            return Growing(f.read() + os.urandom(5 << 20))
+
+    monkeypatch.setattr(storage, "load", load)
+    problems = verify_set(storage, manifest_of([record]))
+    assert problems == [
+        f"artifact sets/{SET}/pg/x.dump.zst: longer than the recorded {record.stored_size} bytes (corrupt)"
+    ]
+    assert sum(read) == record.stored_size + 1
+
+
+def test_extract_writes_a_private_file_and_never_through_a_link(storage, tmp_path):
+    writer = write_artifacts(storage, {"x.dump": b"secret rows"})
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    os.symlink(outside, dest / "x.txbackup-partial")  # planted where the partial file goes
+    old = os.umask(0)
+    try:
+        reader_of(storage, writer).extract("x.dump", str(dest / "x"))
+    finally:
+        os.umask(old)
+    assert outside.read_bytes() == b"precious"
+    assert (dest / "x").read_bytes() == b"secret rows"
+    assert oct((dest / "x").stat().st_mode & 0o777) == oct(0o600)
+    assert sorted(os.listdir(dest)) == ["x"]
