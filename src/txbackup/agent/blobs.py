@@ -27,12 +27,13 @@ from typing import IO, Any, cast
 import zstandard
 
 from txbackup.errors import IntegrityError, StorageError
-from txbackup.safepaths import create_private
+from txbackup.safepaths import create_private, shown
 from txbackup.storage.base import CHUNK, Storage, check_name
 
 ZSTD_LEVEL = 3
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _CLUSTER = re.compile(r"[^A-Za-z0-9_.-]+")
+_STORE = re.compile(r"^cassandra/[A-Za-z0-9_.-]{1,200}/sstables$")
 
 
 def store_prefix(cluster_name: str) -> str:
@@ -42,8 +43,12 @@ def store_prefix(cluster_name: str) -> str:
 
 
 def blob_name(store: str, sha256: str) -> str:
-    if not _SHA.match(sha256):
-        raise IntegrityError(f"{sha256!r} is not a SHA-256")
+    """``<store>/<sha256>``; both come from a set's position and file lists (untrusted),
+    so the store must have the shape ``store_prefix`` gives and the digest be one."""
+    if not isinstance(store, str) or not _STORE.match(store):
+        raise IntegrityError(f"{shown(store)} is not a blob store (cassandra/<cluster>/sstables)")
+    if not isinstance(sha256, str) or not _SHA.match(sha256):
+        raise IntegrityError(f"{shown(sha256)} is not a SHA-256")
     return check_name(f"{store}/{sha256}")
 
 

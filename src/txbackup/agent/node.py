@@ -49,13 +49,13 @@ SNAPSHOT_FILES = ("manifest.json", "schema.cql")
 
 def check_keyspace(name: str) -> str:
     if not _NAME.match(name):
-        raise UsageError(f"{name!r} is not a Cassandra keyspace or table name")
+        raise UsageError(f"{shown(name)} is not a Cassandra keyspace or table name")
     return name
 
 
 def check_tag(tag: str) -> str:
     if not _TAG.match(tag):
-        raise UsageError(f"{tag!r} is not a usable snapshot tag")
+        raise UsageError(f"{shown(tag)} is not a usable snapshot tag")
     return tag
 
 
@@ -318,7 +318,7 @@ class Node:
                 # the list comes from the set's artifacts: untrusted, checked field by field
                 if not isinstance(f, dict):
                     raise IntegrityError(f"file #{i + 1} of the list is not an object")
-                keyspace, table = check_keyspace(str(f.get("keyspace"))), check_keyspace(str(f.get("table")))
+                keyspace, table = (check_keyspace(_text(f.get(k))) for k in ("keyspace", "table"))
                 name, size = f.get("name"), f.get("size")
                 if name in SNAPSHOT_FILES or (isinstance(name, str) and name.startswith(".")):
                     continue
@@ -337,7 +337,7 @@ class Node:
                     tables[(source, keyspace, table)] = folder
                 what = f"{keyspace}.{table} {name} (from node {shown(f.get('node', '?'))})"
                 dest = join_inside(str(folder), str(name), f"{keyspace}.{table} file")
-                blobs.fetch_file(self.storage, store, str(f.get("sha256")), size, dest, what)
+                blobs.fetch_file(self.storage, store, _text(f.get("sha256")), size, dest, what)
                 done_bytes += size
                 progress({"files_done": i + 1, "files": len(files), "bytes_done": done_bytes})
         except BaseException:
@@ -545,6 +545,12 @@ class Node:
 
     def _data_dirs(self) -> str:
         return ", ".join(str(d) for d in self.config.data_dirs)
+
+
+def _text(value: object) -> str:
+    """A string field of a request; anything else becomes its (short) repr, which the
+    checks that follow refuse by name."""
+    return value if isinstance(value, str) else shown(value)
 
 
 def nodetool_message(output: str) -> str:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from txbackup.errors import TargetError, UsageError
-from txbackup.safepaths import copy_mode, make_private_dirs
+from txbackup.safepaths import copy_mode, make_private_dirs, shown
 from txbackup.settings import check_keys, setting_opt_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 
@@ -199,7 +199,7 @@ class SqliteTarget:
         names = src.names()
         unknown = [n for n in names if n not in targets]
         if unknown:
-            raise self.error(f"artifact {unknown[0]} does not belong to any configured path")
+            raise self.error(f"artifact {shown(unknown[0])} does not belong to any configured path")
         # files already restored by an interrupted run of this job are skipped
         todo = [n for n in names if not src.journal.is_done(f"file/{n}")]
         # check every destination before touching any
