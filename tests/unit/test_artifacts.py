@@ -309,3 +309,87 @@ def test_extract_writes_a_private_file_and_never_through_a_link(storage, tmp_pat
     assert (dest / "x").read_bytes() == b"secret rows"
     assert oct((dest / "x").stat().st_mode & 0o777) == oct(0o600)
     assert sorted(os.listdir(dest)) == ["x"]
+
+
+# -- what restore writes is private; in place keeps the original mode ----------------------------
+
+
+@pytest.fixture(params=[0o000, 0o022])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def mode(path) -> str:
+    return oct(os.stat(path).st_mode & 0o7777)
+
+
+def sqlite_set(storage, tmp_path) -> SetReader:
+    import sqlite3
+
+    db = tmp_path / "source.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    writer = SetWriter(storage, SET, "cache")
+    writer.add_file("app.sqlite", str(db))
+    return SetReader(storage, SET, "cache", writer.records)
+
+
+def test_sqlite_restore_to_a_new_file_is_private(storage, tmp_path, umask):
+    from txbackup.targets import sqlite as sqlite_target
+
+    reader = sqlite_set(storage, tmp_path)
+    dest = tmp_path / "new" / "folder" / "app.db"
+    sqlite_target.from_config("cache", {"path": str(tmp_path / "app.db")}).restore(
+        reader, {"path": str(dest)}, force=False
+    )
+    assert mode(dest) == oct(0o600)
+    assert mode(dest.parent) == oct(0o700) and mode(dest.parent.parent) == oct(0o700)
+
+
+def test_sqlite_restore_in_place_keeps_the_file_mode(storage, tmp_path, umask):
+    from txbackup.targets import sqlite as sqlite_target
+
+    reader = sqlite_set(storage, tmp_path)
+    live = tmp_path / "app.db"
+    live.write_bytes(b"old")
+    os.chmod(live, 0o640)
+    sqlite_target.from_config("cache", {"path": str(live)}).restore(reader, None, force=True)
+    assert mode(live) == oct(0o640)
+    assert live.read_bytes().startswith(b"SQLite format 3")
+
+
+def test_postgres_staging_is_private(storage, tmp_path, umask):
+    from txbackup.targets.postgres import stage_directory
+
+    writer = write_artifacts(storage, {"bank.dir/toc.dat": b"toc", "bank.dir/3456.dat": b"rows"})
+    folder = tmp_path / "staging"
+    folder.mkdir(mode=0o777)
+    os.chmod(folder, 0o777)
+    stage_directory(reader_of(storage, writer), ["bank.dir/toc.dat", "bank.dir/3456.dat"], str(folder), "pg")
+    assert mode(folder) == oct(0o700)
+    assert sorted(os.listdir(folder)) == ["3456.dat", "toc.dat"]
+    assert {mode(folder / f) for f in os.listdir(folder)} == {oct(0o600)}
+
+
+def test_cassandra_agent_staging_is_private(tmp_path, umask):
+    from txbackup.agent import blobs
+    from txbackup.agent.node import Node, NodeConfig
+
+    storage = LocalStorage(str(tmp_path / "repo"))
+    store = blobs.store_prefix("c")
+    source = tmp_path / "nb-1-big-Data.db"
+    source.write_bytes(b"sstable")
+    stored = blobs.put_file(storage, store, str(source))
+    node = Node(NodeConfig(nodetool=["false"], data_dirs=[tmp_path], staging_dir=tmp_path / "st"), storage)
+    files = [{"keyspace": "ks", "table": "t", "name": source.name, "sha256": stored.sha256,
+              "size": stored.size, "node": "10.0.0.1"}]  # fmt: skip
+    node.prepare(SET, store, files, lambda _: None)
+    staged = tmp_path / "st" / SET / "10.0.0.1" / "ks" / "t"
+    assert (staged / source.name).read_bytes() == b"sstable"
+    assert mode(staged / source.name) == oct(0o600)
+    for folder in [tmp_path / "st", tmp_path / "st" / SET, staged.parent.parent, staged.parent, staged]:
+        assert mode(folder) == oct(0o700), folder
