@@ -23,13 +23,13 @@ from txbackup.errors import IntegrityError
 
 MAX_NAME = 1024
 """The longest name accepted (characters)."""
-MAX_SEGMENT = 200
-"""The longest segment accepted (UTF-8 bytes): room for suffixes below the usual 255."""
+MAX_SEGMENT = 230
+"""The longest segment accepted (UTF-8 bytes): room for our suffixes (.zst, .txbackup-partial) below 255."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def shown(value: object, limit: int = 80) -> str:
+def shown(value: object, limit: int = 120) -> str:
     """``repr(value)`` cut to ``limit`` characters: a hostile name stays one short line."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -225,7 +225,8 @@ def check_manifest(manifest: Manifest) -> None:
     try:
         _check_contents(manifest)
     except ValueError as exc:
-        raise IntegrityError(f"set {manifest.set_id}: {exc}") from None
+        label = manifest.set_id if _SET_ID.match(manifest.set_id) else shown(manifest.set_id)
+        raise IntegrityError(f"set {label}: {exc}") from None
 
 
 def _check_contents(manifest: Manifest) -> None:
@@ -239,15 +240,16 @@ def _check_contents(manifest: Manifest) -> None:
         if problem is not None:
             raise ValueError(f"target name {shown(target.name)} {problem}")
         if target.name in seen:
-            raise ValueError(f"target {target.name!r} appears twice")
+            raise ValueError(f"target {shown(target.name)} appears twice")
         seen.add(target.name)
         layout = LAYOUTS.get(target.kind)
         if layout is None:
             known = ", ".join(sorted(LAYOUTS))
-            raise ValueError(f"target {target.name!r}: unknown kind {shown(target.kind)} (known: {known})")
+            kind = shown(target.kind)
+            raise ValueError(f"target {shown(target.name)}: unknown kind {kind} (known: {known})")
         names: set[str] = set()
         for artifact in target.artifacts:
-            culprit = f"target {target.name!r} ({target.kind}): artifact {shown(artifact.name)}"
+            culprit = f"target {shown(target.name)} ({target.kind}): artifact {shown(artifact.name)}"
             problem = name_problem(artifact.name)
             if problem is not None:
                 raise ValueError(f"{culprit} {problem}")
