@@ -55,15 +55,17 @@ from txbackup.targets import sqlite as sqlite_target
 from txbackup.targets.layouts import LAYOUTS
 
 SET = "20261127T101500Z-3f9a"
-SANDBOX = Path(tempfile.mkdtemp(prefix="txbackup-fuzz-"))
+SANDBOX = Path(tempfile.gettempdir()) / f"txbackup-fuzz-{os.getpid()}"  # made by the fixture
 WORK = SANDBOX / "a" / "b" / "c" / "d" / "work"  # destinations and staging: a fresh one per example
 OUTSIDE = SANDBOX / "outside"
-FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module", autouse=True)
 def sandbox() -> Iterator[None]:
-    OUTSIDE.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(SANDBOX, ignore_errors=True)
+    _SETS.clear()
+    OUTSIDE.mkdir(parents=True)
     (OUTSIDE / "precious").write_bytes(b"must stay")
     yield
     shutil.rmtree(SANDBOX, ignore_errors=True)
