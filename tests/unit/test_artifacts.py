@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import random
+import re
 
 import pytest
 import zstandard
@@ -42,7 +44,7 @@ def write_artifacts(storage, artifacts: dict[str, bytes], target: str = "pg") ->
 
 
 def manifest_of(records: list[ArtifactRecord]) -> Manifest:
-    target = TargetRecord(name="pg", kind="test", artifacts=records)
+    target = TargetRecord(name="pg", kind="postgres", artifacts=records)
     return Manifest(SET, "c", "f", PauseWindow(), [], Timings(), [target])
 
 
@@ -167,57 +169,57 @@ def test_full_disk_while_exporting_raises_storage_error_and_leaves_no_artifact(
 
 
 def test_corrupt_byte_is_caught_by_verify_reader_and_extract(storage, tmp_path):
-    data = {"good": mixed_data(300_000), "bad": mixed_data(400_000)}
+    data = {"good.dump": mixed_data(300_000), "bad.dump": mixed_data(400_000)}
     writer = write_artifacts(storage, data)
-    damage(stored_path(storage, "bad"), writer.records[1].stored_size // 2)
-    bad = f"artifact sets/{SET}/pg/bad.zst: "
+    damage(stored_path(storage, "bad.dump"), writer.records[1].stored_size // 2)
+    bad = f"artifact sets/{SET}/pg/bad.dump.zst: "
 
     problems = verify_set(storage, manifest_of(writer.records))
     assert len(problems) == 1
     assert problems[0].startswith(bad)
 
     reader = reader_of(storage, writer)
-    with pytest.raises(IntegrityError, match=bad), reader.open("bad") as f:
+    with pytest.raises(IntegrityError, match=bad), reader.open("bad.dump") as f:
         f.read()
-    with reader.open("good") as f:
-        assert f.read() == data["good"]
+    with reader.open("good.dump") as f:
+        assert f.read() == data["good.dump"]
     with pytest.raises(IntegrityError, match=bad):
-        reader.extract("bad", str(tmp_path / "out"))
+        reader.extract("bad.dump", str(tmp_path / "out"))
     assert os.listdir(tmp_path) == ["repo"]  # nothing extracted, no partial file
 
 
 def test_corrupt_stored_checksum_with_intact_data_is_caught(storage):
-    writer = write_artifacts(storage, {"x": b"abc"})
-    stored = stored_path(storage, "x")
+    writer = write_artifacts(storage, {"x.dump": b"abc"})
+    stored = stored_path(storage, "x.dump")
     empty_frame = zstandard.ZstdCompressor().compress(b"")
     with open(stored, "ab") as f:  # the data still decodes, the stored bytes differ
         f.write(empty_frame)
     record = writer.records[0]
     record = dataclasses.replace(record, stored_size=record.stored_size + len(empty_frame))
     assert verify_set(storage, manifest_of([record])) == [
-        f"artifact sets/{SET}/pg/x.zst: checksum mismatch (corrupt)"
+        f"artifact sets/{SET}/pg/x.dump.zst: checksum mismatch (corrupt)"
     ]
 
 
 def test_truncated_artifact_fails_before_any_data(storage):
-    writer = write_artifacts(storage, {"dump": mixed_data(500_000)})
+    writer = write_artifacts(storage, {"db.dump": mixed_data(500_000)})
     record = writer.records[0]
-    os.truncate(stored_path(storage, "dump"), record.stored_size - 10)
+    os.truncate(stored_path(storage, "db.dump"), record.stored_size - 10)
     message = (
-        f"artifact sets/{SET}/pg/dump.zst: {record.stored_size - 10} bytes stored, "
+        f"artifact sets/{SET}/pg/db.dump.zst: {record.stored_size - 10} bytes stored, "
         f"manifest says {record.stored_size} (truncated or corrupt)"
     )
     assert verify_set(storage, manifest_of(writer.records)) == [message]
     with pytest.raises(IntegrityError) as err:
-        reader_of(storage, writer).open("dump").__enter__()
+        reader_of(storage, writer).open("db.dump").__enter__()
     assert str(err.value) == message
 
 
 def test_missing_artifact(storage):
-    writer = write_artifacts(storage, {"dump": b"data"})
-    os.unlink(stored_path(storage, "dump"))
+    writer = write_artifacts(storage, {"db.dump": b"data"})
+    os.unlink(stored_path(storage, "db.dump"))
     (problem,) = verify_set(storage, manifest_of(writer.records))
-    assert problem == f"artifact sets/{SET}/pg/dump.zst: missing from storage {storage.root}"
+    assert problem == f"artifact sets/{SET}/pg/db.dump.zst: missing from storage {storage.root}"
 
 
 def test_unknown_artifact_name(storage):
@@ -227,7 +229,7 @@ def test_unknown_artifact_name(storage):
 
 
 def test_verify_progress_counts_stored_bytes(storage):
-    writer = write_artifacts(storage, {"a": mixed_data(3 << 20), "b": b"small"})
+    writer = write_artifacts(storage, {"a.dump": mixed_data(3 << 20), "b.dump": b"small"})
     seen: list[tuple[int, int]] = []
     problems = verify_set(storage, manifest_of(writer.records), lambda *step: seen.append(step))
     assert problems == []
@@ -235,3 +237,159 @@ def test_verify_progress_counts_stored_bytes(storage):
     assert seen[-1] == (total, total)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert len(seen) > 2
+
+
+# -- decompression stops at the recorded sizes --------------------------------------------------
+
+
+def plant(storage, name: str, stored: bytes, size: int, sha256: str) -> ArtifactRecord:
+    """Store ``stored`` as artifact ``name`` with a record claiming ``size``/``sha256``."""
+    path = artifact_path(SET, "pg", name)
+    storage.save(path, io.BytesIO(stored))
+    return ArtifactRecord(name, path, size, sha256, len(stored), hashlib.sha256(stored).hexdigest())
+
+
+def test_a_zstd_bomb_stops_at_the_recorded_size(storage, tmp_path):
+    # 256 MiB of zeros compress to ~8 KB: without the bound, extract writes all of it
+    bomb = io.BytesIO()
+    with zstandard.ZstdCompressor(level=1).stream_writer(bomb, closefd=False) as out:
+        zeros = bytes(1 << 24)
+        for _ in range(16):
+            out.write(zeros)
+    record = plant(storage, "bomb.dump", bomb.getvalue(), 1000, "ab" * 32)
+    produced = 0
+    message = f"artifact sets/{SET}/pg/bomb.dump.zst: decompresses to more than the recorded 1000 bytes"
+    assert verify_set(storage, manifest_of([record])) == [message + " (corrupt)"]
+    reader = SetReader(storage, SET, "pg", [record])
+    with pytest.raises(IntegrityError, match=re.escape(message)):
+        reader.extract("bomb.dump", str(tmp_path / "out"))
+    with pytest.raises(IntegrityError, match=re.escape(message)), reader.open("bomb.dump") as f:
+        while chunk := f.read(1 << 20):
+            produced += len(chunk)
+    assert produced <= 1000 + (1 << 20)
+    assert sorted(os.listdir(tmp_path)) == ["repo"]
+
+
+def test_a_stored_stream_longer_than_recorded_is_refused(storage, monkeypatch):
+    writer = write_artifacts(storage, {"x.dump": b"abc" * 1000})
+    (record,) = writer.records
+    read = []
+
+    class Growing(io.BytesIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            read.append(len(data))
+            return data
+
+    def load(name):  # a storage whose file grows between stat and read (or lies about it)
+        with open(stored_path(storage, "x.dump"), "rb") as f:
+            return Growing(f.read() + os.urandom(5 << 20))
+
+    monkeypatch.setattr(storage, "load", load)
+    problems = verify_set(storage, manifest_of([record]))
+    assert problems == [
+        f"artifact sets/{SET}/pg/x.dump.zst: longer than the recorded {record.stored_size} bytes (corrupt)"
+    ]
+    assert sum(read) == record.stored_size + 1
+
+
+def test_extract_writes_a_private_file_and_never_through_a_link(storage, tmp_path):
+    writer = write_artifacts(storage, {"x.dump": b"secret rows"})
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    os.symlink(outside, dest / "x.txbackup-partial")  # planted where the partial file goes
+    old = os.umask(0)
+    try:
+        reader_of(storage, writer).extract("x.dump", str(dest / "x"))
+    finally:
+        os.umask(old)
+    assert outside.read_bytes() == b"precious"
+    assert (dest / "x").read_bytes() == b"secret rows"
+    assert oct((dest / "x").stat().st_mode & 0o777) == oct(0o600)
+    assert sorted(os.listdir(dest)) == ["x"]
+
+
+# -- what restore writes is private; in place keeps the original mode ----------------------------
+
+
+@pytest.fixture(params=[0o000, 0o022])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def mode(path) -> str:
+    return oct(os.stat(path).st_mode & 0o7777)
+
+
+def sqlite_set(storage, tmp_path) -> SetReader:
+    import sqlite3
+
+    db = tmp_path / "source.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    writer = SetWriter(storage, SET, "cache")
+    writer.add_file("app.sqlite", str(db))
+    return SetReader(storage, SET, "cache", writer.records)
+
+
+def test_sqlite_restore_to_a_new_file_is_private(storage, tmp_path, umask):
+    from txbackup.targets import sqlite as sqlite_target
+
+    reader = sqlite_set(storage, tmp_path)
+    dest = tmp_path / "new" / "folder" / "app.db"
+    sqlite_target.from_config("cache", {"path": str(tmp_path / "app.db")}).restore(
+        reader, {"path": str(dest)}, force=False
+    )
+    assert mode(dest) == oct(0o600)
+    assert mode(dest.parent) == oct(0o700) and mode(dest.parent.parent) == oct(0o700)
+
+
+def test_sqlite_restore_in_place_keeps_the_file_mode(storage, tmp_path, umask):
+    from txbackup.targets import sqlite as sqlite_target
+
+    reader = sqlite_set(storage, tmp_path)
+    live = tmp_path / "app.db"
+    live.write_bytes(b"old")
+    os.chmod(live, 0o640)
+    sqlite_target.from_config("cache", {"path": str(live)}).restore(reader, None, force=True)
+    assert mode(live) == oct(0o640)
+    assert live.read_bytes().startswith(b"SQLite format 3")
+
+
+def test_postgres_staging_is_private(storage, tmp_path, umask):
+    from txbackup.targets.postgres import stage_directory
+
+    writer = write_artifacts(storage, {"bank.dir/toc.dat": b"toc", "bank.dir/3456.dat": b"rows"})
+    folder = tmp_path / "staging"
+    folder.mkdir(mode=0o777)
+    os.chmod(folder, 0o777)
+    stage_directory(reader_of(storage, writer), ["bank.dir/toc.dat", "bank.dir/3456.dat"], str(folder), "pg")
+    assert mode(folder) == oct(0o700)
+    assert sorted(os.listdir(folder)) == ["3456.dat", "toc.dat"]
+    assert {mode(folder / f) for f in os.listdir(folder)} == {oct(0o600)}
+
+
+def test_cassandra_agent_staging_is_private(tmp_path, umask):
+    from txbackup.agent import blobs
+    from txbackup.agent.node import Node, NodeConfig
+
+    storage = LocalStorage(str(tmp_path / "repo"))
+    store = blobs.store_prefix("c")
+    source = tmp_path / "nb-1-big-Data.db"
+    source.write_bytes(b"sstable")
+    stored = blobs.put_file(storage, store, str(source))
+    node = Node(NodeConfig(nodetool=["false"], data_dirs=[tmp_path], staging_dir=tmp_path / "st"), storage)
+    files = [{"keyspace": "ks", "table": "t", "name": source.name, "sha256": stored.sha256,
+              "size": stored.size, "node": "10.0.0.1"}]  # fmt: skip
+    node.prepare(SET, store, files, lambda _: None)
+    staged = tmp_path / "st" / SET / "10.0.0.1" / "ks" / "t"
+    assert (staged / source.name).read_bytes() == b"sstable"
+    assert mode(staged / source.name) == oct(0o600)
+    for folder in [tmp_path / "st", tmp_path / "st" / SET, staged.parent.parent, staged.parent, staged]:
+        assert mode(folder) == oct(0o700), folder

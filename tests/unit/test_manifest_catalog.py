@@ -237,3 +237,134 @@ def test_delete_set_crashing_midway_leaves_no_half_complete_set(tmp_path, catalo
     assert list_set_ids(storage) == []  # artifacts remain, but no set
     catalog.rebuild(storage)
     assert catalog.list() == []
+
+
+# -- a manifest is untrusted input ---------------------------------------------------------------
+
+
+def _artifact(d, **changes):
+    d["targets"][0]["artifacts"][0].update(changes)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (lambda d: d.update(format_version="1"), "unsupported format_version '1'"),
+        (lambda d: d.update(format_version=1.0), "unsupported format_version 1.0"),
+        (lambda d: d.update(format_version=True), "unsupported format_version True"),
+        (lambda d: d.update(extra=1), "manifest: unknown field 'extra'"),
+        (lambda d: d["pause"].update(when="now"), "pause: unknown field 'when'"),
+        (lambda d: d["pause"].update(midpoint="yesterday"), "field 'midpoint' must be an ISO-8601 time"),
+        (lambda d: d["timings"].update(pause_ms=-1), "field 'pause_ms' must be a byte count, found -1"),
+        (lambda d: _artifact(d, size=-5), "field 'size' must be a byte count, found -5"),
+        (lambda d: _artifact(d, stored_size=1 << 64), "field 'stored_size' must be a byte count"),
+        (lambda d: _artifact(d, size=1.5), "field 'size' must be int, found float"),
+        (lambda d: _artifact(d, sha256="AB" * 32), "field 'sha256' must be 64 lowercase hex digits"),
+        (lambda d: _artifact(d, stored_sha256="ab"), "field 'stored_sha256' must be 64 lowercase hex"),
+        (lambda d: _artifact(d, name=7), "field 'name' must be str, found int"),
+        (
+            lambda d: _artifact(d, name="a.dir/../../../etc/cron.d/x", path="sets/s1/pg/a.dump.zst"),
+            "target 'pg' (postgres): artifact 'a.dir/../../../etc/cron.d/x' has an empty, '.' or '..'",
+        ),
+        (
+            lambda d: _artifact(d, name="a.dir//etc/passwd"),
+            "target 'pg' (postgres): artifact 'a.dir//etc/passwd' has an empty, '.' or '..' segment",
+        ),
+        (lambda d: _artifact(d, name="/etc/passwd"), "artifact '/etc/passwd' is an absolute path"),
+        (lambda d: _artifact(d, name="a\\b.dump"), "artifact 'a\\\\b.dump' holds a backslash"),
+        (lambda d: _artifact(d, name="a\x00.dump"), "artifact 'a\\x00.dump' holds a control character"),
+        (
+            lambda d: _artifact(d, name="a.dir/evil.sh"),
+            "target 'pg' (postgres): artifact 'a.dir/evil.sh' is not a postgres artifact (expected "
+            "<database>.dump or <database>.dir/<pg_dump directory-format file>)",
+        ),
+        (
+            lambda d: _artifact(d, path="sets/s1/cache/a.dump.zst"),
+            "artifact 'a.dump' is stored as 'sets/s1/cache/a.dump.zst', not 'sets/s1/pg/a.dump.zst'",
+        ),
+        (
+            lambda d: d["targets"][0]["artifacts"].append(dict(d["targets"][0]["artifacts"][0])),
+            "target 'pg' (postgres): artifact 'a.dump' appears twice",
+        ),
+        (lambda d: d["targets"].append(dict(d["targets"][0])), "target 'pg' appears twice"),
+        (lambda d: d["targets"][1].update(name="../evil"), "target name '../evil' has an empty, '.' or '..'"),
+        (lambda d: d["targets"][1].update(kind="oracle"), "target 'cache': unknown kind 'oracle' (known: "),
+        (lambda d: d["targets"][1].update(name=["x"]), "field 'name' must be str, found list"),
+        (lambda d: d.update(applications=[1]), "field 'applications' must be a list of strings"),
+    ],
+)
+def test_tampered_manifests_are_refused_in_one_line(storage, mutate, problem):
+    data = make_manifest("s1").to_dict()
+    mutate(data)
+    save_raw(storage, "s1", data)
+    with pytest.raises(IntegrityError) as err:
+        read_manifest(storage, "s1")
+    assert str(err.value).startswith("manifest sets/s1/manifest.json: ")
+    assert problem in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b'{"format_version": 1, "format_version": 1}', "field 'format_version' appears twice"),
+        (b'{"format_version": NaN}', "NaN is not a JSON value"),
+        (b"[" * 40 + b"]" * 40, "nested deeper than 32 levels"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32 levels"),
+        (b'{"a": ' * 50 + b"1" + b"}" * 50, "nested deeper than 32 levels"),
+        (b'{"format_version": 1' + b"0" * 5000 + b"}", "Exceeds the limit"),
+        (b"\xff\xfe{", "manifest sets/s1/manifest.json: "),
+        (b"[]", "expected an object, found list"),
+    ],
+)
+def test_malformed_json_is_refused_in_one_line(storage, raw, problem):
+    storage.save(manifest_path("s1"), io.BytesIO(raw))
+    with pytest.raises(IntegrityError) as err:
+        read_manifest(storage, "s1")
+    assert problem in str(err.value)
+    assert str(err.value).startswith("manifest sets/s1/manifest.json: ")
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+def test_an_oversized_manifest_is_refused_before_it_is_read(storage, monkeypatch):
+    import txbackup.engine.manifest as manifest_module
+
+    write_manifest(storage, make_manifest("s1"))
+    size = storage.stat(manifest_path("s1"))
+    monkeypatch.setattr(manifest_module, "MAX_MANIFEST_BYTES", size - 1)
+    monkeypatch.setattr(storage, "load", lambda name: pytest.fail("read anyway"))
+    with pytest.raises(IntegrityError, match=rf"manifest sets/s1/manifest.json: {size} bytes, more than"):
+        read_manifest(storage, "s1")
+
+
+def test_a_manifest_that_could_not_be_read_back_is_not_written(storage):
+    bad = make_manifest("s1")
+    bad.targets[0].artifacts[0] = ArtifactRecord(
+        "../a.dump", "sets/s1/pg/a.dump.zst", 1, "ab" * 32, 1, "cd" * 32
+    )
+    with pytest.raises(IntegrityError, match=r"artifact '\.\./a\.dump' has an empty"):
+        write_manifest(storage, bad)
+    assert storage.list("") == []
+
+
+def test_every_kind_declares_its_artifacts_and_targets_write_only_those():
+    from txbackup.config import TARGET_KINDS
+    from txbackup.targets.layouts import LAYOUTS
+
+    assert set(LAYOUTS) == set(TARGET_KINDS)
+    written = {
+        "sqlite": ["app.sqlite", "my cache.sqlite"],
+        "postgres": [
+            *("bank.dump", "bank.dir/toc.dat", "bank.dir/3456.dat", "bank.dir/blob_16385.dat"),
+            *("bank.dir/blobs.toc", "bank.dir/blobs_3457.toc", "bank.dir/3456.dat.gz"),
+        ],
+        "mysql": ["bank.sql"],
+        "cassandra": ["nodes/127.0.0.1.json", "nodes/::1.json", "schema.json", "schema.cql"],
+        "dynamodb": ["tables.json"],
+        "cosmos": ["account.json"],
+    }
+    for kind, names in written.items():
+        assert all(LAYOUTS[kind].fits(n) for n in names), kind
+        others = [n for k, ns in written.items() if k != kind for n in ns]
+        assert not any(LAYOUTS[kind].fits(n) for n in others), kind
+        assert not any(LAYOUTS[kind].fits(n) for n in ["../x", "x/../y.sql", "nodes/a/b.json", ""]), kind

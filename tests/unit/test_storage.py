@@ -203,3 +203,111 @@ def test_open_storage_paths_and_urls(tmp_path):
         open_storage("file://host/path")
     with pytest.raises(UsageError, match="empty"):
         open_storage("")
+
+
+# -- symbolic links are never followed out of the root ------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A folder outside the storage holding a precious file (what an attacker points at)."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "manifest.json").write_bytes(b"precious")
+    (folder / "deep").mkdir()
+    (folder / "deep" / "x.zst").write_bytes(b"precious too")
+    return folder
+
+
+def test_a_symlinked_set_folder_is_not_listed_read_or_deleted_through(storage, outside, caplog):
+    storage.save("sets/real/manifest.json", io.BytesIO(b"{}"))
+    os.symlink(outside, os.path.join(storage.root, "sets", "evil"))
+
+    assert storage.list("sets/") == ["sets/real/manifest.json"]
+    assert "sets/evil is a symbolic link: ignored" in caplog.text
+    message = r"sets/evil is a symbolic link; refusing to follow it"
+    with pytest.raises(StorageError, match=message):
+        storage.load("sets/evil/manifest.json")
+    with pytest.raises(StorageError, match=message):
+        storage.stat("sets/evil/manifest.json")
+    with pytest.raises(StorageError, match=message):
+        storage.list("sets/evil/")
+    with pytest.raises(StorageError, match=message):
+        storage.save("sets/evil/manifest.json", io.BytesIO(b"overwritten"))
+    with pytest.raises(StorageError, match=message):
+        storage.remove("sets/evil/manifest.json")
+    with pytest.raises(StorageError, match=message):
+        storage.remove_prefix("sets/evil/deep/")
+
+    storage.remove_prefix("sets/evil/")  # removes the link itself, never what it points to
+    assert not os.path.lexists(os.path.join(storage.root, "sets", "evil"))
+    assert (outside / "manifest.json").read_bytes() == b"precious"
+    assert (outside / "deep" / "x.zst").read_bytes() == b"precious too"
+    assert storage.list("") == ["sets/real/manifest.json"]
+
+
+def test_a_symlinked_top_folder_is_refused(storage, outside):
+    os.makedirs(storage.root)
+    os.symlink(outside, os.path.join(storage.root, "sets"))
+    with pytest.raises(StorageError, match="sets is a symbolic link"):
+        storage.list("sets/")
+    with pytest.raises(StorageError, match="sets is a symbolic link"):
+        storage.remove_prefix("sets/deep/")
+    assert storage.list("") == []  # the link is skipped
+    assert sorted(os.listdir(outside)) == ["deep", "manifest.json"]
+
+
+def test_a_symlinked_file_is_not_read_listed_or_replaced_through(storage, outside):
+    storage.save("sets/a/x.zst", io.BytesIO(b"mine"))
+    link = os.path.join(storage.root, "sets", "a", "manifest.json")
+    os.symlink(outside / "manifest.json", link)
+    assert storage.list("sets/") == ["sets/a/x.zst"]
+    for operation in (storage.stat, storage.load):
+        with pytest.raises(StorageError, match=r"sets/a/manifest\.json is a symbolic link; refusing"):
+            operation("sets/a/manifest.json")
+    storage.save("sets/a/manifest.json", io.BytesIO(b"new"))  # replaces the link, not its target
+    assert not os.path.islink(link)
+    storage.remove("sets/a/manifest.json")
+    os.symlink(outside / "manifest.json", link)
+    storage.remove("sets/a/manifest.json")  # the link goes
+    assert not os.path.lexists(link)
+    assert (outside / "manifest.json").read_bytes() == b"precious"
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_is_refused_without_blocking(storage):
+    storage.save("sets/a/x.zst", io.BytesIO(b"."))
+    os.mkfifo(os.path.join(storage.root, "sets", "a", "manifest.json"))
+    with pytest.raises(StorageError, match=r"sets/a/manifest\.json is not a regular file"):
+        storage.load("sets/a/manifest.json")
+    assert storage.stat("sets/a/manifest.json") is None
+    assert storage.list("sets/") == ["sets/a/x.zst"]
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\nb", "\udc80", "x" * 300, "a/" * 3000 + "b"])
+def test_hostile_names_are_refused_in_one_line(storage, name):
+    with pytest.raises(StorageError) as err:
+        storage.save(name, io.BytesIO(b"."))
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+    with pytest.raises(StorageError):
+        storage.stat(name)
+
+
+# -- private files --------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[0o000, 0o022])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def test_files_are_0600_and_folders_0700_whatever_the_umask(tmp_path, umask):
+    storage = LocalStorage(str(tmp_path / "new" / "repo"))
+    storage.save("sets/a/t/x.zst", io.BytesIO(b"secret rows"))
+    StreamSaver(storage, "sets/a/manifest.json").commit()
+    for folder in ["new", "new/repo", "new/repo/sets", "new/repo/sets/a", "new/repo/sets/a/t"]:
+        assert oct(os.stat(tmp_path / folder).st_mode & 0o777) == oct(0o700), folder
+    for file in ["sets/a/t/x.zst", "sets/a/manifest.json"]:
+        assert oct(os.stat(os.path.join(storage.root, file)).st_mode & 0o777) == oct(0o600), file

@@ -27,11 +27,13 @@ from typing import IO, Any, cast
 import zstandard
 
 from txbackup.errors import IntegrityError, StorageError
+from txbackup.safepaths import create_private, shown
 from txbackup.storage.base import CHUNK, Storage, check_name
 
 ZSTD_LEVEL = 3
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _CLUSTER = re.compile(r"[^A-Za-z0-9_.-]+")
+_STORE = re.compile(r"^cassandra/[A-Za-z0-9_.-]{1,200}/sstables$")
 
 
 def store_prefix(cluster_name: str) -> str:
@@ -41,8 +43,12 @@ def store_prefix(cluster_name: str) -> str:
 
 
 def blob_name(store: str, sha256: str) -> str:
-    if not _SHA.match(sha256):
-        raise IntegrityError(f"{sha256!r} is not a SHA-256")
+    """``<store>/<sha256>``; both come from a set's position and file lists (untrusted),
+    so the store must have the shape ``store_prefix`` gives and the digest be one."""
+    if not isinstance(store, str) or not _STORE.match(store):
+        raise IntegrityError(f"{shown(store)} is not a blob store (cassandra/<cluster>/sstables)")
+    if not isinstance(sha256, str) or not _SHA.match(sha256):
+        raise IntegrityError(f"{shown(sha256)} is not a SHA-256")
     return check_name(f"{store}/{sha256}")
 
 
@@ -139,7 +145,8 @@ def fetch_file(
 
     ``what`` names the file for messages (e.g. ``bank/accounts nb-1-big-Data.db``).
     Raises ``IntegrityError`` naming it when the blob is missing, truncated or
-    corrupt; ``dest`` then does not exist.
+    corrupt; ``dest`` then does not exist. ``dest`` is created 0600 and never
+    written through a symbolic link.
     """
     name = blob_name(store, sha256)
     if storage.stat(name) is None:
@@ -148,18 +155,20 @@ def fetch_file(
     digest = hashlib.sha256()
     written = 0
     try:
-        # private whatever the umask: restored data is the database's
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)
-        with storage.load(name) as src, open(fd, "wb") as out:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)  # left by an interrupted run (a link goes, not its target)
+        with storage.load(name) as src, os.fdopen(create_private(partial), "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
             try:
-                while chunk := reader.read(CHUNK):
+                # never more than one byte past the recorded size: a zstd bomb stops here
+                while chunk := reader.read(min(CHUNK, size + 1 - written)):
                     digest.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
-                    if written > size:  # never more than recorded: a crafted blob cannot fill the disk
-                        raise IntegrityError(f"{what}: blob {name} is larger than recorded (corrupt)")
+                    if written > size:
+                        raise IntegrityError(
+                            f"{what}: blob {name} holds more than the recorded {size} bytes (corrupt)"
+                        )
                     if progress is not None:
                         progress(len(chunk))
             except zstandard.ZstdError as exc:

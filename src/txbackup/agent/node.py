@@ -31,7 +31,8 @@ from typing import Any
 
 from txbackup.agent import blobs
 from txbackup.agent.schema import checked_statements, is_system_keyspace
-from txbackup.errors import TargetError, TxbackupError, UsageError
+from txbackup.errors import IntegrityError, TargetError, TxbackupError, UsageError
+from txbackup.safepaths import join_inside, name_problem, shown
 from txbackup.storage.base import Storage
 
 log = logging.getLogger("txbackup.agent")
@@ -49,13 +50,13 @@ SNAPSHOT_FILES = ("manifest.json", "schema.cql")
 
 def check_keyspace(name: str) -> str:
     if not _NAME.match(name):
-        raise UsageError(f"{name!r} is not a Cassandra keyspace or table name")
+        raise UsageError(f"{shown(name)} is not a Cassandra keyspace or table name")
     return name
 
 
 def check_tag(tag: str) -> str:
     if not _TAG.match(tag):
-        raise UsageError(f"{tag!r} is not a usable snapshot tag")
+        raise UsageError(f"{shown(tag)} is not a usable snapshot tag")
     return tag
 
 
@@ -341,7 +342,9 @@ class Node:
         Every file is checked against its SHA-256; the first bad one is named and
         the staging folder removed: nothing reaches Cassandra."""
         root = self.staging_for(set_id)
-        if root.exists():
+        if root.is_symlink():
+            root.unlink()
+        elif root.exists():
             shutil.rmtree(root)
         self._private_dir(self.config.staging)
         self._private_dir(root)
@@ -349,25 +352,32 @@ class Node:
         done_bytes = 0
         try:
             for i, f in enumerate(files):
-                keyspace, table = check_keyspace(str(f["keyspace"])), check_keyspace(str(f["table"]))
-                name = str(f["name"])
-                if "/" in name or name.startswith(".") or name in SNAPSHOT_FILES:
+                # the list comes from the set's artifacts: untrusted, checked field by field
+                if not isinstance(f, dict):
+                    raise IntegrityError(f"file #{i + 1} of the list is not an object")
+                keyspace, table = (check_keyspace(_text(f.get(k))) for k in ("keyspace", "table"))
+                name, size = f.get("name"), f.get("size")
+                if name in SNAPSHOT_FILES or (isinstance(name, str) and name.startswith(".")):
                     continue
-                source = _SAFE.sub("_", str(f.get("node", "node"))).lstrip(".") or "node"
+                problem = name_problem(name) or ("holds a '/'" if "/" in str(name) else None)
+                if problem is not None:
+                    raise IntegrityError(f"{keyspace}.{table}: file name {shown(name)} {problem}")
+                if type(size) is not int or size < 0:
+                    raise IntegrityError(f"{keyspace}.{table} {name}: size {shown(size)} is not a byte count")
+                source = _SAFE.sub("_", str(f.get("node", "node"))).lstrip(".")[:100] or "node"
                 folder = tables.get((source, keyspace, table))
                 if folder is None:
                     # one folder per backed-up node (their files have the same names); sstableloader
                     # takes the keyspace and table from the last two components of the path
-                    folder = root / source / keyspace / table
+                    folder = Path(join_inside(str(root), f"{source}/{keyspace}/{table}", "staging folder"))
                     for level in (root / source, root / source / keyspace, folder):
                         self._private_dir(level)
                     tables[(source, keyspace, table)] = folder
-                what = f"{keyspace}.{table} {name} (from node {f.get('node', '?')})"
-                blobs.fetch_file(
-                    self.storage, store, str(f["sha256"]), int(f["size"]), str(folder / name), what
-                )
-                self._hand_over(folder / name)
-                done_bytes += int(f["size"])
+                what = f"{keyspace}.{table} {name} (from node {shown(f.get('node', '?'))})"
+                dest = join_inside(str(folder), str(name), f"{keyspace}.{table} file")
+                blobs.fetch_file(self.storage, store, _text(f.get("sha256")), size, dest, what)
+                self._hand_over(Path(dest))
+                done_bytes += size
                 progress({"files_done": i + 1, "files": len(files), "bytes_done": done_bytes})
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
@@ -392,7 +402,10 @@ class Node:
         directory (Cassandra's user), which reads and moves it at import; nobody else can."""
         if os.geteuid() != 0:
             return
-        owner = self.config.data_dirs[0].stat()
+        try:
+            owner = self.config.data_dirs[0].stat()
+        except OSError:  # no data directory yet: nobody to hand over to (import will say so)
+            return
         if owner.st_uid != 0 or owner.st_gid != 0:
             os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
 
@@ -627,6 +640,12 @@ class Node:
 
     def _data_dirs(self) -> str:
         return ", ".join(str(d) for d in self.config.data_dirs)
+
+
+def _text(value: object) -> str:
+    """A string field of a request; anything else becomes its (short) repr, which the
+    checks that follow refuse by name."""
+    return value if isinstance(value, str) else shown(value)
 
 
 def nodetool_message(output: str) -> str:

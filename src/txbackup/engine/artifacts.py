@@ -8,7 +8,10 @@ the size and SHA-256 of the data and of the stored (compressed) file.
 Reading verifies as it streams: the stored size is checked before the first
 byte, both checksums at EOF, where a mismatch raises ``IntegrityError`` from
 ``read()``. So a restore never ends normally on corrupt data, but it may have
-consumed part of it: the engine runs ``verify_set`` before restoring.
+consumed part of it: the engine runs ``verify_set`` before restoring. Reading
+never goes past the recorded sizes: a stored file that grew, or data that
+decompresses to more than recorded (a zstd bomb), fails as soon as it
+overflows instead of filling memory or disk.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import zstandard
 
-from txbackup.engine.manifest import ArtifactRecord, Manifest, set_prefix
+from txbackup.engine.manifest import ArtifactRecord, Manifest, artifact_path, check_manifest
 from txbackup.errors import IntegrityError, StorageError, TargetError, TxbackupError
 from txbackup.jobs import MemoryJournal, StepJournal
-from txbackup.storage.base import CHUNK, Storage, StreamSaver, check_name
+from txbackup.safepaths import create_private
+from txbackup.storage.base import CHUNK, Storage, StreamSaver
 from txbackup.targets.base import iter_chunks
 
 if TYPE_CHECKING:
@@ -38,9 +42,7 @@ Progress = Callable[[int], None] | None
 """Called with the number of stored bytes read at each step."""
 
 
-def artifact_path(set_id: str, target: str, name: str) -> str:
-    """The storage name of an artifact: ``sets/<set_id>/<target>/<name>.zst``."""
-    return f"{set_prefix(set_id)}{check_name(target)}/{check_name(name)}.zst"
+__all__ = ["SetReader", "SetWriter", "artifact_path", "open_artifact", "verify_artifact", "verify_set"]
 
 
 class Digest:
@@ -136,16 +138,24 @@ class SetWriter:
 
 
 class _ReadTap:
-    """Reads ``source``, digesting and reporting every byte read."""
+    """Reads ``source``, digesting and reporting every byte read; refuses to read
+    more than one byte past ``record.stored_size``."""
 
-    def __init__(self, source: IO[bytes], progress: Callable[[int], None] | None) -> None:
+    def __init__(self, source: IO[bytes], record: ArtifactRecord, progress: Progress) -> None:
         self._source = source
+        self._record = record
         self._progress = progress
         self.digest = Digest()
 
     def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
+        room = self._record.stored_size + 1 - self.digest.size
+        data = self._source.read(room if size < 0 else min(size, room))
         self.digest.update(data)
+        if self.digest.size > self._record.stored_size:
+            raise IntegrityError(
+                f"artifact {self._record.path}: longer than the recorded {self._record.stored_size} "
+                "bytes (corrupt)"
+            )
         if self._progress is not None and data:
             self._progress(len(data))
         return data
@@ -156,7 +166,7 @@ class _VerifyingReader(io.RawIOBase):
 
     def __init__(self, source: IO[bytes], record: ArtifactRecord, progress: Progress) -> None:
         self._record = record
-        self._stored = _ReadTap(source, progress)
+        self._stored = _ReadTap(source, record, progress)
         self._plain = Digest()
         self._data = zstandard.ZstdDecompressor().stream_reader(
             cast(IO[bytes], self._stored), read_size=CHUNK, read_across_frames=True, closefd=False
@@ -170,14 +180,21 @@ class _VerifyingReader(io.RawIOBase):
         if self._verified:
             return 0
         view = memoryview(buffer).cast("B")
+        # never more than one byte past the recorded size: a bomb stops here
+        room = self._record.size + 1 - self._plain.size
         try:
-            data = self._data.read(len(view))
+            data = self._data.read(min(len(view), room))
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"artifact {self._record.path}: corrupt ({exc})") from exc
         if not data:
             self._verify()
             return 0
         self._plain.update(data)
+        if self._plain.size > self._record.size:
+            raise IntegrityError(
+                f"artifact {self._record.path}: decompresses to more than the recorded "
+                f"{self._record.size} bytes (corrupt)"
+            )
         view[: len(data)] = data
         return len(data)
 
@@ -271,11 +288,14 @@ class SetReader(RestoreContext):
         return open_artifact(self._storage, record)
 
     def extract(self, name: str, path: str) -> None:
-        """Write the artifact to ``path``, which appears only once complete and verified."""
+        """Write the artifact to ``path``, which appears only once complete and verified.
+        The file is created 0600 and never written through a symbolic link."""
         partial = path + ".txbackup-partial"
         try:
             try:
-                with self.open(name) as src, open(partial, "wb") as dst:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)  # left by an interrupted run (a link goes, not its target)
+                with self.open(name) as src, os.fdopen(create_private(partial), "wb") as dst:
                     for chunk in iter_chunks(src, CHUNK):
                         dst.write(chunk)
                 os.replace(partial, path)
@@ -298,8 +318,10 @@ def verify_set(
     storage: Storage, manifest: Manifest, progress: Callable[[int, int], None] | None = None
 ) -> list[str]:
     """Verify every artifact of the set; return one line per problem (empty if
-    all is well). Never raises for a bad artifact: all of them are checked.
-    ``progress(done, total)`` counts stored bytes."""
+    all is well). Never raises for a bad artifact: all of them are checked; a
+    manifest that names artifacts outside its layout is refused whole first
+    (IntegrityError). ``progress(done, total)`` counts stored bytes."""
+    check_manifest(manifest)
     records = list(manifest.artifacts())
     total = sum(record.stored_size for record in records)
     done = 0

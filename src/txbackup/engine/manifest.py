@@ -8,6 +8,16 @@ complete set: a set without a manifest does not exist. JSON, format 1::
      "applications": [...], "timings": {...}, "targets": [...]}
 
 Times are UTC ISO-8601 strings with milliseconds (``txbackup.clock.iso_ms``).
+
+A manifest read back is untrusted input: whoever can write to the storage can
+rewrite it, checksums included. ``read_manifest`` refuses, before anything is
+read or written on its behalf, a manifest larger than ``MAX_MANIFEST_BYTES`` or
+nested deeper than ``MAX_DEPTH``, duplicate JSON keys, unknown fields, wrong
+types (sizes are non-negative integers, never booleans; checksums 64 lowercase
+hex digits), unknown target kinds, duplicate targets or artifacts, and any
+artifact whose name does not fit its kind's layout (``txbackup.targets.layouts``)
+or whose storage path is not the one derived from its name. The engine checks
+the same again on the ``Manifest`` it is given (``check_manifest``).
 """
 
 from __future__ import annotations
@@ -23,13 +33,24 @@ from typing import Any, TypeVar
 
 from txbackup.clock import as_utc
 from txbackup.errors import IntegrityError, UsageError
-from txbackup.storage.base import Storage
+from txbackup.safepaths import name_problem, shown
+from txbackup.storage.base import Storage, check_name
+from txbackup.targets.layouts import LAYOUTS
 
 FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
 STATUS = "complete"
 """The only status a manifest has: it is written once the set is complete."""
 
-_SET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_MANIFEST_BYTES = 64 << 20
+"""A larger manifest is refused before it is parsed (a big Cassandra ring is a few MB)."""
+MAX_DEPTH = 32
+"""The deepest JSON nesting accepted (a manifest needs about 8)."""
+MAX_SIZE = (1 << 63) - 1
+"""The largest byte count a manifest may record."""
+
+_SET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 T = TypeVar("T")
 
 
@@ -54,6 +75,11 @@ def manifest_path(set_id: str) -> str:
     return set_prefix(set_id) + "manifest.json"
 
 
+def artifact_path(set_id: str, target: str, name: str) -> str:
+    """The storage name of an artifact: ``sets/<set_id>/<target>/<name>.zst``."""
+    return f"{set_prefix(set_id)}{check_name(target)}/{check_name(name)}.zst"
+
+
 @dataclass(frozen=True)
 class ArtifactRecord:
     """One stored artifact: sizes and SHA-256 of the data and of the stored file."""
@@ -67,13 +93,14 @@ class ArtifactRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ArtifactRecord:
+        _only(data, _keys(cls), "artifact")
         return cls(
             name=_get(data, "name", str),
             path=_get(data, "path", str),
-            size=_get(data, "size", int),
-            sha256=_get(data, "sha256", str),
-            stored_size=_get(data, "stored_size", int),
-            stored_sha256=_get(data, "stored_sha256", str),
+            size=_size(data, "size"),
+            sha256=_sha256(data, "sha256"),
+            stored_size=_size(data, "stored_size"),
+            stored_sha256=_sha256(data, "stored_sha256"),
         )
 
 
@@ -87,7 +114,8 @@ class PauseWindow:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PauseWindow:
-        return cls(*(_optional(data, key, str) for key in _keys(cls)))
+        _only(data, _keys(cls), "pause")
+        return cls(*(_optional_time(data, key) for key in _keys(cls)))
 
 
 @dataclass(frozen=True)
@@ -101,7 +129,8 @@ class Timings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Timings:
-        return cls(*(_get(data, key, int) for key in _keys(cls)))
+        _only(data, _keys(cls), "timings")
+        return cls(*(_size(data, key) for key in _keys(cls)))
 
 
 @dataclass(frozen=True)
@@ -117,6 +146,7 @@ class TargetRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TargetRecord:
+        _only(data, _keys(cls), "target")
         return cls(
             name=_get(data, "name", str),
             kind=_get(data, "kind", str),
@@ -158,31 +188,94 @@ class Manifest:
         return {"format_version": FORMAT_VERSION, "set_id": self.set_id, "status": STATUS} | data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
-        """Parse a manifest; ValueError names the first bad field."""
+    def from_dict(cls, data: Mapping[str, Any], set_id: str | None = None) -> Manifest:
+        """Parse and check a manifest (of the set ``set_id`` if given); ValueError names
+        the first bad field."""
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"unsupported format_version {version!r} (expected {FORMAT_VERSION})")
+        if type(version) is not int or version not in SUPPORTED_VERSIONS:
+            raise ValueError(f"unsupported format_version {shown(version)} (expected {FORMAT_VERSION})")
         if data.get("status") != STATUS:
-            raise ValueError(f"status {data.get('status')!r} is not {STATUS!r}")
+            raise ValueError(f"status {shown(data.get('status'))} is not {STATUS!r}")
+        if set_id is not None and data.get("set_id") != set_id:
+            raise ValueError(f"records set id {shown(data.get('set_id'))}")
+        _only(data, ["format_version", "status", *_keys(cls)], "manifest")
+        set_id = _get(data, "set_id", str)
+        if not _SET_ID.match(set_id):
+            raise ValueError(f"set id {shown(set_id)} is not a backup set id")
         applications = _get(data, "applications", list)
-        if not all(isinstance(a, str) for a in applications):
+        if not all(isinstance(a, str) and len(a) <= 1024 for a in applications):
             raise ValueError("field 'applications' must be a list of strings")
-        return cls(
-            set_id=_get(data, "set_id", str),
-            created_at=_get(data, "created_at", str),
-            finished_at=_get(data, "finished_at", str),
+        manifest = cls(
+            set_id=set_id,
+            created_at=_time(data, "created_at"),
+            finished_at=_time(data, "finished_at"),
             pause=PauseWindow.from_dict(_get(data, "pause", dict)),
             applications=applications,
             timings=Timings.from_dict(_get(data, "timings", dict)),
             targets=[TargetRecord.from_dict(_mapping(t)) for t in _get(data, "targets", list)],
         )
+        _check_contents(manifest)
+        return manifest
+
+
+def check_manifest(manifest: Manifest) -> None:
+    """Refuse (IntegrityError naming the set, target and artifact) a manifest whose
+    targets or artifacts could make a restore read or write elsewhere than its own
+    place: see the module doc. The engine calls it before verify and restore."""
+    try:
+        _check_contents(manifest)
+    except ValueError as exc:
+        label = manifest.set_id if _SET_ID.match(manifest.set_id) else shown(manifest.set_id)
+        raise IntegrityError(f"set {label}: {exc}") from None
+
+
+def _check_contents(manifest: Manifest) -> None:
+    if not _SET_ID.match(manifest.set_id):
+        raise ValueError(f"set id {shown(manifest.set_id)} is not a backup set id")
+    seen: set[str] = set()
+    for target in manifest.targets:
+        problem = name_problem(target.name)
+        if problem is None and "/" in target.name:
+            problem = "holds a '/'"
+        if problem is not None:
+            raise ValueError(f"target name {shown(target.name)} {problem}")
+        if target.name in seen:
+            raise ValueError(f"target {shown(target.name)} appears twice")
+        seen.add(target.name)
+        layout = LAYOUTS.get(target.kind)
+        if layout is None:
+            known = ", ".join(sorted(LAYOUTS))
+            kind = shown(target.kind)
+            raise ValueError(f"target {shown(target.name)}: unknown kind {kind} (known: {known})")
+        names: set[str] = set()
+        for artifact in target.artifacts:
+            culprit = f"target {shown(target.name)} ({target.kind}): artifact {shown(artifact.name)}"
+            problem = name_problem(artifact.name)
+            if problem is not None:
+                raise ValueError(f"{culprit} {problem}")
+            if not layout.fits(artifact.name):
+                raise ValueError(f"{culprit} is not a {target.kind} artifact (expected {layout.expected})")
+            if artifact.name in names:
+                raise ValueError(f"{culprit} appears twice")
+            names.add(artifact.name)
+            expected = artifact_path(manifest.set_id, target.name, artifact.name)
+            if artifact.path != expected:
+                raise ValueError(f"{culprit} is stored as {shown(artifact.path)}, not {expected!r}")
+            for key in ("size", "stored_size"):
+                value = getattr(artifact, key)
+                if type(value) is not int or not 0 <= value <= MAX_SIZE:
+                    raise ValueError(f"{culprit}: {key} {shown(value)} is not a byte count")
+            for key in ("sha256", "stored_sha256"):
+                if not isinstance(getattr(artifact, key), str) or not _SHA256.match(getattr(artifact, key)):
+                    raise ValueError(f"{culprit}: {key} is not 64 lowercase hex digits")
 
 
 def write_manifest(storage: Storage, manifest: Manifest) -> str:
-    """Save the manifest (atomically, last of the set); return its storage name."""
+    """Save the manifest (atomically, last of the set); return its storage name.
+    What could not be read back is not written: the set then fails."""
     path = manifest_path(manifest.set_id)
     data = json.dumps(manifest.to_dict(), indent=2).encode() + b"\n"
+    parse_manifest(data, path, manifest.set_id)
     storage.save(path, io.BytesIO(data))
     return path
 
@@ -190,15 +283,28 @@ def write_manifest(storage: Storage, manifest: Manifest) -> str:
 def read_manifest(storage: Storage, set_id: str) -> Manifest:
     """Load and validate the manifest of ``set_id`` (IntegrityError if malformed)."""
     path = manifest_path(set_id)
+    size = storage.stat(path)
+    if size is not None and size > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"manifest {path}: {size} bytes, more than {MAX_MANIFEST_BYTES} (refused)")
     with storage.load(path) as stream:
-        text = stream.read()
+        text = stream.read(MAX_MANIFEST_BYTES + 1)
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"manifest {path}: more than {MAX_MANIFEST_BYTES} bytes (refused)")
+    return parse_manifest(text, path, set_id)
+
+
+def parse_manifest(text: bytes, path: str, set_id: str | None = None) -> Manifest:
+    """The manifest in ``text`` (read from ``path``), checked, of the set ``set_id`` if
+    given; IntegrityError naming ``path``."""
     try:
-        manifest = Manifest.from_dict(_mapping(json.loads(text)))
-    except ValueError as exc:
-        raise IntegrityError(f"manifest {path}: {exc}") from exc
-    if manifest.set_id != set_id:
-        raise IntegrityError(f"manifest {path}: records set id {manifest.set_id!r}")
-    return manifest
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        _check_depth(data)
+        return Manifest.from_dict(_mapping(data), set_id)
+    except RecursionError:  # the parser's own limit, far deeper than MAX_DEPTH
+        problem = f"nested deeper than {MAX_DEPTH} levels"
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
+        problem = " ".join(str(exc).split())[:300]
+    raise IntegrityError(f"manifest {path}: {problem}")
 
 
 def list_set_ids(storage: Storage) -> list[str]:
@@ -220,14 +326,72 @@ def _keys(cls: type[Any]) -> list[str]:
     return list(cls.__dataclass_fields__)
 
 
+def _only(data: Mapping[str, Any], known: list[str], what: str) -> None:
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{what}: unknown field {shown(unknown[0])}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused if a key appears twice (which value wins is parser-specific)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"field {shown(key)} appears twice")
+        data[key] = value
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_depth(data: Any) -> None:
+    """ValueError if ``data`` nests deeper than MAX_DEPTH (iteratively: no recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in value)
+
+
 def _mapping(value: object) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"expected an object, found {type(value).__name__}")
     return value
 
 
-def _optional(data: Mapping[str, Any], key: str, kind: type[T]) -> T | None:
-    return None if data.get(key) is None else _get(data, key, kind)
+def _size(data: Mapping[str, Any], key: str) -> int:
+    value = _get(data, key, int)
+    if not 0 <= value <= MAX_SIZE:
+        raise ValueError(f"field {key!r} must be a byte count, found {shown(value)}")
+    return value
+
+
+def _sha256(data: Mapping[str, Any], key: str) -> str:
+    value = _get(data, key, str)
+    if not _SHA256.match(value):
+        raise ValueError(f"field {key!r} must be 64 lowercase hex digits, found {shown(value)}")
+    return value
+
+
+def _time(data: Mapping[str, Any], key: str) -> str:
+    value = _get(data, key, str)
+    try:
+        if len(value) > 40:
+            raise ValueError
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"field {key!r} must be an ISO-8601 time, found {shown(value)}") from None
+    return value
+
+
+def _optional_time(data: Mapping[str, Any], key: str) -> str | None:
+    return None if data.get(key) is None else _time(data, key)
 
 
 def _get(data: Mapping[str, Any], key: str, kind: type[T]) -> T:
@@ -235,4 +399,3 @@ def _get(data: Mapping[str, Any], key: str, kind: type[T]) -> T:
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ValueError(f"field {key!r} must be {kind.__name__}, found {type(value).__name__}")
     return value
-

@@ -1,8 +1,9 @@
 """Restore a backup set: manifest -> verify every artifact -> restore each target.
 
-Nothing is written to any destination before every artifact of the chosen
-targets has been re-read against its checksum: a corrupt set is refused whole,
-naming the file.
+Nothing is written to any destination before the manifest has been checked
+(every artifact name fits its target's layout, see ``engine.manifest``) and
+every artifact of the chosen targets has been re-read against its checksum: a
+corrupt or tampered set is refused whole, naming the file.
 
 Each restore run is a job (``txbackup.jobs``): a target fully restored is
 marked done, and a target with several steps journals each of them, so an
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txbackup.engine.artifacts import SetReader, verify_set
-from txbackup.engine.manifest import Manifest, TargetRecord
+from txbackup.engine.manifest import Manifest, TargetRecord, check_manifest
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
 from txbackup.jobs import COMPLETE, FAILED, RUNNING, JobStore
@@ -67,6 +68,7 @@ def _chosen(plan: RestorePlan) -> list[tuple[TargetRecord, Target]]:
 def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
     """Verify, then restore the chosen targets; returns (job id, restored names)."""
     report = plan.reporter
+    check_manifest(plan.manifest)  # before any name of it is used: see engine.manifest
     chosen = _chosen(plan)
     report.event("phase", name="verify", set_id=plan.manifest.set_id)
     subset = dataclasses.replace(plan.manifest, targets=[record for record, _ in chosen])

@@ -1,7 +1,9 @@
 """The storage interface: a few operations on named files (restic-like).
 
 Names are ``/``-separated relative paths such as ``sets/<id>/manifest.json``;
-absolute names and ``.``/``..`` components are refused. ``save`` is atomic: a
+absolute names, ``.``/``..`` components and control characters are refused.
+A backend never follows a symbolic link (or its equivalent) out of its root,
+and creates what it stores private to its owner. ``save`` is atomic: a
 name holds either nothing or the complete file, never a partial one.
 ``StreamSaver`` turns ``save`` (which pulls from a stream) into a writable
 stream, for producers that push.
@@ -17,6 +19,7 @@ from contextlib import AbstractContextManager
 from typing import IO, TYPE_CHECKING, Protocol
 
 from txbackup.errors import StorageError
+from txbackup.safepaths import name_problem, shown
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -59,11 +62,21 @@ class Storage(Protocol):
         ...
 
 
+MAX_NAME = 4096
+"""The longest storage name (characters); a segment is at most 255 UTF-8 bytes."""
+
+
 def check_name(name: str) -> str:
-    """Return ``name`` if it is a valid storage name, else raise StorageError."""
-    parts = name.split("/")
-    if not name or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
-        raise StorageError(f"storage name {name!r}: must be a relative path without '.' or '..'")
+    """Return ``name`` if it is a valid storage name, else raise StorageError.
+
+    Names also come from manifests and agent requests (untrusted): the rules
+    are those of ``txbackup.safepaths`` (no empty, ``.`` or ``..`` segment, no
+    backslash, NUL or control character, valid UTF-8, bounded lengths)."""
+    problem = name_problem(name, max_name=MAX_NAME, max_segment=255)
+    if problem is not None:
+        raise StorageError(
+            f"storage name {shown(name)}: must be a relative path without '.' or '..' ({problem})"
+        )
     return name
 
 

@@ -98,6 +98,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, one_line, run, run_checked, run_from_stream, run_to_stream
+from txbackup.safepaths import join_inside, shown
 from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 from txbackup.targets.sqlcommon import (
@@ -540,7 +541,7 @@ class PostgresTarget:
             elif sep and head.endswith(".dir") and rest:
                 directory.setdefault(head[: -len(".dir")], []).append(name)
             else:
-                raise self.error(f"unexpected artifact {name}")
+                raise self.error(f"unexpected artifact {shown(name)}")
         # databases already restored by an interrupted run of this job are skipped
         sources = [db for db in (*custom, *directory) if not src.journal.is_done(f"database/{db}")]
         if not sources:
@@ -598,14 +599,25 @@ class PostgresTarget:
                     )
             else:
                 with tempfile.TemporaryDirectory(prefix="txbackup-pg-") as tmp:
-                    for name in directory[db]:
-                        src.extract(name, os.path.join(tmp, name.partition("/")[2]))
+                    stage_directory(src, directory[db], tmp, self.label)
                     run_checked(
                         [*argv, "-Fd", "-j", str(self.jobs), tmp],
                         culprit=self.label,
                         env=server.env(),
                     )
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
+
+
+def stage_directory(src: ArtifactReader, names: list[str], folder: str, culprit: str) -> None:
+    """Extract the artifacts ``<db>.dir/<file>`` into ``folder`` (made private, 0700)
+    as ``folder/<file>``, for ``pg_restore -Fd``. The names come from the manifest
+    (untrusted): each file must be a plain file name that stays inside ``folder``."""
+    os.chmod(folder, 0o700)
+    for name in names:
+        head, _, rest = name.partition("/")
+        if not head.endswith(".dir") or "/" in rest:
+            raise TargetError(f"{culprit}: unexpected artifact {shown(name)} (not <database>.dir/<file>)")
+        src.extract(name, join_inside(folder, rest, what=f"{culprit}: artifact {shown(name)}: file"))
 
 
 def _close_all(conns: Mapping[str, psycopg.Connection[Any]]) -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from txbackup.errors import TargetError, UsageError
+from txbackup.safepaths import copy_mode, make_private_dirs, shown
 from txbackup.settings import check_keys, setting_opt_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 
@@ -198,7 +199,7 @@ class SqliteTarget:
         names = src.names()
         unknown = [n for n in names if n not in targets]
         if unknown:
-            raise self.error(f"artifact {unknown[0]} does not belong to any configured path")
+            raise self.error(f"artifact {shown(unknown[0])} does not belong to any configured path")
         # files already restored by an interrupted run of this job are skipped
         todo = [n for n in names if not src.journal.is_done(f"file/{n}")]
         # check every destination before touching any
@@ -213,8 +214,10 @@ class SqliteTarget:
             src.journal.mark_done(f"file/{name}", {"path": targets[name]})
 
     def _restore_one(self, src: ArtifactReader, name: str, path: str) -> None:
+        """Restore one file: a new file is private (0600, new folders 0700); a file
+        restored in place keeps the mode (and owner, when allowed) of the one it replaces."""
         folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
+        make_private_dirs(folder)
         fd, partial = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".restore", dir=folder)
         os.close(fd)
         try:
@@ -235,6 +238,7 @@ class SqliteTarget:
                 _remove(path + side)
             for side in _SIDE_FILES:
                 _remove(partial + side)
+            copy_mode(path, partial)
             os.replace(partial, path)
         finally:
             _remove(partial)
