@@ -80,7 +80,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +90,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, one_line, run, run_checked, run_from_stream, run_to_stream
+from txbackup.scratch import private_dir
 from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 from txbackup.targets.sqlcommon import (
@@ -312,7 +312,7 @@ class PostgresCapture:
                         [*argv, "-Fc"], stream, culprit=target.label, env=target.server.env()
                     )
                 continue
-            with tempfile.TemporaryDirectory(prefix="txbackup-pg-") as tmp:
+            with private_dir("pg-") as tmp:
                 folder = os.path.join(tmp, db)
                 run_checked(
                     [*argv, "-Fd", "-j", str(target.jobs), "--no-sync", "-f", folder],
@@ -590,7 +590,7 @@ class PostgresTarget:
                         env=server.env(),
                     )
             else:
-                with tempfile.TemporaryDirectory(prefix="txbackup-pg-") as tmp:
+                with private_dir("pg-") as tmp:
                     for name in directory[db]:
                         src.extract(name, os.path.join(tmp, name.partition("/")[2]))
                     run_checked(
