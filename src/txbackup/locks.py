@@ -129,7 +129,7 @@ class LockInfo:
 
     def describe(self, now: datetime | None = None) -> str:
         beat = f", heartbeat {self.age_s(now or utc_now()):.0f}s ago" if self.state == HELD else ""
-        return f"{self.command} by {self.owner.describe()} since {iso_ms(self.created_at)}{beat}"
+        return f"txbackup {self.command}, {self.owner.describe()}, since {iso_ms(self.created_at)}{beat}"
 
 
 def _time(value: object) -> datetime:

@@ -295,7 +295,7 @@ async def test_two_concurrent_backups_one_fails_on_the_lock(
     done = [r for r in results if isinstance(r, Manifest)]
     refused = [r for r in results if isinstance(r, LockBusy)]
     assert len(done) == 1 and len(refused) == 1, results
-    assert "locked by backup by pid" in str(refused[0])
+    assert "locked by txbackup backup, pid" in str(refused[0])
     assert [r.status for r in plans[0].catalog.list()] == ["complete"]  # the refused one began nothing
     assert plans[0].storage.list("locks/") == [] and not app.gate.paused
 

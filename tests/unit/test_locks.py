@@ -71,7 +71,7 @@ async def test_a_live_lock_blocks_naming_its_owner(storage: LocalStorage) -> Non
         with pytest.raises(LockBusy) as info:
             await acquire(storage, "cleanup")
         message = str(info.value)
-        assert f"storage {storage.root}: locked by backup by pid {os.getpid()}" in message
+        assert f"storage {storage.root}: locked by txbackup backup, pid {os.getpid()}" in message
         assert "--wait-lock" in message and "\n" not in message
         assert storage.list("locks/") == [first.info.name]  # type: ignore[union-attr]  # ours withdrawn
     finally:
@@ -129,7 +129,7 @@ async def test_stale_locks_are_reported_and_removed(
 
 async def test_a_remote_lock_with_a_fresh_heartbeat_blocks(storage: LocalStorage) -> None:
     plant(storage, Owner("bob", "elsewhere", 4242, 7, "another-machine"), age_s=60)
-    with pytest.raises(LockBusy, match="locked by backup by pid 4242 of bob on elsewhere"):
+    with pytest.raises(LockBusy, match="locked by txbackup backup, pid 4242 of bob on elsewhere"):
         await acquire(storage, "backup")
 
 
