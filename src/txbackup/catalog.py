@@ -112,7 +112,11 @@ class Catalog:
                 raise CatalogCorrupt(path, f"not a txbackup catalog (table sets has no {missing[0]})")
             for column, kind in _ADDED_COLUMNS.items():
                 if column not in columns:
-                    db.execute(f"ALTER TABLE sets ADD COLUMN {column} {kind}")
+                    try:
+                        db.execute(f"ALTER TABLE sets ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                        if "duplicate column" not in str(exc):
+                            raise
 
     def begin(
         self,
