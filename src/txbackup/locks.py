@@ -157,6 +157,10 @@ def stale_reason(lock: LockInfo, now: datetime, stale_after: float = STALE_AFTER
         return gone
     if lock.age_s(now) > stale_after:
         return f"no heartbeat for {lock.age_s(now):.0f}s"
+    if (lock.heartbeat_at - now).total_seconds() > stale_after:
+        # a clock far ahead, or a planted lock: it would never age, and block every backup
+        ahead = (lock.heartbeat_at - now).total_seconds()
+        return f"heartbeat {ahead:.0f}s in the future (a clock that far ahead, or a planted lock)"
     return None
 
 

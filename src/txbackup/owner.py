@@ -20,6 +20,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+PID_MAX = 2**22
+"""Linux never hands out larger pids (``kernel.pid_max`` is at most 2^22)."""
+
 
 def process_state(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in ticks since boot) of ``pid`` from /proc, None if unknown."""
@@ -69,7 +72,7 @@ def _user() -> str:
 
 def process_gone(pid: int, started: int | None) -> str | None:
     """Why the local process ``pid`` (started at ``started``) no longer runs, or None if it may."""
-    if pid <= 0:
+    if not 0 < pid <= PID_MAX:
         return f"pid {pid} is not a process"
     try:
         os.kill(pid, 0)
@@ -113,10 +116,10 @@ class Owner:
         started, machine = data.get("started"), data.get("machine")
         if not isinstance(user, str) or not isinstance(host, str):
             raise ValueError("owner user and host must be strings")
-        if not isinstance(pid, int) or isinstance(pid, bool):
-            raise ValueError("owner pid must be an integer")
-        if started is not None and (not isinstance(started, int) or isinstance(started, bool)):
-            raise ValueError("owner started must be an integer")
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
+            raise ValueError(f"owner pid must be an integer from 1 to {PID_MAX}")
+        if started is not None and (not isinstance(started, int) or isinstance(started, bool) or started < 0):
+            raise ValueError("owner started must be a non-negative integer")
         if machine is not None and not isinstance(machine, str):
             raise ValueError("owner machine must be a string")
         return cls(user[:100], host[:255], pid, started, machine)

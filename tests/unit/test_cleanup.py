@@ -25,7 +25,7 @@ from txbackup.engine.cleanup import clean
 from txbackup.engine.manifest import write_manifest
 from txbackup.errors import StorageError
 from txbackup.locks import StorageLock
-from txbackup.owner import Owner
+from txbackup.owner import Owner, machine_tag
 from txbackup.storage import LocalStorage
 from txbackup.storage.local import TMP_PREFIX
 
@@ -184,3 +184,22 @@ def test_clean_removes_what_dead_runs_left_and_nothing_else(
     assert sorted(report.partial_sets_removed) == ["orphan", "tmponly"]
     assert {name for name, _ in report.locks_removed} == {stale.name, "locks/junk.json"}
     assert report.problems == [] and len(report.lines()) == 11
+
+
+def test_hostile_records_are_judged_without_crashing(
+    repo: tuple[LocalStorage, Catalog], tmpdir_here: Path
+) -> None:
+    """Owners read from the catalog and folder names are untrusted: absurd pids are not processes."""
+    storage, catalog = repo
+    huge = {"user": "u", "host": "h", "pid": 2**70, "started": -1, "machine": Owner.current().machine}
+    catalog.begin("absurd", utc_now() - timedelta(hours=2), ["pg"], {"owner": huge, "storage": 5})
+    root = Path(scratch.root())
+    root.mkdir(mode=0o700)
+    absurd = f"run-9999999999-0-{machine_tag()}"
+    (root / absurd).mkdir()
+    lock = StorageLock(storage, "cleanup")
+    assert lock.attempt() is True
+    report = clean(storage, catalog, lock)
+    lock.release()
+    assert [s for s, _ in report.sets_failed] == ["absurd"] and report.problems == []
+    assert [Path(f).name for f, _ in report.local_folders_removed] == [absurd]

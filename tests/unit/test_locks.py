@@ -133,12 +133,46 @@ async def test_a_remote_lock_with_a_fresh_heartbeat_blocks(storage: LocalStorage
         await acquire(storage, "backup")
 
 
+def hostile(name_id: str, **changes: Any) -> bytes:
+    me = Owner.current()
+    doc = json.loads(LockInfo(name_id, HELD, "backup", me, utc_now(), utc_now()).to_json())
+    for key, value in changes.items():
+        if key.startswith("owner_"):
+            doc["owner"][key.removeprefix("owner_")] = value
+        else:
+            doc[key] = value
+    return json.dumps(doc).encode()
+
+
 async def test_malformed_locks_are_ignored_with_a_warning(storage: LocalStorage) -> None:
-    storage.save("locks/20261127T101500123Z-0badf00d.json", io.BytesIO(b"{not json"))
-    storage.save("locks/evil.json", io.BytesIO(b"{}"))
+    ids = [f"20261127T101500123Z-0000000{i}" for i in range(8)]
+    bad = {
+        "locks/evil.json": b"{}",
+        f"locks/{ids[0]}.json": b"{not json",
+        f"locks/{ids[1]}.json": b"[" * 100_000,  # deeper than any parser should go
+        f"locks/{ids[2]}.json": b" " * 70_000 + b"{}",  # larger than any lock
+        f"locks/{ids[3]}.json": hostile(ids[3], owner_pid=2**70),
+        f"locks/{ids[4]}.json": hostile(ids[4], lock_id=ids[5]),
+        f"locks/{ids[5]}.json": hostile(ids[5], command="rm -rf /"),
+        f"locks/{ids[6]}.json": hostile(ids[6], state="mine"),
+        f"locks/{ids[7]}.json": hostile(ids[7], heartbeat_at="yesterday"),
+    }
+    for name, data in bad.items():
+        storage.save(name, io.BytesIO(data))
     warnings: list[str] = []
     lock = await acquire(storage, "backup", warn=warnings.append)
-    assert len(warnings) == 2 and all("malformed lock" in w for w in warnings)
+    assert len(warnings) == len(bad) and all("malformed lock" in w and "\n" not in w for w in warnings)
+    lock.release()
+
+
+async def test_a_heartbeat_far_in_the_future_does_not_block_for_ever(storage: LocalStorage) -> None:
+    future = utc_now() + timedelta(days=365)
+    owner = Owner("mallory", "elsewhere", 4242, 7, "another-machine")
+    planted = LockInfo(new_lock_id(utc_now()), HELD, "backup", owner, future, future)
+    storage.save(planted.name, io.BytesIO(planted.to_json()))
+    warnings: list[str] = []
+    lock = await acquire(storage, "backup", warn=warnings.append)
+    assert len(warnings) == 1 and "in the future" in warnings[0]
     lock.release()
 
 
