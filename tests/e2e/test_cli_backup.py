@@ -290,3 +290,29 @@ def test_cleanup_help_and_nothing_to_clean(cluster: tuple[Path, str]) -> None:
     assert helped.returncode == 0 and "--wait-lock" in helped.stdout and "--min-age" in helped.stdout
     result = txbackup("cleanup", "-c", str(config))
     assert result.returncode == 0 and result.stdout == "nothing to clean\n", result.stderr
+
+
+def test_a_malformed_catalog_row_is_a_warning_not_a_traceback(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    db = sqlite3.connect(store / "catalog.db")
+    db.execute(
+        "CREATE TABLE sets (set_id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at TEXT NOT NULL,"
+        " finished_at TEXT, targets_json TEXT NOT NULL DEFAULT '[]', error TEXT, manifest_path TEXT,"
+        " restore_point TEXT)"
+    )
+    db.execute(
+        "INSERT INTO sets (set_id, status, created_at)"
+        " VALUES ('20261127T101500Z-aaaa', 'failed', 'x')"
+    )
+    db.execute(
+        "INSERT INTO sets (set_id, status, created_at, targets_json)"
+        " VALUES ('20261127T101500Z-bbbb', 'failed', 'x', '{oops')"
+    )
+    db.commit()
+    db.close()
+    result = txbackup("list", "--storage", str(store), "--json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert [r["set_id"] for r in json.loads(result.stdout)] == ["20261127T101500Z-aaaa"]
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith("txbackup: warning: catalog ") and "20261127T101500Z-bbbb" in warning
