@@ -51,7 +51,7 @@ class Interrupted(TxbackupError):
 
 @dataclass
 class PauseWindow:
-    """When the whole fleet was paused: [last pause confirmed, first unpause sent]."""
+    """When the whole fleet was paused: [last pause confirmed, pause verified (or first unpause sent)]."""
 
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -258,6 +258,7 @@ def cancel_on_signals(task: asyncio.Task[Any]) -> Iterator[None]:
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread
+    _received.clear()  # what a previous guarded run received is not this run's
     token = _SIGNALS_GUARDED.set(True)
     try:
         yield
