@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
-from txbackup.admin.client import Endpoint
-from txbackup.admin.fleet import Fleet
+from txbackup.admin.client import AdminClient, Endpoint
+from txbackup.admin.fleet import Fleet, PauseWindowBroken
 from txbackup.catalog import Catalog
 from txbackup.config import build_target
 from txbackup.demo.sample_service import SampleServer, start_sample_server
 from txbackup.engine.artifacts import verify_set
 from txbackup.engine.backup import BackupPlan, run_backup
-from txbackup.engine.manifest import read_manifest
+from txbackup.engine.manifest import Manifest, read_manifest
 from txbackup.engine.restore import RestorePlan, restore_set
 from txbackup.errors import IntegrityError, PauseError, StorageError, TargetError, TxbackupError
 from txbackup.jobs import JobStore
+from txbackup.locks import LockBusy
 from txbackup.storage import LocalStorage
 from txbackup.targets.base import ArtifactReader, Capture, Target
 
@@ -127,8 +130,8 @@ async def test_unreachable_application_at_preflight(dbs: list[Path], tmp_path: P
 class FailingTarget:
     """Wraps a real target and fails at one phase (fault injection)."""
 
-    def __init__(self, inner: Target, phase: str) -> None:
-        self.inner, self.phase = inner, phase
+    def __init__(self, inner: Target, phase: str, delay: float = 1.0) -> None:
+        self.inner, self.phase, self.delay = inner, phase, delay
         self.name, self.kind = inner.name, inner.kind
         self.released = False
 
@@ -142,9 +145,9 @@ class FailingTarget:
         if self.phase == "capture":
             raise TargetError(f"target {self.name!r}: capture failed (injected)")
         if self.phase == "hang":
-            import time
-
             time.sleep(30)
+        if self.phase == "slow":  # a capture that takes its time, inside the pause
+            time.sleep(self.delay)
         return _FailingCapture(self.inner.capture(set_id), self)
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
@@ -275,3 +278,103 @@ async def test_non_empty_destination_refused_untouched(
             )
         )
     assert count(dbs[1]) == 11
+
+
+def window(manifest: Manifest) -> tuple[str, str]:
+    assert manifest.pause.started_at and manifest.pause.ended_at
+    return manifest.pause.started_at, manifest.pause.ended_at
+
+
+async def test_two_concurrent_backups_one_fails_on_the_lock(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    """Both start at once (both preflights see the application serving): only one may pause."""
+    a, b = sqlite_targets(dbs)
+    plans = [plan_for(app, [a, FailingTarget(b, "slow", 0.5)], tmp_path) for _ in range(2)]
+    results = await asyncio.gather(*(run_backup(p) for p in plans), return_exceptions=True)
+    done = [r for r in results if isinstance(r, Manifest)]
+    refused = [r for r in results if isinstance(r, LockBusy)]
+    assert len(done) == 1 and len(refused) == 1, results
+    assert "locked by txbackup backup, pid" in str(refused[0])
+    assert [r.status for r in plans[0].catalog.list()] == ["complete"]  # the refused one began nothing
+    assert plans[0].storage.list("locks/") == [] and not app.gate.paused
+
+
+async def test_two_backups_waiting_for_the_lock_take_disjoint_windows(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    a, b = sqlite_targets(dbs)
+    plans = [plan_for(app, [a, FailingTarget(b, "slow", 0.5)], tmp_path) for _ in range(2)]
+    for plan in plans:
+        plan.lock_wait_s = 30
+    first, second = sorted(await asyncio.gather(*(run_backup(p) for p in plans)), key=window)
+    assert window(first)[1] < window(second)[0]  # the second paused after the first unpaused
+    assert [r.status for r in plans[0].catalog.list()] == ["complete", "complete"]
+
+
+async def unpause_when_paused(app: SampleServer) -> None:
+    """A third party (another operator, a script) unpausing the application mid-window."""
+    while not app.gate.paused:
+        await asyncio.sleep(0.01)
+    async with AdminClient(Endpoint("127.0.0.1", app.port)) as client:
+        await client.unpause()
+
+
+async def test_third_party_unpause_mid_window_fails_the_set(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    a, b = sqlite_targets(dbs)
+    plan = plan_for(app, [a, FailingTarget(b, "slow")], tmp_path)
+    intruder = asyncio.create_task(unpause_when_paused(app))
+    with pytest.raises(PauseWindowBroken) as info:
+        await run_backup(plan)
+    await intruder
+    message = str(info.value)
+    assert f"127.0.0.1:{app.port}: no longer paused" in message and "\n" not in message
+    [row] = plan.catalog.list()
+    assert row.status == "failed" and f"127.0.0.1:{app.port}" in (row.error or "")
+    assert plan.storage.list("") == [] and not app.gate.paused
+
+
+async def test_pause_lease_expiring_mid_window_fails_the_set(dbs: list[Path], tmp_path: Path) -> None:
+    server = await start_sample_server(lease_seconds=0.3)
+    try:
+        a, b = sqlite_targets(dbs)
+        plan = plan_for(server, [a, FailingTarget(b, "slow", 0.8)], tmp_path)
+        with pytest.raises(PauseWindowBroken, match=f"127.0.0.1:{server.port}: no longer paused"):
+            await run_backup(plan)
+        assert plan.catalog.list()[0].status == "failed" and plan.storage.list("sets/") == []
+    finally:
+        await server.stop()
+
+
+async def test_old_server_window_kept_but_marked_unverified(dbs: list[Path], tmp_path: Path) -> None:
+    from tests.integration.test_fleet import start_old_server
+
+    server, port, old = await start_old_server()
+    try:
+        plan = BackupPlan(
+            fleet=Fleet([Endpoint("127.0.0.1", port)]),
+            targets=sqlite_targets(dbs),
+            storage=LocalStorage(str(tmp_path / "store")),
+            catalog=Catalog(str(tmp_path / "catalog.db")),
+        )
+        manifest = await run_backup(plan)
+        [row] = plan.catalog.list()
+        assert row.status == "complete" and not old.paused
+        assert row.warning and f"not verified on 127.0.0.1:{port}" in row.warning
+        assert manifest.restore_point
+    finally:
+        await server.stop(None)
+
+
+async def test_unwritable_storage_fails_before_anything_is_paused(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    counter = PauseCounter(app)
+    (tmp_path / "file").write_text("not a folder")
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path, LocalStorage(str(tmp_path / "file" / "store")))
+    with pytest.raises(StorageError) as info:
+        await run_backup(plan)
+    assert str(tmp_path / "file" / "store") in str(info.value) and "\n" not in str(info.value)
+    assert counter.pauses == 0 and plan.catalog.list() == []

@@ -138,7 +138,8 @@ class _OldAdmin:
         return empty_pb2.Empty()
 
 
-async def test_old_server_without_check_paused_is_unknown_not_failure() -> None:
+async def start_old_server() -> tuple[grpc.aio.Server, int, _OldAdmin]:
+    """A server of the older protocol on 127.0.0.1: (server, port, its admin state)."""
     old = _OldAdmin()
     handler = grpc.method_handlers_generic_handler(
         "rpc.Admin",
@@ -159,14 +160,20 @@ async def test_old_server_without_check_paused_is_unknown_not_failure() -> None:
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    return server, port, old
+
+
+async def test_old_server_without_check_paused_is_unknown_not_failure() -> None:
+    server, port, old = await start_old_server()
     try:
         fleet = Fleet([Endpoint("127.0.0.1", port)])
-        async with paused(fleet):
+        async with paused(fleet) as window:
             assert old.paused
             [status] = await fleet.status()
             assert status.paused is None and status.state == "unknown (old server)"
         await fleet.close()
         assert not old.paused
+        assert window.unverified == [f"127.0.0.1:{port}"]  # kept, but marked: its pause could not be checked
     finally:
         await server.stop(None)
 

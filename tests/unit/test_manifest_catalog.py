@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import sqlite3
+import stat
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from txbackup.catalog import COMPLETE, FAILED, RUNNING, Catalog, delete_set
+from txbackup.catalog import (
+    COMPLETE,
+    FAILED,
+    RUNNING,
+    Catalog,
+    CatalogCorrupt,
+    delete_set,
+    move_aside,
+    transaction,
+)
 from txbackup.clock import iso_ms
 from txbackup.engine.manifest import (
     ArtifactRecord,
@@ -368,3 +381,115 @@ def test_every_kind_declares_its_artifacts_and_targets_write_only_those():
         others = [n for k, ns in written.items() if k != kind for n in ns]
         assert not any(LAYOUTS[kind].fits(n) for n in others), kind
         assert not any(LAYOUTS[kind].fits(n) for n in ["../x", "x/../y.sql", "nodes/a/b.json", ""]), kind
+
+
+def test_catalog_is_private_whatever_the_umask(tmp_path):
+    path = tmp_path / "index" / "catalog.db"
+    old = os.umask(0)
+    try:
+        catalog = Catalog(str(path))
+        with transaction(catalog.path) as db:  # -wal and -shm exist while a connection is open
+            db.execute("INSERT INTO sets (set_id, status, created_at) VALUES ('s1', 'running', 'x')")
+            modes = [stat.S_IMODE(Path(f"{path}{suffix}").stat().st_mode) for suffix in ("", "-wal", "-shm")]
+    finally:
+        os.umask(old)
+    assert modes == [0o600, 0o600, 0o600]
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_an_older_open_catalog_is_tightened(tmp_path):
+    path = tmp_path / "catalog.db"
+    Catalog(str(path))
+    path.chmod(0o644)
+    Catalog(str(path)).list()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"garbage, not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000],
+    ids=["garbage", "damaged-header"],
+)
+def test_a_corrupt_catalog_is_one_line_suggesting_rebuild(tmp_path, content):
+    path = tmp_path / "catalog.db"
+    path.write_bytes(content)
+    with pytest.raises(CatalogCorrupt) as info:
+        Catalog(str(path)).list()
+    message = str(info.value)
+    assert message.startswith(f"catalog {path}: ") and "txbackup list --rebuild" in message
+    assert "\n" not in message
+
+
+def test_a_database_that_is_not_a_catalog_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE sets (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(CatalogCorrupt, match=r"not a txbackup catalog \(table sets has no set_id\)"):
+        Catalog(str(path))
+
+
+def test_move_aside_then_rebuild(storage, tmp_path):
+    path = tmp_path / "catalog.db"
+    path.write_bytes(b"garbage" * 1000)
+    write_manifest(storage, make_manifest("s1"))
+    aside = move_aside(str(path))
+    assert re.fullmatch(re.escape(str(path)) + r"\.corrupt-\d{8}T\d{6}Z", aside)
+    assert Path(aside).read_bytes() == b"garbage" * 1000 and not path.exists()
+    fresh = Catalog(str(path))
+    assert fresh.rebuild(storage) == [] and [r.set_id for r in fresh.list()] == ["s1"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("targets_json", "{not json", "targets_json is not a JSON list"),
+        ("targets_json", '{"a": 1}', "targets_json is not a JSON list"),
+        ("targets_json", "[1, 2]", "targets_json is not a JSON list"),
+        ("status", "exploded", "unknown status 'exploded'"),
+        ("status", 7, "unknown status '7'"),  # SQLite stores it as text
+        ("created_at", b"\x01", "created_at is not text"),
+        ("error", b"\x00blob", "error is not text"),
+        ("set_id", "../evil", "not a backup set id"),
+    ],
+)
+def test_a_malformed_row_is_skipped_with_a_warning(catalog, column, value, problem):
+    catalog.begin("good", NOW, ["pg"])
+    catalog.begin("bad", NOW, ["pg"])
+    db = sqlite3.connect(catalog.path)
+    db.execute(f"UPDATE sets SET {column} = ? WHERE set_id = 'bad'", (value,))
+    db.commit()
+    db.close()
+    assert [r.set_id for r in catalog.list()] == ["good"]
+    [warning] = catalog.problems
+    assert warning.startswith(f"catalog {catalog.path}: skipped set ") and problem in warning
+    assert "\n" not in warning
+    bad_id = "bad" if column != "set_id" else "../evil"
+    if column != "set_id":
+        with pytest.raises(StorageError, match=f"set 'bad': malformed row: .*{re.escape(problem)}"):
+            catalog.get(bad_id)
+
+
+def test_running_rows_record_who_runs_them(catalog):
+    run = {"owner": {"user": "u", "host": "h", "pid": 1}, "storage": "/s", "lock_id": "x"}
+    catalog.begin("s1", NOW, ["pg"], run)
+    catalog.warn("s1", "pause window not verified on a:1")
+    row = catalog.get("s1")
+    assert row is not None and row.run == run and row.warning == "pause window not verified on a:1"
+
+
+def test_an_older_catalog_gains_the_new_columns(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE sets (set_id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at TEXT NOT NULL,"
+        " finished_at TEXT, targets_json TEXT NOT NULL DEFAULT '[]', error TEXT, manifest_path TEXT,"
+        " restore_point TEXT)"
+    )
+    db.execute("INSERT INTO sets (set_id, status, created_at) VALUES ('s1', 'running', 'x')")
+    db.commit()
+    db.close()
+    catalog = Catalog(str(path))
+    [row] = catalog.list()
+    assert (row.set_id, row.run, row.warning) == ("s1", None, None)

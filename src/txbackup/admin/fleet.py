@@ -10,6 +10,14 @@ and ends when the *first* unpause is sent. Inside it, no application serves a
 request; its midpoint is the restore point for point-in-time-restore services.
 ``paused()`` wraps it all so that unpause always runs: on success, on error,
 on cancellation and on SIGINT/SIGTERM.
+
+The window is verified, not assumed: before it is closed, ``verify_window``
+asks every endpoint CheckPaused. One that is no longer paused (unpaused by
+someone else, its lease expired, restarted) or cannot answer fails the window,
+naming it: a restore point there would lie in time when it served requests.
+The window then ends when the check was sent. An older server without
+CheckPaused cannot be asked: the window is kept, and the endpoint is listed
+in ``PauseWindow.unverified`` so callers can warn and record it.
 """
 
 from __future__ import annotations
@@ -28,12 +36,27 @@ from txbackup.clock import floor_ms, iso_ms, utc_now
 from txbackup.errors import PauseError, TxbackupError
 
 
+class PauseWindowBroken(PauseError):
+    """An endpoint was no longer paused (or could not confirm it) when the window closed."""
+
+
+class Interrupted(TxbackupError):
+    """The command was stopped by SIGINT (exit 130) or SIGTERM (exit 143), after cleaning up."""
+
+    def __init__(self, signum: int | None, what: str = "") -> None:
+        name = signal.Signals(signum).name if signum else "a cancellation"
+        super().__init__(f"interrupted by {name}{what}")
+        self.exit_code = 128 + signum if signum else 1
+
+
 @dataclass
 class PauseWindow:
-    """When the whole fleet was paused: [last pause confirmed, first unpause sent]."""
+    """When the whole fleet was paused: [last pause confirmed, pause verified (or first unpause sent)]."""
 
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    unverified: list[str] = field(default_factory=list)
+    """Endpoints (older servers without CheckPaused) that could not confirm the window."""
 
     @property
     def midpoint(self) -> datetime | None:
@@ -53,6 +76,8 @@ class PauseWindow:
             "ended_at": iso_ms(self.ended_at),
             "restore_point": iso_ms(self.midpoint),
             "duration_ms": self.duration_ms,
+            "verified": not self.unverified,
+            "unverified": list(self.unverified),
         }
 
 
@@ -148,6 +173,33 @@ class Fleet:
         }
         return {} if quiet else failures
 
+    async def verify_window(self) -> None:
+        """Close the window only if every endpoint is still paused (call before unpausing).
+
+        The window ends when the checks are sent: each endpoint answering
+        "paused" was paused then. Raises ``PauseWindowBroken`` naming each
+        endpoint that is not (or cannot say); endpoints of older servers without
+        CheckPaused are listed in ``window.unverified``.
+        """
+        ended = utc_now()
+        statuses = await self.status()
+        if self.window.ended_at is None:
+            self.window.ended_at = ended
+        broken = [
+            f"{s.endpoint}: no longer paused (unpaused by someone else, its pause lease expired,"
+            " or it restarted)"
+            for s in statuses
+            if s.paused is False
+        ]
+        broken += [
+            f"{s.endpoint}: cannot confirm it is still paused ({s.error})"
+            for s in statuses
+            if s.error
+        ]
+        self.window.unverified = [str(s.endpoint) for s in statuses if s.paused is None and s.error is None]
+        if broken:
+            raise PauseWindowBroken("pause window not held, the set is not consistent: " + "; ".join(broken))
+
     async def status(self) -> list[EndpointStatus]:
         async def check(endpoint: Endpoint) -> EndpointStatus:
             try:
@@ -169,6 +221,12 @@ def _reason(exc: BaseException, endpoint: Endpoint) -> str:
 
 
 _SIGNALS_GUARDED: contextvars.ContextVar[bool] = contextvars.ContextVar("signals_guarded", default=False)
+_received: list[int] = []
+
+
+def received_signal() -> int | None:
+    """The signal that ``cancel_on_signals`` last turned into a cancellation, if any."""
+    return _received[-1] if _received else None
 
 
 @contextlib.contextmanager
@@ -187,18 +245,20 @@ def cancel_on_signals(task: asyncio.Task[Any]) -> Iterator[None]:
     installed: list[signal.Signals] = []
     fired = False
 
-    def on_signal() -> None:
+    def on_signal(sig: int) -> None:
         nonlocal fired
         if not fired:
             fired = True
+            _received.append(sig)
             task.cancel()
 
     for sig in previous:
         try:
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread
+    _received.clear()  # what a previous guarded run received is not this run's
     token = _SIGNALS_GUARDED.set(True)
     try:
         yield
@@ -216,6 +276,8 @@ async def paused(
 ) -> AsyncIterator[PauseWindow]:
     """Hold the fleet paused for the body; unpause always runs.
 
+    When the body ends normally the window is verified first (``verify_window``:
+    ``PauseWindowBroken`` if an endpoint no longer holds the pause).
     SIGINT/SIGTERM during the pause cancel the body and unpause; the body's
     error (or the cancellation) propagates after the unpause.
     """
@@ -225,5 +287,6 @@ async def paused(
         window = await fleet.pause(wait_outstanding, max_pause_wait_ms)
         try:
             yield window
+            await fleet.verify_window()
         finally:
             await asyncio.shield(fleet.unpause())

@@ -3,6 +3,10 @@
 Each command module defines ``NAME``, ``HELP``, ``register(parser)`` (adds its
 arguments) and ``run(args) -> int``. Errors derived from ``TxbackupError`` end
 the command with one line on stderr and a non-zero exit code.
+
+Signals end a command cleanly (``finally`` blocks and exit handlers run, so
+applications are unpaused and temporary files removed): SIGINT exits 130,
+SIGTERM 143 (128 + the signal's number, as shells report it).
 """
 
 from __future__ import annotations
@@ -10,9 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
-from types import ModuleType
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType, ModuleType
 
 from txbackup import __version__
 from txbackup.errors import TxbackupError
@@ -26,6 +33,7 @@ COMMAND_MODULES = [
     "list",
     "show",
     "delete",
+    "cleanup",
     "pause",
     "unpause",
     "status",
@@ -65,6 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that ``finally`` blocks run."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` (not the default: dying on the spot, leaving debris).
+    Commands that own their signals (servers, the async engine) install their own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,11 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        code: int = args._run(args)
+        with _sigterm_raises():
+            code: int = args._run(args)
         return code
     except TxbackupError as exc:
         print(f"txbackup: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("txbackup: interrupted", file=sys.stderr)
-        return 130
+        print("txbackup: interrupted by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Terminated:
+        print("txbackup: interrupted by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM

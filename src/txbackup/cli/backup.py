@@ -8,6 +8,7 @@ from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
 from txbackup.cli.common import add_config, add_json, run_async
 from txbackup.config import load_cluster
+from txbackup.durations import parse_duration
 from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import Manifest
 from txbackup.engine.progress import HumanReporter, JsonReporter, Reporter
@@ -23,6 +24,14 @@ the snapshots to storage (zstd-compressed, SHA-256 checksummed), and write the
 manifest last. A set without a manifest does not exist: on any failure the set
 is marked FAILED and its partial files are removed.
 
+One backup at a time: the run first takes a lock in the storage (locks/);
+if another backup holds it, the run fails at once naming it, or waits for it
+with --wait-lock. Then it cleans what killed runs left (see txbackup cleanup).
+Before unpausing, every application must confirm it is still paused: if one
+was unpaused meanwhile (by someone else, its lease, a restart) the set fails
+naming it. Older servers without CheckPaused cannot confirm: the set is kept
+with a warning.
+
 Progress goes to stderr; with --json, one JSON object per event on stdout,
 the last one {"event": "result", ...}.
 
@@ -31,13 +40,19 @@ example: txbackup backup -c cluster.toml"""
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_config(parser, required=True)
+    parser.add_argument(
+        "--wait-lock",
+        metavar="DURATION",
+        default="0s",
+        help="if another backup holds the storage lock, wait up to this long (e.g. 10m; default 0s: fail)",
+    )
     add_json(parser)
 
 
-def summary(manifest: Manifest) -> dict[str, object]:
+def summary(manifest: Manifest, unverified: list[str]) -> dict[str, object]:
     return {
         "set_id": manifest.set_id,
-        "pause": manifest.pause.__dict__,
+        "pause": manifest.pause.__dict__ | {"verified": not unverified, "unverified": unverified},
         "restore_point": manifest.restore_point,
         "timings": manifest.timings.__dict__,
         "targets": {
@@ -49,14 +64,18 @@ def summary(manifest: Manifest) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    wait_lock = parse_duration(args.wait_lock)
     config = load_cluster(args.config)
     reporter: Reporter = JsonReporter() if args.json else HumanReporter()
     catalog = Catalog(config.catalog)
+    apps = config.applications
+    fleets: list[Fleet] = []  # the window is the fleet's, once paused
 
     async def main() -> Manifest:
-        apps = config.applications
+        fleet = Fleet(apps.resolve(), apps.options)
+        fleets.append(fleet)
         plan = BackupPlan(
-            fleet=Fleet(apps.resolve(), apps.options),
+            fleet=fleet,
             targets=config.targets,
             storage=open_storage(config.storage),
             catalog=catalog,
@@ -64,12 +83,14 @@ def run(args: argparse.Namespace) -> int:
             max_pause_wait_ms=apps.max_pause_wait_ms,
             capture_deadline_s=config.capture_deadline_s,
             min_pause_s=config.min_pause_s,
+            lock_wait_s=wait_lock,
             reporter=reporter,
         )
         return await run_backup(plan)
 
     manifest = run_async(main())
-    result = summary(manifest)
+    unverified = fleets[-1].window.unverified if fleets else []
+    result = summary(manifest, unverified)
     if args.json:
         reporter.event("result", **result)
     else:
@@ -77,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"backup set     {manifest.set_id}  (complete)")
         print(f"pause window   {manifest.pause.started_at} .. {manifest.pause.ended_at} ({t.pause_ms} ms)")
         print(f"restore point  {manifest.restore_point}")
+        if unverified:
+            print(f"               not verified on {', '.join(unverified)} (no CheckPaused)")
         print(f"capture        {t.capture_ms} ms inside the pause; export {t.export_ms} ms after it")
         for name, info in result["targets"].items():  # type: ignore[attr-defined]
             print(f"  {name:<16} {info['kind']:<9} {info['bytes']} bytes ({info['stored_bytes']} stored)")

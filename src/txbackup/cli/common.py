@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 from txbackup.admin.client import ClientOptions, TlsOptions
 from txbackup.admin.discovery import from_list, from_srv
-from txbackup.admin.fleet import Fleet
+from txbackup.admin.fleet import Fleet, Interrupted, received_signal
 from txbackup.catalog import Catalog
 from txbackup.config import Applications, ClusterConfig, load_cluster
 from txbackup.durations import parse_duration
-from txbackup.errors import TxbackupError, UsageError
+from txbackup.errors import UsageError
 from txbackup.storage import Storage, open_storage
 
 T = TypeVar("T")
@@ -97,7 +97,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except asyncio.CancelledError:
-        raise TxbackupError("interrupted by a signal (applications were unpaused)") from None
+        raise Interrupted(received_signal(), " (nothing left paused)") from None
 
 
 def print_json(data: Any) -> None:

@@ -34,8 +34,8 @@ local folder storage and an SQLite catalog, in a temporary folder (removed at
 the end unless --keep) or in --dir (a new or empty folder, kept).
 
 Exit code 0 when the txbackup restore is consistent, 1 when it is not, 2 for
-bad input, 130 when interrupted (the load and the service are stopped first,
-nothing is left paused).
+bad input, 130 on SIGINT and 143 on SIGTERM (the load and the service are
+stopped first, nothing is left paused).
 
 example: txbackup demo --seconds 5"""
 
@@ -123,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     folder, temporary = prepare_dir(args.dir)
     demo = _DemoThread(folder, args.seconds, args.clients)
 
+    received: list[int] = []
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
         demo.interrupt()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             "txbackup: demo interrupted: load and bank service stopped, nothing left paused",
             file=sys.stderr,
         )
-        return 130
+        return 128 + (received[0] if received else signal.SIGINT)  # 130 on SIGINT, 143 on SIGTERM
     if demo.error is not None:
         raise demo.error
     assert demo.result is not None

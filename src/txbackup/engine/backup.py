@@ -2,11 +2,15 @@
 
 The engine knows the flow and nothing of any database:
 
-1. **preflight**: every application answers and is serving, every target is
-   reachable with its credentials. Nothing is paused if this fails.
+1. **preflight**: lock the storage (one backup at a time; this also proves
+   it is writable), clean what killed runs left (``engine.cleanup``), then
+   every application answers and is serving, every target is reachable with
+   its credentials. Nothing is paused if this fails.
 2. **pause** the fleet, **capture** every target in parallel under a deadline
    (constant-time snapshot handles), hold the pause for ``min_pause`` if
-   configured, **unpause** (always: error, deadline, signal).
+   configured, check that we still hold the lock and that every application
+   is still paused (CheckPaused: the window is verified, not assumed),
+   **unpause** (always: error, deadline, signal).
 3. **export** every capture in parallel, compressed and checksummed.
 4. **commit**: the manifest is written last; only then is the set complete in
    the catalog. On any failure the set is marked FAILED and its partial
@@ -18,16 +22,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from txbackup.admin.fleet import Fleet, cancel_on_signals, paused
+from txbackup.admin.fleet import Fleet, cancel_on_signals, paused, received_signal
 from txbackup.catalog import Catalog
 from txbackup.clock import iso_ms, utc_now
 from txbackup.engine.artifacts import SetWriter
+from txbackup.engine.cleanup import clean
 from txbackup.engine.manifest import (
     Manifest,
     PauseWindow,
@@ -39,6 +45,8 @@ from txbackup.engine.manifest import (
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.engine.threads import in_thread
 from txbackup.errors import PauseError, TargetError, TxbackupError
+from txbackup.locks import LockInfo, StorageLock, acquire
+from txbackup.owner import Owner
 from txbackup.storage.base import Storage
 from txbackup.targets.base import Capture, Target
 
@@ -55,6 +63,8 @@ class BackupPlan:
     max_pause_wait_ms: int | None = None
     capture_deadline_s: float = 30.0
     min_pause_s: float = 0.0
+    lock_wait_s: float = 0.0
+    """How long to wait for another backup's storage lock (0: fail at once)."""
     reporter: Reporter = field(default_factory=SilentReporter)
 
 
@@ -136,9 +146,32 @@ def _ms(since: float) -> int:
     return round((time.monotonic() - since) * 1000)
 
 
+async def _lock(plan: BackupPlan) -> StorageLock:
+    """Take the storage lock (waiting up to ``lock_wait_s``), then clean what dead runs left."""
+    report = plan.reporter
+    shown: list[str] = []
+
+    def warn(message: str) -> None:
+        report.event("warning", message=message)
+
+    def waiting(holder: LockInfo, left: float) -> None:
+        if not shown or shown[-1] != holder.lock_id or len(shown) % 30 == 0:
+            where = plan.storage.describe()
+            warn(f"storage {where} is locked by {holder.describe()}; waiting up to {left:.0f}s")
+        shown.append(holder.lock_id)
+
+    lock = await acquire(plan.storage, "backup", wait_s=plan.lock_wait_s, warn=warn, waiting=waiting)
+    report.event("lock", lock=lock.lock_id, storage=plan.storage.describe())
+    try:
+        await in_thread(lambda: clean(plan.storage, plan.catalog, lock, on_action=warn), "cleanup")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
 async def _preflight(plan: BackupPlan) -> None:
     report = plan.reporter
-    report.event("phase", name="preflight")
     statuses = await plan.fleet.status()
     problems = [f"{s.endpoint}: {s.error}" for s in statuses if s.error]
     problems += [f"{s.endpoint}: already paused (another backup running?)" for s in statuses if s.paused]
@@ -222,11 +255,21 @@ async def run_backup(plan: BackupPlan) -> Manifest:
 
 
 async def _run_backup(plan: BackupPlan) -> Manifest:
+    plan.reporter.event("phase", name="preflight")
+    lock = await _lock(plan)
+    try:
+        return await _locked_backup(plan, lock)
+    finally:
+        lock.release()
+
+
+async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
     report = plan.reporter
     await _preflight(plan)
     created = utc_now()
     set_id = new_set_id(created)
-    plan.catalog.begin(set_id, created, [t.name for t in plan.targets])
+    run = {"owner": Owner.current().to_dict(), "storage": plan.storage.describe(), "lock_id": lock.lock_id}
+    plan.catalog.begin(set_id, created, [t.name for t in plan.targets], run)
     captures: dict[str, Capture] = {}
     exports = _Exports(report)
     try:
@@ -243,9 +286,17 @@ async def _run_backup(plan: BackupPlan) -> Manifest:
             held = time.monotonic() - confirmed
             if held < required_pause(plan):
                 await asyncio.sleep(required_pause(plan) - held + 0.003)
+            lock.check()  # lost it (another backup took it as stale)? its pause may overlap ours
         report.event(
             "phase", name="unpaused", pause_ms=window.duration_ms, restore_point=iso_ms(window.midpoint)
         )
+        warning = None
+        if window.unverified:
+            warning = (
+                f"pause window not verified on {', '.join(window.unverified)}"
+                " (older server without CheckPaused: its pause is assumed, not checked)"
+            )
+            report.event("warning", message=warning)
         report.event("phase", name="export")
         export_started = time.monotonic()
         writers = await _export_all(plan, set_id, captures, exports)
@@ -278,17 +329,26 @@ async def _run_backup(plan: BackupPlan) -> Manifest:
             ],
         )
         report.event("phase", name="commit")
+        lock.check()
         write_manifest(plan.storage, manifest)
         plan.catalog.complete(manifest)
+        if warning is not None:
+            plan.catalog.warn(set_id, warning)
         report.event("done", set_id=set_id)
         return manifest
     except BaseException as exc:
-        message = str(exc) if isinstance(exc, TxbackupError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TxbackupError):
+            message = str(exc)
+        elif isinstance(exc, asyncio.CancelledError):
+            signum = received_signal()
+            message = f"interrupted by {signal.Signals(signum).name}" if signum else "interrupted"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
         exports.stop()
         with contextlib.suppress(Exception):
             plan.storage.remove_prefix(f"sets/{set_id}/")
         with contextlib.suppress(Exception):
-            plan.catalog.fail(set_id, message or "interrupted")
+            plan.catalog.fail(set_id, message)
         raise
     finally:
         await _release_all(captures)

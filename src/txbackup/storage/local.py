@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import stat as statmod
+import time
 from collections.abc import Iterator
 from typing import IO
 
@@ -162,6 +163,20 @@ class LocalStorage:
             pass
         except OSError as exc:
             raise self._error(exc, "removing", prefix) from exc
+
+    def temporary_files(self) -> builtins.list[tuple[str, float]]:
+        """(name, seconds since last written) of every file being saved, or left by a
+        writer that died; read-only (``txbackup cleanup`` removes old ones with ``remove``)."""
+        now = time.time()
+        found = {}
+        for dirpath, _dirs, files in os.walk(self.root):  # never follows symlinks
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            for f in (f for f in files if f.startswith(TMP_PREFIX)):
+                with contextlib.suppress(OSError):  # gone meanwhile: renamed into place
+                    age = max(0.0, now - os.lstat(os.path.join(dirpath, f)).st_mtime)
+                    found[("" if rel == "." else rel + "/") + f] = age
+        return sorted(found.items())
+
 
     @contextlib.contextmanager
     def _folder(self, folders: builtins.list[str], name: str) -> Iterator[int]:

@@ -87,7 +87,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +98,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, one_line, run, run_checked, run_from_stream, run_to_stream
 from txbackup.safepaths import join_inside, shown
+from txbackup.scratch import private_dir
 from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 from txbackup.targets.sqlcommon import (
@@ -320,7 +320,7 @@ class PostgresCapture:
                         [*argv, "-Fc"], stream, culprit=target.label, env=target.server.env()
                     )
                 continue
-            with tempfile.TemporaryDirectory(prefix="txbackup-pg-") as tmp:
+            with private_dir("pg-") as tmp:
                 folder = os.path.join(tmp, db)
                 run_checked(
                     [*argv, "-Fd", "-j", str(target.jobs), "--no-sync", "-f", folder],
@@ -598,7 +598,7 @@ class PostgresTarget:
                         env=server.env(),
                     )
             else:
-                with tempfile.TemporaryDirectory(prefix="txbackup-pg-") as tmp:
+                with private_dir("pg-") as tmp:
                     stage_directory(src, directory[db], tmp, self.label)
                     run_checked(
                         [*argv, "-Fd", "-j", str(self.jobs), tmp],

@@ -45,6 +45,7 @@ from typing import Any
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.safepaths import copy_mode, make_private_dirs, shown
+from txbackup.scratch import private_dir
 from txbackup.settings import check_keys, setting_opt_str, setting_str_list
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 
@@ -89,7 +90,7 @@ class SqliteCapture:
 
     def export(self, out: ArtifactWriter) -> None:
         for path, conn in self.held.items():
-            with tempfile.TemporaryDirectory(prefix="txbackup-sqlite-") as tmp:
+            with private_dir("sqlite-") as tmp:
                 copy = os.path.join(tmp, _artifact(path))
                 dest = sqlite3.connect(copy)
                 try:
