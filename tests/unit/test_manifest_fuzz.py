@@ -190,7 +190,11 @@ Mutation = Callable[[dict[str, Any]], None]
 def _rename(index: int, name: str, follow_path: bool) -> Mutation:
     def apply(data: dict[str, Any]) -> None:
         artifacts = data["targets"][0]["artifacts"]
+        if not isinstance(artifacts, list) or not artifacts or not isinstance(artifacts[0], dict):
+            return  # an earlier mutation already broke the list: nothing to rename
         artifact = artifacts[index % len(artifacts)]
+        if not isinstance(artifact, dict):
+            return
         artifact["name"] = name
         if follow_path:  # as a careful attacker would: the path derived from the name
             with contextlib.suppress(TxbackupError):

@@ -309,6 +309,7 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
                 started_at=iso_ms(window.started_at),
                 ended_at=iso_ms(window.ended_at),
                 midpoint=iso_ms(window.midpoint),
+                unverified=list(window.unverified),
             ),
             applications=[str(e) for e in plan.fleet.endpoints],
             timings=Timings(

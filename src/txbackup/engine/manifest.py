@@ -111,11 +111,24 @@ class PauseWindow:
     started_at: str | None = None
     ended_at: str | None = None
     midpoint: str | None = None
+    # endpoints whose pause could not be checked before the unpause (older servers
+    # without CheckPaused): the window is assumed there, not verified
+    unverified: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PauseWindow:
         _only(data, _keys(cls), "pause")
-        return cls(*(_optional_time(data, key) for key in _keys(cls)))
+        unverified = data.get("unverified", [])
+        if not isinstance(unverified, list) or not all(
+            isinstance(a, str) and len(a) <= 1024 for a in unverified
+        ):
+            raise ValueError("field 'unverified' must be a list of strings")
+        return cls(
+            started_at=_optional_time(data, "started_at"),
+            ended_at=_optional_time(data, "ended_at"),
+            midpoint=_optional_time(data, "midpoint"),
+            unverified=list(unverified),
+        )
 
 
 @dataclass(frozen=True)
