@@ -110,6 +110,9 @@ class SqliteCapture:
 
 class SqliteTarget:
     kind = KIND
+    destination_is_path = True
+    """``--to NAME=...`` is a path: made absolute where it is given, so that a resumed
+    restore writes to the same file whatever its working directory."""
 
     def __init__(self, name: str, paths: list[str]) -> None:
         self.name = name
