@@ -204,9 +204,15 @@ def build_target(conf: object, index: int, base: Path | None = None, where: str 
         near = nearest(kind, TARGET_KINDS) if isinstance(kind, str) else None
         hint = f'did you mean "{near}"? ' if near else ""
         shown = repr(kind)[:40]
-        raise UsageError(f"target {name!r}: unknown kind {shown} ({hint}known: {known})")
+        prefix = f"{where}: " if where else ""
+        raise UsageError(f'{prefix}target "{name}": unknown kind {shown} ({hint}known: {known})')
     module = importlib.import_module(TARGET_KINDS[kind])
-    target: Target = module.from_config(name, resolve_paths(conf, base))
+    try:
+        target: Target = module.from_config(name, resolve_paths(conf, base))
+    except UsageError as exc:
+        if not where:
+            raise
+        raise UsageError(f"{where}: {exc}") from None
     return target
 
 
@@ -235,6 +241,23 @@ def _restore_sections(
             "password": read["password"]
         }
     return sections
+
+
+def check_places(storage: str, catalog: str | None, *, where: str = "") -> tuple[str, str]:
+    """(storage, catalog) checked before use: a storage scheme we know, a local storage
+    that is a folder if it exists, a catalog that is not a folder; the catalog defaults
+    to ``<storage>/catalog.db``."""
+    prefix = f"{where}: " if where else ""
+    store = open_storage(storage)  # a scheme we do not know is refused now, not at the first write
+    if isinstance(store, LocalStorage) and os.path.exists(store.root) and not os.path.isdir(store.root):
+        raise UsageError(f"{prefix}storage {store.root}: not a folder")
+    if catalog is None:
+        if not isinstance(store, LocalStorage):
+            raise UsageError(f"{prefix}[catalog] path is required with storage {storage}")
+        catalog = os.path.join(store.root, "catalog.db")
+    if os.path.isdir(catalog):
+        raise UsageError(f"{prefix}catalog {catalog}: is a folder, not a file")
+    return storage, catalog
 
 
 def _read_file(file: Path) -> dict[str, Any]:
@@ -286,11 +309,7 @@ def load_cluster(path: str | Path) -> ClusterConfig:
     storage = STORAGE.read(data.get("storage", {}), where=where, base=base)["path"]
     catalog = CATALOG.read(data.get("catalog", {}), where=where, base=base)["path"]
     backup = BACKUP.read(data.get("backup", {}), where=where, base=base)
-    store = open_storage(storage)  # a scheme we do not know is refused now, not at the first write
-    if catalog is None:
-        if not isinstance(store, LocalStorage):
-            raise UsageError(f"{where}: [catalog] path is required with storage {storage}")
-        catalog = os.path.join(store.root, "catalog.db")
+    storage, catalog = check_places(storage, catalog, where=where)
     return ClusterConfig(
         path=file,
         applications=apps,

@@ -104,6 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # line (its traceback with -v), never a secret it may hold.
         if args.verbose:
             traceback.print_exc()
-        detail = redact(_one_line(f"{type(exc).__name__}: {exc}"))
+        detail = f"{type(exc).__name__}: {redact(_one_line(str(exc)))}"
         print(f"txbackup: unexpected error: {detail} (run with -v for the traceback)", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from txbackup.admin.discovery import from_srv
 from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
-from txbackup.config import Applications, ClusterConfig, load_cluster, parse_applications
+from txbackup.config import Applications, ClusterConfig, check_places, load_cluster, parse_applications
 from txbackup.durations import MAX_CALL_S, parse_duration
 from txbackup.engine.manifest import check_set_id
 from txbackup.errors import TxbackupError, UsageError
@@ -58,10 +58,12 @@ def open_repository(args: argparse.Namespace) -> tuple[Storage, Catalog, Cluster
         raise UsageError("give either --config or --storage, not both")
     if args.config:
         config = load_cluster(args.config)
-        return open_storage(config.storage), Catalog(args.catalog or config.catalog), config
+        storage, catalog = check_places(config.storage, args.catalog or config.catalog)
+        return open_storage(storage), Catalog(catalog), config
     if not args.storage:
         raise UsageError("where are the backups? give --config FILE or --storage PATH")
-    return open_storage(args.storage), Catalog(args.catalog or str(Path(args.storage) / "catalog.db")), None
+    storage, catalog = check_places(args.storage, args.catalog)
+    return open_storage(storage), Catalog(catalog), None
 
 
 def add_fleet_args(parser: argparse.ArgumentParser) -> None:

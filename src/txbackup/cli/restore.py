@@ -82,7 +82,7 @@ def _pairs(items: list[str], flag: str, what: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not value:
+        if not sep or not name or not value:
             shown = f" {name!r}" if sep and name else ""
             raise UsageError(f"{flag}{shown}: expected NAME={what}")
         check_name(name, what="target name", culprit=flag)

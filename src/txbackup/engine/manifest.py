@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 STATUS = "complete"
 """The only status a manifest has: it is written once the set is complete."""
 
-_SET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 T = TypeVar("T")
 
 
@@ -40,8 +40,8 @@ def new_set_id(now: datetime) -> str:
 
 def check_set_id(set_id: str) -> str:
     """Return ``set_id`` if it can name a set folder, else raise UsageError."""
-    if not _SET_ID.match(set_id):
-        raise UsageError(f"set id {set_id!r}: not a backup set id (like 20261127T101500Z-3f9a)")
+    if not isinstance(set_id, str) or not _SET_ID.fullmatch(set_id):
+        raise UsageError(f"set id {set_id[:140]!r}: not a backup set id (like 20261127T101500Z-3f9a)")
     return set_id
 
 
