@@ -23,7 +23,7 @@ from txbackup.admin.client import ClientOptions, Endpoint, TlsOptions
 from txbackup.admin.discovery import check_dns_server, check_srv_name, from_list, from_srv
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import UsageError
-from txbackup.secrets import check_dsn
+from txbackup.secrets import check_dsn, dsn_secret
 from txbackup.settings import Setting, Table, check_keys, check_name, nearest, resolve_paths
 from txbackup.storage import LocalStorage, open_storage
 from txbackup.targets.base import Target
@@ -287,11 +287,30 @@ def _read_file(file: Path) -> dict[str, Any]:
         raise UsageError(f"{where}: nested too deeply") from None
 
 
+def _refuse_secrets(value: object, where: str, key: str = "") -> None:
+    """Refuse a credential written inside any value of the file (a URL's ``user:password@``,
+    a ``password=`` in a connection string or a command), naming the key, never the value."""
+    if isinstance(value, str):
+        found = None if key.endswith("_pem") else dsn_secret(value)
+        if found is not None:
+            raise UsageError(
+                f"{where}: {key} holds {found}; secrets never go in the cluster file: "
+                'use password_env = "VARIABLE" or password_file = "FILE" instead'
+            )
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _refuse_secrets(v, where, f"{key}.{k}".lstrip("."))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_secrets(v, where, f"{key}[{i}]")
+
+
 def load_cluster(path: str | Path) -> ClusterConfig:
     """Read and validate a cluster file; relative paths are relative to it."""
     file = Path(path)
     data = _read_file(file)
     where = f"cluster file {file}"
+    _refuse_secrets(data, where)
     base = file.absolute().parent
     check_keys(data, TABLES, culprit=where, common=())
     for key in ("applications", "storage", "catalog", "backup"):

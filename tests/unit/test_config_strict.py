@@ -285,7 +285,24 @@ def test_relative_paths_are_relative_to_the_file_wherever_txbackup_runs(
 def test_a_dsn_with_a_password_in_the_file_is_refused_without_echoing_it(tmp_path: Path) -> None:
     for dsn in ("postgresql://u:hunter2@h/db", "host=h password = 'hunter2'", "mysql://u@h/d?passwd=hunter2"):
         message = load_error(tmp_path, f"{TARGET}\n[restore.app]\ndsn = \"{dsn}\"\n")
-        assert "[restore.app]: the destination holds" in message and "hunter2" not in message
+        assert "restore.app.dsn holds a pass" in message and "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[[targets]]\nname = 'd'\nkind = 'dynamodb'\nregion = 'r'\ntables = ['a.t']\n"
+         "endpoint_url = 'http://AKIA:hunter2@localhost:4566'", "targets[0].endpoint_url"),
+        ("[[targets]]\nname = 'c'\nkind = 'cosmos'\nsubscription_id = 's'\nresource_group = 'g'\n"
+         "account = 'acct'\nafter_restore = ['/bin/tool', '--password=hunter2']",
+         "targets[0].after_restore[1]"),
+        ("[applications.tls]\noverride_authority = 'x token=hunter2'\n" + TARGET,
+         "applications.tls.override_authority"),
+    ],
+)  # fmt: skip
+def test_a_secret_anywhere_in_the_file_is_refused_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    message = load_error(tmp_path, text)
+    assert f": {key} holds a " in message and "hunter2" not in message
 
 
 def _flags(**given: object) -> argparse.Namespace:
