@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -344,3 +345,13 @@ def test_command_line_flags_follow_the_same_rules(given: dict[str, object], expe
     with pytest.raises(UsageError) as err:
         applications_from_args(_flags(**given))
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_readme_shows_every_declared_setting() -> None:
+    """Each setting is declared once (txbackup.config); the README's cluster file shows it."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The cluster file") :]
+    section = section[: section.index("\n## ", 5)]
+    for table in (APPLICATIONS, TLS, STORAGE, CATALOG, BACKUP, RESTORE):
+        for key in table.known():
+            assert re.search(rf"\b{re.escape(key)}\b", section), f"{table.title} {key} not in the README"
