@@ -249,15 +249,25 @@ def check_places(storage: str, catalog: str | None, *, where: str = "") -> tuple
     to ``<storage>/catalog.db``."""
     prefix = f"{where}: " if where else ""
     store = open_storage(storage)  # a scheme we do not know is refused now, not at the first write
-    if isinstance(store, LocalStorage) and os.path.exists(store.root) and not os.path.isdir(store.root):
-        raise UsageError(f"{prefix}storage {store.root}: not a folder")
+    if isinstance(store, LocalStorage):
+        _check_folder(store.root, f"{prefix}storage {store.root}")
     if catalog is None:
         if not isinstance(store, LocalStorage):
             raise UsageError(f"{prefix}[catalog] path is required with storage {storage}")
         catalog = os.path.join(store.root, "catalog.db")
     if os.path.isdir(catalog):
         raise UsageError(f"{prefix}catalog {catalog}: is a folder, not a file")
+    _check_folder(os.path.dirname(os.path.abspath(catalog)), f"{prefix}catalog {catalog}")
     return storage, catalog
+
+
+def _check_folder(path: str, what: str) -> None:
+    """``path`` is a folder, or can become one: its nearest existing ancestor is a folder."""
+    here = os.path.abspath(path)
+    while not os.path.exists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        raise UsageError(f"{what}: {here} is not a folder")
 
 
 def _read_file(file: Path) -> dict[str, Any]:

@@ -103,7 +103,10 @@ class JobStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"catalog {path}: {exc.strerror}") from None
         with self._db() as db:
             db.executescript(_SCHEMA)
 

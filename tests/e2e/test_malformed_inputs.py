@@ -200,6 +200,8 @@ def _config_corpus() -> list[tuple[str, str | bytes]]:
         ("storage scheme", BASE.replace('path = "store"', 'path = "s3://bucket/x"')),
         ("storage a file", BASE.replace('path = "store"', 'path = "afile"')),
         ("catalog a folder", _with("[catalog]", 'path = "adir"')),
+        ("catalog under a file", _with("[catalog]", 'path = "afile/catalog.db"')),
+        ("storage under a file", BASE.replace('path = "store"', 'path = "afile/store"')),
         ("target name ../evil", BASE.replace('name = "app"', 'name = "../evil"')),
         ("target name '..'", BASE.replace('name = "app"', 'name = ".."')),
         ("target name a/b", BASE.replace('name = "app"', 'name = "a/b"')),
@@ -216,6 +218,8 @@ def _config_corpus() -> list[tuple[str, str | bytes]]:
         ("cassandra tls str", _target(f'{CASSANDRA}\ntls = "yes"')),
         ("cassandra snapshot_timeout 2h", _target(f'{CASSANDRA}\nsnapshot_timeout = "2h"')),
         ("dynamodb enable_pitr str", _target(f'{DYNAMODB}\nenable_pitr = "no"')),
+        ("dynamodb backup_settle 1h", _target(f'{DYNAMODB}\nmode = "on-demand"\nbackup_settle = "1h"')),
+        ("cassandra start_timeout 2h", _target(f'{CASSANDRA}\nstart_timeout = "2h"')),
         ("cosmos min_pause 2h", _target(f'{COSMOS}\nmin_pause = "2h"')),
         ("restore section of no target", BASE + "[restore.ap]\npath = 'x.db'\n"),
         ("restore dsn with userinfo secret", BASE + f"[restore.app]\ndsn = 'postgresql://u:{SECRET}@h/db'\n"),
@@ -445,7 +449,23 @@ def test_restore_refuses_a_secret_in_any_dsn_and_records_nothing(
         check(run(capsys, "restore", "-c", str(config), set_id, "--to", dsn), what=f"no name: {dsn}")
     assert SECRET.encode() not in _catalog_bytes(config)
     listed = run(capsys, "restore", "-c", str(config), "--jobs", "--json")
-    assert listed.code == 0 and SECRET not in listed.out and json.loads(listed.out) == []
+    assert listed.code == 0 and SECRET not in listed.out
+    assert not [j for j in json.loads(listed.out) if j["status"] != "complete"], "a refused --to made a job"
+
+
+def test_restore_to_a_relative_path_is_recorded_absolute(
+    backup_set: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A --to path is the working directory's, made absolute before the job records it:
+    a --resume from elsewhere writes to the same file."""
+    config, set_id = backup_set
+    monkeypatch.chdir(tmp_path)
+    done = run(capsys, "restore", "-c", str(config), set_id, "--to", "app=out/app.db", "--json")
+    assert done.code == 0, done.err
+    assert (tmp_path / "out" / "app.db").is_file()
+    jobs = json.loads(run(capsys, "restore", "-c", str(config), "--jobs", "--json").out)
+    assert jobs[-1]["params"]["destinations"] == {"app": str(tmp_path / "out" / "app.db")}
 
 
 def test_restore_secret_refused_as_a_process_too(backup_set: tuple[Path, str]) -> None:

@@ -494,9 +494,9 @@ def from_config(name: str, conf: Mapping[str, Any]) -> CassandraTarget:
     restore_with = setting_str(conf, "restore_with", "import", culprit=culprit)
     if restore_with not in RESTORE_WITH:
         raise UsageError(f"{culprit}: restore_with must be one of {', '.join(RESTORE_WITH)}")
-    # the snapshot is taken inside the pause: bounded like every wait on a pause
+    # snapshots (and the cold method's restart) happen inside the pause: bounded like every wait on it
     snapshot_timeout = setting_duration(conf, "snapshot_timeout", "20s", culprit=culprit, maximum=MAX_CALL_S)
-    start_timeout = setting_duration(conf, "start_timeout", "5m", culprit=culprit)
+    start_timeout = setting_duration(conf, "start_timeout", "5m", culprit=culprit, maximum=MAX_CALL_S)
     for keyspace in [*keyspaces, coordinator]:
         if not keyspace.replace("_", "").isalnum():
             raise UsageError(f"{culprit}: {keyspace!r} is not a keyspace name")

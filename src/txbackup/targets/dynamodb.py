@@ -400,7 +400,8 @@ def from_config(name: str, conf: Mapping[str, Any]) -> DynamoTarget:
         autoscaling_endpoint_url=setting_opt_str(conf, "autoscaling_endpoint_url", culprit=culprit),
         credentials=Credentials(key_id, secret, token),
         min_pause_s=setting_duration(conf, "min_pause", "10s", culprit=culprit, maximum=MAX_CALL_S),
-        settle_s=setting_duration(conf, "backup_settle", "60s", culprit=culprit),
+        # the pause holds twice the settle time: bounded like every wait on a pause
+        settle_s=setting_duration(conf, "backup_settle", "60s", culprit=culprit, maximum=MAX_CALL_S / 4),
         enable_pitr=setting_bool(conf, "enable_pitr", False, culprit=culprit),
         parallel=setting_int(conf, "parallel", 8, culprit=culprit, minimum=1, maximum=50),
         poll_s=setting_duration(conf, "poll_interval", "10s", culprit=culprit),
