@@ -110,6 +110,35 @@ def check_secret(
         raise UsageError(f"{where}{file_key} must be a file path")
 
 
+def _check_private(info: os.stat_result, path: str, what: str) -> None:
+    """Refuse what ssh refuses for a private key: not a regular file, another user's,
+    or usable by group or others."""
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{what} {path}: not a regular file")
+    if info.st_uid not in (os.getuid(), 0):
+        raise UsageError(
+            f"{what} {path}: owned by another user (uid {info.st_uid}); a secret file must "
+            "belong to the user running txbackup (or root)"
+        )
+    if info.st_mode & 0o077:
+        mode = stat.S_IMODE(info.st_mode)
+        raise UsageError(
+            f"{what} {path}: permissions {mode:04o} are too open (group or others may use it); "
+            f"run chmod 600 {path}"
+        )
+
+
+def check_private_file(path: str, *, what: str) -> None:
+    """Refuse a secret file others may read (a TLS private key...) before a library reads it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: {exc.strerror}") from None
+    _check_private(info, path, what)
+
+
 def read_secret_file(path: str, *, what: str) -> str:
     """The stripped text of a secret file, refused (as ssh refuses a private key) when
     it is not a regular file of ours, others than its owner may use it, or it is not a
@@ -121,20 +150,8 @@ def read_secret_file(path: str, *, what: str) -> str:
     except OSError as exc:
         raise UsageError(f"{what} {path}: {exc.strerror}") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"{what} {path}: not a regular file")
-        if info.st_uid not in (os.getuid(), 0):
-            raise UsageError(
-                f"{what} {path}: owned by another user (uid {info.st_uid}); a secret file must "
-                "belong to the user running txbackup (or root)"
-            )
-        if info.st_mode & 0o077:
-            mode = stat.S_IMODE(info.st_mode)
-            raise UsageError(
-                f"{what} {path}: permissions {mode:04o} are too open (group or others may use it); "
-                f"run chmod 600 {path}"
-            )
+        info = os.fstat(fd)  # of what was opened: no swap between the check and the read
+        _check_private(info, path, what)
         if info.st_size > MAX_SECRET_BYTES:
             raise UsageError(f"{what} {path}: {info.st_size} bytes, too large for a secret")
         with os.fdopen(os.dup(fd), "rb") as handle:

@@ -397,7 +397,9 @@ def test_agent_flags(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
         ([*node, "--token-env", "TXB_NOT_SET_ANYWHERE"], "is not set"),
         ([*node, "--no-token", "--cql-password-file", "token"], "too open"),
         ([*node, "--no-token", "--tls-cert", "afile"], "go together"),
-        ([*node, "--no-token", "--tls-cert", "afile", "--tls-key", "garbage.bin"], "cannot load"),
+        ([*node, "--no-token", "--tls-cert", "afile", "--tls-key", "garbage.bin"], "0644 are too open"),
+        ([*node, "--no-token", "--tls-cert", "afile", "--tls-key", "garbage"], "cannot load"),
+        ([*node, "--no-token", "--tls-cert", "afile", "--tls-key", "nope"], "no such file"),
         (["--cassandra-data", "adir", "--storage", "s3://x", "--no-token"], "unsupported scheme"),
         ([*node, "--no-token", "--nodetool-cmd", ""], "nodetool"),
     ]:

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from txbackup.errors import UsageError
-from txbackup.secrets import REDACTED, check_dsn, dsn_secret, redact, resolve_secret
+from txbackup.secrets import REDACTED, check_dsn, check_private_file, dsn_secret, redact, resolve_secret
 
 
 def _secret_bytes(path, data: bytes):
@@ -180,3 +180,13 @@ def test_bad_types():
         resolve_secret({"password_env": "NOT A VAR"})
     with pytest.raises(UsageError, match="password_file must be a file path"):
         resolve_secret({"password_file": ["a"]})
+
+
+def test_private_file_checked_before_a_library_reads_it(tmp_path):
+    key = _secret_file(tmp_path / "key.pem", "-----BEGIN PRIVATE KEY-----", 0o640)
+    with pytest.raises(UsageError, match=r"^--tls-key .*key.pem: permissions 0640 are too open.*chmod 600"):
+        check_private_file(str(key), what="--tls-key")
+    os.chmod(key, 0o600)
+    check_private_file(str(key), what="--tls-key")
+    with pytest.raises(UsageError, match="no such file"):
+        check_private_file(str(tmp_path / "nope"), what="--tls-key")
