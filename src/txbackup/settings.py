@@ -272,6 +272,8 @@ class Setting:
         if self.type == "custom":
             assert self.read is not None, key
             return self.read(conf, key, culprit, base)
+        if self.type == "names":
+            return setting_str_list(conf, key, culprit=culprit, required=self.required)
         if key not in conf and self.default is None:
             if self.required:
                 raise UsageError(f"{culprit}: {key} is required")
@@ -294,8 +296,6 @@ class Setting:
                 minimum=self.minimum or 0.0,
                 maximum=MAX_DURATION_S if self.maximum is None else self.maximum,
             )
-        if self.type == "names":
-            return setting_str_list(conf, key, culprit=culprit, required=self.required)
         raise AssertionError(f"setting {key}: unknown type {self.type}")
 
 
@@ -311,12 +311,19 @@ class Table:
         return [k for s in self.settings for k in s.names()]
 
     def read(
-        self, conf: object, *, where: str, base: Path | None = None, title: str | None = None
+        self,
+        conf: object,
+        *,
+        where: str,
+        base: Path | None = None,
+        title: str | None = None,
+        common: Iterable[str] = (),
     ) -> dict[str, Any]:
         """Every setting of the table (``where`` names the file, ``title`` this table
-        when it is one of several, e.g. ``[restore.ledger]``), checked and typed."""
+        when it is one of several, e.g. ``[restore.ledger]``), checked and typed;
+        ``common`` keys are known but read by the caller (a target's name and kind)."""
         culprit = f"{where} {title or self.title}".strip()
         if not isinstance(conf, Mapping):
             raise UsageError(f"{culprit} must be a table")
-        check_keys(conf, self.known(), culprit=culprit, common=())
+        check_keys(conf, self.known(), culprit=culprit, common=common)
         return {s.key: s.value(conf, culprit, base) for s in self.settings}
