@@ -34,7 +34,7 @@ _SECRET_PARAM = re.compile(
     r"(?<![A-Za-z0-9_.-])[A-Za-z0-9_.-]*(?:pass|pwd|secret|token)[A-Za-z0-9_.-]*\s*=", re.IGNORECASE
 )
 # ``user:password@host`` without a scheme (Go-style MySQL DSNs and the like)
-_BARE_USERINFO = re.compile(r"^[^\s/@:=]*:[^\s@]+@")
+_BARE_USERINFO = re.compile(r"^[^\s/@:=]*:[^@]+@")
 
 
 def _where(culprit: str | None) -> str:

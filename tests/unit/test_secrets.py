@@ -110,6 +110,8 @@ SECRET = "Sup3r-s3cret"
         f"mysql://root@h/orders?pwd={SECRET}",
         f"mysql://root@h/orders?password1={SECRET}",
         f"root:{SECRET}@tcp(127.0.0.1:3306)/orders",
+        f"root:{SECRET} with spaces@tcp(127.0.0.1:3306)/orders",
+        f"postgresql://u:{SECRET} with spaces@h/db",
         f"Server=h;Uid=root;Pwd={SECRET};Database=orders",
         f"user=root;password={SECRET}",
     ],

@@ -100,14 +100,14 @@ def applications_from_args(args: argparse.Namespace) -> Applications:
         raise UsageError("no applications: give --endpoints HOST:PORT,..., --srv NAME or --config FILE")
     if args.dns_server is not None and args.srv is None:
         raise UsageError("--dns-server goes with --srv")
-    conf: dict[str, Any] = {"timeout": args.timeout or "10s"}
+    conf: dict[str, Any] = {"timeout": "10s" if args.timeout is None else args.timeout}
     if args.endpoints is not None:
         conf["endpoints"] = args.endpoints
     if args.srv is not None:
         conf["srv"] = args.srv
     if args.dns_server is not None:
         conf["dns_server"] = args.dns_server
-    if args.tls or args.ca_root_cert_path or args.override_authority:
+    if args.tls or args.ca_root_cert_path is not None or args.override_authority is not None:
         tls = {"ca_file": args.ca_root_cert_path, "override_authority": args.override_authority}
         conf["tls"] = {k: v for k, v in tls.items() if v is not None}
     try:
