@@ -556,6 +556,45 @@ def test_old_job_rows_with_secrets_are_redacted_and_not_resumed(
             db.execute("DELETE FROM restore_jobs WHERE job_id = 'restore-old'")
 
 
+def test_tampered_job_rows_are_one_line(
+    backup_set: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The catalog is a file like any other: a job row that is not what txbackup writes is
+    refused on --resume (exit 1, the culprit is not the command line); --jobs skips a row
+    it cannot read."""
+    import sqlite3
+
+    from txbackup.jobs import JobStore
+
+    config, set_id = backup_set
+    catalog = str(config.parent / "store" / "catalog.db")
+    JobStore(catalog)
+    rows = {
+        "restore-notjson": "{not json",
+        "restore-list": "[1, 2]",
+        "restore-types": json.dumps({"only": "app", "destinations": {}, "force": False}),
+        "restore-dest": json.dumps({"only": [], "destinations": {"app": 5}, "force": False}),
+        "restore-cred": json.dumps({"destinations": {}, "credentials": {"app": {"password": "x"}}}),
+        "restore-deep": "[" * 100_000 + "]" * 100_000,
+    }
+    with sqlite3.connect(catalog) as db:
+        db.executemany(
+            "INSERT INTO restore_jobs VALUES (?, ?, ?, 'failed', NULL, 't', 't')",
+            [(job_id, set_id, params) for job_id, params in rows.items()],
+        )
+    try:
+        listed = run(capsys, "restore", "-c", str(config), "--jobs", "--json")
+        assert listed.code == 0 and "Traceback" not in listed.err
+        shown = {j["job_id"] for j in json.loads(listed.out)} & set(rows)
+        assert shown == {"restore-types", "restore-dest", "restore-cred"}  # listed as they are
+        for job_id in rows:
+            line = check(run(capsys, "restore", "-c", str(config), "--resume", job_id), code=1, what=job_id)
+            assert job_id in line and "malformed" in line, line
+    finally:
+        with sqlite3.connect(catalog) as db:
+            db.executemany("DELETE FROM restore_jobs WHERE job_id = ?", [(j,) for j in rows])
+
+
 def test_a_few_as_processes(folder: Path) -> None:
     """The same one line from a real process (logging, argparse and all)."""
     (folder / "bad.toml").write_text("[applications\n")

@@ -12,7 +12,7 @@ from txbackup.config import ClusterConfig, load_cluster
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.progress import HumanReporter, JsonReporter
 from txbackup.engine.restore import RestorePlan, restore_set
-from txbackup.errors import UsageError
+from txbackup.errors import StorageError, UsageError
 from txbackup.jobs import COMPLETE, JobRow, JobStore
 from txbackup.secrets import REDACTED, check_dsn, check_secret, resolve_secret
 from txbackup.settings import check_name
@@ -117,20 +117,34 @@ def parse_credentials(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     return found
 
 
-def _from_job(job: JobRow) -> tuple[list[str], dict[str, Any], dict[str, Any], bool]:
-    """(only, destinations, credentials, force) recorded by a job."""
+def _from_job(job: JobRow) -> tuple[list[str], dict[str, Any], dict[str, dict[str, str]], bool]:
+    """(only, destinations, credentials, force) recorded by a job, checked: the catalog is
+    a file like any other."""
     params = job.params
     if REDACTED in json.dumps(params):
         raise UsageError(
             f"restore job {job.job_id} was recorded with a password in a destination (now redacted): "
             "start a new restore, with the password in password_env/password_file"
         )
-    return (
-        list(params.get("only", [])),
-        dict(params.get("destinations", {})),
-        dict(params.get("credentials", {})),
-        bool(params.get("force", False)),
-    )
+    only = params.get("only", [])
+    destinations = params.get("destinations", {})
+    credentials = params.get("credentials", {})
+    force = params.get("force", False)
+
+    def strings(value: object) -> bool:
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+    if not (
+        isinstance(only, list)
+        and all(isinstance(n, str) for n in only)
+        and isinstance(destinations, dict)
+        and all(isinstance(d, str) or strings(d) for d in destinations.values())
+        and isinstance(credentials, dict)
+        and all(strings(c) and set(c) <= {"password_env", "password_file"} for c in credentials.values())
+        and isinstance(force, bool)
+    ):
+        raise StorageError(f"restore job {job.job_id}: malformed parameters in the catalog")
+    return only, destinations, credentials, force
 
 
 def _destinations(
