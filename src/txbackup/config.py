@@ -102,7 +102,7 @@ TLS = Table(
     "[applications.tls]",
     (
         Setting("ca_file", "path", help="the CA certificate (PEM) that signed the servers' certificates"),
-        Setting("ca_pem", "text", help="... or the certificate itself"),
+        Setting("ca_pem", "text", help="the CA certificate itself (PEM text)"),
         Setting("override_authority", "str", help="the name expected in the servers' certificates"),
     ),
 )
@@ -132,14 +132,20 @@ APPLICATIONS = Table(
     "[applications]",
     (
         Setting("endpoints", "custom", help="host:port of each scalar-admin server", read=_endpoints),
-        Setting("srv", "custom", help="or a DNS SRV name listing them", read=_srv),
-        Setting("dns_server", "custom", help="ip:port: resolve srv with this server", read=_dns_server),
-        Setting("timeout", "duration", "10s", "deadline of each call", minimum=0.001, maximum=MAX_CALL_S),
+        Setting("srv", "custom", help="a DNS SRV name listing the endpoints", read=_srv),
+        Setting("dns_server", "custom", help="the DNS server (ip:port) that resolves srv", read=_dns_server),
+        Setting(
+            "timeout", "duration", "10s", "the deadline of each scalar-admin call",
+            minimum=0.001, maximum=MAX_CALL_S,
+        ),
         Setting("wait_outstanding", "bool", True, "let in-flight requests finish before the pause"),
-        Setting("max_pause_wait", "duration", help="how long a server may wait for them", maximum=MAX_CALL_S),
+        Setting(
+            "max_pause_wait", "duration", help="how long a server may wait for in-flight requests",
+            maximum=MAX_CALL_S,
+        ),
         Setting("tls", "custom", help="true, or a [applications.tls] table", read=_tls),
     ),
-)
+)  # fmt: skip
 STORAGE = Table("[storage]", (Setting("path", "path", "backups", "a local folder (or file:///path)"),))
 CATALOG = Table("[catalog]", (Setting("path", "path", help="the catalog; default: <storage>/catalog.db"),))
 BACKUP = Table(
@@ -156,12 +162,12 @@ RESTORE = Table(
     "[restore.NAME]",
     (
         Setting("dsn", "str", help="where target NAME is restored by default (as --to NAME=DSN)"),
-        Setting("host", "str", help="or the destination server's host..."),
-        Setting("port", "int", help="... port", minimum=1, maximum=65535),
-        Setting("user", "str", help="... user"),
-        Setting("database", "str", help="... and database"),
+        Setting("host", "str", help="the destination server's host"),
+        Setting("port", "int", help="the destination server's port", minimum=1, maximum=65535),
+        Setting("user", "str", help="the user to restore as"),
+        Setting("database", "str", help="the destination database"),
         Setting("path", "path", help="an SQLite destination file"),
-        Setting("dir", "path", help="or a folder receiving every SQLite file"),
+        Setting("dir", "path", help="a folder receiving every SQLite file"),
         Setting("password", "secret", help="the destination's password"),
     ),
 )
@@ -236,7 +242,7 @@ def _restore_sections(
             check_dsn(read["dsn"], culprit=culprit)
         if read["path"] and read["dir"]:
             raise UsageError(f"{culprit}: give either path or dir, not both")
-        # a restore never writes to the port, but an int in a str-typed destination mapping
+        # a destination is a mapping of strings (the targets parse the port)
         sections[name] = {k: str(v) for k in RESTORE_LOCATION if (v := read[k]) is not None} | {
             "password": read["password"]
         }

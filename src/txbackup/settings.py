@@ -41,12 +41,14 @@ def nearest(key: str, known: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
-def _unknown(keys: list[str], known: Iterable[str], what: str) -> str:
-    """``unknown setting "hots" (did you mean "host"?)``, for each of ``keys``."""
+def _unknown(keys: list[str], known: Iterable[str], what: str, helps: Mapping[str, str]) -> str:
+    """``unknown setting "hots" (did you mean "host"?)``, for each of ``keys`` (with what
+    the nearest key is for, when ``helps`` says)."""
     parts = []
     for key in keys:
         near = nearest(key, known)
-        parts.append(f'"{key}"' + (f' (did you mean "{near}"?)' if near else ""))
+        about = f" {helps[near]}" if near and helps.get(near) else ""
+        parts.append(f'"{key}"' + (f' (did you mean "{near}"?{about})' if near else ""))
     plural = "s" if len(keys) > 1 else ""
     listed = ", ".join(sorted(known))
     hint = "" if any(nearest(k, known) for k in keys) else f" (known: {listed})"
@@ -59,13 +61,15 @@ def check_keys(
     *,
     culprit: str,
     common: Iterable[str] = COMMON_KEYS,
+    helps: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse keys a table does not know (a typo must not be silently ignored); the
-    error names each unknown key and the nearest known one."""
+    error names each unknown key and the nearest known one (and what that one is for,
+    from ``helps``)."""
     known = set(allowed) | set(common)
     unknown = sorted(str(k) for k in conf if k not in known)
     if unknown:
-        raise UsageError(f"{culprit}: {_unknown(unknown, known, 'setting')}")
+        raise UsageError(f"{culprit}: {_unknown(unknown, known, 'setting', helps or {})}")
 
 
 def check_name(value: object, *, what: str, culprit: str) -> str:
@@ -325,5 +329,6 @@ class Table:
         culprit = f"{where} {title or self.title}".strip()
         if not isinstance(conf, Mapping):
             raise UsageError(f"{culprit} must be a table")
-        check_keys(conf, self.known(), culprit=culprit, common=common)
+        helps = {k: s.help for s in self.settings for k in s.names() if s.help}
+        check_keys(conf, self.known(), culprit=culprit, common=common, helps=helps)
         return {s.key: s.value(conf, culprit, base) for s in self.settings}

@@ -107,7 +107,8 @@ def test_unknown_keys_in_every_table_name_the_nearest_known_one(tmp_path, table,
     typo = known[:-1] + ("x" if known[-1] != "x" else "y")
     message = load_error(tmp_path, f"{header}\n{typo} = 1\n{TARGET}")
     assert message.startswith(f"cluster file {tmp_path / 'cluster.toml'} {header.replace('app]', 'app]')}")
-    assert f'unknown setting "{typo}" (did you mean "{known}"?)' in message
+    help_text = next(s.help for s in table.settings if known in s.names())
+    assert f'unknown setting "{typo}" (did you mean "{known}"? {help_text})' in message
 
 
 def test_unknown_tables_and_keys_far_from_any(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_unknown_tables_and_keys_far_from_any(tmp_path: Path) -> None:
     message = load_error(tmp_path, f"colour = 'blue'\n{TARGET}")
     assert 'unknown setting "colour"' in message and "known: applications, backup" in message
     message = load_error(tmp_path, "[[targets]]\nname = 'a'\nkind = 'sqlite'\npth = 'a.db'\n")
-    assert 'target "a": unknown setting "pth" (did you mean "path"?)' in message
+    assert 'target "a": unknown setting "pth" (did you mean "path"? the database file (WAL mode))' in message
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_unknown_tables_and_keys_far_from_any(tmp_path: Path) -> None:
         ('tls = "yes"', "tls must be true, false or a [applications.tls] table"),
         ("tls = { ca_file = 'missing.pem' }", "ca_file " + "{dir}/missing.pem: no such file"),
         ("tls = { ca_file = 'a', ca_pem = 'b' }", "give either ca_file or ca_pem"),
-        ("tls = { ca_fil = 'a' }", 'unknown setting "ca_fil" (did you mean "ca_file"?)'),
+        ("tls = { ca_fil = 'a' }", 'unknown setting "ca_fil" (did you mean "ca_file"? the CA certificate'),
         ('timeout = "10s\\u0000"', "malformed duration"),
     ],
 )

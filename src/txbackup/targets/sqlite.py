@@ -256,7 +256,7 @@ SETTINGS = Table(
     "",
     (
         Setting("path", "path", help="the database file (WAL mode)"),
-        Setting("paths", "names", help="or several files, restored together"),
+        Setting("paths", "names", help="several database files, backed up together"),
     ),
 )
 """The settings of a ``[[targets]]`` table of kind sqlite."""
