@@ -261,6 +261,8 @@ def check_places(storage: str, catalog: str | None, *, where: str = "") -> tuple
         if not isinstance(store, LocalStorage):
             raise UsageError(f"{prefix}[catalog] path is required with storage {storage}")
         catalog = os.path.join(store.root, "catalog.db")
+    if not catalog:
+        raise UsageError(f"{prefix}catalog: empty path")
     if os.path.isdir(catalog):
         raise UsageError(f"{prefix}catalog {catalog}: is a folder, not a file")
     _check_folder(os.path.dirname(os.path.abspath(catalog)), f"{prefix}catalog {catalog}")

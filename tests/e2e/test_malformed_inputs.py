@@ -328,6 +328,8 @@ def test_repository_flags(command: str, folder: Path, capsys: pytest.CaptureFixt
         (["--storage", "s3://bucket", *ids], "unsupported scheme"),
         (["--storage", "file://host/x", *ids], "expected file:///absolute/path"),
         (["--storage", "adir", "--catalog", "adir", *ids], "is a folder"),
+        (["--storage", "adir", "--catalog", "", *ids], "catalog: empty path"),
+        (["--storage", "", *ids], "where are the backups"),
         (["-c", "x.toml", "--storage", "adir", *ids], "not both"),
         ([*ids], "where are the backups"),
     ]:

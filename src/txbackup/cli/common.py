@@ -58,7 +58,8 @@ def open_repository(args: argparse.Namespace) -> tuple[Storage, Catalog, Cluster
         raise UsageError("give either --config or --storage, not both")
     if args.config:
         config = load_cluster(args.config)
-        storage, catalog = check_places(config.storage, args.catalog or config.catalog)
+        given = config.catalog if args.catalog is None else args.catalog
+        storage, catalog = check_places(config.storage, given)
         return open_storage(storage), Catalog(catalog), config
     if not args.storage:
         raise UsageError("where are the backups? give --config FILE or --storage PATH")
