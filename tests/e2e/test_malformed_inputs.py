@@ -79,6 +79,16 @@ def check(result: Result, code: int = 2, secret: str | None = SECRET, what: str 
     return lines[0]
 
 
+def refuse_all(
+    capsys: pytest.CaptureFixture[str], command: list[str], cases: list[tuple[list[str], str]]
+) -> None:
+    """Each ``(arguments, expected)`` of ``cases`` after ``command``: one refusal line, exit 2,
+    saying ``expected``."""
+    for argv, expected in cases:
+        line = check(run(capsys, *command, *argv), what=f"{command} {argv}")
+        assert expected in line, line
+
+
 @pytest.fixture(autouse=True)
 def nothing_paused(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every pause is recorded (and fails): a refused input must never reach one."""
@@ -315,15 +325,13 @@ def test_fleet_flags(command: str, folder: Path, capsys: pytest.CaptureFixture[s
             (["--endpoints", "h:1", "--max-pause-wait", "99999999999h"], "too long"),
             (["--endpoints", "h:1", "--hold", "-1"], "malformed duration"),
         ]
-    for argv, expected in cases:
-        line = check(run(capsys, command, *argv), what=f"{command} {argv}")
-        assert expected in line, line
+    refuse_all(capsys, [command], cases)
 
 
 @pytest.mark.parametrize("command", REPOSITORY_COMMANDS)
 def test_repository_flags(command: str, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ids = positionals(command)
-    for argv, expected in [
+    cases = [
         (["--storage", "afile", *ids], "not a folder"),
         (["--storage", "s3://bucket", *ids], "unsupported scheme"),
         (["--storage", "file://host/x", *ids], "expected file:///absolute/path"),
@@ -332,9 +340,8 @@ def test_repository_flags(command: str, folder: Path, capsys: pytest.CaptureFixt
         (["--storage", "", *ids], "where are the backups"),
         (["-c", "x.toml", "--storage", "adir", *ids], "not both"),
         ([*ids], "where are the backups"),
-    ]:
-        line = check(run(capsys, command, *argv), what=f"{command} {argv}")
-        assert expected in line, line
+    ]
+    refuse_all(capsys, [command], cases)
 
 
 BAD_SET_IDS = ["../etc", "", "x" * 300, f"{SET_ID}/..", f"{SET_ID}\n", "-", ".hidden", "a b", "é"]
@@ -354,7 +361,7 @@ def test_bad_set_ids(command: str, folder: Path, capsys: pytest.CaptureFixture[s
 
 def test_demo_flags(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (folder / "adir" / "something").write_text("x")
-    for argv, expected in [
+    cases = [
         (["--dir", "afile"], "not a folder"),
         (["--dir", "adir"], "not empty"),
         (["--seconds", "0"], "--seconds"),
@@ -363,20 +370,18 @@ def test_demo_flags(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["--seconds", "abc"], "invalid float value"),
         (["--clients", "0"], "--clients"),
         (["--clients", "x"], "invalid int value"),
-    ]:
-        line = check(run(capsys, "demo", *argv), what=f"demo {argv}")
-        assert expected in line, line
+    ]
+    refuse_all(capsys, ["demo"], cases)
 
 
 def test_sample_server_flags(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for argv, expected in [
+    cases = [
         (["--port", "70000"], "must be 0-65535"),
         (["--port", "x"], "invalid int value"),
         (["--lease", "99999999h"], "too long"),
         (["--lease", "soon"], "malformed duration"),
-    ]:
-        line = check(run(capsys, "sample-server", *argv), what=f"sample-server {argv}")
-        assert expected in line, line
+    ]
+    refuse_all(capsys, ["sample-server"], cases)
 
 
 def test_agent_flags(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -387,7 +392,7 @@ def test_agent_flags(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (folder / "garbage").write_bytes(b"\xff\xfe\x00" * 10)
     os.chmod(folder / "garbage", 0o600)
     node = ["--cassandra-data", "adir", "--storage", "store"]
-    for argv, expected in [
+    cases = [
         ([], "the following arguments are required"),
         ([*node, "--port", "70000", "--no-token"], "must be 0-65535"),
         ([*node, "--cql", ":", "--no-token"], "expected HOST:PORT"),
@@ -404,9 +409,8 @@ def test_agent_flags(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
         ([*node, "--no-token", "--tls-cert", "afile", "--tls-key", "nope"], "no such file"),
         (["--cassandra-data", "adir", "--storage", "s3://x", "--no-token"], "unsupported scheme"),
         ([*node, "--no-token", "--nodetool-cmd", ""], "nodetool"),
-    ]:
-        line = check(run(capsys, "agent", *argv), what=f"agent {argv}")
-        assert expected in line, line
+    ]
+    refuse_all(capsys, ["agent"], cases)
 
 
 # -- restore: destinations and credentials, against a real set ----------------------------------------
