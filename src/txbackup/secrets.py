@@ -106,7 +106,7 @@ def check_secret(
         raise UsageError(f"{where}give either {env_key} or {file_key}, not both")
     if var is not None and (not isinstance(var, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var)):
         raise UsageError(f"{where}{env_key} must be the name of an environment variable")
-    if path is not None and (not isinstance(path, str) or not path or "\x00" in path):
+    if path is not None and (not isinstance(path, str) or not path or re.search(r"[\x00-\x1f\x7f]", path)):
         raise UsageError(f"{where}{file_key} must be a file path")
 
 

@@ -16,6 +16,7 @@ and the key. Credentials are read by :mod:`txbackup.secrets`.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -48,7 +49,8 @@ def _unknown(keys: list[str], known: Iterable[str], what: str, helps: Mapping[st
     for key in keys:
         near = nearest(key, known)
         about = f" {helps[near]}" if near and helps.get(near) else ""
-        parts.append(f'"{key}"' + (f' (did you mean "{near}"?{about})' if near else ""))
+        shown = json.dumps(key[:80], ensure_ascii=False)  # quoted, control characters escaped
+        parts.append(shown + (f' (did you mean "{near}"?{about})' if near else ""))
     plural = "s" if len(keys) > 1 else ""
     listed = ", ".join(sorted(known))
     hint = "" if any(nearest(k, known) for k in keys) else f" (known: {listed})"

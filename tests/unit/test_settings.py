@@ -44,6 +44,9 @@ def test_settings():
         check_keys({"zzz": 1, "prot": 2}, {"host", "port"}, culprit=c)
     with pytest.raises(UsageError, match=r'unknown setting "zzz" \(known: host, kind, name\)$'):
         check_keys({"zzz": 1}, {"host"}, culprit=c)
+    with pytest.raises(UsageError, match=r'unknown setting "a\\nb" \(known: zzz\)$') as err:
+        check_keys({"a\nb": 1}, {"zzz"}, culprit=c, common=())
+    assert "\n" not in str(err.value)
     with pytest.raises(UsageError, match="must not hold control characters"):
         setting_str({"host": "a\nb"}, "host", culprit=c)
     assert setting_str({"pem": "a\nb"}, "pem", culprit=c, text=True) == "a\nb"
