@@ -249,14 +249,17 @@ def _restore_sections(
     return sections
 
 
-def check_places(storage: str, catalog: str | None, *, where: str = "") -> tuple[str, str]:
+def check_places(
+    storage: str, catalog: str | None, *, where: str = "", writable: bool = False
+) -> tuple[str, str]:
     """(storage, catalog) checked before use: a storage scheme we know, a local storage
-    that is a folder if it exists, a catalog that is not a folder; the catalog defaults
-    to ``<storage>/catalog.db``."""
+    that is a folder if it exists (and that we may write in, when ``writable``: a backup
+    checks it before anything is paused), a catalog that is not a folder; the catalog
+    defaults to ``<storage>/catalog.db``."""
     prefix = f"{where}: " if where else ""
     store = open_storage(storage)  # a scheme we do not know is refused now, not at the first write
     if isinstance(store, LocalStorage):
-        _check_folder(store.root, f"{prefix}storage {store.root}")
+        _check_folder(store.root, f"{prefix}storage {store.root}", writable=writable)
     if catalog is None:
         if not isinstance(store, LocalStorage):
             raise UsageError(f"{prefix}[catalog] path is required with storage {storage}")
@@ -265,17 +268,20 @@ def check_places(storage: str, catalog: str | None, *, where: str = "") -> tuple
         raise UsageError(f"{prefix}catalog: empty path")
     if os.path.isdir(catalog):
         raise UsageError(f"{prefix}catalog {catalog}: is a folder, not a file")
-    _check_folder(os.path.dirname(os.path.abspath(catalog)), f"{prefix}catalog {catalog}")
+    _check_folder(os.path.dirname(os.path.abspath(catalog)), f"{prefix}catalog {catalog}", writable=writable)
     return storage, catalog
 
 
-def _check_folder(path: str, what: str) -> None:
-    """``path`` is a folder, or can become one: its nearest existing ancestor is a folder."""
+def _check_folder(path: str, what: str, *, writable: bool = False) -> None:
+    """``path`` is a folder, or can become one: its nearest existing ancestor is a folder
+    (one we may write in, when ``writable``)."""
     here = os.path.abspath(path)
     while not os.path.exists(here) and os.path.dirname(here) != here:
         here = os.path.dirname(here)
     if not os.path.isdir(here):
         raise UsageError(f"{what}: {here} is not a folder")
+    if writable and not os.access(here, os.W_OK | os.X_OK):
+        raise UsageError(f"{what}: {here} is not writable")
 
 
 def _read_file(file: Path) -> dict[str, Any]:

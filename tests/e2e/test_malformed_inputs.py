@@ -26,6 +26,7 @@ import pytest
 
 from tests.integration.test_engine import make_db
 from tests.servers.processes import sample_server_process, txbackup
+from tests.unit.test_config_strict import _unwritable_folder
 from txbackup.admin.client import AdminClient
 from txbackup.cli import COMMAND_MODULES, build_parser, main
 from txbackup.config import APPLICATIONS, BACKUP, CATALOG, RESTORE, STORAGE, TARGET_KINDS, TLS
@@ -297,6 +298,15 @@ def test_valid_base_file_is_accepted(folder: Path) -> None:
     assert [t.name for t in load_cluster(folder / "cluster.toml").targets] == ["app"]
     names = " ".join(what for what, _ in CONFIG_CORPUS)
     assert [kind for kind in TARGET_KINDS if kind != "sqlite" and kind not in names] == []
+
+
+def test_backup_refuses_a_storage_it_cannot_write_before_pausing(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readonly = _unwritable_folder(folder)
+    (folder / "cluster.toml").write_text(BASE.replace('path = "store"', f'path = "{readonly / "store"}"'))
+    line = check(run(capsys, "backup", "-c", "cluster.toml"))
+    assert line.endswith(f"{readonly} is not writable"), line
 
 
 # -- command-line corpora -----------------------------------------------------------------------------

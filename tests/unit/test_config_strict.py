@@ -359,3 +359,31 @@ def test_the_readme_shows_every_declared_setting() -> None:
     for table in (APPLICATIONS, TLS, STORAGE, CATALOG, BACKUP, RESTORE):
         for key in table.known():
             assert re.search(rf"\b{re.escape(key)}\b", section), f"{table.title} {key} not in the README"
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this process may not write in: a read-only one when not root, else a
+    read-only file system's (root may write anywhere else)."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if not os.access(folder, os.W_OK):
+        return folder
+    if os.path.isdir("/proc/sys") and not os.access("/proc/sys", os.W_OK):
+        return Path("/proc/sys")
+    pytest.skip("no folder this process cannot write in (root, and no read-only file system)")
+
+
+def test_a_backup_checks_the_storage_is_writable_before_anything(tmp_path: Path) -> None:
+    from txbackup.config import check_places
+
+    readonly = _unwritable_folder(tmp_path)
+    storage = str(readonly / "store")
+    assert check_places(storage, None)[1] == str(readonly / "store" / "catalog.db")  # reading is fine
+    with pytest.raises(UsageError) as err:
+        check_places(storage, None, writable=True)
+    assert str(err.value) == f"storage {storage}: {readonly} is not writable"
+    writable = str(tmp_path / "store")
+    with pytest.raises(UsageError, match=r"catalog .* is not writable"):
+        check_places(writable, str(readonly / "catalog.db"), writable=True)
+    assert check_places(writable, None, writable=True) == (writable, str(tmp_path / "store" / "catalog.db"))
