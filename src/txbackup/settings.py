@@ -26,6 +26,7 @@ from typing import Any
 
 from txbackup.durations import MAX_DURATION_S, format_duration, parse_duration
 from txbackup.errors import UsageError
+from txbackup.secrets import check_secret
 
 # keys every [[targets]] table has, read by the cluster-file parser itself
 COMMON_KEYS = frozenset({"name", "kind"})
@@ -234,7 +235,7 @@ def resolve_paths(conf: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
 
 
 # -- declared tables -------------------------------------------------------------------------------
-Reader = Callable[[Mapping[str, Any], str, str, "Path | None"], Any]
+Reader = Callable[[Mapping[str, Any], str, str, Path | None], Any]
 """A custom setting's reader: (table, key, culprit, base folder) -> value."""
 
 
@@ -268,8 +269,6 @@ class Setting:
     def value(self, conf: Mapping[str, Any], culprit: str, base: Path | None) -> Any:
         key = self.key
         if self.type == "secret":
-            from txbackup.secrets import check_secret  # secrets reads settings: import late
-
             check_secret(conf, key, culprit=culprit)
             found = {k: conf[k] for k in (f"{key}_env", f"{key}_file") if k in conf}
             if f"{key}_file" in found:
