@@ -109,6 +109,28 @@ class JobStore:
             raise StorageError(f"catalog {path}: {exc.strerror}") from None
         with self._db() as db:
             db.executescript(_SCHEMA)
+        self._scrub()
+
+    def _scrub(self) -> None:
+        """Redact, in the file itself, the secrets that rows of older versions hold (a DSN
+        with its password): overwritten in place, not left in free pages or the WAL."""
+        with self._db() as db:
+            rows = db.execute("SELECT job_id, params, error FROM restore_jobs").fetchall()
+            dirty = []
+            for job_id, params, error in rows:
+                clean = (
+                    params if not isinstance(params, str) or dsn_secret(params) is None
+                    else json.dumps(_redacted(_loads(params)))
+                )
+                clean_error = redact(error) if isinstance(error, str) else error
+                if (clean, clean_error) != (params, error):
+                    dirty.append((clean, clean_error, job_id))
+            if not dirty:
+                return
+            db.execute("PRAGMA secure_delete = ON")
+            db.executemany("UPDATE restore_jobs SET params = ?, error = ? WHERE job_id = ?", dirty)
+        with self._db() as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _db(self) -> AbstractContextManager[sqlite3.Connection]:
         return transaction(self.path)
@@ -177,6 +199,14 @@ def _strings(value: Any, where: str = "") -> list[tuple[str, str]]:
     if isinstance(value, list | tuple):
         return [s for i, v in enumerate(value) for s in _strings(v, f"{where}[{i}]")]
     return []
+
+
+def _loads(text: str) -> Any:
+    """JSON, or the text itself when it is not (a malformed row stays one, redacted whole)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
 
 
 def _redacted(value: Any) -> Any:

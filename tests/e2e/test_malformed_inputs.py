@@ -543,8 +543,8 @@ def test_restore_section_password_file_must_be_private(
 def test_old_job_rows_with_secrets_are_redacted_and_not_resumed(
     backup_set: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A job recorded by an older txbackup (which stored the DSN whole) is shown redacted
-    and refused on --resume."""
+    """A job recorded by an older txbackup (which stored the DSN whole) is redacted in the
+    catalog file when it is next opened, shown redacted, and refused on --resume."""
     import sqlite3
 
     from txbackup.jobs import JobStore
@@ -567,6 +567,8 @@ def test_old_job_rows_with_secrets_are_redacted_and_not_resumed(
         assert "restore-old" in table.out and SECRET not in table.out
         line = check(run(capsys, "restore", "-c", str(config), "--resume", "restore-old"))
         assert "redacted" in line
+        # and the file itself no longer holds it (not in a free page, not in the WAL either)
+        assert SECRET.encode() not in _catalog_bytes(config)
     finally:
         with sqlite3.connect(catalog) as db:
             db.execute("DELETE FROM restore_jobs WHERE job_id = 'restore-old'")
