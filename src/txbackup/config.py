@@ -1,13 +1,18 @@
 """The cluster file (TOML) -> typed, validated objects.
 
-See the README for a commented example. Credentials never live in this file:
-targets name an environment variable (``password_env``) or a file
-(``password_file``) instead.
+See the README for a commented example. Every table is declared once below
+(:data:`APPLICATIONS`, :data:`STORAGE`, ...) and read through
+:class:`txbackup.settings.Table`: unknown keys, wrong types and out-of-bound
+values are refused when the file is loaded, before anything is paused.
+Relative paths are relative to the file. Credentials never live in this file:
+targets and ``[restore.NAME]`` sections name an environment variable
+(``password_env``) or a file (``password_file``) instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from txbackup.admin.client import ClientOptions, Endpoint, TlsOptions
-from txbackup.admin.discovery import from_list, from_srv
-from txbackup.durations import parse_duration
+from txbackup.admin.discovery import check_dns_server, check_srv_name, from_list, from_srv
+from txbackup.durations import MAX_CALL_S
 from txbackup.errors import UsageError
+from txbackup.secrets import check_dsn, dsn_secret
+from txbackup.settings import Setting, Table, check_keys, check_name, nearest, resolve_paths
+from txbackup.storage import LocalStorage, open_storage
 from txbackup.targets.base import Target
 
 # kind -> module implementing it (each exposes ``from_config(name, conf)``)
@@ -29,6 +37,9 @@ TARGET_KINDS = {
     "dynamodb": "txbackup.targets.dynamodb",
     "cosmos": "txbackup.targets.cosmos",
 }
+
+MAX_FILE_BYTES = 4 << 20
+"""A cluster file larger than this is not one (a wrong path, a device)."""
 
 
 @dataclass
@@ -59,92 +70,296 @@ class ClusterConfig:
     catalog: str
     capture_deadline_s: float = 30.0
     min_pause_s: float = 0.0
+    restore: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``[restore.NAME]`` sections: target name -> destination settings (``dsn``, ``host``...,
+    secret-free) and ``password`` (the ``password_env``/``password_file`` mapping, or {})."""
 
 
-def _section(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    value = data.get(key, {})
+# -- the declared tables -----------------------------------------------------------------------------
+def _endpoints(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> list[Endpoint]:
+    value = conf.get(key, [])
+    try:
+        if isinstance(value, str):
+            return from_list(value)
+        if isinstance(value, list) and all(isinstance(e, str) for e in value):
+            return [Endpoint.parse(e) for e in value]
+    except UsageError as exc:
+        raise UsageError(f"{culprit}: {key}: {exc}") from None
+    raise UsageError(f"{culprit}: {key} must be a list of host:port strings")
+
+
+def _srv(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> str | None:
+    return None if key not in conf else check_srv_name(conf[key], what=f"{culprit}: {key}")
+
+
+def _dns_server(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> str | None:
+    if key not in conf:
+        return None
+    return str(check_dns_server(conf[key], what=f"{culprit}: {key}"))
+
+
+TLS = Table(
+    "[applications.tls]",
+    (
+        Setting("ca_file", "path", help="the CA certificate (PEM) that signed the servers' certificates"),
+        Setting("ca_pem", "text", help="the CA certificate itself (PEM text)"),
+        Setting("override_authority", "str", help="the name expected in the servers' certificates"),
+    ),
+)
+
+
+def _tls(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> TlsOptions | None:
+    value = conf.get(key)
+    if value is None or value is False:
+        return None
+    if value is True:
+        return TlsOptions()
     if not isinstance(value, Mapping):
-        raise UsageError(f"{where}: [{key}] must be a table")
-    return value
-
-
-def parse_applications(conf: Mapping[str, Any], where: str = "[applications]") -> Applications:
-    endpoints = conf.get("endpoints", [])
-    if isinstance(endpoints, str):
-        parsed = from_list(endpoints)
-    elif isinstance(endpoints, list):
-        parsed = [Endpoint.parse(str(e)) for e in endpoints]
-    else:
-        raise UsageError(f"{where}: endpoints must be a list of host:port")
-    tls_conf = conf.get("tls")
-    tls = None
-    if isinstance(tls_conf, Mapping):
-        tls = TlsOptions(
-            ca_file=tls_conf.get("ca_file"),
-            ca_pem=tls_conf.get("ca_pem"),
-            override_authority=tls_conf.get("override_authority"),
-        )
-    elif tls_conf:
-        tls = TlsOptions()
-    max_wait = conf.get("max_pause_wait")
-    return Applications(
-        endpoints=parsed,
-        srv=conf.get("srv"),
-        dns_server=conf.get("dns_server"),
-        options=ClientOptions(timeout=parse_duration(str(conf.get("timeout", "10s"))), tls=tls),
-        wait_outstanding=bool(conf.get("wait_outstanding", True)),
-        max_pause_wait_ms=None if max_wait is None else round(parse_duration(str(max_wait)) * 1000),
+        raise UsageError(f"{culprit}: {key} must be true, false or a [applications.tls] table")
+    where = culprit.removesuffix("[applications]").strip()
+    read = TLS.read(value, where=where, base=base)
+    tls_culprit = f"{where} {TLS.title}".strip()
+    if read["ca_file"] and read["ca_pem"]:
+        raise UsageError(f"{tls_culprit}: give either ca_file or ca_pem, not both")
+    if read["ca_file"] and not os.path.isfile(read["ca_file"]):
+        raise UsageError(f"{tls_culprit}: ca_file {read['ca_file']}: no such file")
+    return TlsOptions(
+        ca_file=read["ca_file"], ca_pem=read["ca_pem"], override_authority=read["override_authority"]
     )
 
 
-def build_target(conf: Mapping[str, Any], index: int) -> Target:
+APPLICATIONS = Table(
+    "[applications]",
+    (
+        Setting("endpoints", "custom", help="host:port of each scalar-admin server", read=_endpoints),
+        Setting("srv", "custom", help="a DNS SRV name listing the endpoints", read=_srv),
+        Setting("dns_server", "custom", help="the DNS server (ip:port) that resolves srv", read=_dns_server),
+        Setting(
+            "timeout", "duration", "10s", "the deadline of each scalar-admin call",
+            minimum=0.001, maximum=MAX_CALL_S,
+        ),
+        Setting("wait_outstanding", "bool", True, "let in-flight requests finish before the pause"),
+        Setting(
+            "max_pause_wait", "duration", help="how long a server may wait for in-flight requests",
+            maximum=MAX_CALL_S,
+        ),
+        Setting("tls", "custom", help="true, or a [applications.tls] table", read=_tls),
+    ),
+)  # fmt: skip
+STORAGE = Table("[storage]", (Setting("path", "path", "backups", "a local folder (or file:///path)"),))
+CATALOG = Table("[catalog]", (Setting("path", "path", help="the catalog; default: <storage>/catalog.db"),))
+BACKUP = Table(
+    "[backup]",
+    (
+        Setting(
+            "capture_deadline", "duration", "30s", "capture must finish within this",
+            minimum=0.001, maximum=MAX_CALL_S,
+        ),
+        Setting("min_pause", "duration", "0s", "hold the pause at least this long", maximum=MAX_CALL_S),
+    ),
+)  # fmt: skip
+RESTORE = Table(
+    "[restore.NAME]",
+    (
+        Setting("dsn", "str", help="where target NAME is restored by default (as --to NAME=DSN)"),
+        Setting("host", "str", help="the destination server's host"),
+        Setting("port", "int", help="the destination server's port", minimum=1, maximum=65535),
+        Setting("user", "str", help="the user to restore as"),
+        Setting("database", "str", help="the destination database"),
+        Setting("path", "path", help="an SQLite destination file"),
+        Setting("dir", "path", help="a folder receiving every SQLite file"),
+        Setting("password", "secret", help="the destination's password"),
+    ),
+)
+TABLES = ("applications", "storage", "catalog", "backup", "targets", "restore")
+"""The top level of the file: only these tables, each read on its own."""
+
+RESTORE_LOCATION = ("dsn", "host", "port", "user", "database", "path", "dir")
+"""The settings of a ``[restore.NAME]`` section that say where (``--to`` replaces them)."""
+
+
+def parse_applications(
+    conf: Mapping[str, Any], where: str = "", base: Path | None = None
+) -> Applications:
+    """The ``[applications]`` table (``where`` names the file in messages)."""
+    read = APPLICATIONS.read(conf, where=where, base=base)
+    max_wait = read["max_pause_wait"]
+    return Applications(
+        endpoints=read["endpoints"],
+        srv=read["srv"],
+        dns_server=read["dns_server"],
+        options=ClientOptions(timeout=read["timeout"], tls=read["tls"]),
+        wait_outstanding=read["wait_outstanding"],
+        max_pause_wait_ms=None if max_wait is None else round(max_wait * 1000),
+    )
+
+
+def build_target(conf: object, index: int, base: Path | None = None, where: str = "") -> Target:
+    """The target of one ``[[targets]]`` table; its relative paths are made relative to
+    ``base`` (the cluster file's folder; the working directory when None)."""
+    culprit = f"{where} [[targets]] #{index + 1}".strip()
+    if not isinstance(conf, Mapping):
+        raise UsageError(f"{culprit} must be a table")
     name = conf.get("name")
+    if name is None:
+        raise UsageError(f"{culprit}: a target needs a name")
+    check_name(name, what="target name", culprit=culprit)
     kind = conf.get("kind")
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"[[targets]] #{index + 1}: a target needs a name")
     if kind not in TARGET_KINDS:
         known = ", ".join(sorted(TARGET_KINDS))
-        raise UsageError(f"target {name!r}: unknown kind {kind!r} (known: {known})")
+        near = nearest(kind, TARGET_KINDS) if isinstance(kind, str) else None
+        hint = f'did you mean "{near}"? ' if near else ""
+        shown = repr(kind)[:40]
+        prefix = f"{where}: " if where else ""
+        raise UsageError(f'{prefix}target "{name}": unknown kind {shown} ({hint}known: {known})')
     module = importlib.import_module(TARGET_KINDS[kind])
-    target: Target = module.from_config(name, conf)
+    try:
+        target: Target = module.from_config(name, resolve_paths(conf, base))
+    except UsageError as exc:
+        if not where:
+            raise
+        raise UsageError(f"{where}: {exc}") from None
     return target
 
 
-def _near(file: Path, value: object) -> str:
-    """A path relative to the cluster file's folder (URLs and absolute paths as they are)."""
-    text = str(value)
-    return text if "://" in text else str(file.parent / text)
+def _restore_sections(
+    value: object, names: list[str], where: str, base: Path
+) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{where} [restore] must hold [restore.NAME] tables")
+    sections: dict[str, dict[str, Any]] = {}
+    for name, conf in value.items():
+        culprit = f"{where} [restore.{name}]"
+        check_name(name, what="target name", culprit=f"{where} [restore]")
+        if name not in names:
+            near = nearest(name, names)
+            hint = f' (did you mean "{near}"?)' if near else f" (targets: {', '.join(names)})"
+            raise UsageError(f"{culprit}: no target is named {name!r}{hint}")
+        read = RESTORE.read(conf, where=where, base=base, title=f"[restore.{name}]")
+        if read["dsn"] is not None:
+            check_dsn(read["dsn"], culprit=culprit)
+        if read["path"] and read["dir"]:
+            raise UsageError(f"{culprit}: give either path or dir, not both")
+        # a destination is a mapping of strings (the targets parse the port)
+        sections[name] = {k: str(v) for k in RESTORE_LOCATION if (v := read[k]) is not None} | {
+            "password": read["password"]
+        }
+    return sections
+
+
+def check_places(
+    storage: str, catalog: str | None, *, where: str = "", writable: bool = False
+) -> tuple[str, str]:
+    """(storage, catalog) checked before use: a storage scheme we know, a local storage
+    that is a folder if it exists (and that we may write in, when ``writable``: a backup
+    checks it before anything is paused), a catalog that is not a folder; the catalog
+    defaults to ``<storage>/catalog.db``."""
+    prefix = f"{where}: " if where else ""
+    store = open_storage(storage)  # a scheme we do not know is refused now, not at the first write
+    if isinstance(store, LocalStorage):
+        _check_folder(store.root, f"{prefix}storage {store.root}", writable=writable)
+    if catalog is None:
+        if not isinstance(store, LocalStorage):
+            raise UsageError(f"{prefix}[catalog] path is required with storage {storage}")
+        catalog = os.path.join(store.root, "catalog.db")
+    if not catalog:
+        raise UsageError(f"{prefix}catalog: empty path")
+    if os.path.isdir(catalog):
+        raise UsageError(f"{prefix}catalog {catalog}: is a folder, not a file")
+    _check_folder(os.path.dirname(os.path.abspath(catalog)), f"{prefix}catalog {catalog}", writable=writable)
+    return storage, catalog
+
+
+def _check_folder(path: str, what: str, *, writable: bool = False) -> None:
+    """``path`` is a folder, or can become one: its nearest existing ancestor is a folder
+    (one we may write in, when ``writable``)."""
+    here = os.path.abspath(path)
+    while not os.path.exists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        raise UsageError(f"{what}: {here} is not a folder")
+    if writable and not os.access(here, os.W_OK | os.X_OK):
+        raise UsageError(f"{what}: {here} is not writable")
+
+
+def _read_file(file: Path) -> dict[str, Any]:
+    """The TOML of ``file``; every failure (missing, a folder, too large, binary, bad TOML)
+    is one line naming the file."""
+    where = f"cluster file {file}"
+    try:
+        with open(file, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise UsageError(f"{where}: not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{where}: is a folder, not a file") from None
+    except OSError as exc:
+        raise UsageError(f"{where}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise UsageError(f"{where}: larger than {MAX_FILE_BYTES >> 20} MiB, not a cluster file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{where}: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply") from None
+
+
+def _refuse_secrets(value: object, where: str, key: str = "") -> None:
+    """Refuse a credential written inside any value of the file (a URL's ``user:password@``,
+    a ``password=`` in a connection string or a command), naming the key, never the value."""
+    if isinstance(value, str):
+        found = None if key.endswith("_pem") else dsn_secret(value)
+        if found is not None:
+            raise UsageError(
+                f"{where}: {key} holds {found}; secrets never go in the cluster file: "
+                'use password_env = "VARIABLE" or password_file = "FILE" instead'
+            )
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _refuse_secrets(v, where, f"{key}.{k}".lstrip("."))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_secrets(v, where, f"{key}[{i}]")
 
 
 def load_cluster(path: str | Path) -> ClusterConfig:
     """Read and validate a cluster file; relative paths are relative to it."""
     file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"cluster file {file}: not found") from None
-    except OSError as exc:
-        raise UsageError(f"cluster file {file}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"cluster file {file}: {exc}") from None
+    data = _read_file(file)
     where = f"cluster file {file}"
-    apps = parse_applications(_section(data, "applications", where))
+    _refuse_secrets(data, where)
+    base = file.absolute().parent
+    check_keys(data, TABLES, culprit=where, common=())
+    for key in ("applications", "storage", "catalog", "backup"):
+        if key in data and not isinstance(data[key], Mapping):
+            raise UsageError(f"{where}: [{key}] must be a table")
+    apps = parse_applications(data.get("applications", {}), where, base)
     raw_targets = data.get("targets", [])
     if not isinstance(raw_targets, list) or not raw_targets:
         raise UsageError(f"{where}: no [[targets]]")
-    targets = [build_target(t, i) for i, t in enumerate(raw_targets)]
+    targets = [build_target(t, i, base, where) for i, t in enumerate(raw_targets)]
     names = [t.name for t in targets]
-    if len(set(names)) != len(names):
-        raise UsageError(f"{where}: target names must be unique ({', '.join(names)})")
-    storage = _near(file, _section(data, "storage", where).get("path", "backups"))
-    catalog = _near(file, _section(data, "catalog", where).get("path", str(Path(storage) / "catalog.db")))
-    backup = _section(data, "backup", where)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"{where}: target names must be unique ({', '.join(twice)} twice)")
+    storage = STORAGE.read(data.get("storage", {}), where=where, base=base)["path"]
+    catalog = CATALOG.read(data.get("catalog", {}), where=where, base=base)["path"]
+    backup = BACKUP.read(data.get("backup", {}), where=where, base=base)
+    storage, catalog = check_places(storage, catalog, where=where)
     return ClusterConfig(
         path=file,
         applications=apps,
         targets=targets,
         storage=storage,
         catalog=catalog,
-        capture_deadline_s=parse_duration(str(backup.get("capture_deadline", "30s"))),
-        min_pause_s=parse_duration(str(backup.get("min_pause", "0s"))),
+        capture_deadline_s=backup["capture_deadline"],
+        min_pause_s=backup["min_pause"],
+        restore=_restore_sections(data.get("restore"), names, where, base),
     )

@@ -151,7 +151,8 @@ def test_wrong_config_is_one_line_usage_error(tmp_path: Path) -> None:
     result = txbackup("backup", "-c", str(bad))
     assert result.returncode == 2
     known = r"\(known: [a-z, ]*sqlite[a-z, ]*\)"
-    assert re.fullmatch(f"txbackup: target 'x': unknown kind 'oracle' {known}\n", result.stderr)
+    expected = f"txbackup: cluster file {re.escape(str(bad))}: target \"x\": unknown kind 'oracle' {known}\n"
+    assert re.fullmatch(expected, result.stderr)
 
 
 @pytest.mark.parametrize("phase", ["capture", "export"])

@@ -64,7 +64,8 @@ def test_unreachable_endpoint_one_line_error_and_nothing_left_paused(two_servers
 def test_malformed_endpoint_usage_error() -> None:
     result = txbackup("pause", "--endpoints", "localhost")
     assert result.returncode == 2
-    assert result.stderr.strip() == "txbackup: malformed endpoint 'localhost': expected host:port"
+    expected = "txbackup: --endpoints: malformed endpoint 'localhost': expected host:port"
+    assert result.stderr.strip() == expected
 
 
 def test_status_exit_code_with_unreachable(two_servers: str) -> None:

@@ -202,11 +202,9 @@ def test_restore_renamed_and_by_hand(mariadb_server, mariadb_db, tmp_path, monke
     expected = contents(mariadb_server, mariadb_db)
     target = make_target(mariadb_server, [mariadb_db], monkeypatch)
     backup(target, tmp_path / "out")
-    # --to NAME=DSN
+    # --to NAME=DSN (never with a password: the same user's is the target's own)
     renamed = unique("renamed")
-    dsn = (
-        f"mysql://root:{mariadb_server.password}@127.0.0.1:{mariadb_server.port}/{renamed}"
-    )
+    dsn = f"mysql://root@127.0.0.1:{mariadb_server.port}/{renamed}"
     target.restore(DirReader(tmp_path / "out"), {"dsn": dsn}, force=False)
     assert contents(mariadb_server, renamed) == expected
     # by hand, with the stock client

@@ -134,7 +134,8 @@ def test_export_is_the_captured_snapshot_with_include(postgres_server, postgres_
     assert (tmp_path / "out" / f"{postgres_db}.dump").exists()
 
     dest = postgres_server.create_database("dst")
-    target.restore(DirReader(tmp_path / "out"), {"dsn": postgres_server.dsn(dest)}, force=False)
+    dsn = postgres_server.dsn(dest, with_password=False)  # the password is the target's own
+    target.restore(DirReader(tmp_path / "out"), {"dsn": dsn}, force=False)
     restored = contents(postgres_server, dest)
     assert restored["app.items"] == expected["app.items"]
     assert restored["coordinator.state"] == expected["coordinator.state"]  # always included
@@ -155,7 +156,8 @@ def test_directory_format_with_jobs_whole_database(postgres_server, postgres_db,
     names = DirReader(tmp_path / "out").names()
     assert f"{postgres_db}.dir/toc.dat" in names and len(names) > 3
     dest = f"dst_{postgres_db}"  # missing: created by restore
-    target.restore(DirReader(tmp_path / "out"), {"dsn": postgres_server.dsn(dest)}, force=False)
+    dsn = postgres_server.dsn(dest, with_password=False)  # the password is the target's own
+    target.restore(DirReader(tmp_path / "out"), {"dsn": dsn}, force=False)
     assert contents(postgres_server, dest) == expected
 
 
@@ -290,7 +292,8 @@ def test_tool_failures_are_one_line(postgres_server, postgres_db, tmp_path, monk
     backup(target, tmp_path / "out")
     (tmp_path / "out" / f"{postgres_db}.dump").write_bytes(b"PGDMP garbage" * 100)
     with pytest.raises(TargetError, match="pg_restore failed: ") as err:
-        target.restore(DirReader(tmp_path / "out"), {"dsn": postgres_server.dsn(f"x_{postgres_db}")}, False)
+        dsn = postgres_server.dsn(f"x_{postgres_db}", with_password=False)
+        target.restore(DirReader(tmp_path / "out"), {"dsn": dsn}, False)
     assert "\n" not in str(err.value)
 
 
@@ -369,7 +372,8 @@ def test_capture_survives_a_dead_or_expired_prepared_connection(
     postgres_server.execute(f"SELECT pg_terminate_backend({killed})")
     backup(target, tmp_path / "out")  # the capture connects again
     dest = postgres_server.create_database("dst")
-    target.restore(DirReader(tmp_path / "out"), {"dsn": postgres_server.dsn(dest)}, force=False)
+    dsn = postgres_server.dsn(dest, with_password=False)  # the password is the target's own
+    target.restore(DirReader(tmp_path / "out"), {"dsn": dsn}, force=False)
     assert contents(postgres_server, dest) == expected
     # prepared connections that no capture takes are closed after a while
     monkeypatch.setattr(pg_target, "PREPARED_TTL_S", 0.2)

@@ -17,12 +17,15 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType, ModuleType
+from typing import NoReturn
 
 from txbackup import __version__
 from txbackup.errors import TxbackupError
+from txbackup.secrets import redact
 
 # The order here is the order of `txbackup --help`.
 COMMAND_MODULES = [
@@ -52,8 +55,22 @@ def _commands() -> list[ModuleType]:
     return [importlib.import_module(f"txbackup.cli.{name}") for name in COMMAND_MODULES]
 
 
+def _one_line(text: str) -> str:
+    """An error message on one line, whatever it holds."""
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip()) or "error"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes are one line on stderr (and exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("txbackup").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"txbackup: {where}{_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="txbackup",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -107,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = args._run(args)
         return code
     except TxbackupError as exc:
-        print(f"txbackup: {exc}", file=sys.stderr)
+        print(f"txbackup: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("txbackup: interrupted by SIGINT", file=sys.stderr)
@@ -115,3 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("txbackup: interrupted by SIGTERM", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except Exception as exc:
+        # The last line of defence, not a way to validate: every error a user or a
+        # server can cause has its own one-line TxbackupError. A bug still gets one
+        # line (its traceback with -v), never a secret it may hold.
+        if args.verbose:
+            traceback.print_exc()
+        detail = f"{type(exc).__name__}: {redact(_one_line(str(exc)))}"
+        print(f"txbackup: unexpected error: {detail} (run with -v for the traceback)", file=sys.stderr)
+        return 1

@@ -16,7 +16,7 @@ from txbackup.agent.client import DEFAULT_PORT
 from txbackup.agent.node import Node, NodeConfig, parse_command
 from txbackup.agent.server import AgentServer, clear_leftovers
 from txbackup.errors import UsageError
-from txbackup.secrets import resolve_secret
+from txbackup.secrets import check_private_file, resolve_secret
 from txbackup.storage import open_storage
 
 NAME = "agent"
@@ -163,6 +163,7 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
         return None
     if not (args.tls_cert and args.tls_key):
         raise UsageError("agent: --tls-cert and --tls-key go together")
+    check_private_file(args.tls_key, what="agent: --tls-key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(args.tls_cert, args.tls_key)

@@ -7,7 +7,7 @@ import argparse
 from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
 from txbackup.cli.common import add_config, add_json, run_async
-from txbackup.config import load_cluster
+from txbackup.config import check_places, load_cluster
 from txbackup.durations import parse_duration
 from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import Manifest
@@ -66,6 +66,7 @@ def summary(manifest: Manifest, unverified: list[str]) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     wait_lock = parse_duration(args.wait_lock)
     config = load_cluster(args.config)
+    check_places(config.storage, config.catalog, writable=True)  # before anything is paused
     reporter: Reporter = JsonReporter() if args.json else HumanReporter()
     catalog = Catalog(config.catalog)
     apps = config.applications

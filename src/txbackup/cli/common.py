@@ -10,12 +10,12 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from txbackup.admin.client import ClientOptions, TlsOptions
-from txbackup.admin.discovery import from_list, from_srv
+from txbackup.admin.discovery import from_srv
 from txbackup.admin.fleet import Fleet, Interrupted, received_signal
 from txbackup.catalog import Catalog
-from txbackup.config import Applications, ClusterConfig, load_cluster
-from txbackup.durations import parse_duration
+from txbackup.config import Applications, ClusterConfig, check_places, load_cluster, parse_applications
+from txbackup.durations import MAX_CALL_S, parse_duration
+from txbackup.engine.manifest import check_set_id
 from txbackup.errors import UsageError
 from txbackup.storage import Storage, open_storage
 
@@ -36,6 +36,15 @@ def add_config(parser: argparse.ArgumentParser, required: bool = False) -> None:
     )
 
 
+def set_id_arg(text: str) -> str:
+    """An argparse ``type``: a backup set id, refused (one line, exit 2) unless it has
+    the shape of one, before it names anything in the storage or the catalog."""
+    try:
+        return check_set_id(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_repository_args(parser: argparse.ArgumentParser) -> None:
     """Where the backup sets are: the cluster file, or --storage (and --catalog)."""
     add_config(parser)
@@ -49,10 +58,13 @@ def open_repository(args: argparse.Namespace) -> tuple[Storage, Catalog, Cluster
         raise UsageError("give either --config or --storage, not both")
     if args.config:
         config = load_cluster(args.config)
-        return open_storage(config.storage), Catalog(args.catalog or config.catalog), config
+        given = config.catalog if args.catalog is None else args.catalog
+        storage, catalog = check_places(config.storage, given)
+        return open_storage(storage), Catalog(catalog), config
     if not args.storage:
         raise UsageError("where are the backups? give --config FILE or --storage PATH")
-    return open_storage(args.storage), Catalog(args.catalog or str(Path(args.storage) / "catalog.db")), None
+    storage, catalog = check_places(args.storage, args.catalog)
+    return open_storage(storage), Catalog(catalog), None
 
 
 def add_fleet_args(parser: argparse.ArgumentParser) -> None:
@@ -62,29 +74,70 @@ def add_fleet_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-s", "--srv", metavar="NAME", help="a DNS SRV name listing the endpoints")
     group.add_argument("--dns-server", metavar="HOST:PORT", help="resolve --srv with this server")
     add_config(group)  # type: ignore[arg-type]
-    group.add_argument("--timeout", default="10s", help="deadline of each call (default 10s)")
+    group.add_argument("--timeout", help="deadline of each call (default 10s, at most 1h)")
     group.add_argument("--tls", action="store_true", help="use TLS")
     group.add_argument("--ca-root-cert-path", metavar="FILE", help="CA certificate for TLS")
     group.add_argument("--override-authority", metavar="NAME", help="TLS authority override")
 
 
 def applications_from_args(args: argparse.Namespace) -> Applications:
-    if args.config and (args.endpoints or args.srv):
-        raise UsageError("give either --config or --endpoints/--srv, not both")
+    """The applications named by --config, or by --endpoints/--srv and their options, checked
+    with the rules of the cluster file's [applications] table."""
+    flags = {
+        "--timeout": args.timeout,
+        "--tls": args.tls or None,
+        "--ca-root-cert-path": args.ca_root_cert_path,
+        "--override-authority": args.override_authority,
+        "--dns-server": args.dns_server,
+    }
     if args.config:
+        if args.endpoints or args.srv:
+            raise UsageError("give either --config or --endpoints/--srv, not both")
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} goes with --endpoints/--srv; with --config, set it in the file")
         return load_cluster(args.config).applications
-    if not (args.endpoints or args.srv):
+    if args.endpoints is None and args.srv is None:
         raise UsageError("no applications: give --endpoints HOST:PORT,..., --srv NAME or --config FILE")
-    tls = None
-    if args.tls or args.ca_root_cert_path or args.override_authority:
-        tls = TlsOptions(ca_file=args.ca_root_cert_path, override_authority=args.override_authority)
-    endpoints = from_list(args.endpoints) if args.endpoints else []
-    if args.srv:
-        endpoints += from_srv(args.srv, args.dns_server)
-    return Applications(
-        endpoints=endpoints,
-        options=ClientOptions(timeout=parse_duration(args.timeout), tls=tls),
-    )
+    if args.dns_server is not None and args.srv is None:
+        raise UsageError("--dns-server goes with --srv")
+    conf: dict[str, Any] = {"timeout": "10s" if args.timeout is None else args.timeout}
+    if args.endpoints is not None:
+        conf["endpoints"] = args.endpoints
+    if args.srv is not None:
+        conf["srv"] = args.srv
+    if args.dns_server is not None:
+        conf["dns_server"] = args.dns_server
+    if args.tls or args.ca_root_cert_path is not None or args.override_authority is not None:
+        tls = {"ca_file": args.ca_root_cert_path, "override_authority": args.override_authority}
+        conf["tls"] = {k: v for k, v in tls.items() if v is not None}
+    try:
+        apps = parse_applications(conf, base=Path.cwd())
+    except UsageError as exc:  # name the flag, not the table
+        raise UsageError(_as_flags(str(exc))) from None
+    if apps.srv:
+        apps.endpoints += from_srv(apps.srv, apps.dns_server)
+        apps.srv = None
+    return apps
+
+
+def _as_flags(message: str) -> str:
+    """A message of the [applications] reader, with the command-line names of its keys."""
+    message = message.removeprefix("[applications.tls]: ").removeprefix("[applications]: ")
+    names = {"endpoints": "--endpoints", "srv": "--srv", "dns_server": "--dns-server",
+             "timeout": "--timeout", "ca_file": "--ca-root-cert-path",
+             "override_authority": "--override-authority"}  # fmt: skip
+    key = message.partition(" ")[0].rstrip(":")
+    return f"{names[key]}{message[len(key) :]}" if key in names else message
+
+
+def flag_duration(text: str, flag: str, maximum: float = MAX_CALL_S) -> float:
+    """A duration flag bounded like its cluster-file setting (what holds or waits on a pause:
+    at most 1h)."""
+    try:
+        return parse_duration(text, maximum=maximum)
+    except UsageError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def fleet_from_args(args: argparse.Namespace) -> tuple[Fleet, Applications]:

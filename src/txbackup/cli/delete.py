@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from txbackup.catalog import delete_set
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json
+from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
 from txbackup.errors import TxbackupError
 
 NAME = "delete"
@@ -17,7 +17,7 @@ that looks complete), then its artifacts, then its catalog row."""
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
-    parser.add_argument("set_id", metavar="ID")
+    parser.add_argument("set_id", metavar="ID", type=set_id_arg)
     add_json(parser)
 
 

@@ -6,8 +6,14 @@ import argparse
 import asyncio
 
 from txbackup.admin.fleet import PauseWindow, paused
-from txbackup.cli.common import add_fleet_args, add_json, fleet_from_args, print_json, run_async
-from txbackup.durations import parse_duration
+from txbackup.cli.common import (
+    add_fleet_args,
+    add_json,
+    flag_duration,
+    fleet_from_args,
+    print_json,
+    run_async,
+)
 
 NAME = "pause"
 HELP = "pause the applications, hold the pause, unpause, print the pause window"
@@ -43,12 +49,12 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    hold = flag_duration(args.hold, "--hold")
+    given_wait = args.max_pause_wait
+    max_wait_s = None if given_wait is None else flag_duration(given_wait, "--max-pause-wait")
     fleet, apps = fleet_from_args(args)
-    hold = parse_duration(args.hold)
     wait = apps.wait_outstanding and not args.no_wait
-    max_wait = apps.max_pause_wait_ms
-    if args.max_pause_wait:
-        max_wait = round(parse_duration(args.max_pause_wait) * 1000)
+    max_wait = apps.max_pause_wait_ms if max_wait_s is None else round(max_wait_s * 1000)
 
     async def main() -> PauseWindow:
         try:

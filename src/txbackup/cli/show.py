@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json
+from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
 from txbackup.engine.manifest import read_manifest
 from txbackup.errors import TxbackupError
 
@@ -14,7 +14,7 @@ HELP = "show one backup set: pause window, positions, artifacts"
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
-    parser.add_argument("set_id", metavar="ID")
+    parser.add_argument("set_id", metavar="ID", type=set_id_arg)
     add_json(parser)
 
 

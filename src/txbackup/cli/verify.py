@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json
+from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
 from txbackup.engine.artifacts import verify_set
 from txbackup.engine.manifest import read_manifest
 
@@ -19,7 +19,7 @@ Exit code 0: the set is intact; 1: something is missing or corrupt."""
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
-    parser.add_argument("set_id", metavar="ID")
+    parser.add_argument("set_id", metavar="ID", type=set_id_arg)
     add_json(parser)
 
 

@@ -49,7 +49,7 @@ MAX_DEPTH = 32
 MAX_SIZE = (1 << 63) - 1
 """The largest byte count a manifest may record."""
 
-_SET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always fullmatch
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 T = TypeVar("T")
 
@@ -61,8 +61,8 @@ def new_set_id(now: datetime) -> str:
 
 def check_set_id(set_id: str) -> str:
     """Return ``set_id`` if it can name a set folder, else raise UsageError."""
-    if not _SET_ID.match(set_id):
-        raise UsageError(f"set id {set_id!r}: not a backup set id (like 20261127T101500Z-3f9a)")
+    if not isinstance(set_id, str) or not _SET_ID.fullmatch(set_id):
+        raise UsageError(f"set id {set_id[:140]!r}: not a backup set id (like 20261127T101500Z-3f9a)")
     return set_id
 
 
@@ -213,7 +213,7 @@ class Manifest:
             raise ValueError(f"records set id {shown(data.get('set_id'))}")
         _only(data, ["format_version", "status", *_keys(cls)], "manifest")
         set_id = _get(data, "set_id", str)
-        if not _SET_ID.match(set_id):
+        if not _SET_ID.fullmatch(set_id):
             raise ValueError(f"set id {shown(set_id)} is not a backup set id")
         applications = _get(data, "applications", list)
         if not all(isinstance(a, str) and len(a) <= 1024 for a in applications):
@@ -238,12 +238,12 @@ def check_manifest(manifest: Manifest) -> None:
     try:
         _check_contents(manifest)
     except ValueError as exc:
-        label = manifest.set_id if _SET_ID.match(manifest.set_id) else shown(manifest.set_id)
+        label = manifest.set_id if _SET_ID.fullmatch(manifest.set_id) else shown(manifest.set_id)
         raise IntegrityError(f"set {label}: {exc}") from None
 
 
 def _check_contents(manifest: Manifest) -> None:
-    if not _SET_ID.match(manifest.set_id):
+    if not _SET_ID.fullmatch(manifest.set_id):
         raise ValueError(f"set id {shown(manifest.set_id)} is not a backup set id")
     seen: set[str] = set()
     for target in manifest.targets:
@@ -325,7 +325,7 @@ def list_set_ids(storage: Storage) -> list[str]:
     ids = []
     for name in storage.list("sets/"):
         parts = name.split("/")
-        if len(parts) == 3 and parts[2] == "manifest.json" and _SET_ID.match(parts[1]):
+        if len(parts) == 3 and parts[2] == "manifest.json" and _SET_ID.fullmatch(parts[1]):
             ids.append(parts[1])
     return sorted(ids)
 

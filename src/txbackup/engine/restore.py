@@ -23,6 +23,7 @@ from txbackup.engine.manifest import Manifest, TargetRecord, check_manifest
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
 from txbackup.jobs import COMPLETE, FAILED, RUNNING, JobStore
+from txbackup.secrets import resolve_secret
 from txbackup.storage.base import Storage
 from txbackup.targets.base import Target
 
@@ -36,21 +37,41 @@ class RestorePlan:
     targets: Sequence[Target]  # from the cluster file: how to reach each database
     jobs: JobStore
     only: Sequence[str] = ()  # restore just these target names (default: all)
-    destinations: Mapping[str, str] = field(default_factory=dict)  # NAME -> DSN/path
+    # NAME -> DSN/path, or destination settings ({"dsn": ...} or {"host": ..., "port": ...})
+    destinations: Mapping[str, str | Mapping[str, str]] = field(default_factory=dict)
+    # NAME -> where the destination's password is ({"password_env": VAR} or {"password_file": path})
+    credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     force: bool = False
     job_id: str | None = None  # resume this job instead of starting one
     reporter: Reporter = field(default_factory=SilentReporter)
 
     def params(self) -> dict[str, Any]:
-        return {"only": list(self.only), "destinations": dict(self.destinations), "force": self.force}
+        """What the job records (no secret: credentials are where to read them)."""
+        return {
+            "only": list(self.only),
+            "destinations": dict(self.destinations),
+            "credentials": dict(self.credentials),
+            "force": self.force,
+        }
+
+    def destination(self, name: str) -> dict[str, str] | None:
+        """What target ``name`` restores into (None: its own database), password read now."""
+        given = self.destinations.get(name)
+        dest = {"dsn": given} if isinstance(given, str) else dict(given or {})
+        password = resolve_secret(self.credentials.get(name, {}), culprit=f"restore of {name}")
+        if password is not None:
+            dest["password"] = password
+        return dest or None
 
 
 def _chosen(plan: RestorePlan) -> list[tuple[TargetRecord, Target]]:
     configured = {t.name: t for t in plan.targets}
     names = list(plan.only) or [t.name for t in plan.manifest.targets]
-    for name in list(plan.destinations):
+    for name in [*plan.destinations, *plan.credentials]:
         if name not in names:
-            raise UsageError(f"--to {name}=...: {name!r} is not a target being restored")
+            raise UsageError(
+                f"restore destination {name!r}: not a target being restored ({', '.join(names)})"
+            )
     chosen = []
     for name in names:
         record = plan.manifest.target(name)
@@ -95,8 +116,7 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
                 position=record.position,
                 journal=journal,
             )
-            dest = {"dsn": plan.destinations[record.name]} if record.name in plan.destinations else None
-            target.restore(reader, dest, plan.force)
+            target.restore(reader, plan.destination(record.name), plan.force)
             journal.mark_done(TARGET_DONE)
             ms = round((time.monotonic() - started) * 1000)
             report.event("target", name=record.name, phase="restored", ms=ms)

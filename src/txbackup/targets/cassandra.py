@@ -83,10 +83,17 @@ from typing import Any, TypeVar
 
 from txbackup.agent.blobs import store_prefix
 from txbackup.agent.client import AgentClient, AgentTls
-from txbackup.durations import parse_duration
+from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, TxbackupError, UsageError
 from txbackup.secrets import resolve_secret
-from txbackup.settings import check_keys, setting_bool, setting_opt_str, setting_str, setting_str_list
+from txbackup.settings import (
+    check_keys,
+    setting_bool,
+    setting_duration,
+    setting_opt_str,
+    setting_str,
+    setting_str_list,
+)
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 
 KIND = "cassandra"
@@ -492,11 +499,9 @@ def from_config(name: str, conf: Mapping[str, Any]) -> CassandraTarget:
     restore_with = setting_str(conf, "restore_with", "import", culprit=culprit)
     if restore_with not in RESTORE_WITH:
         raise UsageError(f"{culprit}: restore_with must be one of {', '.join(RESTORE_WITH)}")
-    try:
-        snapshot_timeout = parse_duration(setting_str(conf, "snapshot_timeout", "20s", culprit=culprit))
-        start_timeout = parse_duration(setting_str(conf, "start_timeout", "5m", culprit=culprit))
-    except TxbackupError as exc:
-        raise UsageError(f"{culprit}: {exc}") from None
+    # snapshots (and the cold method's restart) happen inside the pause: bounded like every wait on it
+    snapshot_timeout = setting_duration(conf, "snapshot_timeout", "20s", culprit=culprit, maximum=MAX_CALL_S)
+    start_timeout = setting_duration(conf, "start_timeout", "5m", culprit=culprit, maximum=MAX_CALL_S)
     for keyspace in [*keyspaces, coordinator]:
         if not keyspace.replace("_", "").isalnum():
             raise UsageError(f"{culprit}: {keyspace!r} is not a keyspace name")

@@ -56,6 +56,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from txbackup.clock import iso_ms
+from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.secrets import check_secret, resolve_secret
@@ -435,7 +436,7 @@ def from_config(name: str, conf: Mapping[str, Any]) -> CosmosTarget:
         credential=credential,
         restored_account_name=pattern,
         location=setting_opt_str(conf, "location", culprit=culprit),
-        min_pause_s=setting_duration(conf, "min_pause", "10s", culprit=culprit),
+        min_pause_s=setting_duration(conf, "min_pause", "10s", culprit=culprit, maximum=MAX_CALL_S),
         management_endpoint=setting_opt_str(conf, "management_endpoint", culprit=culprit),
         management_ca_file=setting_opt_str(conf, "management_ca_file", culprit=culprit),
         poll_s=setting_duration(conf, "poll_interval", "30s", culprit=culprit),

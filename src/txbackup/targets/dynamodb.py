@@ -71,6 +71,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from txbackup.clock import iso_ms
+from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.secrets import resolve_secret
@@ -398,8 +399,9 @@ def from_config(name: str, conf: Mapping[str, Any]) -> DynamoTarget:
         endpoint_url=setting_opt_str(conf, "endpoint_url", culprit=culprit),
         autoscaling_endpoint_url=setting_opt_str(conf, "autoscaling_endpoint_url", culprit=culprit),
         credentials=Credentials(key_id, secret, token),
-        min_pause_s=setting_duration(conf, "min_pause", "10s", culprit=culprit),
-        settle_s=setting_duration(conf, "backup_settle", "60s", culprit=culprit),
+        min_pause_s=setting_duration(conf, "min_pause", "10s", culprit=culprit, maximum=MAX_CALL_S),
+        # the pause holds twice the settle time: bounded like every wait on a pause
+        settle_s=setting_duration(conf, "backup_settle", "60s", culprit=culprit, maximum=MAX_CALL_S / 4),
         enable_pitr=setting_bool(conf, "enable_pitr", False, culprit=culprit),
         parallel=setting_int(conf, "parallel", 8, culprit=culprit, minimum=1, maximum=50),
         poll_s=setting_duration(conf, "poll_interval", "10s", culprit=culprit),

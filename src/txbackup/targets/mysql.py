@@ -769,22 +769,26 @@ class MysqlTarget:
         password: str | None = None
         database: str | None = None
         if dest.get("dsn"):
-            url = urlsplit(dest["dsn"])
-            if url.scheme not in ("mysql", "mariadb") or not url.hostname:
-                raise UsageError(
-                    f"{self.label}: destination DSN must look like "
-                    "mysql://user[:password]@host[:port][/database]"
-                )
-            host = url.hostname
             try:
+                url = urlsplit(dest["dsn"])
                 port = url.port or 3306
             except ValueError:
-                raise UsageError(f"{self.label}: bad port in destination DSN") from None
+                url = None
+            if url is None or url.scheme not in ("mysql", "mariadb") or url.query or url.fragment:
+                url = None
+            if url is None or not url.hostname:
+                raise UsageError(
+                    f"{self.label}: destination DSN must look like "
+                    "mysql://user@host[:port][/database] (no ?options)"
+                )
+            host = url.hostname
             user = unquote(url.username) if url.username else user
-            password = unquote(url.password) if url.password is not None else None
             database = unquote(url.path.lstrip("/")) or None
         host = dest.get("host") or host
-        port = int(dest["port"]) if dest.get("port") else port
+        if dest.get("port"):
+            if not dest["port"].isdigit() or not 0 < int(dest["port"]) < 65536:
+                raise UsageError(f"{self.label}: destination port must be 1-65535")
+            port = int(dest["port"])
         user = dest.get("user") or user
         password = dest.get("password") or password
         database = dest.get("database") or database

@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from txbackup.errors import UsageError
-from txbackup.secrets import check_secret, resolve_secret
+from txbackup.secrets import check_dsn, check_secret, resolve_secret
 from txbackup.settings import setting_int, setting_str
 
 T = TypeVar("T")
@@ -83,10 +83,13 @@ def server_settings(
 
 
 def check_destination_keys(dest: Mapping[str, str], *, label: str) -> None:
-    """Refuse restore destination settings the SQL targets do not know."""
+    """Refuse restore destination settings the SQL targets do not know, and a DSN holding
+    a secret (the ``password`` comes on its own, from password_env/password_file)."""
     unknown = sorted(set(dest) - DEST_KEYS)
     if unknown:
         raise UsageError(f"{label}: unknown restore destination setting(s) {unknown}")
+    if dest.get("dsn"):
+        check_dsn(dest["dsn"], culprit=label)
 
 
 def check_destination_database(database: str | None, databases: Sequence[str], *, label: str) -> None:

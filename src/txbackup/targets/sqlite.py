@@ -46,7 +46,7 @@ from typing import Any
 from txbackup.errors import TargetError, UsageError
 from txbackup.safepaths import copy_mode, make_private_dirs, shown
 from txbackup.scratch import private_dir
-from txbackup.settings import check_keys, setting_opt_str, setting_str_list
+from txbackup.settings import COMMON_KEYS, Setting, Table
 from txbackup.targets.base import ArtifactReader, ArtifactWriter
 
 KIND = "sqlite"
@@ -112,6 +112,9 @@ class SqliteCapture:
 
 class SqliteTarget:
     kind = KIND
+    destination_is_path = True
+    """``--to NAME=...`` is a path: made absolute where it is given, so that a resumed
+    restore writes to the same file whatever its working directory."""
 
     def __init__(self, name: str, paths: list[str]) -> None:
         self.name = name
@@ -256,17 +259,23 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
+SETTINGS = Table(
+    "",
+    (
+        Setting("path", "path", help="the database file (WAL mode)"),
+        Setting("paths", "names", help="several database files, backed up together"),
+    ),
+)
+"""The settings of a ``[[targets]]`` table of kind sqlite."""
+
+
 def from_config(name: str, conf: Mapping[str, Any]) -> SqliteTarget:
     culprit = f'target "{name}"'
-    check_keys(conf, {"path", "paths"}, culprit=culprit)
-    paths: list[str] = []
-    single = setting_opt_str(conf, "path", culprit=culprit)
-    if single:
-        paths.append(single)
-    paths += setting_str_list(conf, "paths", culprit=culprit)
+    read = SETTINGS.read(conf, where=culprit, common=COMMON_KEYS)
+    paths = [read["path"]] if read["path"] else []
+    paths += [os.path.abspath(p) for p in read["paths"]]
     if not paths:
         raise UsageError(f"{culprit}: give the database file as path (or paths)")
-    paths = [os.path.abspath(p) for p in paths]
     if len(set(paths)) != len(paths):
         raise UsageError(f"{culprit}: a database file is listed twice")
     artifacts = [_artifact(p) for p in paths]
