@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import threading
 
 import pytest
 
@@ -311,3 +312,37 @@ def test_files_are_0600_and_folders_0700_whatever_the_umask(tmp_path, umask):
         assert oct(os.stat(tmp_path / folder).st_mode & 0o777) == oct(0o700), folder
     for file in ["sets/a/t/x.zst", "sets/a/manifest.json"]:
         assert oct(os.stat(os.path.join(storage.root, file)).st_mode & 0o777) == oct(0o600), file
+
+
+def test_listing_never_drops_files_that_stay_while_others_come_and_go(tmp_path):
+    """Writers rename temporaries into place and remove files while another process
+    lists: the files that stay are always listed (a vanished entry once emptied the
+    whole listing, and two backups both took the storage lock)."""
+    storage = LocalStorage(str(tmp_path / "s"))
+    stable = [f"locks/stable-{i}.json" for i in range(5)]
+    for name in stable:
+        storage.save(name, io.BytesIO(b"x"))
+    stop = threading.Event()
+
+    def churn(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            name = f"locks/churn-{k}-{n % 7}.json"
+            storage.save(name, io.BytesIO(b"y"))
+            storage.remove(name)
+            storage.save(f"sets/s{k}-{n % 3}/a", io.BytesIO(b"z"))
+            storage.remove_prefix(f"sets/s{k}-{n % 3}/")
+            n += 1
+
+    threads = [threading.Thread(target=churn, args=(k,), daemon=True) for k in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(300):
+            listed = storage.list("locks/")
+            assert all(name in listed for name in stable), listed
+            storage.list("")  # sub-folders removed mid-walk are skipped, not fatal
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)

@@ -114,20 +114,22 @@ class LocalStorage:
         names = []
         try:
             with self._folder(folders, prefix or "/") as top:
-                for dirpath, dirs, files, dir_fd in os.fwalk(".", dir_fd=top, onerror=_raise):
+                for dirpath, dirs, files, dir_fd in os.fwalk(".", dir_fd=top, onerror=_raise_unless_gone):
                     rel = folder + dirpath.removeprefix(".").lstrip("/")
                     base = rel if not rel or rel.endswith("/") else rel + "/"
                     for f in files:
                         if f.startswith(TMP_PREFIX):
                             continue
-                        mode = os.stat(f, dir_fd=dir_fd, follow_symlinks=False).st_mode
+                        mode = _mode_or_none(f, dir_fd)
+                        if mode is None:
+                            continue  # removed (or renamed into place) since the folder was read
                         if statmod.S_ISREG(mode):
                             names.append(base + f)
                         elif statmod.S_ISLNK(mode):
                             log.warning("storage %s: %s%s is a symbolic link: ignored", self.root, base, f)
                     # fwalk does not enter linked folders (follow_symlinks=False); say so
                     for d in dirs:
-                        if statmod.S_ISLNK(os.stat(d, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                        if statmod.S_ISLNK(_mode_or_none(d, dir_fd) or 0):
                             log.warning("storage %s: %s%s is a symbolic link: ignored", self.root, base, d)
         except (_Missing, FileNotFoundError):
             return []
@@ -285,5 +287,16 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def _raise(exc: OSError) -> None:
-    raise exc
+def _mode_or_none(name: str, dir_fd: int) -> int | None:
+    """The mode of ``name`` in ``dir_fd`` (not followed), or None if it is gone: a listing
+    runs while other writers rename and remove their files, and must not fail for it."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return None
+
+
+def _raise_unless_gone(exc: OSError) -> None:
+    """fwalk's error handler: a sub-folder removed while walking is skipped, not fatal."""
+    if not isinstance(exc, FileNotFoundError):
+        raise exc
