@@ -21,7 +21,7 @@ from txbackup.engine.restore import RestorePlan, restore_set
 from txbackup.errors import IntegrityError, PauseError, StorageError, TargetError, TxbackupError
 from txbackup.jobs import JobStore
 from txbackup.storage import LocalStorage
-from txbackup.targets.base import ArtifactReader, Capture, Target
+from txbackup.targets.base import ArtifactReader, Capture, Recorded, Target
 
 
 def make_db(path: Path, rows: int) -> None:
@@ -137,6 +137,9 @@ class FailingTarget:
 
     def preflight(self) -> None:
         self.inner.preflight()
+
+    def check_record(self, record: Recorded) -> None:
+        self.inner.check_record(record)
 
     def capture(self, set_id: str) -> Capture:
         if self.phase == "capture":
