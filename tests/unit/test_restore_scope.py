@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from txbackup.agent import blobs
@@ -480,8 +480,10 @@ def test_the_cassandra_coordinator_refuses_malformed_sets_in_one_line(
     except Exception as exc:
         text = one_line(exc)
         if isinstance(exc, IntegrityError):
+            event("refused")
             assert listener.count == before, "refused after contacting an agent"
         else:  # it got as far as the first agent call (the listener drops it)
+            event("reached the first agent call")
             assert "127.0.0.1" in text and listener.count > before, text
     else:
         raise AssertionError("a restore without agents succeeded")

@@ -442,7 +442,8 @@ class CassandraTarget:
                     "force": force,
                 }
                 done = clients[0].call("restore/schema", body)
-                for skipped in done.get("skipped") or []:
+                skipped_objects = done.get("skipped")
+                for skipped in skipped_objects if isinstance(skipped_objects, list) else []:
                     log.warning(
                         "%s: %s not restored (create it by hand: see schema.cql)", self.label, skipped
                     )
