@@ -45,7 +45,12 @@ again (``--start-cmd``); the capture returns once every node answers CQL.
 Raise ``[backup] capture_deadline`` and the applications' pause lease
 accordingly (a minute or more). If anything fails, every node is started again.
 
-Restore: the engine has verified the set's artifacts; each agent then fetches
+Restore: the engine has verified the set's artifacts, and the coordinator reads
+the position, every node's file list and ``schema.json`` before contacting any
+agent: each value typed and checked, every keyspace one of the target's (its
+``keyspaces`` and the coordinator's), every schema statement one the agents
+would run (``txbackup.agent.schema``); anything else is refused in one line
+naming the artifact. Each agent then fetches
 its files into a staging folder beside its data directory, checking every
 file's SHA-256 (a corrupt or missing SSTable is named and nothing is changed),
 the first agent creates the missing keyspaces, types and tables from
