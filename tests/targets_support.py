@@ -65,7 +65,8 @@ class DirReader(RestoreContext):
         self.root = Path(root)
 
     def names(self) -> list[str]:
-        return (self.root / ".names").read_text(encoding="utf-8").splitlines()
+        index = self.root / ".names"  # none: nothing was exported into this folder
+        return index.read_text(encoding="utf-8").splitlines() if index.exists() else []
 
     def path(self, name: str) -> Path:
         assert name in self.names(), name

@@ -24,7 +24,7 @@ from txbackup.errors import IntegrityError, PauseError, StorageError, TargetErro
 from txbackup.jobs import JobStore
 from txbackup.locks import LockBusy
 from txbackup.storage import LocalStorage
-from txbackup.targets.base import ArtifactReader, Capture, Target
+from txbackup.targets.base import ArtifactReader, Capture, Recorded, Target
 
 
 def make_db(path: Path, rows: int) -> None:
@@ -140,6 +140,9 @@ class FailingTarget:
 
     def preflight(self) -> None:
         self.inner.preflight()
+
+    def check_record(self, record: Recorded) -> None:
+        self.inner.check_record(record)
 
     def capture(self, set_id: str) -> Capture:
         if self.phase == "capture":

@@ -4,11 +4,14 @@ An attacker who can write to the storage rewrites a set's manifest (and its
 checksums) at will. Whatever they write, a restore must either refuse it with
 one line (a ``TxbackupError``) or restore inside its destination: nothing may
 be written anywhere else. Each example runs the manifest through
-``read_manifest``, ``verify_set`` and as much of the restore as runs without a
-live server: the whole engine restore for SQLite, and the real staging code of
-PostgreSQL's directory format and of the Cassandra agent. The second-line tests
-hand tampered names straight to that staging code (as if the manifest checks
-were gone) to show that the path checks hold on their own.
+``read_manifest``, ``verify_set``, the check that the record names only what
+its configured target covers (``check_scope``), and as much of the restore as
+runs without a live server: the whole engine restore for SQLite, the real
+staging code of PostgreSQL's directory format, and for Cassandra the
+coordinator's reading of the position, file lists and schema, then the agent's
+staging. The second-line tests hand tampered names straight to that staging
+code (as if the manifest checks were gone) to show that the path checks hold
+on their own.
 
 Everything happens in one sandbox folder: the restore destination lies five
 levels deep in it, hostile names climb at most that far and absolute ones point
@@ -47,11 +50,17 @@ from txbackup.engine.manifest import (
     manifest_path,
     read_manifest,
 )
-from txbackup.engine.restore import RestorePlan, restore_set
+from txbackup.engine.restore import RestorePlan, check_scope, restore_set
 from txbackup.errors import TxbackupError
 from txbackup.jobs import JobStore
 from txbackup.storage import LocalStorage
+from txbackup.targets import cassandra as cassandra_target
+from txbackup.targets import cosmos as cosmos_target
+from txbackup.targets import dynamodb as dynamodb_target
+from txbackup.targets import mysql as mysql_target
+from txbackup.targets import postgres as postgres_target
 from txbackup.targets import sqlite as sqlite_target
+from txbackup.targets.base import Target
 from txbackup.targets.layouts import LAYOUTS
 
 SET = "20261127T101500Z-3f9a"
@@ -137,6 +146,26 @@ def sstable_files(storage: LocalStorage) -> list[dict[str, Any]]:
 STORE = blobs.store_prefix("test-cluster")
 TARGET = {"sqlite": "cache", "postgres": "pg", "mysql": "my", "cassandra": "cass", "dynamodb": "ddb",
           "cosmos": "cosmos"}  # fmt: skip
+CLOSED_PORT = 9  # discard: nothing listens there on a test machine; nothing here contacts it anyway
+
+
+def configured(kind: str) -> Target:
+    """The cluster file's target of each set (the SQLite one restores into the work folder)."""
+    name = TARGET[kind]
+    if kind == "sqlite":
+        return sqlite_target.from_config(name, {"path": str(WORK / "dest" / "app.db")})
+    if kind == "postgres":
+        return postgres_target.from_config(name, {"port": CLOSED_PORT, "databases": ["bank"]})
+    if kind == "mysql":
+        return mysql_target.from_config(name, {"port": CLOSED_PORT, "databases": ["bank"]})
+    if kind == "cassandra":
+        return cassandra_target.from_config(
+            name, {"agents": [f"127.0.0.1:{CLOSED_PORT}"], "keyspaces": ["bank"]}
+        )
+    if kind == "dynamodb":
+        return dynamodb_target.from_config(name, {"region": "eu-west-1", "tables": ["bank.accounts"]})
+    conf = {"subscription_id": "s-1", "resource_group": "rg", "account": "bank", "databases": ["bank"]}
+    return cosmos_target.from_config(name, conf)
 
 
 def artifacts_of(kind: str, storage: LocalStorage) -> tuple[dict[str, bytes], dict[str, Any]]:
@@ -149,12 +178,13 @@ def artifacts_of(kind: str, storage: LocalStorage) -> tuple[dict[str, bytes], di
         return {"bank.sql": b"CREATE TABLE t (id INT);\n"}, {}
     if kind == "cassandra":
         listing = json.dumps({"node": {"address": "127.0.0.1"}, "files": sstable_files(storage)}).encode()
-        node = {"address": "127.0.0.1", "files_artifact": "nodes/127.0.0.1.json"}
+        node = {"address": "127.0.0.1", "tokens": ["-1"], "files_artifact": "nodes/127.0.0.1.json"}
         position = {"tag": SET, "store": STORE, "keyspaces": ["bank"], "nodes": [node]}
         return {"nodes/127.0.0.1.json": listing, "schema.json": b"[]", "schema.cql": b""}, position
     if kind == "dynamodb":
         return {"tables.json": b"{}"}, {"tables": {}}
-    return {"account.json": b"{}"}, {}
+    source = "/subscriptions/s-1/providers/Microsoft.DocumentDB/locations/x/restorableDatabaseAccounts/i-1"
+    return {"account.json": b"{}"}, {"account": "bank", "restore_source": source, "instance_id": "i-1"}
 
 
 _SETS: dict[str, tuple[LocalStorage, dict[str, Any]]] = {}
@@ -176,7 +206,9 @@ def valid_set(kind: str) -> tuple[LocalStorage, dict[str, Any]]:
             pause=PauseWindow("2026-11-27T10:15:01.000Z", None, None),
             applications=["127.0.0.1:50051"],
             timings=Timings(),
-            targets=[TargetRecord(TARGET[kind], kind, {}, position, writer.records)],
+            targets=[
+                TargetRecord(TARGET[kind], kind, dict(configured(kind).describe()), position, writer.records)
+            ],
         )
         _SETS[kind] = (storage, manifest.to_dict())
     return _SETS[kind]
@@ -237,7 +269,13 @@ _FIELDS = [
     ("targets", 0, "artifacts", 0, "stored_size"), ("targets", 0, "artifacts", 0, "sha256"),
     ("targets", 0, "artifacts", 0, "stored_sha256"), ("targets", 0, "artifacts", 0, "unknown"),
     ("targets", 0, "position", "nodes", 0, "files_artifact"), ("targets", 0, "position", "store"),
-    ("targets", 0, "position", "tag"), ("unknown",),
+    ("targets", 0, "position", "tag"), ("unknown",), ("targets", 0, "description"),
+    ("targets", 0, "description", "kind"), ("targets", 0, "description", "databases"),
+    ("targets", 0, "description", "paths"), ("targets", 0, "description", "keyspaces"),
+    ("targets", 0, "position", "keyspaces"), ("targets", 0, "position", "nodes"),
+    ("targets", 0, "position", "nodes", 0, "tokens"), ("targets", 0, "position", "nodes", 0, "address"),
+    ("targets", 0, "position", "files"), ("targets", 0, "position", "tables"),
+    ("targets", 0, "position", "account"), ("targets", 0, "position", "databases"),
 ]  # fmt: skip
 mutations = st.one_of(
     st.builds(_rename, st.integers(0, 5), hostile_names, st.booleans()),
@@ -307,29 +345,34 @@ def restore_what_runs_here(kind: str, storage: LocalStorage, manifest: Manifest)
     if problems:
         note("refused by verify")
     (target,) = manifest.targets
+    if target.kind != kind or target.name != TARGET[kind]:
+        note("another target than the cluster file's")
+        return
+    ours = configured(kind)
+    try:
+        check_scope(SET, target, ours)
+    except TxbackupError:
+        note("refused: names what the target does not cover")
+        raise
     if kind == "sqlite":
-        dest = WORK / "dest"
-        configured = sqlite_target.from_config(target.name, {"path": str(dest / "app.db")})
-        plan = RestorePlan(storage, manifest, [configured], JobStore(str(WORK / "jobs.db")), force=True)
+        plan = RestorePlan(storage, manifest, [ours], JobStore(str(WORK / "jobs.db")), force=True)
         restore_set(plan)
-        assert sqlite3.connect(dest / "app.db").execute("SELECT v FROM t").fetchall() == [("restored",)]
+        assert sqlite3.connect(WORK / "dest" / "app.db").execute("SELECT v FROM t").fetchall() == [
+            ("restored",)
+        ]
     elif kind == "postgres":
         from txbackup.targets.postgres import stage_directory
 
         names = [a.name for a in target.artifacts if a.name.startswith("bank.dir/")]
         stage_directory(SetReader(storage, SET, target.name, target.artifacts), names, str(WORK), "pg")
     elif kind == "cassandra":
-        # CassandraTarget.restore needs live agents; here: its file list, then the agent's staging
+        # CassandraTarget.restore then needs live agents: here, what it reads before calling any
+        # (position, file lists, schema), then the agent's staging of what it would hand over
+        assert isinstance(ours, cassandra_target.CassandraTarget)
         reader = SetReader(storage, SET, target.name, target.artifacts, position=target.position)
-        try:
-            node = target.position["nodes"][0]
-            with reader.open(node["files_artifact"]) as f:
-                files = json.load(f)["files"]
-            tag, store = str(target.position["tag"]), str(target.position["store"])
-        except (KeyError, IndexError, TypeError):
-            note("cassandra position unusable (not staged)")
-            return
-        staging_node(storage).prepare(tag, store, files, lambda _: None)
+        found = ours._restorable(reader)
+        files = [f for node in found.nodes for f in found.files_of[node.address]]
+        staging_node(storage).prepare(found.tag, found.store, files, lambda _: None)
     note(f"{kind}: restored as far as runs here")
 
 
@@ -379,15 +422,13 @@ def move_renamed(storage: LocalStorage, data: dict[str, Any], valid: dict[str, A
 
 
 def test_the_valid_sets_restore() -> None:
-    """The fuzzed sets are sound to begin with: the unmodified ones restore."""
+    """The fuzzed sets are sound to begin with: the unmodified ones restore (no refusal)."""
     for kind in sorted(LAYOUTS):
         storage, valid = valid_set(kind)
-
-        def run(kind: str = kind, storage: LocalStorage = storage, valid: dict[str, Any] = valid) -> None:
-            save_manifest(storage, valid)
-            restore_what_runs_here(kind, storage, read_manifest(storage, SET))
-
-        contained(run)
+        shutil.rmtree(WORK, ignore_errors=True)
+        WORK.mkdir(parents=True)
+        save_manifest(storage, valid)
+        restore_what_runs_here(kind, storage, read_manifest(storage, SET))
     # and the staging code did stage: checked on a last run, kept for inspection
     storage, valid = valid_set("cassandra")
     WORK.mkdir(parents=True, exist_ok=True)

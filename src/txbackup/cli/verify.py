@@ -8,12 +8,17 @@ import sys
 from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
 from txbackup.engine.artifacts import verify_set
 from txbackup.engine.manifest import read_manifest
+from txbackup.engine.restore import check_scope
+from txbackup.errors import IntegrityError
 
 NAME = "verify"
 HELP = "re-read every artifact of a backup set against its SHA-256"
 DESCRIPTION = """\
 Read every stored artifact of the set back, decompress it and compare its size
 and SHA-256 with the manifest. Prints one line per problem, naming the file.
+With --config, also checks that every database, table, keyspace, file or
+account the set names for a target of the cluster file is one that target
+covers (what a restore checks first).
 Exit code 0: the set is intact; 1: something is missing or corrupt."""
 
 
@@ -24,9 +29,18 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    storage, _, _ = open_repository(args)
+    storage, _, config = open_repository(args)
     manifest = read_manifest(storage, args.set_id)
-    problems = verify_set(storage, manifest)
+    problems = []
+    configured = {t.name: t for t in config.targets} if config is not None else {}
+    for record in manifest.targets:
+        target = configured.get(record.name)
+        if target is not None and target.kind == record.kind:
+            try:
+                check_scope(manifest.set_id, record, target)
+            except IntegrityError as exc:
+                problems.append(str(exc))
+    problems += verify_set(storage, manifest)
     count = sum(1 for _ in manifest.artifacts())
     if args.json:
         print_json({"set_id": args.set_id, "artifacts": count, "ok": not problems, "problems": problems})

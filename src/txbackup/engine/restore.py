@@ -1,9 +1,11 @@
 """Restore a backup set: manifest -> verify every artifact -> restore each target.
 
 Nothing is written to any destination before the manifest has been checked
-(every artifact name fits its target's layout, see ``engine.manifest``) and
-every artifact of the chosen targets has been re-read against its checksum: a
-corrupt or tampered set is refused whole, naming the file.
+(every artifact name fits its target's layout, see ``engine.manifest``; every
+database, table, keyspace, file or account a chosen target's record names is
+one its configuration covers, see ``check_scope``) and every artifact of the
+chosen targets has been re-read against its checksum: a corrupt or tampered set
+is refused whole, naming the file.
 
 Each restore run is a job (``txbackup.jobs``): a target fully restored is
 marked done, and a target with several steps journals each of them, so an
@@ -25,7 +27,7 @@ from txbackup.errors import IntegrityError, TxbackupError, UsageError
 from txbackup.jobs import COMPLETE, FAILED, RUNNING, JobStore
 from txbackup.secrets import resolve_secret
 from txbackup.storage.base import Storage
-from txbackup.targets.base import Target
+from txbackup.targets.base import Recorded, Target
 
 TARGET_DONE = "restored"  # the journal step that marks a whole target restored
 
@@ -64,6 +66,19 @@ class RestorePlan:
         return dest or None
 
 
+def check_scope(set_id: str, record: TargetRecord, target: Target) -> None:
+    """Refuse (IntegrityError naming the set, the target and the foreign name) a record
+    of the set that names anything ``target``'s configuration does not cover: a
+    tampered manifest must not make a restore write into databases the target does
+    not own (see ``targets.base``). Contacts nothing."""
+    try:
+        target.check_record(
+            Recorded(tuple(a.name for a in record.artifacts), record.position, record.description)
+        )
+    except IntegrityError as exc:
+        raise IntegrityError(f"refusing to restore set {set_id}: {exc}") from None
+
+
 def _chosen(plan: RestorePlan) -> list[tuple[TargetRecord, Target]]:
     configured = {t.name: t for t in plan.targets}
     names = list(plan.only) or [t.name for t in plan.manifest.targets]
@@ -83,6 +98,8 @@ def _chosen(plan: RestorePlan) -> list[tuple[TargetRecord, Target]]:
                 f"target {name!r}: the set holds a {record.kind} backup, the cluster file says {target.kind}"
             )
         chosen.append((record, target))
+    for record, target in chosen:  # every one before verify reads anything
+        check_scope(plan.manifest.set_id, record, target)
     return chosen
 
 
@@ -122,6 +139,8 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
             report.event("target", name=record.name, phase="restored", ms=ms)
     except BaseException as exc:
         message = str(exc) if isinstance(exc, TxbackupError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, IntegrityError) and plan.manifest.set_id not in message:  # name the set
+            message = f"set {plan.manifest.set_id}: {message}"
         plan.jobs.set_status(job_id, FAILED, message or "interrupted")
         if isinstance(exc, TxbackupError):
             raise type(exc)(f"{message} (restore job {job_id}: resume with --resume {job_id})") from exc

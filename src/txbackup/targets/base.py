@@ -18,15 +18,33 @@ in this order (all methods are synchronous; the engine runs them in threads):
 Restore is ``restore(src, dest, force)``: read the artifacts of this target in
 a committed backup set through ``src`` (the engine has verified checksums) and
 load them into the destination, refusing a non-empty one unless ``force``.
+
+A set is untrusted input (whoever can write to the storage can rewrite its
+manifest, checksums included), and its artifact names fitting the kind's layout
+(``layouts``) does not make them this target's: a tampered ``other.dump`` fits
+the postgres layout and would be restored into database ``other``. So before a
+restore contacts anything, ``check_record(Recorded)`` refuses a record naming a
+database, table, keyspace, file or account that the target's configuration
+does not cover (what it lists, plus what it always adds itself, such as
+ScalarDB's coordinator). The engine calls it on the manifest's record before
+verifying the set (``engine.restore.check_scope``, also run by ``verify -c``),
+and every ``restore()`` calls it first on what its reader holds. Each kind
+states only its own rule; :class:`Scope` does the typed reading (a value of
+the wrong type or shape is refused, never a traceback) and the one-line
+message. A restore to another name on purpose (``--to``) renames the
+destination only: the source names stay the configured ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import IO, Any, Protocol
+from dataclasses import dataclass
+from typing import IO, Any, NoReturn, Protocol
 
+from txbackup.errors import IntegrityError
 from txbackup.jobs import StepJournal
+from txbackup.safepaths import shown
 
 
 class ArtifactWriter(Protocol):
@@ -118,10 +136,110 @@ class Target(Protocol):
 
     def capture(self, set_id: str) -> Capture: ...
 
+    def check_record(self, record: Recorded) -> None:
+        """Refuse (``IntegrityError`` naming this target and the foreign name) a set's
+        record naming anything this target's configuration does not cover (see the
+        module doc). Reads nothing but ``record``: contacts nothing."""
+        ...
+
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         """Load the artifacts into ``dest`` (connection settings overriding the
-        target's own, e.g. from ``--to NAME=DSN``), or into the target itself."""
+        target's own, e.g. from ``--to NAME=DSN``), or into the target itself.
+        Starts with ``check_record(Recorded.of_reader(src))``."""
         ...
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a set records of one target (untrusted): its artifact names, its
+    position and, from the manifest, the description of the target at backup
+    (None when only a reader is at hand)."""
+
+    names: tuple[str, ...]
+    position: Mapping[str, Any]
+    description: Mapping[str, Any] | None = None
+
+    @classmethod
+    def of_reader(cls, src: ArtifactReader) -> Recorded:
+        return cls(tuple(src.names()), src.position)
+
+
+class Scope:
+    """Typed reading of a :class:`Recorded`, for one target's ``check_record``: each
+    read refuses (``IntegrityError``, one line naming the target, where in the
+    record, and the culprit) a missing field, a value of another type, or a name
+    that is not one the configuration covers."""
+
+    def __init__(self, label: str, record: Recorded) -> None:
+        self.label = label
+        self.record = record
+
+    def fail(self, problem: str) -> NoReturn:
+        raise IntegrityError(f"{self.label}: {problem}")
+
+    def wrong(self, value: object, where: str, expected: str) -> NoReturn:
+        """Refuse ``value`` (from ``where``), which is not ``expected`` ("a list")."""
+        if value is None:
+            self.fail(f"{where} is missing")
+        self.fail(f"{where} is a {type(value).__name__}, not {expected}")
+
+    def covered(self, name: object, covered: Collection[str], where: str, what: str) -> str:
+        """``name`` (from ``where``) if it is a string among ``covered`` (the configured
+        ``what``s, e.g. "database")."""
+        if not isinstance(name, str):
+            self.wrong(name, f"{where}: a {what} name", "a string")
+        if name not in covered:
+            listed = ", ".join(sorted(covered)) or "none"
+            listed = listed if len(listed) <= 200 else listed[:197] + "..."
+            self.fail(
+                f"{where} names {what} {shown(name, 80)}, which this target does not cover "
+                f"(its configuration has {listed})"
+            )
+        return name
+
+    def all_covered(
+        self, names: Iterable[object], covered: Collection[str], where: str, what: str
+    ) -> list[str]:
+        return [self.covered(name, covered, where, what) for name in names]
+
+    def mapping(self, value: object, where: str, *, required: bool = True) -> Mapping[str, Any]:
+        """``value`` as a JSON object (an absent optional one reads as empty)."""
+        if value is None and not required:
+            return {}
+        if not isinstance(value, dict):
+            self.wrong(value, where, "an object")
+        return value
+
+    def sequence(self, value: object, where: str, *, required: bool = True) -> Sequence[Any]:
+        """``value`` as a JSON list (an absent optional one reads as empty)."""
+        if value is None and not required:
+            return []
+        if not isinstance(value, list):
+            self.wrong(value, where, "a list")
+        return value
+
+    def text(self, value: object, where: str, *, required: bool = True) -> str:
+        """``value`` as a string (an absent optional one reads as "")."""
+        if value is None and not required:
+            return ""
+        if not isinstance(value, str):
+            self.wrong(value, where, "a string")
+        return value
+
+    def same(self, value: object, expected: str, where: str, what: str) -> None:
+        """``value``, when recorded, must be ``expected`` (what the configuration says)."""
+        if value is not None and value != expected:
+            self.fail(f"{where} is {what} {shown(value, 80)}; the cluster file says {expected!r}")
+
+    def description(self, kind: str) -> Mapping[str, Any] | None:
+        """The record's description (None if not at hand), which must be of ``kind``."""
+        described = self.record.description
+        if described is None:
+            return None
+        self.same(
+            self.text(described.get("kind"), "the description's kind"), kind, "the description", "of kind"
+        )
+        return described
 
 
 def iter_chunks(stream: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:

@@ -45,7 +45,12 @@ again (``--start-cmd``); the capture returns once every node answers CQL.
 Raise ``[backup] capture_deadline`` and the applications' pause lease
 accordingly (a minute or more). If anything fails, every node is started again.
 
-Restore: the engine has verified the set's artifacts; each agent then fetches
+Restore: the engine has verified the set's artifacts, and the coordinator reads
+the position, every node's file list and ``schema.json`` before contacting any
+agent: each value typed and checked, every keyspace one of the target's (its
+``keyspaces`` and the coordinator's), every schema statement one the agents
+would run (``txbackup.agent.schema``); anything else is refused in one line
+naming the artifact. Each agent then fetches
 its files into a staging folder beside its data directory, checking every
 file's SHA-256 (a corrupt or missing SSTable is named and nothing is changed),
 the first agent creates the missing keyspaces, types and tables from
@@ -79,12 +84,15 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from txbackup.agent.blobs import store_prefix
 from txbackup.agent.client import AgentClient, AgentTls
+from txbackup.agent.schema import checked_statements
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, TxbackupError, UsageError
+from txbackup.safepaths import shown
 from txbackup.secrets import resolve_secret
 from txbackup.settings import (
     check_keys,
@@ -94,7 +102,7 @@ from txbackup.settings import (
     setting_str,
     setting_str_list,
 )
-from txbackup.targets.base import ArtifactReader, ArtifactWriter
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
 
 KIND = "cassandra"
 _KEYS = {
@@ -111,6 +119,11 @@ _KEYS = {
     "restore_with",
     "start_timeout",
 }
+SCHEMA_ARTIFACT = "schema.json"
+FILE_FIELDS = ("keyspace", "table", "name", "sha256")
+"""The string fields of a file list's entry (with ``size``) that a restore hands the agents."""
+MAX_LISTING_BYTES = 1 << 30
+"""The largest file list or schema a restore reads (a big node's list is a few MB)."""
 METHODS = ("snapshot", "stop")
 RESTORE_WITH = ("import", "sstableloader")
 log = logging.getLogger("txbackup.targets.cassandra")
@@ -366,43 +379,58 @@ class CassandraTarget:
             log.error("could not start every node again: %s", exc)
 
     # -- restore ---------------------------------------------------------------------------------
+    def check_record(self, record: Recorded) -> None:
+        """Every keyspace the set names (position, description) is a configured one or
+        the coordinator's, and the position has the shape a restore reads (snapshot tag,
+        store, nodes each with its tokens and a ``nodes/<address>.json`` of the set): the
+        file lists and ``schema.json`` are read and checked the same way, before any
+        agent is contacted (``_restorable``)."""
+        _restorable_position(Scope(self.label, record), self.all_keyspaces)
+
+    def _restorable(self, src: ArtifactReader) -> _Restorable:
+        """What the set asks to restore, read and checked without contacting anything:
+        the position, every backed-up node's file list and ``schema.json`` (untrusted:
+        a value of the wrong type or a keyspace this target does not cover is refused
+        in one line naming the artifact)."""
+        scope = Scope(self.label, Recorded.of_reader(src))
+        found = _restorable_position(scope, self.all_keyspaces)
+        keyspaces = set(found.keyspaces)
+        for node in found.nodes:
+            listing = scope.mapping(_read_json(scope, src, node.files_artifact), node.files_artifact)
+            entries = scope.sequence(listing.get("files"), f"{node.files_artifact}: files")
+            found.files_of[node.address] = [
+                _file_entry(scope, f"{node.files_artifact}: file #{i + 1}", entry, keyspaces, node.address)
+                for i, entry in enumerate(entries)
+            ]
+        statements = scope.sequence(_read_json(scope, src, SCHEMA_ARTIFACT), SCHEMA_ARTIFACT)
+        try:  # the agent checks them again before running any
+            checked_statements(statements, found.keyspaces)
+        except UsageError as exc:
+            scope.fail(f"{SCHEMA_ARTIFACT}: {exc}")
+        found.statements = list(statements)
+        found.tables = sorted(f"{s['keyspace']}.{s['name']}" for s in statements if s["type"] == "table")
+        return found
+
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        found = self._restorable(src)  # everything checked before any agent is contacted
         clients = self.clients
         if dest and dest.get("dsn"):
             clients = [self.client(a.strip()) for a in dest["dsn"].split(",") if a.strip()]
             if not clients:
                 raise UsageError(f"{self.label}: --to expects agents HOST:PORT,HOST:PORT")
-        position = src.position
-        tag = str(position.get("tag", ""))
-        store = str(position.get("store", ""))
-        backup_nodes = position.get("nodes")
-        if not tag or not store or not isinstance(backup_nodes, list) or not backup_nodes:
-            raise self.error("the set's position has no Cassandra snapshot (tag, store, nodes)")
-        infos = [a["node"] for a in _each(clients, lambda c: c.call("info"), name="cassandra-info")]
-        assignment, mode = self._plan(backup_nodes, clients, infos)
-        statements = json.loads(_read(src, "schema.json"))
-        keyspaces = [str(k) for k in position.get("keyspaces", [])]
-        if not isinstance(statements, list) or not all(isinstance(s, dict) for s in statements):
-            raise self.error("schema.json: a list of statements expected")
-        tables = sorted(
-            f"{s['keyspace']}.{s['name']}"
-            for s in statements
-            if s.get("type") == "table" and s.get("keyspace") in keyspaces and isinstance(s.get("name"), str)
-        )
+        tag, store, keyspaces, tables = found.tag, found.store, found.keyspaces, found.tables
+        infos = _each(clients, lambda c: _node_info(c, self.label), name="cassandra-info")
+        assignment, mode = self._plan(found.nodes, clients, infos)
         journal = src.journal
         schema_done = journal.is_done("schema")
         if not schema_done:
             # refuse a non-empty destination before fetching anything
             clients[0].call("restore/check", {"keyspaces": keyspaces, "tables": tables, "force": force})
-        files_of: dict[str, list[dict[str, Any]]] = {}
-        for node in backup_nodes:
-            listing = json.loads(_read(src, str(node["files_artifact"])))
-            files_of[str(node["address"])] = [dict(f, node=node["address"]) for f in listing["files"]]
         # a resumed restore skips the nodes done before (a step per node, marked once done)
         pending = [c for c in clients if not journal.is_done(f"{mode}/{c.address}")]
 
         def prepare(client: AgentClient) -> None:
-            files = [f for address in assignment[client.address] for f in files_of[address]]
+            files = [f for address in assignment[client.address] for f in found.files_of[address]]
             client.call("restore/prepare", {"set_id": tag, "store": store, "files": files})
 
         def place(client: AgentClient) -> None:
@@ -415,9 +443,15 @@ class CassandraTarget:
         try:
             _each(pending, prepare, name="cassandra-prepare")
             if not schema_done:
-                body = {"keyspaces": keyspaces, "statements": statements, "tables": tables, "force": force}
+                body = {
+                    "keyspaces": keyspaces,
+                    "statements": found.statements,
+                    "tables": tables,
+                    "force": force,
+                }
                 done = clients[0].call("restore/schema", body)
-                for skipped in done.get("skipped") or []:
+                skipped_objects = done.get("skipped")
+                for skipped in skipped_objects if isinstance(skipped_objects, list) else []:
                     log.warning(
                         "%s: %s not restored (create it by hand: see schema.cql)", self.label, skipped
                     )
@@ -429,23 +463,23 @@ class CassandraTarget:
             )
 
     def _plan(
-        self, backup_nodes: list[Any], clients: Sequence[AgentClient], infos: Sequence[Mapping[str, Any]]
+        self, backup_nodes: Sequence[_BackedUp], clients: Sequence[AgentClient], infos: Sequence[_Node]
     ) -> tuple[dict[str, list[str]], str]:
         """Which backed-up nodes' files each agent restores, and how ("import" or "load")."""
-        current = {tuple(i["tokens"]): c.address for c, i in zip(clients, infos, strict=True)}
+        current = {i.tokens: c.address for c, i in zip(clients, infos, strict=True)}
         assignment: dict[str, list[str]] = {c.address: [] for c in clients}
         same_shape = len(backup_nodes) == len(clients)
         for node in backup_nodes:
-            agent = current.get(tuple(node["tokens"]))
+            agent = current.get(node.tokens)
             if agent is None:
                 same_shape = False
                 break
-            assignment[agent].append(str(node["address"]))
+            assignment[agent].append(node.address)
         if same_shape:
             return assignment, "import"
         if self.restore_with != "sstableloader":
-            wanted = "; ".join(f"{n['address']}: {_tokens_text(n['tokens'])}" for n in backup_nodes)
-            have = "; ".join(f"{i['address']}: {_tokens_text(i['tokens'])}" for i in infos)
+            wanted = "; ".join(f"{n.address}: {_tokens_text(n.tokens)}" for n in backup_nodes)
+            have = "; ".join(f"{i.address}: {_tokens_text(i.tokens)}" for i in infos)
             raise self.error(
                 f"the cluster's token layout differs from the backup's, so its SSTables cannot be "
                 f"imported node by node (backup: {len(backup_nodes)} node(s), {wanted}; cluster: "
@@ -455,8 +489,123 @@ class CassandraTarget:
             )
         assignment = {c.address: [] for c in clients}
         for i, node in enumerate(backup_nodes):
-            assignment[clients[i % len(clients)].address].append(str(node["address"]))
+            assignment[clients[i % len(clients)].address].append(node.address)
         return assignment, "load"
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A node as its agent describes it now (``info``)."""
+
+    address: str
+    tokens: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _BackedUp(_Node):
+    """A node of the set, as its position records it."""
+
+    files_artifact: str
+
+
+@dataclass
+class _Restorable:
+    """What a set asks a restore to do, checked (see ``CassandraTarget._restorable``)."""
+
+    tag: str
+    store: str
+    keyspaces: list[str]
+    nodes: list[_BackedUp]
+    files_of: dict[str, list[dict[str, Any]]]
+    statements: list[Any]
+    tables: list[str]
+
+
+def _restorable_position(scope: Scope, covered: Sequence[str]) -> _Restorable:
+    """The position's snapshot, nodes and keyspaces (each one of ``covered``), typed;
+    the description's keyspaces must be covered too."""
+    record = scope.record
+    for name in record.names:
+        if name not in (SCHEMA_ARTIFACT, "schema.cql") and not (
+            name.startswith("nodes/") and name.endswith(".json")
+        ):
+            scope.fail(f"artifact {shown(name, 80)} is not nodes/<address>.json, schema.json or schema.cql")
+    position = record.position
+    tag = scope.text(position.get("tag"), "the position's tag")
+    store = scope.text(position.get("store"), "the position's store")
+    where = "the position's keyspaces"
+    keyspaces = scope.all_covered(
+        scope.sequence(position.get("keyspaces"), where), covered, where, "keyspace"
+    )
+    where = "the position's nodes"
+    nodes: list[_BackedUp] = []
+    for i, value in enumerate(scope.sequence(position.get("nodes"), where)):
+        node = scope.mapping(value, f"{where}[{i}]")
+        address = scope.text(node.get("address"), f"{where}[{i}].address")
+        artifact = scope.text(node.get("files_artifact"), f"{where}[{i}].files_artifact")
+        if not artifact.startswith("nodes/") or artifact not in record.names:
+            scope.fail(
+                f"{where}[{i}]: file list {shown(artifact, 80)} is not one of the set's nodes/<address>.json"
+            )
+        if any(n.address == address for n in nodes):
+            scope.fail(f"{where}: node {shown(address, 80)} appears twice")
+        nodes.append(_BackedUp(address, _tokens(scope, node.get("tokens"), f"{where}[{i}].tokens"), artifact))
+    if not tag or not store or not nodes:
+        scope.fail("the set's position has no Cassandra snapshot (tag, store, nodes)")
+    described = scope.description(KIND)
+    if described is not None:
+        where = "the description's keyspaces"
+        scope.all_covered(scope.sequence(described.get("keyspaces"), where), covered, where, "keyspace")
+        where = "the description's coordinator_keyspace"
+        coordinator = scope.text(described.get("coordinator_keyspace"), where, required=False)
+        if coordinator:
+            scope.covered(coordinator, covered, where, "keyspace")
+    return _Restorable(tag, store, keyspaces, nodes, {}, [], [])
+
+
+def _tokens(scope: Scope, value: object, where: str) -> tuple[str, ...]:
+    """A node's tokens (strings or integers), as strings."""
+    tokens = scope.sequence(value, where)
+    for token in tokens:
+        if isinstance(token, bool) or not isinstance(token, str | int):
+            scope.fail(f"{where}: token {shown(token, 60)} is not a string or an integer")
+    return tuple(str(t) for t in tokens)
+
+
+def _file_entry(scope: Scope, where: str, value: object, keyspaces: set[str], node: str) -> dict[str, Any]:
+    """One entry of a node's file list, as the agents take it (only the fields they read)."""
+    entry = scope.mapping(value, where)
+    found: dict[str, Any] = {k: scope.text(entry.get(k), f"{where}: {k}") for k in FILE_FIELDS}
+    scope.covered(found["keyspace"], keyspaces, where, "keyspace")
+    size = entry.get("size")
+    if type(size) is not int or size < 0:
+        scope.fail(f"{where}: size {shown(size, 60)} is not a byte count")
+    return {**found, "size": size, "node": node}
+
+
+def _read_json(scope: Scope, src: ArtifactReader, name: str) -> Any:
+    """The JSON document in artifact ``name`` (refused in one line if it is not one)."""
+    with src.open(name) as stream:
+        data = stream.read(MAX_LISTING_BYTES + 1)
+    if len(data) > MAX_LISTING_BYTES:
+        scope.fail(f"{name}: more than {MAX_LISTING_BYTES} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        scope.fail(f"{name}: nested too deep")
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
+        scope.fail(f"{name}: not JSON ({' '.join(str(exc).split())[:200]})")
+
+
+def _node_info(client: AgentClient, label: str) -> _Node:
+    """The address and tokens of the node an agent serves."""
+    answer = client.call("info")
+    node = answer.get("node") if isinstance(answer, dict) else None
+    address = node.get("address") if isinstance(node, dict) else None
+    tokens = node.get("tokens") if isinstance(node, dict) else None
+    if not isinstance(address, str) or not isinstance(tokens, list):
+        raise TargetError(f"{label}: agent {client.address}: info has no node address and tokens")
+    return _Node(address, tuple(str(t) for t in tokens))
 
 
 def _tokens_text(tokens: Sequence[Any]) -> str:
@@ -475,11 +624,6 @@ def _quietly(client: AgentClient, call: str, body: Mapping[str, Any]) -> None:
         client.call(call, body)
     except TxbackupError as exc:
         log.warning("%s: %s", call, exc)
-
-
-def _read(src: ArtifactReader, name: str) -> bytes:
-    with src.open(name) as stream:
-        return stream.read()
 
 
 def from_config(name: str, conf: Mapping[str, Any]) -> CassandraTarget:

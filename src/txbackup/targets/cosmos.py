@@ -59,9 +59,10 @@ from txbackup.clock import iso_ms
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
+from txbackup.safepaths import shown
 from txbackup.secrets import check_secret, resolve_secret
 from txbackup.settings import check_keys, name_list, setting_duration, setting_opt_str, setting_str
-from txbackup.targets.base import ArtifactReader, ArtifactWriter
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings
 
 if TYPE_CHECKING:
@@ -79,6 +80,11 @@ NOSQL_KIND = "GlobalDocumentDB"
 DEFAULT_RESTORED_NAME = "{account}-restored-{set}"
 _ACCOUNT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,42})[a-z0-9]|[a-z0-9]{3}")
 _SAMPLE_SET_ID = "20261127t101500z-3f9a"  # set ids all have this shape
+_RESTORABLE = re.compile(
+    r"/subscriptions/([^/]+)/providers/Microsoft\.DocumentDB/locations/([^/]+)/restorableDatabaseAccounts/([^/]+)",
+    re.IGNORECASE,
+)
+"""A restorable account's id (the restore source): subscription, location, instance id."""
 _KEYS = {
     "subscription_id",
     "resource_group",
@@ -334,7 +340,61 @@ class CosmosTarget:
         record = self._record if self._record is not None else self.inspect()
         return CosmosCapture(self, set_id, record)
 
+    def check_record(self, record: Recorded) -> None:
+        """The set is of the configured account (its position and restore source in the
+        configured subscription), and every database and container it names is a
+        configured one (any, when the whole account is backed up): a restore creates
+        an account holding what the set names."""
+        scope = Scope(self.label, record)
+        for name in record.names:
+            if name != ACCOUNT_ARTIFACT:
+                scope.fail(f"artifact {shown(name, 80)} is not {ACCOUNT_ARTIFACT}")
+        position = record.position
+        account = scope.text(position.get("account"), "the position's account")
+        scope.same(account, self.account, "the position's account", "account")
+        for key, expected in (
+            ("subscription_id", self.subscription_id),
+            ("resource_group", self.resource_group),
+        ):
+            value = scope.text(position.get(key), f"the position's {key}", required=False)
+            scope.same(
+                value.lower() or None, expected.lower(), f"the position's {key}", key.replace("_", " ")
+            )
+        source = scope.text(position.get("restore_source"), "the position's restore_source")
+        instance = scope.text(position.get("instance_id"), "the position's instance_id")
+        match = _RESTORABLE.fullmatch(source)
+        if match is None or match.group(3) != instance:
+            scope.fail(
+                f"the position's restore_source {shown(source, 160)} is not restorable account {instance!r}"
+            )
+        scope.same(
+            match.group(1).lower(),
+            self.subscription_id.lower(),
+            "the position's restore_source",
+            "in subscription",
+        )
+        whole = position.get("whole_account")
+        if whole is not None and not isinstance(whole, bool):
+            scope.fail(f"the position's whole_account is a {type(whole).__name__}, not a boolean")
+        if whole and self.databases is not None:
+            scope.fail("the position covers the whole account; the cluster file lists databases")
+        self._check_databases(scope, position.get("databases"), "the position's databases")
+        described = scope.description(KIND)
+        if described is not None:
+            scope.same(described.get("account"), self.account, "the description's account", "account")
+            self._check_databases(scope, described.get("databases"), "the description's databases")
+
+    def _check_databases(self, scope: Scope, value: object, where: str) -> None:
+        for database, containers in scope.mapping(value, where, required=False).items():
+            inside = f"{where}[{shown(database, 80)}]"
+            listed = [scope.text(c, inside) for c in scope.sequence(containers, inside)]
+            if self.databases is not None:  # else the whole account: any name
+                wanted = self.databases[scope.covered(database, self.databases, where, "database")]
+                if wanted:  # else the whole database
+                    scope.all_covered(listed, wanted, inside, "container")
+
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        self.check_record(Recorded.of_reader(src))  # before anything is contacted
         azure()
         from txbackup.targets.cosmos_restore import RestoreJob
 

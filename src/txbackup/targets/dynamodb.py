@@ -65,6 +65,7 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -74,6 +75,7 @@ from txbackup.clock import iso_ms
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
+from txbackup.safepaths import shown
 from txbackup.secrets import resolve_secret
 from txbackup.settings import (
     check_keys,
@@ -84,7 +86,7 @@ from txbackup.settings import (
     setting_str,
     setting_str_list,
 )
-from txbackup.targets.base import ArtifactReader, ArtifactWriter
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
 from txbackup.targets.dynamodb_aws import Aws, AwsError, Credentials, read_settings
 from txbackup.targets.dynamodb_restore import (
     ON_DEMAND,
@@ -103,6 +105,8 @@ BACKUP_SETTLE_S = 60.0
 """AWS: an on-demand backup holds every write committed up to 1 min before the
 request and none committed more than 1 min after it."""
 SETTINGS_ARTIFACT = "tables.json"
+_BACKUP_ARN = re.compile(r"arn:[^:/\s]+:dynamodb:[^:/\s]*:[^:/\s]*:table/([^/\s]+)/backup/[^/\s]+")
+"""An on-demand backup's ARN; group 1 is the table it is a backup of."""
 _KEYS = {
     "region",
     "endpoint_url",
@@ -343,7 +347,39 @@ class DynamoTarget:
                 raise
         return capture
 
+    def check_record(self, record: Recorded) -> None:
+        """Every table the set names (the position's settings, backups and windows, the
+        description) is a configured one (the coordinator's included), every recorded
+        backup is one of that very table, and the region is the configured one: a
+        restore deletes and recreates the tables it names."""
+        scope = Scope(self.label, record)
+        covered = set(self.tables)
+        for name in record.names:
+            if name != SETTINGS_ARTIFACT:
+                scope.fail(f"artifact {shown(name, 80)} is not {SETTINGS_ARTIFACT}")
+        position = record.position
+        scope.text(position.get("region"), "the position's region", required=False)
+        scope.same(position.get("region"), self.region, "the position's region", "region")
+        scope.text(position.get("mode"), "the position's mode", required=False)
+        for key in ("tables", "backups", "pitr_windows"):
+            where = f"the position's {key}"
+            for table, value in scope.mapping(position.get(key), where, required=False).items():
+                scope.covered(table, covered, where, "table")
+                if key == "tables":
+                    scope.mapping(value, f"{where}[{shown(table, 80)}]")
+                elif key == "backups":
+                    arn = scope.text(value, f"{where}[{shown(table, 80)}]")
+                    match = _BACKUP_ARN.fullmatch(arn)
+                    if match is None or match.group(1) != table:
+                        scope.fail(f"{where}: {shown(arn, 160)} is not a backup of table {table}")
+        described = scope.description(KIND)
+        if described is not None:
+            where = "the description's tables"
+            scope.all_covered(scope.sequence(described.get("tables"), where), covered, where, "table")
+            scope.same(described.get("region"), self.region, "the description's region", "region")
+
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        self.check_record(Recorded.of_reader(src))  # before anything is contacted
         rename = None
         if dest:
             unknown = sorted(set(dest) - {"dsn"})

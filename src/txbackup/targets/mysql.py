@@ -124,8 +124,9 @@ from pymysql.constants import CLIENT
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, run, run_from_stream
+from txbackup.safepaths import shown
 from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
-from txbackup.targets.base import ArtifactReader, ArtifactWriter, iter_chunks
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, iter_chunks
 from txbackup.targets.mysql_script import ScriptGuard, version_id
 from txbackup.targets.sqlcommon import (
     Prepared,
@@ -797,12 +798,36 @@ class MysqlTarget:
         check_destination_database(database, self.databases, label=self.label)
         return Server(host, port, user, given_password=password), database
 
+    def check_record(self, record: Recorded) -> None:
+        """Every database the set names (its artifacts, the position, the description)
+        is a configured one or the coordinator's: a restore writes only into those (or,
+        with ``--to``, into the destination the single configured one is renamed to)."""
+        scope = Scope(self.label, record)
+        covered = set(self.all_databases())
+        for name in record.names:
+            where = f"artifact {shown(name, 80)}"
+            if not name.endswith(".sql") or "/" in name:
+                scope.fail(f"{where} is not <database>.sql")
+            scope.covered(name[: -len(".sql")], covered, where, "database")
+        where = "the position's databases"
+        recorded = scope.sequence(record.position.get("databases"), where, required=False)
+        scope.all_covered(recorded, covered, where, "database")
+        described = scope.description(KIND)
+        if described is not None:
+            where = "the description's databases"
+            scope.all_covered(scope.sequence(described.get("databases"), where), covered, where, "database")
+            where = "the description's coordinator_database"
+            coordinator = scope.text(described.get("coordinator_database"), where, required=False)
+            if coordinator:
+                scope.covered(coordinator, covered, where, "database")
+
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        self.check_record(Recorded.of_reader(src))  # before anything is contacted
         server, renamed = self._destination(dest)
         sources: list[str] = []
         for name in src.names():
             if not name.endswith(".sql") or "/" in name:
-                raise self.error(f"unexpected artifact {name}")
+                raise self.error(f"unexpected artifact {shown(name)}")
             sources.append(name[: -len(".sql")])
         rename = {db: db for db in sources}
         if renamed:

@@ -100,7 +100,7 @@ from txbackup.procs import find_tool, one_line, run, run_checked, run_from_strea
 from txbackup.safepaths import join_inside, shown
 from txbackup.scratch import private_dir
 from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
-from txbackup.targets.base import ArtifactReader, ArtifactWriter
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
 from txbackup.targets.sqlcommon import (
     Prepared,
     ServerPassword,
@@ -530,18 +530,39 @@ class PostgresTarget:
                 raise self.error(f'database "{db}": {_message(exc)}') from None
         return None if row is None else f"{row[0]}.{row[1]}"
 
+    def check_record(self, record: Recorded) -> None:
+        """Every database the set names (its artifacts, the position's snapshots, the
+        description) is one of the configured ``databases``: a restore writes only
+        into those (or, with ``--to``, into the destinations they are renamed to)."""
+        scope = Scope(self.label, record)
+        covered = set(self.databases)
+        for name in record.names:
+            where = f"artifact {shown(name, 80)}"
+            db = _source_database(name)
+            if db is None:
+                scope.fail(f"{where} is not <database>.dump or <database>.dir/<file>")
+            scope.covered(db, covered, where, "database")
+        where = "the position's databases"
+        snapshots = scope.mapping(record.position.get("databases"), where, required=False)
+        scope.all_covered(snapshots, covered, where, "database")
+        described = scope.description(KIND)
+        if described is not None:
+            where = "the description's databases"
+            scope.all_covered(scope.sequence(described.get("databases"), where), covered, where, "database")
+
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        self.check_record(Recorded.of_reader(src))  # before anything is contacted
         server, rename, maintenance = self._destination(dest)
         custom: dict[str, str] = {}
         directory: dict[str, list[str]] = {}
         for name in src.names():
-            head, sep, rest = name.partition("/")
-            if not sep and name.endswith(".dump"):
-                custom[name[: -len(".dump")]] = name
-            elif sep and head.endswith(".dir") and rest:
-                directory.setdefault(head[: -len(".dir")], []).append(name)
-            else:
+            db = _source_database(name)
+            if db is None:
                 raise self.error(f"unexpected artifact {shown(name)}")
+            if "/" in name:
+                directory.setdefault(db, []).append(name)
+            else:
+                custom[db] = name
         # databases already restored by an interrupted run of this job are skipped
         sources = [db for db in (*custom, *directory) if not src.journal.is_done(f"database/{db}")]
         if not sources:
@@ -606,6 +627,16 @@ class PostgresTarget:
                         env=server.env(),
                     )
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
+
+
+def _source_database(name: str) -> str | None:
+    """The database an artifact name belongs to (``<db>.dump``, ``<db>.dir/<file>``), or None."""
+    head, sep, rest = name.partition("/")
+    if not sep and name.endswith(".dump"):
+        return name[: -len(".dump")]
+    if sep and head.endswith(".dir") and rest:
+        return head[: -len(".dir")]
+    return None
 
 
 def stage_directory(src: ArtifactReader, names: list[str], folder: str, culprit: str) -> None:

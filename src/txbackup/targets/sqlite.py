@@ -47,7 +47,7 @@ from txbackup.errors import TargetError, UsageError
 from txbackup.safepaths import copy_mode, make_private_dirs, shown
 from txbackup.scratch import private_dir
 from txbackup.settings import COMMON_KEYS, Setting, Table
-from txbackup.targets.base import ArtifactReader, ArtifactWriter
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
 
 KIND = "sqlite"
 SUFFIX = ".sqlite"
@@ -198,7 +198,26 @@ class SqliteTarget:
             return {a: os.path.join(os.path.abspath(folder), Path(p).name) for a, p in ours.items()}
         return ours
 
+    def check_record(self, record: Recorded) -> None:
+        """Every file the set names (its artifacts, the position's files, the
+        description's paths) is one of the configured paths, by its artifact name
+        (``<file stem>.sqlite``): a restore writes only the configured paths (or, with
+        ``--to``, the destination they are renamed to), never a path the set records."""
+        scope = Scope(self.label, record)
+        covered = {_artifact(p) for p in self.paths}
+        for name in record.names:
+            scope.covered(name, covered, f"artifact {shown(name, 80)}", "file")
+        where = "the position's files"
+        files = scope.mapping(record.position.get("files"), where, required=False)
+        scope.all_covered(files, covered, where, "file")
+        described = scope.description(KIND)
+        if described is not None:
+            for path in scope.sequence(described.get("paths"), "the description's paths"):
+                where = f"the description's path {shown(path, 80)}"
+                scope.covered(_artifact(scope.text(path, where)), covered, where, "file")
+
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        self.check_record(Recorded.of_reader(src))  # before anything is written
         targets = self._destinations(dest)
         names = src.names()
         unknown = [n for n in names if n not in targets]
