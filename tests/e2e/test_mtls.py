@@ -34,13 +34,14 @@ class Pki:
     server: Issued
     client: Issued
     stranger: Issued  # a client certificate from another CA
+    other_ca: Path  # signed the stranger's
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     folder = tmp_path_factory.mktemp("pki")
     ours, other = CertificateAuthority(folder, "ours"), CertificateAuthority(folder, "other")
-    return Pki(ours.cert, ours.server(), ours.client(), other.client())
+    return Pki(ours.cert, ours.server(), ours.client(), other.client(), other.cert)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +97,8 @@ def test_a_client_without_an_accepted_certificate_cannot_pause(endpoint: str, pk
                                            "--tls-cert-path", str(pki.stranger.cert),
                                            "--tls-key-path", str(pki.stranger.key)],
         "does it require TLS?": [],  # plaintext
+        "the server's certificate is not trusted": ["--ca-root-cert-path", str(pki.other_ca),
+                                                    *good(pki)[2:]],  # we distrust the server
     }  # fmt: skip
     attempts = {  # at once: each is a process of its own
         expected: subprocess.Popen(
