@@ -42,15 +42,11 @@ def client(ours: CertificateAuthority) -> Issued:
     return ours.client()
 
 
-def _encrypted_copy(key: Path, to: Path) -> None:
+def _encrypted(key: Path, to: Path, form: serialization.PrivateFormat) -> Path:
+    """A copy of ``key`` protected by a passphrase (0600)."""
     private = serialization.load_pem_private_key(key.read_bytes(), None)
-    to.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"passphrase"),
-        )
-    )
+    encryption = serialization.BestAvailableEncryption(b"passphrase")
+    return _write(to, private.private_bytes(serialization.Encoding.PEM, form, encryption))
 
 
 BAD_PAIRS: dict[str, tuple[Callable[[Path, Issued, Issued], tuple[Path, Path]], str]] = {
@@ -59,8 +55,12 @@ BAD_PAIRS: dict[str, tuple[Callable[[Path, Issued, Issued], tuple[Path, Path]], 
         "key_file {key}: permissions 0644 are too open (group or others may use it); run chmod 600 {key}",
     ),
     "key of another certificate": (lambda d, c, o: (c.cert, o.key), "does not belong to the certificate in"),
-    "key encrypted": (
-        lambda d, c, o: (c.cert, _write(d / "k", None, lambda p: _encrypted_copy(c.key, p))),
+    "key encrypted (PKCS#8)": (
+        lambda d, c, o: (c.cert, _encrypted(c.key, d / "k", serialization.PrivateFormat.PKCS8)),
+        "key_file {key}: the private key is encrypted",
+    ),
+    "key encrypted (OpenSSL's traditional format)": (
+        lambda d, c, o: (c.cert, _encrypted(c.key, d / "k", serialization.PrivateFormat.TraditionalOpenSSL)),
         "key_file {key}: the private key is encrypted",
     ),
     "key not PEM": (lambda d, c, o: (c.cert, _write(d / "k", b"not a key\n")), "not a PEM private key"),
@@ -85,12 +85,8 @@ def _copy(source: Path, to: Path, mode: int) -> Path:
     return to
 
 
-def _write(to: Path, data: bytes | None, make: Callable[[Path], None] | None = None) -> Path:
-    if make is not None:
-        make(to)
-    else:
-        assert data is not None
-        to.write_bytes(data)
+def _write(to: Path, data: bytes) -> Path:
+    to.write_bytes(data)
     to.chmod(0o600)
     return to
 

@@ -25,6 +25,10 @@ MAX_CERTIFICATE_BYTES = 1 << 20
 """A certificate file (a chain, a CA bundle) larger than this is not one."""
 
 _PRIVATE_KEY = re.compile(rb"^-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----\s*$", re.MULTILINE)
+# PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or OpenSSL's traditional format ("Proc-Type: 4,ENCRYPTED")
+_ENCRYPTED_KEY = re.compile(
+    rb"^(?:-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type:\s*4,\s*ENCRYPTED)", re.MULTILINE
+)
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -84,7 +88,7 @@ def load_key_pair(
     """
     key = read_secret_file(key_file, what=key_what).encode() + b"\n"
     chain = read_certificates(cert_file, what=cert_what)
-    if b"ENCRYPTED" in key:
+    if _ENCRYPTED_KEY.search(key):
         raise UsageError(
             f"{key_what} {key_file}: the private key is encrypted; gRPC needs it unencrypted "
             "(keep it in an owner-only file instead)"
