@@ -190,3 +190,21 @@ async def test_admin_port_of_its_own_with_mutual_tls(ours: CertificateAuthority,
     finally:
         await admin.stop(None)
         await gate.unpause()
+
+
+async def test_a_server_certificate_for_another_name_says_so(ours: CertificateAuthority) -> None:
+    server = ours.issue("admin.example", dns=("admin.example",), file="named")
+    gate = PauseGate(lease_seconds=None)
+    admin, port = await start_admin_server(gate, tls=server_credentials(str(server.cert), str(server.key)))
+    endpoint = Endpoint("127.0.0.1", port)
+    try:
+        tls = TlsOptions(ca_file=str(ours.cert))
+        async with AdminClient(endpoint, ClientOptions(timeout=5, tls=tls)) as client:
+            expected = f"^check {endpoint}: TLS: the server's certificate does not name the host"
+            with pytest.raises(PauseError, match=expected):
+                await client.check_paused()
+        named = TlsOptions(ca_file=str(ours.cert), override_authority="admin.example")
+        async with AdminClient(endpoint, ClientOptions(timeout=5, tls=named)) as client:
+            assert await client.check_paused() is False
+    finally:
+        await admin.stop(None)

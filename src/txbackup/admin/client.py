@@ -121,6 +121,10 @@ _TLS_FAILED = re.compile(
 )
 
 
+# alerts a server sends when it refuses a client certificate (TLS 1.2; in TLS 1.3 it closes)
+_REFUSED_CERTIFICATE = ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE_FAILURE", "ACCESS_DENIED", "DECRYPT_ERROR")
+
+
 def _handshake_reason(detail: str, tls: TlsOptions | None) -> str | None:
     """Why a connection failed in (or because of) the TLS handshake, or None.
 
@@ -135,9 +139,14 @@ def _handshake_reason(detail: str, tls: TlsOptions | None) -> str | None:
             return f"TLS handshake failed: the server does not speak TLS ({shown})"
         if reason == "CERTIFICATE_VERIFY_FAILED":
             return f"TLS handshake failed: the server's certificate is not trusted ({shown})"
-        if "ALERT" in reason or "CERTIFICATE" in reason:
+        if "ALERT" in reason and any(word in reason for word in _REFUSED_CERTIFICATE):
             return f"TLS handshake failed: the server refused our client certificate ({shown})"
         return f"TLS handshake failed ({shown})"
+    if "hostname verification" in detail.lower() or "not in peer certificate" in detail.lower():
+        return (
+            "TLS: the server's certificate does not name the host we connect to "
+            "(set override_authority / --override-authority to the name it holds)"
+        )
     if "socket closed" in detail.lower() or "connection reset" in detail.lower():
         if tls is None:
             return "the server closed the connection (does it require TLS? use --tls / [applications] tls)"
@@ -159,11 +168,11 @@ def describe_rpc_error(exc: grpc.aio.AioRpcError, tls: TlsOptions | None = None)
         low = detail.lower()
         if "refused" in low:
             return "connection refused"
-        if "dns" in low or "resolve" in low or ("name" in low and "unknown" in low):
-            return f"cannot resolve host ({detail})"
-        handshake = _handshake_reason(detail, tls)
+        handshake = _handshake_reason(detail, tls)  # before the DNS words: "UNKNOWN: ... Hostname"
         if handshake is not None:
             return handshake
+        if "dns" in low or "resolve" in low or ("name" in low and "unknown" in low):
+            return f"cannot resolve host ({detail})"
         return f"unreachable ({detail})" if detail else "unreachable"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return "no answer before the deadline"
