@@ -111,13 +111,18 @@ def test_a_bad_certificate_or_key_is_one_line_naming_the_file(
     assert secret not in message
 
 
-def test_the_certificate_goes_with_its_key(client: Issued) -> None:
+def test_the_certificate_goes_with_its_key(ours: CertificateAuthority, client: Issued) -> None:
     with pytest.raises(UsageError, match="cert_file needs key_file"):
         TlsOptions(cert_file=str(client.cert))
     with pytest.raises(UsageError, match="key_file needs cert_file"):
         TlsOptions(key_file=str(client.key))
     with pytest.raises(UsageError, match="ca_pem: not a PEM certificate"):
         TlsOptions(ca_pem="hello").load()
+    pasted = ours.cert.read_text() + client.key.read_text()
+    with pytest.raises(UsageError) as err:
+        TlsOptions(ca_pem=pasted).load()
+    assert str(err.value).startswith("ca_pem holds a private key; a key never goes in the cluster file")
+    assert client.key.read_text().splitlines()[1] not in str(err.value)
     chain, key = load_key_pair(str(client.cert), str(client.key))
     assert chain == client.cert.read_bytes() and b"PRIVATE KEY" in key
 

@@ -87,6 +87,11 @@ class TlsOptions:
     def _material(self) -> TlsMaterial:
         root: bytes | None = None
         if self.ca_pem:
+            if "PRIVATE KEY" in self.ca_pem:  # a key pasted with the CA: a secret in the cluster file
+                raise UsageError(
+                    "ca_pem holds a private key; a key never goes in the cluster file: give the "
+                    "client's with key_file (an owner-only file)"
+                )
             root = check_certificates(self.ca_pem.encode(), what="ca_pem")
         elif self.ca_file:
             root = read_certificates(self.ca_file, what="ca_file")
