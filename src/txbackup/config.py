@@ -104,6 +104,8 @@ TLS = Table(
         Setting("ca_file", "path", help="the CA certificate (PEM) that signed the servers' certificates"),
         Setting("ca_pem", "text", help="the CA certificate itself (PEM text)"),
         Setting("override_authority", "str", help="the name expected in the servers' certificates"),
+        Setting("cert_file", "path", help="our client certificate chain (PEM), for mutual TLS"),
+        Setting("key_file", "path", help="the client certificate's private key (PEM, chmod 600)"),
     ),
 )
 
@@ -119,13 +121,12 @@ def _tls(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> 
     where = culprit.removesuffix("[applications]").strip()
     read = TLS.read(value, where=where, base=base)
     tls_culprit = f"{where} {TLS.title}".strip()
-    if read["ca_file"] and read["ca_pem"]:
-        raise UsageError(f"{tls_culprit}: give either ca_file or ca_pem, not both")
-    if read["ca_file"] and not os.path.isfile(read["ca_file"]):
-        raise UsageError(f"{tls_culprit}: ca_file {read['ca_file']}: no such file")
-    return TlsOptions(
-        ca_file=read["ca_file"], ca_pem=read["ca_pem"], override_authority=read["override_authority"]
-    )
+    try:
+        tls = TlsOptions(**read)
+        tls.load()  # every file read and checked now, before anything is paused
+    except UsageError as exc:
+        raise UsageError(f"{tls_culprit}: {exc}") from None
+    return tls
 
 
 APPLICATIONS = Table(

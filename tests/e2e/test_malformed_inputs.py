@@ -208,6 +208,10 @@ def _config_corpus() -> list[tuple[str, str | bytes]]:
         ("endpoints empty string", BASE.replace('["127.0.0.1:9"]', '""')),
         ("dns_server a name", _with("[applications]", 'srv = "_a._tcp.x"\ndns_server = "localhost:53"')),
         ("tls ca_file missing", _with("[applications]", 'tls = { ca_file = "nope.pem" }')),
+        ("tls ca_file not PEM", _with("[applications]", 'tls = { ca_file = "afile" }')),
+        ("tls cert_file alone", _with("[applications]", 'tls = { cert_file = "afile" }')),
+        ("tls key_file others may read",
+         _with("[applications]", 'tls = { cert_file = "afile", key_file = "garbage.bin" }')),
         ("storage scheme", BASE.replace('path = "store"', 'path = "s3://bucket/x"')),
         ("storage a file", BASE.replace('path = "store"', 'path = "afile"')),
         ("catalog a folder", _with("[catalog]", 'path = "adir"')),
@@ -326,6 +330,11 @@ def test_fleet_flags(command: str, folder: Path, capsys: pytest.CaptureFixture[s
         (["--srv", "_a._tcp.x", "--dns-server", "localhost:53"], "must be an IP address"),
         (["--endpoints", "h:1", "--dns-server", "1.1.1.1:53"], "--dns-server goes with --srv"),
         (["--endpoints", "h:1", "--ca-root-cert-path", "nope.pem"], "no such file"),
+        (["--endpoints", "h:1", "--ca-root-cert-path", "garbage.bin"], "not a PEM certificate"),
+        (["--endpoints", "h:1", "--ca-root-cert-path", "adir"], "not a regular file"),
+        (["--endpoints", "h:1", "--tls-cert-path", "afile"], "go together"),
+        (["-a", "h:1", "--tls-cert-path", "afile", "--tls-key-path", "garbage.bin"], "0644 are too open"),
+        (["--endpoints", "h:1", "--tls-cert-path", "afile", "--tls-key-path", "nope"], "no such file"),
         (["--endpoints", "h:1", "-c", "cluster.toml"], "not both"),
         ([], "no applications"),
     ]
@@ -390,6 +399,10 @@ def test_sample_server_flags(folder: Path, capsys: pytest.CaptureFixture[str]) -
         (["--port", "x"], "invalid int value"),
         (["--lease", "99999999h"], "too long"),
         (["--lease", "soon"], "malformed duration"),
+        (["--tls-cert", "afile"], "go together"),
+        (["--tls-client-ca", "afile"], "--tls-client-ca goes with --tls-cert and --tls-key"),
+        (["--tls-cert", "afile", "--tls-key", "garbage.bin"], "--tls-key garbage.bin: permissions 0644"),
+        (["--tls-cert", "afile", "--tls-key", "nope"], "--tls-key nope: no such file"),
     ]
     refuse_all(capsys, ["sample-server"], cases)
 

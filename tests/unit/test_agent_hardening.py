@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import socket
 import ssl
 import struct
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.certs import CertificateAuthority
 from txbackup.agent import server
 from txbackup.agent.client import AgentClient, AgentTls
 from txbackup.agent.node import Node, NodeConfig
@@ -102,19 +102,6 @@ def shared_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAg
     agent.process.wait(timeout=10)
 
 
-def _certificate(tmp: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp / "agent.pem", tmp / "agent.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", "/CN=agent.test", "-addext", "subjectAltName=DNS:agent.test",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 def _enough_descriptors(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -167,9 +154,10 @@ def test_300_idle_connections_do_not_stall_an_authorized_call(
     extra: tuple[str, ...] = ()
     tls = None
     if use_tls:
-        cert, key = _certificate(tmp_path)
-        extra = ("--tls-cert", str(cert), "--tls-key", str(key))
-        tls = AgentTls(ca_file=str(cert), server_name="agent.test")
+        ca = CertificateAuthority(tmp_path)
+        agent_cert = ca.issue("agent.test", dns=("agent.test",))
+        extra = ("--tls-cert", str(agent_cert.cert), "--tls-key", str(agent_cert.key))
+        tls = AgentTls(ca_file=str(ca.cert), server_name="agent.test")
     agent = run_agent(*extra, tls=tls)
     idle = []
     try:

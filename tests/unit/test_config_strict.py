@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.certs import CertificateAuthority
 from txbackup.admin.client import Endpoint
 from txbackup.cli.common import applications_from_args
 from txbackup.config import APPLICATIONS, BACKUP, CATALOG, RESTORE, STORAGE, TLS, load_cluster
@@ -50,7 +51,8 @@ def test_a_minimal_file_gets_the_defaults(tmp_path: Path) -> None:
 
 
 def test_every_table_is_read(tmp_path: Path) -> None:
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    ca = CertificateAuthority(tmp_path, "app")  # app-ca.pem, app-client.pem, app-client.key
+    ca.client()
     config = load_cluster(
         write(
             tmp_path,
@@ -63,8 +65,10 @@ def test_every_table_is_read(tmp_path: Path) -> None:
             wait_outstanding = false
             max_pause_wait = 90
             [applications.tls]
-            ca_file = "ca.pem"
+            ca_file = "app-ca.pem"
             override_authority = "app.example.com"
+            cert_file = "app-client.pem"
+            key_file = "app-client.key"
             [storage]
             path = "store"
             [catalog]
@@ -83,7 +87,9 @@ def test_every_table_is_read(tmp_path: Path) -> None:
     assert apps.srv == "_admin._tcp.app.ns.svc.cluster.local" and apps.dns_server == "10.96.0.10:53"
     assert apps.options.timeout == 3600.0 and apps.wait_outstanding is False
     assert apps.max_pause_wait_ms == 90_000
-    assert apps.options.tls is not None and apps.options.tls.ca_file == str(tmp_path / "ca.pem")
+    assert apps.options.tls is not None and apps.options.tls.ca_file == str(tmp_path / "app-ca.pem")
+    assert apps.options.tls.cert_file == str(tmp_path / "app-client.pem")
+    assert apps.options.tls.key_file == str(tmp_path / "app-client.key")
     assert apps.options.tls.override_authority == "app.example.com"
     assert config.storage == str(tmp_path / "store")
     assert config.catalog == "/var/lib/txbackup/catalog.db"
@@ -239,13 +245,15 @@ def test_missing_files_and_folders(tmp_path: Path) -> None:
 def test_relative_paths_are_relative_to_the_file_wherever_txbackup_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "ca.pem").write_text("x")
+    (tmp_path / "conf" / "tls").mkdir(parents=True)
+    CertificateAuthority(tmp_path / "conf" / "tls", "app").client()
     path = write(
         tmp_path / "conf",
         """
         [applications.tls]
-        ca_file = "ca.pem"
+        ca_file = "tls/app-ca.pem"
+        cert_file = "tls/app-client.pem"
+        key_file = "tls/app-client.key"
         [storage]
         path = "../store"
         [catalog]
@@ -273,7 +281,9 @@ def test_relative_paths_are_relative_to_the_file_wherever_txbackup_runs(
     assert config.storage == str(tmp_path / "store")
     assert config.catalog == str(conf / "index" / "catalog.db")
     assert config.applications.options.tls is not None
-    assert config.applications.options.tls.ca_file == str(conf / "ca.pem")
+    tls = config.applications.options.tls
+    files = ("app-ca.pem", "app-client.pem", "app-client.key")
+    assert (tls.ca_file, tls.cert_file, tls.key_file) == tuple(str(conf / "tls" / f) for f in files)
     sqlite, pg = config.targets
     assert sqlite.paths == [str(conf / "db" / "a.db"), "/abs/b.db"]  # type: ignore[attr-defined]
     assert pg.server.secret_conf == {"password_file": str(conf / "secrets" / "pg")}  # type: ignore[attr-defined]
@@ -317,6 +327,8 @@ def _flags(**given: object) -> argparse.Namespace:
         "tls": False,
         "ca_root_cert_path": None,
         "override_authority": None,
+        "tls_cert_path": None,
+        "tls_key_path": None,
     }
     return argparse.Namespace(**(args | given))
 
@@ -340,6 +352,9 @@ def _flags(**given: object) -> argparse.Namespace:
         ({"srv": "_a._tcp.x", "dns_server": "1.2.3.4"}, "--dns-server: malformed endpoint '1.2.3.4'"),
         ({"endpoints": "h:1", "dns_server": "1.2.3.4:53"}, "--dns-server goes with --srv"),
         ({"endpoints": "h:1", "ca_root_cert_path": "/nope.pem"}, "--ca-root-cert-path /nope.pem: no such"),
+        ({"endpoints": "h:1", "tls_cert_path": "c.pem"}, "--tls-cert-path and --tls-key-path go together"),
+        ({"endpoints": "h:1", "tls_cert_path": "c.pem", "tls_key_path": "/nope.key"},
+         "--tls-key-path /nope.key: no such file"),
         ({"config": "c.toml", "timeout": "5s"}, "--timeout goes with --endpoints/--srv"),
         ({"config": "c.toml", "endpoints": "h:1"}, "give either --config or --endpoints/--srv"),
         ({}, "no applications"),

@@ -2,20 +2,24 @@
 
 Speaks the same wire protocol as the Java ``scalar-admin`` client: Pause,
 Unpause and CheckPaused on ``/rpc.Admin/*``, with an optional TLS channel (CA
-file or PEM, authority override). Every call has a deadline; every failure is
-raised as a one-line ``PauseError`` naming the endpoint.
+file or PEM, authority override) and, beyond the Java client, a client
+certificate for servers that require one (mutual TLS: the protocol itself
+authenticates nobody). Every call has a deadline; every failure is raised as a
+one-line ``PauseError`` naming the endpoint.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from types import TracebackType
 
 import grpc
 from google.protobuf import empty_pb2
 
 from txbackup.admin.rpc import admin_pb2, admin_pb2_grpc
+from txbackup.admin.tls import check_certificates, load_key_pair, read_certificates
 from txbackup.errors import PauseError, UsageError
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<ip6>[0-9a-fA-F:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d{1,5})$")
@@ -43,24 +47,70 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class TlsMaterial:
+    """What a TLS channel is made of, read and checked (PEM bytes; None: not given)."""
+
+    root: bytes | None = None
+    chain: bytes | None = None
+    key: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class TlsOptions:
-    """TLS like the Java client: a CA root certificate and an authority override."""
+    """TLS like the Java client (a CA root certificate, an authority override), plus
+    our certificate chain and private key (``cert_file``, ``key_file``: both or
+    neither) for a server that requires client certificates (mutual TLS).
+
+    The files are read and checked once, by :meth:`load` (the cluster-file reader
+    calls it, so a bad file is refused before anything is paused).
+    """
 
     ca_file: str | None = None
     ca_pem: str | None = None
     override_authority: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
-    def credentials(self) -> grpc.ChannelCredentials:
+    def __post_init__(self) -> None:
+        if self.ca_file and self.ca_pem:
+            raise UsageError("give either ca_file or ca_pem, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            given, missing = ("cert_file", "key_file") if self.key_file is None else ("key_file", "cert_file")
+            raise UsageError(f"{given} needs {missing}: a client certificate goes with its private key")
+
+    @property
+    def mutual(self) -> bool:
+        """Whether we present a client certificate."""
+        return self.cert_file is not None
+
+    @cached_property
+    def _material(self) -> TlsMaterial:
         root: bytes | None = None
         if self.ca_pem:
-            root = self.ca_pem.encode()
+            if "PRIVATE KEY" in self.ca_pem:  # a key pasted with the CA: a secret in the cluster file
+                raise UsageError(
+                    "ca_pem holds a private key; a key never goes in the cluster file: give the "
+                    "client's with key_file (an owner-only file)"
+                )
+            root = check_certificates(self.ca_pem.encode(), what="ca_pem")
         elif self.ca_file:
-            try:
-                with open(self.ca_file, "rb") as f:
-                    root = f.read()
-            except OSError as exc:
-                raise UsageError(f"CA certificate {self.ca_file}: {exc.strerror}") from exc
-        return grpc.ssl_channel_credentials(root_certificates=root)
+            root = read_certificates(self.ca_file, what="ca_file")
+        chain = key = None
+        if self.cert_file is not None and self.key_file is not None:
+            chain, key = load_key_pair(self.cert_file, self.key_file)
+        return TlsMaterial(root, chain, key)
+
+    def load(self) -> TlsMaterial:
+        """The certificates and key, read and checked the first time (one-line
+        ``UsageError`` naming the file: unreadable, not PEM, a key others may read,
+        a key that is not the certificate's)."""
+        return self._material
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        material = self.load()
+        return grpc.ssl_channel_credentials(
+            root_certificates=material.root, private_key=material.key, certificate_chain=material.chain
+        )
 
 
 @dataclass(frozen=True)
@@ -71,8 +121,51 @@ class ClientOptions:
     tls: TlsOptions | None = None
 
 
-def describe_rpc_error(exc: grpc.aio.AioRpcError) -> str:
-    """A short, human reason for a failed call."""
+_TLS_FAILED = re.compile(
+    r"(?:Tls|Ssl) handshake failed.*?OPENSSL_internal:(?P<reason>[A-Z0-9_]+)(?::\s*(?P<text>[^:]+))?"
+)
+
+
+# alerts a server sends when it refuses a client certificate (TLS 1.2; in TLS 1.3 it closes)
+_REFUSED_CERTIFICATE = ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE_FAILURE", "ACCESS_DENIED", "DECRYPT_ERROR")
+
+
+def _handshake_reason(detail: str, tls: TlsOptions | None) -> str | None:
+    """Why a connection failed in (or because of) the TLS handshake, or None.
+
+    A server that requires a client certificate refuses ours, or a missing one,
+    after the handshake (TLS 1.3): the client only sees the connection closed.
+    """
+    match = _TLS_FAILED.search(detail)
+    if match:
+        reason, text = match["reason"], (match["text"] or "").strip()
+        shown = f"{reason}: {text}" if text and text != "OK" and "context" not in text else reason
+        if reason == "WRONG_VERSION_NUMBER":
+            return f"TLS handshake failed: the server does not speak TLS ({shown})"
+        if reason == "CERTIFICATE_VERIFY_FAILED":
+            return f"TLS handshake failed: the server's certificate is not trusted ({shown})"
+        if "ALERT" in reason and any(word in reason for word in _REFUSED_CERTIFICATE):
+            return f"TLS handshake failed: the server refused our client certificate ({shown})"
+        return f"TLS handshake failed ({shown})"
+    if "hostname verification" in detail.lower() or "not in peer certificate" in detail.lower():
+        return (
+            "TLS: the server's certificate does not name the host we connect to "
+            "(set override_authority / --override-authority to the name it holds)"
+        )
+    if "socket closed" in detail.lower() or "connection reset" in detail.lower():
+        if tls is None:
+            return "the server closed the connection (does it require TLS? use --tls / [applications] tls)"
+        if tls.mutual:
+            return "the server closed the connection in the TLS handshake (did it refuse our certificate?)"
+        return (
+            "the server closed the connection in the TLS handshake (does it require a client "
+            "certificate? give cert_file/key_file or --tls-cert-path/--tls-key-path)"
+        )
+    return None
+
+
+def describe_rpc_error(exc: grpc.aio.AioRpcError, tls: TlsOptions | None = None) -> str:
+    """A short, human reason for a failed call (``tls``: the channel's TLS options)."""
     code = exc.code()
     details = (exc.details() or "").strip().splitlines()
     detail = details[0] if details else ""
@@ -80,6 +173,9 @@ def describe_rpc_error(exc: grpc.aio.AioRpcError) -> str:
         low = detail.lower()
         if "refused" in low:
             return "connection refused"
+        handshake = _handshake_reason(detail, tls)  # before the DNS words: "UNKNOWN: ... Hostname"
+        if handshake is not None:
+            return handshake
         if "dns" in low or "resolve" in low or ("name" in low and "unknown" in low):
             return f"cannot resolve host ({detail})"
         return f"unreachable ({detail})" if detail else "unreachable"
@@ -124,7 +220,7 @@ class AdminClient:
         await self._channel.close()
 
     def _fail(self, action: str, exc: grpc.aio.AioRpcError) -> PauseError:
-        return PauseError(f"{action} {self.endpoint}: {describe_rpc_error(exc)}")
+        return PauseError(f"{action} {self.endpoint}: {describe_rpc_error(exc, self.options.tls)}")
 
     async def pause(self, wait_outstanding: bool = True, max_pause_wait_ms: int | None = None) -> None:
         """Stop new requests and (by default) wait for in-flight ones to finish.

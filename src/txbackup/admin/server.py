@@ -3,6 +3,9 @@
 - ``AdminServicer`` answers ``/rpc.Admin/*`` by driving a ``PauseGate``.
 - ``GateInterceptor`` routes every other gRPC method through the gate.
 - ``GateMiddleware`` does the same for HTTP requests of any ASGI application.
+- ``server_credentials`` makes the port TLS, and with a client CA mutual TLS:
+  the scalar-admin protocol authenticates nobody, so whoever reaches a
+  plaintext port can pause the application.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import empty_pb2
@@ -18,6 +21,7 @@ from google.protobuf import empty_pb2
 from txbackup.admin.client import Endpoint
 from txbackup.admin.gate import GateClosed, PauseAborted, PauseGate
 from txbackup.admin.rpc import admin_pb2, admin_pb2_grpc
+from txbackup.admin.tls import load_key_pair, read_certificates
 from txbackup.errors import TxbackupError
 
 ADMIN_PREFIX = "/rpc.Admin/"
@@ -179,20 +183,47 @@ def format_address(host: str, port: int) -> str:
     return str(Endpoint(host, port))
 
 
-def bind(server: Any, host: str, port: int, tls: tuple[bytes, bytes] | None = None) -> int:
-    """Listen on ``host:port`` (0 = any free port); returns the bound port.
+def server_credentials(
+    cert_file: str,
+    key_file: str,
+    client_ca_file: str | None = None,
+    *,
+    names: tuple[str, str, str] = ("cert_file", "key_file", "client_ca_file"),
+) -> grpc.ServerCredentials:
+    """TLS for a grpc.aio server (give it to :func:`bind`, or to ``add_secure_port``).
 
-    ``tls`` is ``(certificate chain PEM, private key PEM)``.
+    ``cert_file`` is the server's certificate chain (PEM), ``key_file`` its private key
+    (PEM, an owner-only file: ``chmod 600``). With ``client_ca_file`` the TLS is mutual:
+    the handshake fails, before any call, unless the client presents a certificate
+    signed by that CA, so only holders of such a certificate can Pause or Unpause.
+    The files are read and checked now (one-line ``UsageError`` naming the file;
+    ``names`` are the names messages give them, e.g. command-line flags).
     """
+    cert_name, key_name, ca_name = names
+    chain, key = load_key_pair(cert_file, key_file, cert_what=cert_name, key_what=key_name)
+    if client_ca_file is None:
+        return grpc.ssl_server_credentials([(key, chain)])
+    client_ca = read_certificates(client_ca_file, what=ca_name)
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=True)
+
+
+ServerTls: TypeAlias = tuple[bytes, bytes] | grpc.ServerCredentials
+"""TLS for :func:`bind`: ``(certificate chain PEM, private key PEM)``, or credentials
+from :func:`server_credentials` (which can require client certificates)."""
+
+
+def bind(server: Any, host: str, port: int, tls: ServerTls | None = None) -> int:
+    """Listen on ``host:port`` (0 = any free port); returns the bound port."""
     address = format_address(host, port)
     failed = TxbackupError(f"cannot listen on {address}: address in use or not available")
     try:
         if tls is None:
             bound: int = server.add_insecure_port(address)
         else:
-            cert, key = tls
-            credentials = grpc.ssl_server_credentials([(key, cert)])
-            bound = server.add_secure_port(address, credentials)
+            if isinstance(tls, tuple):
+                cert, key = tls
+                tls = grpc.ssl_server_credentials([(key, cert)])
+            bound = server.add_secure_port(address, tls)
     except RuntimeError as exc:  # grpc reports a failed bind this way, or by returning 0
         raise failed from exc
     if bound == 0:
@@ -204,9 +235,14 @@ async def start_admin_server(
     gate: PauseGate,
     host: str = "127.0.0.1",
     port: int = 0,
-    tls: tuple[bytes, bytes] | None = None,
+    tls: ServerTls | None = None,
 ) -> tuple[Any, int]:
-    """Start a grpc.aio server that serves only ``rpc.Admin``; returns (server, bound port)."""
+    """Start a grpc.aio server that serves only ``rpc.Admin``; returns (server, bound port).
+
+    An application can serve rpc.Admin this way on a port of its own, with mutual TLS
+    (``tls=server_credentials(..., client_ca_file=...)``), while its own port keeps
+    serving its clients as before; both share ``gate``.
+    """
     server = grpc.aio.server(options=SERVER_OPTIONS)
     add_admin_servicer(server, gate)
     bound = bind(server, host, port, tls)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -26,6 +27,10 @@ from typing import NoReturn
 from txbackup import __version__
 from txbackup.errors import TxbackupError
 from txbackup.secrets import redact
+
+# gRPC's own log lines (a refused TLS handshake is logged at INFO) would break the one-line
+# errors; set before any command module imports grpc. An operator's own setting wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 # The order here is the order of `txbackup --help`.
 COMMAND_MODULES = [

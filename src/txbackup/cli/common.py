@@ -78,6 +78,10 @@ def add_fleet_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls", action="store_true", help="use TLS")
     group.add_argument("--ca-root-cert-path", metavar="FILE", help="CA certificate for TLS")
     group.add_argument("--override-authority", metavar="NAME", help="TLS authority override")
+    group.add_argument("--tls-cert-path", metavar="FILE", help="our client certificate (PEM), for mutual TLS")
+    group.add_argument(
+        "--tls-key-path", metavar="FILE", help="its private key (PEM, an owner-only file: chmod 600)"
+    )
 
 
 def applications_from_args(args: argparse.Namespace) -> Applications:
@@ -88,6 +92,8 @@ def applications_from_args(args: argparse.Namespace) -> Applications:
         "--tls": args.tls or None,
         "--ca-root-cert-path": args.ca_root_cert_path,
         "--override-authority": args.override_authority,
+        "--tls-cert-path": args.tls_cert_path,
+        "--tls-key-path": args.tls_key_path,
         "--dns-server": args.dns_server,
     }
     if args.config:
@@ -101,6 +107,8 @@ def applications_from_args(args: argparse.Namespace) -> Applications:
         raise UsageError("no applications: give --endpoints HOST:PORT,..., --srv NAME or --config FILE")
     if args.dns_server is not None and args.srv is None:
         raise UsageError("--dns-server goes with --srv")
+    if (args.tls_cert_path is None) != (args.tls_key_path is None):
+        raise UsageError("--tls-cert-path and --tls-key-path go together")
     conf: dict[str, Any] = {"timeout": "10s" if args.timeout is None else args.timeout}
     if args.endpoints is not None:
         conf["endpoints"] = args.endpoints
@@ -108,8 +116,13 @@ def applications_from_args(args: argparse.Namespace) -> Applications:
         conf["srv"] = args.srv
     if args.dns_server is not None:
         conf["dns_server"] = args.dns_server
-    if args.tls or args.ca_root_cert_path is not None or args.override_authority is not None:
-        tls = {"ca_file": args.ca_root_cert_path, "override_authority": args.override_authority}
+    tls = {
+        "ca_file": args.ca_root_cert_path,
+        "override_authority": args.override_authority,
+        "cert_file": args.tls_cert_path,
+        "key_file": args.tls_key_path,
+    }
+    if args.tls or any(v is not None for v in tls.values()):
         conf["tls"] = {k: v for k, v in tls.items() if v is not None}
     try:
         apps = parse_applications(conf, base=Path.cwd())
@@ -126,7 +139,8 @@ def _as_flags(message: str) -> str:
     message = message.removeprefix("[applications.tls]: ").removeprefix("[applications]: ")
     names = {"endpoints": "--endpoints", "srv": "--srv", "dns_server": "--dns-server",
              "timeout": "--timeout", "ca_file": "--ca-root-cert-path",
-             "override_authority": "--override-authority"}  # fmt: skip
+             "override_authority": "--override-authority", "cert_file": "--tls-cert-path",
+             "key_file": "--tls-key-path"}  # fmt: skip
     key = message.partition(" ")[0].rstrip(":")
     return f"{names[key]}{message[len(key) :]}" if key in names else message
 

@@ -2,7 +2,8 @@
 
 ``/sample.Sample/Work`` takes a delay in milliseconds (decimal ASCII bytes),
 sleeps that long and answers ``b"done <ms>"``; tests use it to make requests that
-finish late or never. The same server serves ``rpc.Admin`` for the gate.
+finish late or never. The same server serves ``rpc.Admin`` for the gate, in
+plaintext, TLS or mutual TLS (``tls``: see :func:`txbackup.admin.server.server_credentials`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from txbackup.admin.gate import PauseGate
 from txbackup.admin.server import (
     SERVER_OPTIONS,
     GateInterceptor,
+    ServerTls,
     add_admin_servicer,
     bind,
     format_address,
@@ -63,8 +65,10 @@ async def start_sample_server(
     *,
     lease_seconds: float | None = 60.0,
     reject_when_paused: bool = False,
+    tls: ServerTls | None = None,
 ) -> SampleServer:
-    """Start the sample service (Work through the gate, plus rpc.Admin) on ``host:port``."""
+    """Start the sample service (Work through the gate, plus rpc.Admin) on ``host:port``
+    (TLS when ``tls`` is given)."""
     gate = PauseGate(reject_when_paused=reject_when_paused, lease_seconds=lease_seconds)
     server = grpc.aio.server(interceptors=[GateInterceptor(gate)], options=SERVER_OPTIONS)
     handler = grpc.method_handlers_generic_handler(
@@ -72,14 +76,22 @@ async def start_sample_server(
     )
     server.add_generic_rpc_handlers((handler,))
     add_admin_servicer(server, gate)
-    bound = bind(server, host, port)
+    bound = bind(server, host, port, tls)
     await server.start()
     return SampleServer(server, gate, host, bound)
 
 
-async def call_work(target: str, delay_ms: int, timeout: float) -> bytes:
-    """Call ``Work`` on ``target`` (host:port) once, with a deadline of ``timeout`` seconds."""
-    async with grpc.aio.insecure_channel(target) as channel:
+async def call_work(
+    target: str, delay_ms: int, timeout: float, credentials: grpc.ChannelCredentials | None = None
+) -> bytes:
+    """Call ``Work`` on ``target`` (host:port) once, with a deadline of ``timeout`` seconds
+    (over TLS with ``credentials``)."""
+    channel = (
+        grpc.aio.insecure_channel(target)
+        if credentials is None
+        else grpc.aio.secure_channel(target, credentials)
+    )
+    async with channel:
         work = channel.unary_unary(WORK_METHOD)
         response: bytes = await work(str(delay_ms).encode(), timeout=timeout)
         return response
