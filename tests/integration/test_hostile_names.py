@@ -21,7 +21,7 @@ from psycopg.conninfo import make_conninfo
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 from tests.targets_support import DirReader, backup
-from txbackup.errors import TargetError
+from txbackup.errors import TargetError, UsageError
 from txbackup.targets import mysql as mysql_target
 from txbackup.targets import postgres as pg_target
 
@@ -359,14 +359,25 @@ def test_postgres_hostile_names_round_trip(postgres_server, postgres_db, tmp_pat
         dest = pg_nasty("r", canary)
         target.restore(DirReader(tmp_path / "out"), {"database": dest}, force=False)
         assert pg_state(postgres_server, dest) == expected
-        # one table of the schema: the others are left out by pg_dump -T patterns naming them
+        # the cluster file refuses control characters, so an include names a printable table
         schema, table = pg_nasty("sc", canary), pg_nasty("ta", canary)
-        one = pg_target.from_config("hostile", {**conf, "include": [f"{schema}.{table}"]})
+        with pytest.raises(UsageError, match="must not hold control characters"):
+            pg_target.from_config("hostile", {**conf, "include": [f"{schema}.{table}"]})
+        # one printable-but-hostile table: every other relation (newlines and all) is left
+        # out by pg_dump -T patterns built from their names
+        printable = f"pt `\"'*/--;\\! touch {canary} é日本"
+        postgres_server.execute(
+            sql.SQL("CREATE SCHEMA {s}; CREATE TABLE {s}.{t} (k int PRIMARY KEY)")
+            .format(s=sql.Identifier(printable[:40]), t=sql.Identifier(printable))
+            .as_string(),
+            postgres_db,
+        )
+        one = pg_target.from_config("hostile", {**conf, "include": [f"{printable[:40]}.{printable}"]})
         backup(one, tmp_path / "one")
         dest = pg_nasty("o", canary)
         one.restore(DirReader(tmp_path / "one"), {"database": dest}, force=False)
         relations = {(r[1], r[2]) for r in pg_state(postgres_server, dest)["relations"]}
-        assert relations == {(table, "r"), (f"{table}_pkey", "i"), (pg_nasty("se", canary), "S")}
+        assert relations == {(printable, "r"), (f"{printable}_pkey"[:63], "i")}
     finally:
         # event triggers are global to a database but fire on every DDL: drop them
         postgres_server.execute(
