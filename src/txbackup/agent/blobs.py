@@ -74,7 +74,7 @@ def file_sha256(path: str) -> tuple[str, int]:
 
 
 class _Compressing(io.RawIOBase):
-    """The zstd-compressed bytes of a file, read as a stream (for ``Storage.save``),
+    """The zstd-compressed bytes of a file, read as a stream (for ``put_file``),
     digesting the plain data on the way."""
 
     def __init__(self, src: IO[bytes]) -> None:
@@ -115,20 +115,21 @@ def put_file(storage: Storage, store: str, path: str) -> Stored:
     """Store the local file ``path`` unless a blob with its content exists already.
 
     The file is hashed first; if it changes while it is compressed (it must
-    not: snapshot files are hard links to immutable SSTables) the blob is
-    removed and ``StorageError`` raised.
+    not: snapshot files are hard links to immutable SSTables) the upload is
+    aborted before it is published and ``StorageError`` raised.
     """
     sha, size = file_sha256(path)
     name = blob_name(store, sha)
     existing = storage.stat(name)
     if existing is not None:
-        return Stored(sha, size, existing, False)
-    with open(path, "rb") as src:
+        return Stored(sha, size, existing.size, False)
+    with open(path, "rb") as src, storage.open_write(name) as writer:
         stream = _Compressing(src)
-        stored = storage.save(name, cast(IO[bytes], io.BufferedReader(stream, CHUNK)))
-    if stream.plain() != (sha, size):
-        storage.remove(name)
-        raise StorageError(f"{path} changed while it was being stored")
+        while chunk := stream.read(CHUNK):
+            writer.write(chunk)
+        if stream.plain() != (sha, size):
+            raise StorageError(f"{path} changed while it was being stored")  # aborts the upload
+        stored = writer.commit().size
     return Stored(sha, size, stored, True)
 
 
@@ -157,7 +158,7 @@ def fetch_file(
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)  # left by an interrupted run (a link goes, not its target)
-        with storage.load(name) as src, os.fdopen(create_private(partial), "wb") as out:
+        with storage.open_read(name) as src, os.fdopen(create_private(partial), "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
             try:
                 # never more than one byte past the recorded size: a zstd bomb stops here

@@ -8,6 +8,7 @@ from txbackup.storage.base import (
     Writer,
     check_name,
     copy_stream,
+    list_names,
     load_bytes,
     save_bytes,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "Writer",
     "check_name",
     "copy_stream",
+    "list_names",
     "load_bytes",
     "open_storage",
     "register",

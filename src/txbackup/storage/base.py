@@ -35,7 +35,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Protocol, Self, TypeVar, runtime_checkable
@@ -56,6 +55,9 @@ CHUNK = 1 << 20
 
 MAX_NAME = 4096
 """The longest storage name (characters); a segment is at most 255 UTF-8 bytes."""
+
+RESERVED_PREFIX = ".txbackup-tmp-"
+"""No segment of a name starts with this: backends name their temporaries so."""
 
 
 @dataclass(frozen=True)
@@ -139,14 +141,16 @@ class Storage(Protocol):
         ``if_absent``). Opening it creates nothing visible."""
         ...
 
-    def open_read(
-        self, name: str, offset: int = 0, length: int | None = None
-    ) -> AbstractContextManager[IO[bytes]]:
+    def open_read(self, name: str, offset: int = 0, length: int | None = None) -> IO[bytes]:
         """A readable stream of ``name`` from byte ``offset``, at most ``length``
-        bytes (None: to the end). A range past the end is cut at the end (an
-        offset at or past it reads nothing): callers that expect a size compare
-        it themselves. ``NotFoundError`` if ``name`` does not exist (checked on
-        open, before the first read)."""
+        bytes (None: to the end). The caller closes it (``with``); it need not
+        be seekable, and a read may return fewer bytes than asked before EOF.
+        A range past the end is cut at the end (an offset at or past it reads
+        nothing): callers that expect a size compare it themselves.
+        ``NotFoundError`` if ``name`` does not exist (checked on open, before
+        the first read). A read that fails midway raises a StorageError (a
+        transient one if resuming may work), never a silent early EOF when the
+        backend can tell."""
         ...
 
     def stat(self, name: str) -> ObjectInfo | None:
@@ -198,8 +202,11 @@ def check_name(name: str) -> str:
 
     Names also come from manifests and agent requests (untrusted): the rules
     are those of ``txbackup.safepaths`` (no empty, ``.`` or ``..`` segment, no
-    backslash, NUL or control character, valid UTF-8, bounded lengths)."""
+    backslash, NUL or control character, valid UTF-8, bounded lengths), and
+    no segment may start with ``RESERVED_PREFIX`` (a backend's temporaries)."""
     problem = name_problem(name, max_name=MAX_NAME, max_segment=255)
+    if problem is None and any(part.startswith(RESERVED_PREFIX) for part in name.split("/")):
+        problem = f"a segment starts with {RESERVED_PREFIX!r}, reserved for temporary files"
     if problem is not None:
         raise StorageError(
             f"storage name {shown(name)}: must be a relative path without '.' or '..' ({problem})"
@@ -232,7 +239,11 @@ def storage_error(cls: type[E], where: str, operation: str, name: str, cause: ob
 
 def check_ok(name: str) -> bool:
     """Whether ``name`` is a valid storage name (or prefix ending in ``/``)."""
-    return name_problem(name.removesuffix("/"), max_name=MAX_NAME, max_segment=255) is None
+    try:
+        check_name(name.removesuffix("/"))
+    except StorageError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- writers
@@ -311,6 +322,11 @@ def save_bytes(storage: Storage, name: str, data: bytes, *, if_absent: bool = Fa
         return writer.commit()
 
 
+def list_names(storage: Storage, prefix: str = "") -> list[str]:
+    """The names under ``prefix``, sorted (for small listings: locks, tests)."""
+    return [info.name for info in storage.iterate(prefix)]
+
+
 def copy_stream(storage: Storage, name: str, stream: IO[bytes], *, if_absent: bool = False) -> ObjectInfo:
     """Store ``stream``, read to EOF in ``CHUNK`` pieces, as ``name``. Not retried
     as a whole (a stream cannot be rewound): a transient error surfaces."""
@@ -380,6 +396,7 @@ __all__ = [
     "check_name",
     "check_prefix",
     "copy_stream",
+    "list_names",
     "load_bytes",
     "save_bytes",
     "storage_error",

@@ -35,8 +35,9 @@ from txbackup.errors import (
     TransientStorageError,
     UsageError,
 )
-from txbackup.safepaths import create_private, shown
+from txbackup.safepaths import create_private, name_problem, shown
 from txbackup.storage.base import (
+    RESERVED_PREFIX,
     ObjectInfo,
     RangeReader,
     WriterBase,
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("txbackup.storage")
 
-TMP_PREFIX = ".txbackup-tmp-"
-"""Files being saved; never listed, renamed to their real name once complete."""
+TMP_PREFIX = RESERVED_PREFIX
+"""Files being written; never listed, renamed to their real name once complete."""
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
@@ -161,6 +162,9 @@ class LocalStorage:
 
     def remove(self, name: str) -> None:
         *folders, leaf = check_name(name).split("/")
+        self._unlink(folders, leaf, name)
+
+    def _unlink(self, folders: list[str], leaf: str, name: str) -> None:
         try:
             with self._folder(folders, name) as dir_fd:
                 os.unlink(leaf, dir_fd=dir_fd)  # a link is removed itself, never followed
@@ -204,9 +208,12 @@ class LocalStorage:
         yield from sorted(found, key=lambda info: info.name)
 
     def remove_temporary(self, name: str) -> None:
-        if not check_name(name).rpartition("/")[2].startswith(TMP_PREFIX):
-            raise StorageError(f"storage {self.root}: remove temporary {name}: not a temporary file")
-        self.remove(name)
+        *folders, leaf = name.split("/")
+        if folders:
+            check_name("/".join(folders))
+        if not leaf.startswith(TMP_PREFIX) or name_problem(leaf) is not None:
+            raise StorageError(f"storage {self.root}: remove temporary {shown(name)}: not a temporary file")
+        self._unlink(folders, leaf, name)
 
     @contextlib.contextmanager
     def _folder(self, folders: list[str], name: str) -> Iterator[int]:

@@ -16,6 +16,7 @@ from typing import Any
 from txbackup.errors import UsageError
 from txbackup.safepaths import shown
 from txbackup.storage.base import Storage
+from txbackup.storage.retry import retrying
 
 Factory = Callable[[str, Mapping[str, Any]], Storage]
 """``factory(url, options)``: the storage at ``url`` (whole, scheme included;
@@ -49,8 +50,9 @@ def schemes() -> list[str]:
 
 def open_storage(url_or_path: str, options: Mapping[str, Any] | None = None) -> Storage:
     """The storage at ``url_or_path``: a folder path (local), or ``<scheme>://...``
-    of a registered backend. UsageError for an unknown scheme (listing the known
-    ones) or a backend whose optional library is not installed."""
+    of a registered backend, wrapped in the retries of ``storage.retry``.
+    UsageError for an unknown scheme (listing the known ones) or a backend
+    whose optional library is not installed."""
     if not url_or_path:
         raise UsageError("storage: empty location (give a folder path or a URL such as file:///path)")
     match = _URL.match(url_or_path)
@@ -73,7 +75,8 @@ def open_storage(url_or_path: str, options: Mapping[str, Any] | None = None) -> 
                 f"storage {scheme}://: its library is not installed ({exc.name}){hint}"
             ) from None
     assert callable(factory)
-    return factory(url_or_path, options or {})  # a bare path goes to file's factory as it is
+    # a bare path goes to file's factory as it is; every backend gets the retries
+    return retrying(factory(url_or_path, options or {}))
 
 
 # One line per backend. Object stores (s3, az, gs) register here too.
