@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,7 +24,12 @@ from txbackup.errors import IntegrityError, PauseError, StorageError, TargetErro
 from txbackup.jobs import JobStore
 from txbackup.locks import LockBusy
 from txbackup.storage import LocalStorage
+from txbackup.storage.base import list_names
+from txbackup.storage.local import LocalWriter
 from txbackup.targets.base import ArtifactReader, Capture, Target
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 def make_db(path: Path, rows: int) -> None:
@@ -185,7 +190,7 @@ async def test_target_failure_marks_failed_and_cleans_up(
     assert not app.gate.paused
     [row] = plan.catalog.list()
     assert row.status == "failed" and "injected" in (row.error or "")
-    assert plan.storage.list("sets/") == []
+    assert list_names(plan.storage, "sets/") == []
     if phase == "export":
         assert broken.released
 
@@ -207,20 +212,20 @@ class FullDisk(LocalStorage):
         super().__init__(root)
         self.room = room
 
-    def save(self, name: str, stream: IO[bytes]) -> int:
-        budget = self.room
+    def open_write(self, name: str, *, if_absent: bool = False) -> LocalWriter:
+        return _FullDiskWriter(self, name, if_absent)
 
-        class Limited:
-            def read(self, size: int = -1) -> bytes:
-                nonlocal budget
-                data = stream.read(size)
-                budget -= len(data)
-                if budget < 0:
-                    raise StorageError(f"storage {root}: no space left on device while writing {name}")
-                return data
 
-        root = self.describe()
-        return super().save(name, Limited())  # type: ignore[arg-type]
+class _FullDiskWriter(LocalWriter):
+    def __init__(self, storage: FullDisk, name: str, if_absent: bool) -> None:
+        super().__init__(storage, name, if_absent)
+        self._disk = storage
+
+    def _write(self, data: ReadableBuffer) -> int:
+        self._disk.room -= memoryview(data).nbytes
+        if self._disk.room < 0:
+            raise StorageError(f"storage {self.where}: write {self.name}: no space left on device")
+        return super()._write(data)
 
 
 async def test_full_disk_during_export(app: SampleServer, tmp_path: Path) -> None:
@@ -231,7 +236,7 @@ async def test_full_disk_during_export(app: SampleServer, tmp_path: Path) -> Non
         await run_backup(plan)
     assert not app.gate.paused
     assert plan.catalog.list()[0].status == "failed"
-    assert plan.storage.list("") == []
+    assert list_names(plan.storage, "") == []
 
 
 async def test_corrupt_artifact_refused_by_verify_and_restore(
@@ -297,7 +302,7 @@ async def test_two_concurrent_backups_one_fails_on_the_lock(
     assert len(done) == 1 and len(refused) == 1, results
     assert "locked by txbackup backup, pid" in str(refused[0])
     assert [r.status for r in plans[0].catalog.list()] == ["complete"]  # the refused one began nothing
-    assert plans[0].storage.list("locks/") == [] and not app.gate.paused
+    assert list_names(plans[0].storage, "locks/") == [] and not app.gate.paused
 
 
 async def test_two_backups_waiting_for_the_lock_take_disjoint_windows(
@@ -333,7 +338,7 @@ async def test_third_party_unpause_mid_window_fails_the_set(
     assert f"127.0.0.1:{app.port}: no longer paused" in message and "\n" not in message
     [row] = plan.catalog.list()
     assert row.status == "failed" and f"127.0.0.1:{app.port}" in (row.error or "")
-    assert plan.storage.list("") == [] and not app.gate.paused
+    assert list_names(plan.storage, "") == [] and not app.gate.paused
 
 
 async def test_pause_lease_expiring_mid_window_fails_the_set(dbs: list[Path], tmp_path: Path) -> None:
@@ -343,7 +348,7 @@ async def test_pause_lease_expiring_mid_window_fails_the_set(dbs: list[Path], tm
         plan = plan_for(server, [a, FailingTarget(b, "slow", 0.8)], tmp_path)
         with pytest.raises(PauseWindowBroken, match=f"127.0.0.1:{server.port}: no longer paused"):
             await run_backup(plan)
-        assert plan.catalog.list()[0].status == "failed" and plan.storage.list("sets/") == []
+        assert plan.catalog.list()[0].status == "failed" and list_names(plan.storage, "sets/") == []
     finally:
         await server.stop()
 

@@ -17,6 +17,7 @@ from txbackup.agent.client import AgentClient, parse_agent
 from txbackup.agent.node import Node, NodeConfig, nodetool_message
 from txbackup.errors import IntegrityError, TargetError, TxbackupError, UsageError
 from txbackup.storage import LocalStorage
+from txbackup.storage.base import list_names
 
 STORE = "cassandra/test/sstables"
 
@@ -30,7 +31,7 @@ def test_put_then_fetch_round_trip_and_dedupe(tmp_path: Path) -> None:
     src.write_bytes(os.urandom(3 << 20) + b"x" * (1 << 20))
     first = blobs.put_file(storage, STORE, str(src))
     assert first.uploaded and first.size == src.stat().st_size and first.stored_size < first.size
-    assert storage.list(STORE + "/") == [f"{STORE}/{first.sha256}"]
+    assert list_names(storage, STORE + "/") == [f"{STORE}/{first.sha256}"]
     again = blobs.put_file(storage, STORE, str(src))
     assert not again.uploaded and again.sha256 == first.sha256 and again.stored_size == first.stored_size
     out = tmp_path / "out"

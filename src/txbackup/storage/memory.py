@@ -45,28 +45,31 @@ Operation = Literal[
 ]  # fmt: skip
 """The calls a fault can target (``write``/``read``: each call on a writer/stream)."""
 
-Effect = Literal["transient", "permanent", "short_read"]
-"""What a fault does: raise ``TransientStorageError``/``PermanentStorageError``, or
-(``read`` only) end the stream early, as a connection cut mid-body would."""
+Effect = Literal["transient", "permanent", "short_read", "transient_after"]
+"""What a fault does: raise ``TransientStorageError``/``PermanentStorageError``;
+``short_read`` (``read`` only): end the stream early, as a connection cut
+mid-body would; ``transient_after`` (``commit`` only): the object is published,
+then the answer is lost (a timeout after the server did the work)."""
 
 
 @dataclass
 class Fault:
     """One planned failure: of ``operation``, at its ``nth`` call (1-based, counted
-    across names) or at every call whose name matches ``pattern`` (fnmatch);
-    ``times`` limits how often it fires (None: always)."""
+    across names), at every ``every``-th call, or at every call whose name matches
+    ``pattern`` (fnmatch); ``times`` limits how often it fires (None: always)."""
 
     operation: Operation
     effect: Effect = "transient"
     nth: int | None = None
     pattern: str | None = None
     times: int | None = 1
+    every: int | None = None
     fired: int = 0
 
     def matches(self, operation: str, count: int, name: str) -> bool:
         if operation != self.operation or (self.times is not None and self.fired >= self.times):
             return False
-        if self.nth is not None and count != self.nth:
+        if (self.nth is not None and count != self.nth) or (self.every and count % self.every):
             return False
         return self.pattern is None or fnmatch.fnmatchcase(name, self.pattern)
 
@@ -87,15 +90,17 @@ class FaultInjector:
         nth: int | None = None,
         pattern: str | None = None,
         times: int | None = 1,
+        every: int | None = None,
     ) -> Fault:
-        """Plan a fault (see ``Fault``); with neither ``nth`` nor ``pattern`` it hits the next call."""
-        fault = Fault(operation, effect, nth, pattern, times)
+        """Plan a fault (see ``Fault``); with no ``nth``, ``every`` or ``pattern`` it hits the next call."""
+        fault = Fault(operation, effect, nth, pattern, times, every)
         with self._lock:
             self.faults.append(fault)
         return fault
 
     def check(self, where: str, operation: Operation, name: str) -> Effect | None:
-        """Count the call; raise the fault planned for it, or return ``short_read``."""
+        """Count the call; raise the fault planned for it, or return the effects the
+        caller carries out (``short_read``, ``transient_after``)."""
         with self._lock:
             self.calls[operation] += 1
             fault = next(
@@ -104,10 +109,14 @@ class FaultInjector:
             if fault is None:
                 return None
             fault.fired += 1
-        if fault.effect == "short_read":
+        if fault.effect in ("short_read", "transient_after"):
             return fault.effect
         cls = TransientStorageError if fault.effect == "transient" else PermanentStorageError
-        raise storage_error(cls, where, operation.replace("_", " "), name, f"injected {fault.effect} fault")
+        raise injected(cls, where, operation, name, fault.effect)
+
+
+def injected(cls: type[StorageError], where: str, operation: str, name: str, effect: str) -> StorageError:
+    return storage_error(cls, where, operation.replace("_", " "), name, f"injected {effect} fault")
 
 
 @dataclass
@@ -231,7 +240,7 @@ class MemoryWriter(WriterBase):
 
     def _commit(self) -> ObjectInfo:
         storage = self._storage
-        storage._fault("commit", self.name)
+        effect = storage._fault("commit", self.name)
         data = b"".join(self.pending.parts)
         obj = _Object(data, time.time(), hashlib.md5(data, usedforsecurity=False).hexdigest())
         with storage._lock:
@@ -239,6 +248,8 @@ class MemoryWriter(WriterBase):
                 raise storage_error(AlreadyExistsError, self.where, "create", self.name, "already exists")
             storage.objects[self.name] = obj
             storage.pending.pop(self.upload, None)
+        if effect == "transient_after":
+            raise injected(TransientStorageError, self.where, "commit", self.name, effect)
         return ObjectInfo(self.name, len(data), obj.mtime, obj.checksum)
 
     def _abort(self) -> None:
