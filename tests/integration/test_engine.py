@@ -20,12 +20,22 @@ from txbackup.engine.artifacts import verify_set
 from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import Manifest, read_manifest
 from txbackup.engine.restore import RestorePlan, restore_set
-from txbackup.errors import IntegrityError, PauseError, StorageError, TargetError, TxbackupError
+from txbackup.errors import (
+    AlreadyExistsError,
+    IntegrityError,
+    PauseError,
+    PermanentStorageError,
+    StorageError,
+    TargetError,
+    TxbackupError,
+)
 from txbackup.jobs import JobStore
 from txbackup.locks import LockBusy
 from txbackup.storage import LocalStorage
-from txbackup.storage.base import list_names
+from txbackup.storage.base import list_names, load_bytes, save_bytes
 from txbackup.storage.local import LocalWriter
+from txbackup.storage.memory import FaultInjector, MemoryStorage, MemoryWriter
+from txbackup.storage.retry import RetryPolicy, RetryStorage
 from txbackup.targets.base import ArtifactReader, Capture, Target
 
 if TYPE_CHECKING:
@@ -237,6 +247,65 @@ async def test_full_disk_during_export(app: SampleServer, tmp_path: Path) -> Non
     assert not app.gate.paused
     assert plan.catalog.list()[0].status == "failed"
     assert list_names(plan.storage, "") == []
+
+
+async def test_backup_and_restore_through_a_flaky_store(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    """Reads, listings and removals that fail now and then are retried: nothing shows."""
+    faults = FaultInjector()
+    for operation in ("stat", "open_read", "read", "iterate", "remove", "open_write"):
+        faults.add(operation, "transient", every=3, times=None)  # type: ignore[arg-type]
+    storage = RetryStorage(MemoryStorage(faults=faults), RetryPolicy(sleep=lambda s: None))
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path, storage)
+    manifest = await run_backup(plan)
+    assert verify_set(storage, manifest) == [] and read_manifest(storage, manifest.set_id) == manifest
+    assert faults.calls["stat"] > 2 and faults.calls["read"] > 2
+    out = tmp_path / "restored"
+    out.mkdir()
+    restore_set(
+        RestorePlan(
+            storage=storage,
+            manifest=manifest,
+            targets=plan.targets,
+            jobs=JobStore(str(tmp_path / "catalog.db")),
+            destinations={"a": str(out / "a.db"), "b": str(out / "b.db")},
+        )
+    )
+    assert count(out / "a.db") == 10 and count(out / "b.db") == 11
+
+
+async def test_a_manifest_commit_that_fails_leaves_no_set(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    faults = FaultInjector()
+    faults.add("commit", "permanent", pattern="sets/*/manifest.json")
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path, MemoryStorage(faults=faults))
+    message = r"commit sets/.*/manifest\.json: injected permanent fault"
+    with pytest.raises(PermanentStorageError, match=message):
+        await run_backup(plan)
+    assert not app.gate.paused and plan.catalog.list()[0].status == "failed"
+    assert list_names(plan.storage, "") == [] and list(plan.storage.temporaries(-60)) == []
+
+
+class _Raced(MemoryStorage):
+    """Another run commits the same set's manifest just before ours."""
+
+    def open_write(self, name: str, *, if_absent: bool = False) -> MemoryWriter:
+        if name.endswith("/manifest.json") and if_absent:
+            save_bytes(self, name, b"theirs")
+        return super().open_write(name, if_absent=if_absent)
+
+
+async def test_a_set_lost_to_another_commit_is_left_to_its_winner(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path, _Raced())
+    with pytest.raises(AlreadyExistsError):
+        await run_backup(plan)
+    names = list_names(plan.storage, "sets/")
+    assert len(names) == 3 and names[-1].endswith("/manifest.json")  # 2 artifacts, the winner's manifest
+    assert load_bytes(plan.storage, names[-1], 100) == b"theirs"
 
 
 async def test_corrupt_artifact_refused_by_verify_and_restore(

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.storage.conformance import Backend, StorageConformance, read_all
+from tests.storage.test_memory import kill
 from txbackup.errors import AlreadyExistsError, PermanentStorageError, TransientStorageError
 from txbackup.storage import open_storage
-from txbackup.storage.base import ObjectInfo, Writer, copy_stream, list_names, save_bytes
-from txbackup.storage.memory import FaultInjector, MemoryStorage, MemoryWriter
+from txbackup.storage.base import ObjectInfo, copy_stream, list_names, save_bytes
+from txbackup.storage.memory import FaultInjector, MemoryStorage
 from txbackup.storage.retry import RetryPolicy, RetryStorage
 
 
@@ -29,11 +30,6 @@ def flaky(
     sleeps = Sleeps()
     policy = RetryPolicy(attempts=attempts, sleep=sleeps)
     return RetryStorage(MemoryStorage(faults=faults), policy), faults, sleeps
-
-
-def kill(writer: Writer) -> None:
-    assert isinstance(writer, MemoryWriter)
-    writer.die()
 
 
 class TestRetryConformance(StorageConformance):

@@ -5,8 +5,8 @@ every later set that still has it. So a Cassandra file is stored, zstd
 compressed, as ``<store>/<sha256 of its data>`` (the store of a cluster is
 ``cassandra/<cluster name>/sstables``) and a backup set only *references* it:
 a later set uploads just the files that are new since (differential, like
-Medusa). Saves are atomic (the storage's ``save``), so an upload cut in the
-middle leaves either nothing or a complete blob; blobs stored before the cut
+Medusa). Uploads are atomic (the storage writer's ``commit``), so an upload
+cut in the middle leaves either nothing or a complete blob; blobs stored before the cut
 are reused by the next backup, which is how an interrupted upload resumes.
 
 A blob is checked when it is fetched: its stored size, the zstd frame, then
