@@ -9,7 +9,9 @@ decides how bytes leave (a temporary file, a multipart upload).
 **Names** are ``/``-separated relative paths such as
 ``sets/<id>/manifest.json``, checked by ``check_name`` (they also come from
 manifests and agent requests: untrusted). There are no folders, only names;
-a prefix ending in ``/`` plays the part of one.
+a prefix ending in ``/`` plays the part of one. A name that is also the
+folder of other names (``a`` and ``a/b``) is not portable (a local folder
+cannot hold both); txbackup's layout never makes one.
 
 **Atomicity.** Nothing is visible under a name until ``Writer.commit``
 returns; a name then holds the complete object, never a part of it. A

@@ -338,7 +338,10 @@ class LocalWriter(WriterBase):
                             f"no hard links here, needed for an atomic create ({exc.strerror})",
                         ) from exc
                     raise
-                os.unlink(tmp, dir_fd=dir_fd)
+                try:  # published: a temporary name left behind is cleanup's business
+                    os.unlink(tmp, dir_fd=dir_fd)
+                except OSError as exc:
+                    log.warning("storage %s: create %s: removing %s: %s", self.where, self.name, tmp, exc)
             else:
                 os.replace(tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             os.fsync(dir_fd)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from txbackup.errors import UsageError
 from txbackup.safepaths import shown
@@ -43,6 +44,20 @@ def register(scheme: str, factory: Factory | str, *, extra: str | None = None) -
     _REGISTRY[scheme.lower()] = _Entry(factory, extra)
 
 
+def shown_url(url: str) -> str:
+    """``url`` fit for a message: without user, password, query or fragment (where
+    credentials and signatures hide), cut short. Backends build ``describe()`` with it."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host += f":{parts.port}"
+        text = urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        text = url.split("?")[0].split("#")[0].rpartition("@")[2]
+    return text if len(text) <= 200 and text.isprintable() else shown(text, 200)
+
+
 def schemes() -> list[str]:
     """The registered URL schemes, sorted."""
     return sorted(_REGISTRY)
@@ -61,7 +76,7 @@ def open_storage(url_or_path: str, options: Mapping[str, Any] | None = None) -> 
     if entry is None:
         known = ", ".join(f"{s}://" for s in schemes())
         raise UsageError(
-            f"storage {shown(url_or_path.split('?')[0])}: unknown scheme '{scheme}' "
+            f"storage {shown_url(url_or_path)}: unknown scheme '{scheme}' "
             f"(use a folder path or one of {known})"
         )
     factory = entry.factory
