@@ -93,8 +93,9 @@ class Writer(Protocol):
     """
 
     def write(self, data: ReadableBuffer) -> int:
-        """Send all of ``data``; return ``len(data)``. A backend error stops the
-        upload (later calls raise too); the caller then aborts."""
+        """Send all of ``data``; return its size in bytes. ``data`` may be reused by
+        the caller once this returns: a backend that buffers copies it. A backend
+        error stops the upload (later calls raise too); the caller then aborts."""
         ...
 
     def commit(self) -> ObjectInfo:

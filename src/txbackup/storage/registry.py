@@ -3,6 +3,16 @@
 A backend module is imported only when its scheme is used, so a backend whose
 library is an optional extra (``pip install 'txbackup[s3]'``) costs nothing to
 those who store on a local folder, and its absence is one clear line.
+
+Adding a backend: a module with a factory ``from_url(url, options)`` returning
+an object that follows ``base.Storage`` (its writer may subclass
+``base.WriterBase``), errors raised with ``base.storage_error`` and mapped to
+the typed ``StorageError`` subclasses (a missing object: ``NotFoundError``; a
+lost conditional create: ``AlreadyExistsError``; throttling, 5xx, timeouts:
+``TransientStorageError``; denied, bad credentials, missing bucket:
+``PermanentStorageError``), ``describe()`` built with ``shown_url``; one
+``register`` line below; a test module joining ``tests/storage/conformance.py``.
+``open_storage`` wraps every backend in ``retry.RetryStorage``.
 """
 
 from __future__ import annotations
