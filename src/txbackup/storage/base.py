@@ -177,12 +177,15 @@ class Storage(Protocol):
         ...
 
     def temporaries(self, older_than_s: float) -> Iterator[ObjectInfo]:
-        """What writers left, last written more than ``older_than_s`` seconds ago:
-        local temporary files, incomplete multipart uploads. A running writer's
-        temporaries are younger than its last write, so callers pass a safe
-        margin. The name is an opaque id for ``remove_temporary``, whose part
-        before the last ``/`` is the folder of the object being written
-        (``sets/<id>/.txbackup-tmp-1f2e``, ``sets/<id>/manifest.json#<upload>``)."""
+        """What writers left, whose ``mtime`` is more than ``older_than_s`` seconds
+        ago: local temporary files (``mtime``: their last write), incomplete
+        multipart uploads (``mtime``: when the upload began, all a store tells).
+        A running writer's upload is listed too once old enough: callers remove
+        them only when no writer can be running (``txbackup cleanup`` holds the
+        storage lock) or with a margin longer than any upload. The name is an
+        opaque id for ``remove_temporary``, whose part before the last ``/`` is
+        the folder of the object being written (``sets/<id>/.txbackup-tmp-1f2e``,
+        ``sets/<id>/manifest.json#<upload>``)."""
         ...
 
     def remove_temporary(self, name: str) -> None:
