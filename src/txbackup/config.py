@@ -26,6 +26,7 @@ from txbackup.errors import UsageError
 from txbackup.secrets import check_dsn, dsn_secret
 from txbackup.settings import Setting, Table, check_keys, check_name, nearest, resolve_paths
 from txbackup.storage import LocalStorage, open_storage
+from txbackup.storage.retry import RetryStorage
 from txbackup.targets.base import Target
 
 # kind -> module implementing it (each exposes ``from_config(name, conf)``)
@@ -259,6 +260,8 @@ def check_places(
     defaults to ``<storage>/catalog.db``."""
     prefix = f"{where}: " if where else ""
     store = open_storage(storage)  # a scheme we do not know is refused now, not at the first write
+    if isinstance(store, RetryStorage):
+        store = store.inner
     if isinstance(store, LocalStorage):
         _check_folder(store.root, f"{prefix}storage {store.root}", writable=writable)
     if catalog is None:

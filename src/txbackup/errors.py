@@ -31,3 +31,19 @@ class StorageError(TxbackupError):
 
 class IntegrityError(TxbackupError):
     """An artifact does not match its recorded checksum or size."""
+
+
+class NotFoundError(StorageError):
+    """A storage object does not exist."""
+
+
+class AlreadyExistsError(StorageError):
+    """A conditional create (``if_absent``) found the name already taken."""
+
+
+class TransientStorageError(StorageError):
+    """A storage failure worth retrying: a timeout, a 5xx answer, throttling, a reset connection."""
+
+
+class PermanentStorageError(StorageError):
+    """A storage failure retrying will not fix: permission denied, bad credentials, missing bucket."""

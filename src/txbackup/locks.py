@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import re
 import secrets
@@ -44,7 +43,7 @@ from datetime import UTC, datetime
 from txbackup.clock import iso_ms, utc_now
 from txbackup.errors import StorageError, TxbackupError
 from txbackup.owner import Owner
-from txbackup.storage.base import Storage
+from txbackup.storage.base import Storage, save_bytes
 
 PREFIX = "locks/"
 STALE_AFTER_S = 300.0
@@ -168,18 +167,16 @@ def read_locks(storage: Storage, stale_after: float = STALE_AFTER_S) -> Found:
     """Every lock in ``storage``, each judged live or stale."""
     now = utc_now()
     live, stale, unreadable = [], [], []
-    for name in storage.list(PREFIX):
+    for info in storage.iterate(PREFIX):
+        name = info.name
         match = _NAME.match(name)
         if match is None:
             unreadable.append((name, "not a lock name"))
             continue
         try:
-            size = storage.stat(name)
-            if size is None:
-                continue  # removed since the listing
-            if size > MAX_LOCK_BYTES:
-                raise ValueError(f"{size} bytes, too large")
-            with storage.load(name) as stream:
+            if info.size > MAX_LOCK_BYTES:
+                raise ValueError(f"{info.size} bytes, too large")
+            with storage.open_read(name) as stream:
                 lock = LockInfo.parse(match["id"], stream.read(MAX_LOCK_BYTES + 1))
         except StorageError:
             if storage.stat(name) is None:
@@ -249,7 +246,7 @@ class StorageLock:
             self.info = LockInfo(
                 self.info.lock_id, state, self.command, self.owner, self.info.created_at, now
             )
-        self.storage.save(self.info.name, io.BytesIO(self.info.to_json()))
+        save_bytes(self.storage, self.info.name, self.info.to_json())
 
     def attempt(self) -> _Blocked | bool:
         """One step: True once held, False while waiting for newer locks to withdraw,

@@ -352,7 +352,7 @@ def test_repository_flags(command: str, folder: Path, capsys: pytest.CaptureFixt
     ids = positionals(command)
     cases = [
         (["--storage", "afile", *ids], "not a folder"),
-        (["--storage", "s3://bucket", *ids], "unsupported scheme"),
+        (["--storage", "ftp://bucket", *ids], "unknown scheme"),
         (["--storage", "file://host/x", *ids], "expected file:///absolute/path"),
         (["--storage", "adir", "--catalog", "adir", *ids], "is a folder"),
         (["--storage", "adir", "--catalog", "", *ids], "catalog: empty path"),
@@ -430,7 +430,7 @@ def test_agent_flags(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
         ([*node, "--no-token", "--tls-cert", "afile", "--tls-key", "garbage.bin"], "0644 are too open"),
         ([*node, "--no-token", "--tls-cert", "afile", "--tls-key", "garbage"], "cannot load"),
         ([*node, "--no-token", "--tls-cert", "afile", "--tls-key", "nope"], "no such file"),
-        (["--cassandra-data", "adir", "--storage", "s3://x", "--no-token"], "unsupported scheme"),
+        (["--cassandra-data", "adir", "--storage", "ftp://x", "--no-token"], "unknown scheme"),
         ([*node, "--no-token", "--nodetool-cmd", ""], "nodetool"),
     ]
     refuse_all(capsys, ["agent"], cases)

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,11 +20,26 @@ from txbackup.engine.artifacts import verify_set
 from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import Manifest, read_manifest
 from txbackup.engine.restore import RestorePlan, restore_set
-from txbackup.errors import IntegrityError, PauseError, StorageError, TargetError, TxbackupError
+from txbackup.errors import (
+    AlreadyExistsError,
+    IntegrityError,
+    PauseError,
+    PermanentStorageError,
+    StorageError,
+    TargetError,
+    TxbackupError,
+)
 from txbackup.jobs import JobStore
 from txbackup.locks import LockBusy
 from txbackup.storage import LocalStorage
+from txbackup.storage.base import list_names, load_bytes, save_bytes
+from txbackup.storage.local import LocalWriter
+from txbackup.storage.memory import FaultInjector, MemoryStorage, MemoryWriter
+from txbackup.storage.retry import RetryPolicy, RetryStorage
 from txbackup.targets.base import ArtifactReader, Capture, Recorded, Target
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 def make_db(path: Path, rows: int) -> None:
@@ -188,7 +203,7 @@ async def test_target_failure_marks_failed_and_cleans_up(
     assert not app.gate.paused
     [row] = plan.catalog.list()
     assert row.status == "failed" and "injected" in (row.error or "")
-    assert plan.storage.list("sets/") == []
+    assert list_names(plan.storage, "sets/") == []
     if phase == "export":
         assert broken.released
 
@@ -210,20 +225,20 @@ class FullDisk(LocalStorage):
         super().__init__(root)
         self.room = room
 
-    def save(self, name: str, stream: IO[bytes]) -> int:
-        budget = self.room
+    def open_write(self, name: str, *, if_absent: bool = False) -> LocalWriter:
+        return _FullDiskWriter(self, name, if_absent)
 
-        class Limited:
-            def read(self, size: int = -1) -> bytes:
-                nonlocal budget
-                data = stream.read(size)
-                budget -= len(data)
-                if budget < 0:
-                    raise StorageError(f"storage {root}: no space left on device while writing {name}")
-                return data
 
-        root = self.describe()
-        return super().save(name, Limited())  # type: ignore[arg-type]
+class _FullDiskWriter(LocalWriter):
+    def __init__(self, storage: FullDisk, name: str, if_absent: bool) -> None:
+        super().__init__(storage, name, if_absent)
+        self._disk = storage
+
+    def _write(self, data: ReadableBuffer) -> int:
+        self._disk.room -= memoryview(data).nbytes
+        if self._disk.room < 0:
+            raise StorageError(f"storage {self.where}: write {self.name}: no space left on device")
+        return super()._write(data)
 
 
 async def test_full_disk_during_export(app: SampleServer, tmp_path: Path) -> None:
@@ -234,7 +249,66 @@ async def test_full_disk_during_export(app: SampleServer, tmp_path: Path) -> Non
         await run_backup(plan)
     assert not app.gate.paused
     assert plan.catalog.list()[0].status == "failed"
-    assert plan.storage.list("") == []
+    assert list_names(plan.storage, "") == []
+
+
+async def test_backup_and_restore_through_a_flaky_store(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    """Reads, listings and removals that fail now and then are retried: nothing shows."""
+    faults = FaultInjector()
+    for operation in ("stat", "open_read", "read", "iterate", "remove", "open_write"):
+        faults.add(operation, "transient", every=3, times=None)  # type: ignore[arg-type]
+    storage = RetryStorage(MemoryStorage(faults=faults), RetryPolicy(sleep=lambda s: None))
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path, storage)
+    manifest = await run_backup(plan)
+    assert verify_set(storage, manifest) == [] and read_manifest(storage, manifest.set_id) == manifest
+    assert faults.calls["stat"] > 2 and faults.calls["read"] > 2
+    out = tmp_path / "restored"
+    out.mkdir()
+    restore_set(
+        RestorePlan(
+            storage=storage,
+            manifest=manifest,
+            targets=plan.targets,
+            jobs=JobStore(str(tmp_path / "catalog.db")),
+            destinations={"a": str(out / "a.db"), "b": str(out / "b.db")},
+        )
+    )
+    assert count(out / "a.db") == 10 and count(out / "b.db") == 11
+
+
+async def test_a_manifest_commit_that_fails_leaves_no_set(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    faults = FaultInjector()
+    faults.add("commit", "permanent", pattern="sets/*/manifest.json")
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path, MemoryStorage(faults=faults))
+    message = r"commit sets/.*/manifest\.json: injected permanent fault"
+    with pytest.raises(PermanentStorageError, match=message):
+        await run_backup(plan)
+    assert not app.gate.paused and plan.catalog.list()[0].status == "failed"
+    assert list_names(plan.storage, "") == [] and list(plan.storage.temporaries(-60)) == []
+
+
+class _Raced(MemoryStorage):
+    """Another run commits the same set's manifest just before ours."""
+
+    def open_write(self, name: str, *, if_absent: bool = False) -> MemoryWriter:
+        if name.endswith("/manifest.json") and if_absent:
+            save_bytes(self, name, b"theirs")
+        return super().open_write(name, if_absent=if_absent)
+
+
+async def test_a_set_lost_to_another_commit_is_left_to_its_winner(
+    app: SampleServer, dbs: list[Path], tmp_path: Path
+) -> None:
+    plan = plan_for(app, sqlite_targets(dbs), tmp_path, _Raced())
+    with pytest.raises(AlreadyExistsError):
+        await run_backup(plan)
+    names = list_names(plan.storage, "sets/")
+    assert len(names) == 3 and names[-1].endswith("/manifest.json")  # 2 artifacts, the winner's manifest
+    assert load_bytes(plan.storage, names[-1], 100) == b"theirs"
 
 
 async def test_corrupt_artifact_refused_by_verify_and_restore(
@@ -300,7 +374,7 @@ async def test_two_concurrent_backups_one_fails_on_the_lock(
     assert len(done) == 1 and len(refused) == 1, results
     assert "locked by txbackup backup, pid" in str(refused[0])
     assert [r.status for r in plans[0].catalog.list()] == ["complete"]  # the refused one began nothing
-    assert plans[0].storage.list("locks/") == [] and not app.gate.paused
+    assert list_names(plans[0].storage, "locks/") == [] and not app.gate.paused
 
 
 async def test_two_backups_waiting_for_the_lock_take_disjoint_windows(
@@ -336,7 +410,7 @@ async def test_third_party_unpause_mid_window_fails_the_set(
     assert f"127.0.0.1:{app.port}: no longer paused" in message and "\n" not in message
     [row] = plan.catalog.list()
     assert row.status == "failed" and f"127.0.0.1:{app.port}" in (row.error or "")
-    assert plan.storage.list("") == [] and not app.gate.paused
+    assert list_names(plan.storage, "") == [] and not app.gate.paused
 
 
 async def test_pause_lease_expiring_mid_window_fails_the_set(dbs: list[Path], tmp_path: Path) -> None:
@@ -346,7 +420,7 @@ async def test_pause_lease_expiring_mid_window_fails_the_set(dbs: list[Path], tm
         plan = plan_for(server, [a, FailingTarget(b, "slow", 0.8)], tmp_path)
         with pytest.raises(PauseWindowBroken, match=f"127.0.0.1:{server.port}: no longer paused"):
             await run_backup(plan)
-        assert plan.catalog.list()[0].status == "failed" and plan.storage.list("sets/") == []
+        assert plan.catalog.list()[0].status == "failed" and list_names(plan.storage, "sets/") == []
     finally:
         await server.stop()
 

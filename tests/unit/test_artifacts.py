@@ -12,11 +12,12 @@ import re
 import pytest
 import zstandard
 
-from tests.unit.test_storage import all_files, fill_disk
+from tests.storage.test_local import all_files, fill_disk
 from txbackup.engine.artifacts import SetReader, SetWriter, artifact_path, verify_set
 from txbackup.engine.manifest import ArtifactRecord, Manifest, PauseWindow, TargetRecord, Timings
 from txbackup.errors import IntegrityError, StorageError, TargetError
 from txbackup.storage import LocalStorage
+from txbackup.storage.base import save_bytes
 
 SET = "20261127T101500Z-3f9a"
 
@@ -73,7 +74,7 @@ def test_round_trip_records_sizes_and_checksums(storage):
         assert record.path == f"sets/{SET}/pg/{record.name}.zst"
         assert record.size == len(data[record.name])
         assert record.sha256 == hashlib.sha256(data[record.name]).hexdigest()
-        with storage.load(record.path) as f:
+        with storage.open_read(record.path) as f:
             stored = f.read()
         assert (record.stored_size, record.stored_sha256) == (
             len(stored),
@@ -160,8 +161,7 @@ def test_full_disk_while_exporting_raises_storage_error_and_leaves_no_artifact(
     with pytest.raises(StorageError) as err, writer.open("big.dump") as out:
         out.write(os.urandom(8 << 20))
     assert str(err.value) == (
-        f"storage {storage.root}: no space left on device while writing "
-        f"sets/{SET}/pg/big.dump.zst"
+        f"storage {storage.root}: write sets/{SET}/pg/big.dump.zst: no space left on device"
     )
     assert writer.records == []
     assert storage.stat(artifact_path(SET, "pg", "big.dump")) is None
@@ -245,7 +245,7 @@ def test_verify_progress_counts_stored_bytes(storage):
 def plant(storage, name: str, stored: bytes, size: int, sha256: str) -> ArtifactRecord:
     """Store ``stored`` as artifact ``name`` with a record claiming ``size``/``sha256``."""
     path = artifact_path(SET, "pg", name)
-    storage.save(path, io.BytesIO(stored))
+    save_bytes(storage, path, stored)
     return ArtifactRecord(name, path, size, sha256, len(stored), hashlib.sha256(stored).hexdigest())
 
 
@@ -281,11 +281,12 @@ def test_a_stored_stream_longer_than_recorded_is_refused(storage, monkeypatch):
             read.append(len(data))
             return data
 
-    def load(name):  # a storage whose file grows between stat and read (or lies about it)
+    # a storage whose file grows between stat and read (or lies about it)
+    def open_read(name, offset=0, length=None):
         with open(stored_path(storage, "x.dump"), "rb") as f:
             return Growing(f.read() + os.urandom(5 << 20))
 
-    monkeypatch.setattr(storage, "load", load)
+    monkeypatch.setattr(storage, "open_read", open_read)
     problems = verify_set(storage, manifest_of([record]))
     assert problems == [
         f"artifact sets/{SET}/pg/x.dump.zst: longer than the recorded {record.stored_size} bytes (corrupt)"

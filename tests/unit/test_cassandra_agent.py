@@ -15,8 +15,10 @@ import pytest
 from txbackup.agent import blobs, server
 from txbackup.agent.client import AgentClient, parse_agent
 from txbackup.agent.node import Node, NodeConfig, nodetool_message
-from txbackup.errors import IntegrityError, TargetError, TxbackupError, UsageError
+from txbackup.errors import IntegrityError, StorageError, TargetError, TxbackupError, UsageError
 from txbackup.storage import LocalStorage
+from txbackup.storage.base import list_names
+from txbackup.storage.memory import MemoryStorage
 
 STORE = "cassandra/test/sstables"
 
@@ -30,12 +32,27 @@ def test_put_then_fetch_round_trip_and_dedupe(tmp_path: Path) -> None:
     src.write_bytes(os.urandom(3 << 20) + b"x" * (1 << 20))
     first = blobs.put_file(storage, STORE, str(src))
     assert first.uploaded and first.size == src.stat().st_size and first.stored_size < first.size
-    assert storage.list(STORE + "/") == [f"{STORE}/{first.sha256}"]
+    assert list_names(storage, STORE + "/") == [f"{STORE}/{first.sha256}"]
     again = blobs.put_file(storage, STORE, str(src))
     assert not again.uploaded and again.sha256 == first.sha256 and again.stored_size == first.stored_size
     out = tmp_path / "out"
     blobs.fetch_file(storage, STORE, first.sha256, first.size, str(out), "ks.t nb-1-big-Data.db")
     assert out.read_bytes() == src.read_bytes()
+
+
+def test_a_file_that_changes_while_stored_is_never_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = MemoryStorage()
+    src = tmp_path / "nb-1-big-Data.db"
+    src.write_bytes(b"before" * 1000)
+    hashed = blobs.file_sha256(str(src))
+    src.write_bytes(b"after!" * 1000)  # changed between the hash and the upload
+    monkeypatch.setattr(blobs, "file_sha256", lambda path: hashed)
+    with pytest.raises(StorageError, match="changed while it was being stored"):
+        blobs.put_file(storage, STORE, str(src))
+    assert storage.faults.calls["commit"] == 0  # aborted before it was ever visible
+    assert list_names(storage) == [] and list(storage.temporaries(-60)) == []
 
 
 def test_a_corrupt_or_missing_blob_is_named(tmp_path: Path) -> None:

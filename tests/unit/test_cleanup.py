@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import stat
@@ -27,6 +26,7 @@ from txbackup.errors import StorageError
 from txbackup.locks import StorageLock
 from txbackup.owner import Owner, machine_tag
 from txbackup.storage import LocalStorage
+from txbackup.storage.base import list_names, save_bytes
 from txbackup.storage.local import TMP_PREFIX
 
 
@@ -120,7 +120,7 @@ def run_of(owner: Owner, storage: str) -> dict[str, object]:
 
 
 def partial(storage: LocalStorage, set_id: str) -> None:
-    storage.save(f"sets/{set_id}/pg/a.dump.zst", io.BytesIO(b"partial"))
+    save_bytes(storage, f"sets/{set_id}/pg/a.dump.zst", b"partial")
 
 
 def test_clean_removes_what_dead_runs_left_and_nothing_else(
@@ -158,7 +158,7 @@ def test_clean_removes_what_dead_runs_left_and_nothing_else(
     lock = StorageLock(storage, "cleanup")
     assert lock.attempt() is True
     stale = plant(storage, dead)
-    storage.save("locks/junk.json", io.BytesIO(b"junk"))
+    save_bytes(storage, "locks/junk.json", b"junk")
     _proc, folder = run_copying(tmpdir_here, "sleep")
     _proc.send_signal(signal.SIGKILL)
     _proc.wait(10)
@@ -176,10 +176,10 @@ def test_clean_removes_what_dead_runs_left_and_nothing_else(
     assert rows["other-storage"].status == RUNNING
     assert rows["legacy-old"].status == FAILED and rows["legacy-new"].status == RUNNING
     assert rows["kept"].status == COMPLETE
-    sets = {name.split("/")[1] for name in storage.list("sets/")}
+    sets = {name.split("/")[1] for name in list_names(storage, "sets/")}
     assert sets == {"alive", "finished", "kept"}
     assert not old_tmp.exists() and new_tmp.exists() and not Path(storage.root, "sets", "tmponly").exists()
-    assert storage.list("locks/") == []
+    assert list_names(storage, "locks/") == []
     assert not folder.parent.exists()
     assert sorted(report.partial_sets_removed) == ["orphan", "tmponly"]
     assert {name for name, _ in report.locks_removed} == {stale.name, "locks/junk.json"}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from txbackup.locks import (
 )
 from txbackup.owner import Owner, process_start
 from txbackup.storage import LocalStorage
+from txbackup.storage.base import ObjectInfo, list_names, save_bytes
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def plant(storage: LocalStorage, owner: Owner, *, age_s: float = 0.0, state: str
     """A lock written by someone else (``owner``), its heartbeat ``age_s`` old."""
     now = utc_now() - timedelta(seconds=age_s)
     info = LockInfo(new_lock_id(now), state, "backup", owner, now, now)
-    storage.save(info.name, io.BytesIO(info.to_json()))
+    save_bytes(storage, info.name, info.to_json())
     return info
 
 
@@ -54,15 +55,15 @@ def dead_pid() -> int:
 
 async def test_acquire_writes_our_lock_and_release_removes_it(storage: LocalStorage) -> None:
     lock = await acquire(storage, "backup")
-    [name] = storage.list("locks/")
-    with storage.load(name) as f:
+    [name] = list_names(storage, "locks/")
+    with storage.open_read(name) as f:
         doc = json.load(f)
     assert doc["state"] == HELD and doc["command"] == "backup"
     assert doc["owner"]["pid"] == os.getpid() and doc["owner"]["started"] == process_start(os.getpid())
     lock.check()
     lock.release()
     lock.release()  # idempotent
-    assert storage.list("locks/") == []
+    assert list_names(storage, "locks/") == []
 
 
 async def test_a_live_lock_blocks_naming_its_owner(storage: LocalStorage) -> None:
@@ -73,7 +74,7 @@ async def test_a_live_lock_blocks_naming_its_owner(storage: LocalStorage) -> Non
         message = str(info.value)
         assert f"storage {storage.root}: locked by txbackup backup, pid {os.getpid()}" in message
         assert "--wait-lock" in message and "\n" not in message
-        assert storage.list("locks/") == [first.info.name]  # type: ignore[union-attr]  # ours withdrawn
+        assert list_names(storage, "locks/") == [first.info.name]  # type: ignore[union-attr]  # ours withdrawn
     finally:
         first.release()
 
@@ -121,7 +122,7 @@ async def test_stale_locks_are_reported_and_removed(
     stale = plant(storage, owner(), age_s=age)
     warnings: list[str] = []
     lock = await acquire(storage, "backup", warn=warnings.append)
-    assert storage.list("locks/") == [lock.info.name]  # type: ignore[union-attr]
+    assert list_names(storage, "locks/") == [lock.info.name]  # type: ignore[union-attr]
     [warning] = warnings
     assert stale.name in warning and "pid" in warning and why in warning
     lock.release()
@@ -158,7 +159,7 @@ async def test_malformed_locks_are_ignored_with_a_warning(storage: LocalStorage)
         f"locks/{ids[7]}.json": hostile(ids[7], heartbeat_at="yesterday"),
     }
     for name, data in bad.items():
-        storage.save(name, io.BytesIO(data))
+        save_bytes(storage, name, data)
     warnings: list[str] = []
     lock = await acquire(storage, "backup", warn=warnings.append)
     assert len(warnings) == len(bad) and all("malformed lock" in w and "\n" not in w for w in warnings)
@@ -169,7 +170,7 @@ async def test_a_heartbeat_far_in_the_future_does_not_block_for_ever(storage: Lo
     future = utc_now() + timedelta(days=365)
     owner = Owner("mallory", "elsewhere", 4242, 7, "another-machine")
     planted = LockInfo(new_lock_id(utc_now()), HELD, "backup", owner, future, future)
-    storage.save(planted.name, io.BytesIO(planted.to_json()))
+    save_bytes(storage, planted.name, planted.to_json())
     warnings: list[str] = []
     lock = await acquire(storage, "backup", warn=warnings.append)
     assert len(warnings) == 1 and "in the future" in warnings[0]
@@ -183,13 +184,12 @@ def test_simultaneous_writers_exactly_one_wins(storage: LocalStorage) -> None:
     listed: set[str] = set()
 
     class Racing(LocalStorage):
-        def list(self, prefix: str) -> list[str]:
+        def iterate(self, prefix: str) -> Iterator[ObjectInfo]:
             me = threading.current_thread().name
             if prefix == "locks/" and me.startswith("racer") and me not in listed:
                 listed.add(me)
                 barrier.wait(timeout=10)  # everybody has saved before anybody lists
-            names: list[str] = super().list(prefix)
-            return names
+            return super().iterate(prefix)
 
     racing = Racing(storage.root)
     results: dict[int, object] = {}
@@ -207,7 +207,7 @@ def test_simultaneous_writers_exactly_one_wins(storage: LocalStorage) -> None:
         t.join(30)
     winners = [r for r in results.values() if isinstance(r, StorageLock)]
     assert len(results) == writers and len(winners) == 1
-    assert [n for n in storage.list("locks/")] == [winners[0].info.name]  # type: ignore[union-attr]
+    assert [n for n in list_names(storage, "locks/")] == [winners[0].info.name]  # type: ignore[union-attr]
     winners[0].release()
 
 
@@ -222,7 +222,7 @@ def test_an_older_pending_lock_yields_to_a_held_one(storage: LocalStorage) -> No
     a._pending_since = time.monotonic()
     outcome = a.attempt()
     assert isinstance(outcome, _Blocked) and outcome.by.lock_id == b.lock_id
-    assert storage.list("locks/") == [b.info.name]  # type: ignore[union-attr]
+    assert list_names(storage, "locks/") == [b.info.name]  # type: ignore[union-attr]
     b.release()
 
 

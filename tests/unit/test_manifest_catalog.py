@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
 import os
 import re
@@ -37,8 +37,9 @@ from txbackup.engine.manifest import (
     read_manifest,
     write_manifest,
 )
-from txbackup.errors import IntegrityError, StorageError, UsageError
+from txbackup.errors import AlreadyExistsError, IntegrityError, StorageError, UsageError
 from txbackup.storage import LocalStorage
+from txbackup.storage.base import list_names, save_bytes
 
 NOW = datetime(2026, 11, 27, 10, 15, 0, 123456, tzinfo=UTC)
 
@@ -70,7 +71,7 @@ def make_manifest(set_id: str) -> Manifest:
 
 
 def save_raw(storage, set_id: str, data: object) -> None:
-    storage.save(manifest_path(set_id), io.BytesIO(json.dumps(data).encode()))
+    save_bytes(storage, manifest_path(set_id), json.dumps(data).encode())
 
 
 def test_set_ids_and_times():
@@ -88,7 +89,7 @@ def test_manifest_round_trip_and_format(storage):
     manifest = make_manifest("s1")
     assert write_manifest(storage, manifest) == "sets/s1/manifest.json"
     assert read_manifest(storage, "s1") == manifest
-    with storage.load("sets/s1/manifest.json") as f:
+    with storage.open_read("sets/s1/manifest.json") as f:
         data = json.load(f)
     assert list(data)[:3] == ["format_version", "set_id", "status"]
     assert data["format_version"] == 1 and data["status"] == "complete"
@@ -121,13 +122,13 @@ def test_bad_manifests_are_integrity_errors_naming_the_file(storage, mutate, pro
 
 
 def test_unparsable_manifest(storage):
-    storage.save(manifest_path("s1"), io.BytesIO(b'{"format_version": 1, '))
+    save_bytes(storage, manifest_path("s1"), b'{"format_version": 1, ')
     with pytest.raises(IntegrityError, match=r"^manifest sets/s1/manifest.json: Expecting"):
         read_manifest(storage, "s1")
 
 
 def test_missing_manifest_and_bad_set_id(storage):
-    with pytest.raises(StorageError, match=r"sets/s9/manifest\.json not found"):
+    with pytest.raises(StorageError, match=r"read sets/s9/manifest\.json: not found$"):
         read_manifest(storage, "s9")
     with pytest.raises(UsageError, match=r"set id '\.\./x': not a backup set id"):
         read_manifest(storage, "../x")
@@ -136,8 +137,8 @@ def test_missing_manifest_and_bad_set_id(storage):
 def test_only_sets_with_a_manifest_exist(storage):
     write_manifest(storage, make_manifest("s2"))
     write_manifest(storage, make_manifest("s1"))
-    storage.save("sets/s3/pg/a.dump.zst", io.BytesIO(b"orphan artifacts, no manifest"))
-    storage.save("sets/s1/pg/manifest.json", io.BytesIO(b"an artifact named like a manifest"))
+    save_bytes(storage, "sets/s3/pg/a.dump.zst", b"orphan artifacts, no manifest")
+    save_bytes(storage, "sets/s1/pg/manifest.json", b"an artifact named like a manifest")
     assert list_set_ids(storage) == ["s1", "s2"]
     assert [m.set_id for m in list_manifests(storage)] == ["s1", "s2"]
 
@@ -228,20 +229,20 @@ class RecordingStorage(LocalStorage):
 def test_delete_set_removes_the_manifest_first(tmp_path, catalog):
     storage = RecordingStorage(str(tmp_path / "repo"))
     write_manifest(storage, make_manifest("s1"))
-    storage.save("sets/s1/pg/a.dump.zst", io.BytesIO(b"data"))
+    save_bytes(storage, "sets/s1/pg/a.dump.zst", b"data")
     catalog.complete(make_manifest("s1"))
 
     delete_set(storage, catalog, "s1")
 
     assert storage.calls == ["remove sets/s1/manifest.json", "remove_prefix sets/s1/"]
-    assert storage.list("") == []
+    assert list_names(storage, "") == []
     assert catalog.list() == []
 
 
 def test_delete_set_crashing_midway_leaves_no_half_complete_set(tmp_path, catalog):
     storage = RecordingStorage(str(tmp_path / "repo"), crash_on="remove_prefix")
     write_manifest(storage, make_manifest("s1"))
-    storage.save("sets/s1/pg/a.dump.zst", io.BytesIO(b"data"))
+    save_bytes(storage, "sets/s1/pg/a.dump.zst", b"data")
     catalog.complete(make_manifest("s1"))
 
     with pytest.raises(StorageError, match="crash"):
@@ -331,7 +332,7 @@ def test_tampered_manifests_are_refused_in_one_line(storage, mutate, problem):
     ],
 )
 def test_malformed_json_is_refused_in_one_line(storage, raw, problem):
-    storage.save(manifest_path("s1"), io.BytesIO(raw))
+    save_bytes(storage, manifest_path("s1"), raw)
     with pytest.raises(IntegrityError) as err:
         read_manifest(storage, "s1")
     assert problem in str(err.value)
@@ -343,11 +344,22 @@ def test_an_oversized_manifest_is_refused_before_it_is_read(storage, monkeypatch
     import txbackup.engine.manifest as manifest_module
 
     write_manifest(storage, make_manifest("s1"))
-    size = storage.stat(manifest_path("s1"))
+    size = storage.stat(manifest_path("s1")).size
     monkeypatch.setattr(manifest_module, "MAX_MANIFEST_BYTES", size - 1)
-    monkeypatch.setattr(storage, "load", lambda name: pytest.fail("read anyway"))
+    monkeypatch.setattr(storage, "open_read", lambda *args: pytest.fail("read anyway"))
     with pytest.raises(IntegrityError, match=rf"manifest sets/s1/manifest.json: {size} bytes, more than"):
         read_manifest(storage, "s1")
+
+
+def test_a_manifest_is_never_overwritten(storage):
+    """The manifest's conditional create is the set's commit: a second commit of the
+    same set fails and the first manifest stays as it was."""
+    first = make_manifest("s1")
+    write_manifest(storage, first)
+    second = dataclasses.replace(first, finished_at="2030-01-01T00:00:00.000Z")
+    with pytest.raises(AlreadyExistsError, match=r"create sets/s1/manifest\.json: already exists$"):
+        write_manifest(storage, second)
+    assert read_manifest(storage, "s1") == first
 
 
 def test_a_manifest_that_could_not_be_read_back_is_not_written(storage):
@@ -357,7 +369,7 @@ def test_a_manifest_that_could_not_be_read_back_is_not_written(storage):
     )
     with pytest.raises(IntegrityError, match=r"artifact '\.\./a\.dump' has an empty"):
         write_manifest(storage, bad)
-    assert storage.list("") == []
+    assert list_names(storage, "") == []
 
 
 def test_every_kind_declares_its_artifacts_and_targets_write_only_those():

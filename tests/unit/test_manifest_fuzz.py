@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import os
 import shutil
@@ -54,6 +53,7 @@ from txbackup.engine.restore import RestorePlan, check_scope, restore_set
 from txbackup.errors import TxbackupError
 from txbackup.jobs import JobStore
 from txbackup.storage import LocalStorage
+from txbackup.storage.base import copy_stream, save_bytes
 from txbackup.targets import cassandra as cassandra_target
 from txbackup.targets import cosmos as cosmos_target
 from txbackup.targets import dynamodb as dynamodb_target
@@ -329,7 +329,7 @@ def contained(run: Callable[[], object]) -> None:
 
 
 def save_manifest(storage: LocalStorage, data: dict[str, Any]) -> None:
-    storage.save(manifest_path(SET), io.BytesIO(json.dumps(data).encode()))
+    save_bytes(storage, manifest_path(SET), json.dumps(data).encode())
 
 
 def staging_node(storage: LocalStorage) -> Node:
@@ -417,8 +417,8 @@ def move_renamed(storage: LocalStorage, data: dict[str, Any], valid: dict[str, A
         for i, artifact in enumerate(data["targets"][0]["artifacts"]):
             path, source = artifact["path"], originals[i % len(originals)]["path"]
             if isinstance(path, str) and path != source and storage.stat(path) is None:
-                with storage.load(source) as f:
-                    storage.save(path, f)
+                with storage.open_read(source) as f:
+                    copy_stream(storage, path, f)
 
 
 def test_the_valid_sets_restore() -> None:

@@ -5,8 +5,8 @@ every later set that still has it. So a Cassandra file is stored, zstd
 compressed, as ``<store>/<sha256 of its data>`` (the store of a cluster is
 ``cassandra/<cluster name>/sstables``) and a backup set only *references* it:
 a later set uploads just the files that are new since (differential, like
-Medusa). Saves are atomic (the storage's ``save``), so an upload cut in the
-middle leaves either nothing or a complete blob; blobs stored before the cut
+Medusa). Uploads are atomic (the storage writer's ``commit``), so an upload
+cut in the middle leaves either nothing or a complete blob; blobs stored before the cut
 are reused by the next backup, which is how an interrupted upload resumes.
 
 A blob is checked when it is fetched: its stored size, the zstd frame, then
@@ -74,7 +74,7 @@ def file_sha256(path: str) -> tuple[str, int]:
 
 
 class _Compressing(io.RawIOBase):
-    """The zstd-compressed bytes of a file, read as a stream (for ``Storage.save``),
+    """The zstd-compressed bytes of a file, read as a stream (for ``put_file``),
     digesting the plain data on the way."""
 
     def __init__(self, src: IO[bytes]) -> None:
@@ -115,20 +115,21 @@ def put_file(storage: Storage, store: str, path: str) -> Stored:
     """Store the local file ``path`` unless a blob with its content exists already.
 
     The file is hashed first; if it changes while it is compressed (it must
-    not: snapshot files are hard links to immutable SSTables) the blob is
-    removed and ``StorageError`` raised.
+    not: snapshot files are hard links to immutable SSTables) the upload is
+    aborted before it is published and ``StorageError`` raised.
     """
     sha, size = file_sha256(path)
     name = blob_name(store, sha)
     existing = storage.stat(name)
     if existing is not None:
-        return Stored(sha, size, existing, False)
-    with open(path, "rb") as src:
+        return Stored(sha, size, existing.size, False)
+    with open(path, "rb") as src, storage.open_write(name) as writer:
         stream = _Compressing(src)
-        stored = storage.save(name, cast(IO[bytes], io.BufferedReader(stream, CHUNK)))
-    if stream.plain() != (sha, size):
-        storage.remove(name)
-        raise StorageError(f"{path} changed while it was being stored")
+        while chunk := stream.read(CHUNK):
+            writer.write(chunk)
+        if stream.plain() != (sha, size):
+            raise StorageError(f"{path} changed while it was being stored")  # aborts the upload
+        stored = writer.commit().size
     return Stored(sha, size, stored, True)
 
 
@@ -157,7 +158,7 @@ def fetch_file(
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)  # left by an interrupted run (a link goes, not its target)
-        with storage.load(name) as src, os.fdopen(create_private(partial), "wb") as out:
+        with storage.open_read(name) as src, os.fdopen(create_private(partial), "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
             try:
                 # never more than one byte past the recorded size: a zstd bomb stops here

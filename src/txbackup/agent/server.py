@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import io
 import json
 import logging
 import resource
@@ -34,6 +33,7 @@ from typing import Any
 from txbackup import __version__
 from txbackup.agent.node import Node, Progress, check_keyspace, check_tag
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
+from txbackup.storage.base import save_bytes
 
 log = logging.getLogger("txbackup.agent")
 
@@ -104,7 +104,7 @@ def _preflight(node: Node, body: Mapping[str, Any], progress: Progress) -> Mappi
     node.nodetool("version", timeout=120)
     probe = f"cassandra/.probe/{uuid.uuid4().hex}"
     try:
-        node.storage.save(probe, io.BytesIO(b"txbackup agent probe\n"))
+        save_bytes(node.storage, probe, b"txbackup agent probe\n")
         node.storage.remove(probe)
     except TxbackupError as exc:
         raise TxbackupError(f"storage {node.storage.describe()} is not writable: {exc}") from None

@@ -23,7 +23,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     storage, catalog, _ = open_repository(args)
-    if catalog.get(args.set_id) is None and not storage.list(f"sets/{args.set_id}/"):
+    if catalog.get(args.set_id) is None and next(storage.iterate(f"sets/{args.set_id}/"), None) is None:
         raise TxbackupError(f"set {args.set_id}: no such backup set")
     delete_set(storage, catalog, args.set_id)
     if args.json:

@@ -30,7 +30,7 @@ from txbackup.engine.manifest import ArtifactRecord, Manifest, artifact_path, ch
 from txbackup.errors import IntegrityError, StorageError, TargetError, TxbackupError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.safepaths import create_private
-from txbackup.storage.base import CHUNK, Storage, StreamSaver
+from txbackup.storage.base import CHUNK, Storage
 from txbackup.targets.base import iter_chunks
 
 if TYPE_CHECKING:
@@ -96,23 +96,22 @@ class SetWriter:
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
         path = self._reserve(name)
-        saver: StreamSaver | None = None
         plain, stored = Digest(), Digest()
         try:
-            saver = StreamSaver(self._storage, path)
-            compressor = zstandard.ZstdCompressor(
-                level=ZSTD_LEVEL, threads=0, write_checksum=True
-            ).stream_writer(cast(IO[bytes], _WriteTap(saver.write, stored)), closefd=False)
-            out = io.BufferedWriter(_WriteTap(compressor.write, plain), CHUNK)
-            yield out
-            out.close()  # flushes into the compressor, if the target did not close it
-            compressor.flush(zstandard.FLUSH_FRAME)  # ends the zstd frame
-            saved = saver.commit()
+            # written straight through: the target's thread compresses and the
+            # storage writer sends; leaving the block early aborts the upload
+            with self._storage.open_write(path) as writer:
+                compressor = zstandard.ZstdCompressor(
+                    level=ZSTD_LEVEL, threads=0, write_checksum=True
+                ).stream_writer(cast(IO[bytes], _WriteTap(writer.write, stored)), closefd=False)
+                out = io.BufferedWriter(_WriteTap(compressor.write, plain), CHUNK)
+                yield out
+                out.close()  # flushes into the compressor, if the target did not close it
+                compressor.flush(zstandard.FLUSH_FRAME)  # ends the zstd frame
+                saved = writer.commit().size
             if saved != stored.size:
                 raise StorageError(f"artifact {path}: storage saved {saved} of {stored.size} bytes")
         except BaseException:
-            if saver is not None:
-                saver.abort()
             with self._lock:
                 self._names.discard(name)
             raise
@@ -217,15 +216,16 @@ def open_artifact(
 ) -> Iterator[IO[bytes]]:
     """The decompressed data of ``record``, verified as it streams (see module doc).
     ``progress`` is called with the number of stored bytes read at each step."""
-    size = storage.stat(record.path)
-    if size is None:
+    info = storage.stat(record.path)
+    if info is None:
         raise IntegrityError(f"artifact {record.path}: missing from storage {storage.describe()}")
+    size = info.size
     if size != record.stored_size:
         raise IntegrityError(
             f"artifact {record.path}: {size} bytes stored, manifest says {record.stored_size} "
             "(truncated or corrupt)"
         )
-    with storage.load(record.path) as source:
+    with storage.open_read(record.path) as source:
         yield io.BufferedReader(_VerifyingReader(source, record, progress), CHUNK)
 
 

@@ -44,7 +44,7 @@ from txbackup.engine.manifest import (
 )
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.engine.threads import in_thread
-from txbackup.errors import PauseError, TargetError, TxbackupError
+from txbackup.errors import AlreadyExistsError, PauseError, TargetError, TxbackupError
 from txbackup.locks import LockInfo, StorageLock, acquire
 from txbackup.owner import Owner
 from txbackup.storage.base import Storage
@@ -346,8 +346,9 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
         else:
             message = f"{type(exc).__name__}: {exc}"
         exports.stop()
-        with contextlib.suppress(Exception):
-            plan.storage.remove_prefix(f"sets/{set_id}/")
+        if not isinstance(exc, AlreadyExistsError):  # else the set is another run's: keep it
+            with contextlib.suppress(Exception):
+                plan.storage.remove_prefix(f"sets/{set_id}/")
         with contextlib.suppress(Exception):
             plan.catalog.fail(set_id, message)
         raise

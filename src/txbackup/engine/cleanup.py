@@ -179,15 +179,12 @@ def _dead(row: SetRow, here: str, min_age_s: float) -> str | None:
 def _temporary_files(
     storage: Storage, keep: Collection[str], min_age_s: float, report: CleanupReport
 ) -> None:
-    finder: Callable[[], list[tuple[str, float]]] | None = getattr(storage, "temporary_files", None)
-    if finder is None:
-        return  # a storage without half-saved files (object stores abort theirs)
-    for name, age in finder():
-        parts = name.split("/")
-        if age < min_age_s or (len(parts) > 2 and parts[0] == "sets" and parts[1] in keep):
+    for info in storage.temporaries(min_age_s):
+        parts = info.name.split("/")
+        if len(parts) > 2 and parts[0] == "sets" and parts[1] in keep:
             continue
-        storage.remove(name)
-        report.temporary_files_removed.append(name)
+        storage.remove_temporary(info.name)
+        report.temporary_files_removed.append(info.name)
 
 
 def _partial_sets(storage: Storage, catalog: Catalog, keep: Collection[str], report: CleanupReport) -> None:
@@ -197,8 +194,8 @@ def _partial_sets(storage: Storage, catalog: Catalog, keep: Collection[str], rep
         parts = name.split("/")
         if len(parts) >= 3 and parts[0] == "sets":
             files.setdefault(parts[1], set())
-    for name in storage.list("sets/"):
-        parts = name.split("/")
+    for info in storage.iterate("sets/"):
+        parts = info.name.split("/")
         if len(parts) >= 3:
             files.setdefault(parts[1], set()).add("/".join(parts[2:]))
     running = {row.set_id for row in catalog.list() if row.status == RUNNING}

@@ -22,7 +22,6 @@ the same again on the ``Manifest`` it is given (``check_manifest``).
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import secrets
@@ -34,7 +33,7 @@ from typing import Any, TypeVar
 from txbackup.clock import as_utc
 from txbackup.errors import IntegrityError, UsageError
 from txbackup.safepaths import name_problem, shown
-from txbackup.storage.base import Storage, check_name
+from txbackup.storage.base import Storage, check_name, load_bytes, save_bytes
 from txbackup.targets.layouts import LAYOUTS
 
 FORMAT_VERSION = 1
@@ -285,25 +284,25 @@ def _check_contents(manifest: Manifest) -> None:
 
 def write_manifest(storage: Storage, manifest: Manifest) -> str:
     """Save the manifest (atomically, last of the set); return its storage name.
-    What could not be read back is not written: the set then fails."""
+    What could not be read back is not written: the set then fails.
+
+    A conditional create (``if_absent``) is the set's atomic commit: a manifest
+    is never overwritten, so of two runs committing the same set exactly one
+    wins (the other gets ``AlreadyExistsError``)."""
     path = manifest_path(manifest.set_id)
     data = json.dumps(manifest.to_dict(), indent=2).encode() + b"\n"
     parse_manifest(data, path, manifest.set_id)
-    storage.save(path, io.BytesIO(data))
+    save_bytes(storage, path, data, if_absent=True)
     return path
 
 
 def read_manifest(storage: Storage, set_id: str) -> Manifest:
     """Load and validate the manifest of ``set_id`` (IntegrityError if malformed)."""
     path = manifest_path(set_id)
-    size = storage.stat(path)
-    if size is not None and size > MAX_MANIFEST_BYTES:
-        raise IntegrityError(f"manifest {path}: {size} bytes, more than {MAX_MANIFEST_BYTES} (refused)")
-    with storage.load(path) as stream:
-        text = stream.read(MAX_MANIFEST_BYTES + 1)
-    if len(text) > MAX_MANIFEST_BYTES:
-        raise IntegrityError(f"manifest {path}: more than {MAX_MANIFEST_BYTES} bytes (refused)")
-    return parse_manifest(text, path, set_id)
+    info = storage.stat(path)
+    if info is not None and info.size > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"manifest {path}: {info.size} bytes, more than {MAX_MANIFEST_BYTES} (refused)")
+    return parse_manifest(load_bytes(storage, path, MAX_MANIFEST_BYTES), path, set_id)
 
 
 def parse_manifest(text: bytes, path: str, set_id: str | None = None) -> Manifest:
@@ -323,8 +322,8 @@ def parse_manifest(text: bytes, path: str, set_id: str | None = None) -> Manifes
 def list_set_ids(storage: Storage) -> list[str]:
     """The ids of the sets that have a manifest, oldest first."""
     ids = []
-    for name in storage.list("sets/"):
-        parts = name.split("/")
+    for info in storage.iterate("sets/"):
+        parts = info.name.split("/")
         if len(parts) == 3 and parts[2] == "manifest.json" and _SET_ID.fullmatch(parts[1]):
             ids.append(parts[1])
     return sorted(ids)
