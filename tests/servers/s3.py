@@ -19,8 +19,9 @@ Two servers, because they fail differently:
   files and a kill loses nothing written; multipart uploads are emulated. It checks
   the signature (a wrong secret gives 403 SignatureDoesNotMatch), but ignores
   ``If-None-Match``/``If-Match`` on PutObject: a conditional create silently
-  overwrites there (``enforces_conditional_put`` is False). Bulk delete
-  (``POST ?delete``) answers 501: give obstore ``disable_bulk_delete``.
+  overwrites there (``enforces_conditional_put`` is False). It runs with
+  ``s3proxy.ignore-unknown-headers``: without it, the checksum headers that current
+  SDKs send make CreateMultipartUpload (boto3, s3fs) and bulk delete (obstore) 501.
 
 Both listen on 127.0.0.1 on a free port, with fake credentials; nothing can reach
 AWS (``FAKE_AWS_ENV`` hides any real configuration from botocore and obstore).
@@ -154,7 +155,6 @@ class S3Server:
     secret_key = "txbackup-test-secret"
     region = REGION
     enforces_conditional_put = False
-    needs_disable_bulk_delete = False
 
     def __init__(self) -> None:
         self._daemon: Daemon | None = None
@@ -233,7 +233,6 @@ class S3ProxyServer(S3Server):
     """s3proxy with the filesystem backend in the server's temporary folder."""
 
     name = "s3proxy"
-    needs_disable_bulk_delete = True
 
     def _make_daemon(self) -> Daemon:
         def argv(port: int, folder: Path) -> list[str]:
@@ -247,6 +246,8 @@ class S3ProxyServer(S3Server):
                         "s3proxy.authorization=aws-v2-or-v4",
                         f"s3proxy.identity={self.access_key}",
                         f"s3proxy.credential={self.secret_key}",
+                        # accept what current SDKs send (x-amz-checksum-*, x-amz-sdk-checksum-algorithm)
+                        "s3proxy.ignore-unknown-headers=true",
                         "jclouds.provider=filesystem",
                         f"jclouds.filesystem.basedir={folder / 'data'}",
                         "",
