@@ -14,6 +14,7 @@ the generator: the interpreter's and the generator's own cost.
 
 Libraries (those not installed are reported, not fatal):
 - ``obstore-put``: ``obstore.put(store, key, iterator)`` (multipart, 5 MiB parts, 12 in flight)
+- ``obstore-unsigned``: the same with ``unsigned_payload`` (no SHA-256 of each part)
 - ``obstore-writer``: ``obstore.open_writer(store, key)`` + ``write()`` (10 MiB buffer)
 - ``opendal``: ``Operator.open(key, "wb", chunk=8 MiB, concurrent=4)`` + ``write()``
 - ``boto3``: ``upload_fileobj`` of a file-like wrapper of the generator (TransferConfig defaults)
@@ -39,10 +40,11 @@ from typing import Any
 
 MIB = 1024 * 1024
 CHUNK = 1 * MIB
-S3_LIBS = ("none", "obstore-put", "obstore-writer", "opendal", "boto3", "s3fs")
+S3_LIBS = ("none", "obstore-put", "obstore-unsigned", "obstore-writer", "opendal", "boto3", "s3fs")
 AZURE_LIBS = ("none", "obstore-put", "azure-blob")
 IMPORTS = {
     "obstore-put": "obstore",
+    "obstore-unsigned": "obstore",
     "obstore-writer": "obstore",
     "opendal": "opendal",
     "boto3": "boto3",
@@ -97,11 +99,11 @@ def upload(lib: str, target: dict[str, Any], key: str, total: int) -> None:
     if lib == "none":
         for _ in chunks:
             pass
-    elif lib in ("obstore-put", "obstore-writer"):
+    elif lib in ("obstore-put", "obstore-unsigned", "obstore-writer"):
         import obstore
 
-        store = obstore_store(target)
-        if lib == "obstore-put":
+        store = obstore_store(target, unsigned_payload=lib == "obstore-unsigned")
+        if lib != "obstore-writer":
             obstore.put(store, key, chunks)
         else:
             with obstore.open_writer(store, key) as writer:
@@ -155,7 +157,7 @@ def upload(lib: str, target: dict[str, Any], key: str, total: int) -> None:
         raise SystemExit(f"unknown library {lib} for {kind}")
 
 
-def obstore_store(target: dict[str, Any]) -> Any:
+def obstore_store(target: dict[str, Any], unsigned_payload: bool = False) -> Any:
     from obstore.store import AzureStore, S3Store
 
     if target["kind"] == "azure":
@@ -172,6 +174,7 @@ def obstore_store(target: dict[str, Any]) -> Any:
         region=target["region"],
         access_key_id=target["access_key"],
         secret_access_key=target["secret_key"],
+        unsigned_payload=unsigned_payload,
         client_options={"allow_http": True},
     )
 
@@ -218,7 +221,7 @@ def run_child(lib: str, target: dict[str, Any], key: str, total: int) -> tuple[f
         key,
         str(total),
     ]
-    env = os.environ | target.get("env", {})
+    env = target.get("env") or dict(os.environ)
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     seconds = time.monotonic() - started
@@ -248,7 +251,7 @@ def s3_target(bucket: Any) -> dict[str, Any]:
         "bucket": bucket.bucket,
         "access_key": bucket.access_key,
         "secret_key": bucket.secret_key,
-        "env": bucket.env(),
+        "env": bucket.process_env(),
     }
 
 
@@ -279,7 +282,7 @@ def measure(
         times, rss, error = [], [], ""
         for n in range(rounds):
             key = f"bench/{lib}/{n}"
-            say(f"  {server_name:8} {lib:15} round {n + 1}/{rounds} ...")
+            say(f"  {server_name:8} {lib:16} round {n + 1}/{rounds} ...")
             seconds, peak, error = run_child(lib, target, key, total)
             if not error and lib != "none":
                 size = size_of(key)
@@ -431,7 +434,7 @@ def capabilities() -> list[tuple[str, str]]:
         )
 
         # memory: a conditional create of a stream is buffered whole
-        env = os.environ | mb.env()
+        env = mb.process_env()
         for mode in ("overwrite", "create"):
             code = (
                 "import obstore; from obstore.store import S3Store; from bench.storage_libs import stream\n"
@@ -601,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{total // MIB} MiB streamed (length unknown to the library), median of {args.rounds} round(s)")
     print("server start (s): " + ", ".join(f"{k} {v:.2f}" for k, v in starts.items()))
     columns = ("wall s", "MiB/s", "peak RSS MiB", "time x", "RSS x")
-    header = f"{'server':9} {'library':15} " + " ".join(f"{c:>7}" for c in columns)
+    header = f"{'server':9} {'library':16} " + " ".join(f"{c:>7}" for c in columns)
     print(header)
     print("-" * len(header))
     for server in servers:
@@ -609,13 +612,13 @@ def main(argv: list[str] | None = None) -> int:
         base = next((r for r in rows if r.lib == "obstore-put" and not r.error), None)
         for r in rows:
             if r.error:
-                print(f"{r.server:9} {r.lib:15} {'-':>7} {'-':>7} {'-':>12}   {r.error}")
+                print(f"{r.server:9} {r.lib:16} {'-':>7} {'-':>7} {'-':>12}   {r.error}")
                 continue
             speed = total / MIB / r.seconds if r.seconds else 0.0
             tx = f"{r.seconds / base.seconds:.2f}" if base else "-"
             rx = f"{r.peak_rss_mib / base.peak_rss_mib:.2f}" if base else "-"
             rss = r.peak_rss_mib
-            print(f"{r.server:9} {r.lib:15} {r.seconds:7.2f} {speed:7.1f} {rss:12.1f} {tx:>7} {rx:>7}")
+            print(f"{r.server:9} {r.lib:16} {r.seconds:7.2f} {speed:7.1f} {rss:12.1f} {tx:>7} {rx:>7}")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
     return 0
 

@@ -4,7 +4,8 @@
         bucket = server.new_bucket()          # a fresh, empty bucket (unique name)
         bucket.endpoint, bucket.region, bucket.bucket, bucket.access_key, bucket.secret_key
         bucket.url("backups/")                # "s3://<bucket>/backups/"
-        bucket.env()                          # AWS_* variables for a child process
+        bucket.env()                          # AWS_* variables of the server
+        bucket.process_env()                  # a child's whole environment, only those AWS_*
         bucket.client()                       # a boto3 S3 client bound to the server
         bucket.store()                        # an obstore S3Store of the bucket
         server.kill()                         # SIGKILL the server now (fault tests)
@@ -100,7 +101,11 @@ class S3Bucket:
         return f"s3://{self.bucket}/{prefix}"
 
     def env(self) -> dict[str, str]:
-        """AWS_* variables that point the SDKs' default chains at this server."""
+        """AWS_* variables that point the SDKs' default chains at this server.
+
+        Merge them over ``fake_aws_env()`` (see ``process_env``), not over
+        ``os.environ``: a developer's AWS_PROFILE or AWS_SESSION_TOKEN would leak in.
+        """
         return {
             **FAKE_AWS_ENV,
             "AWS_ACCESS_KEY_ID": self.access_key,
@@ -110,6 +115,10 @@ class S3Bucket:
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ALLOW_HTTP": "true",  # obstore: the endpoint is plain http
         }
+
+    def process_env(self) -> dict[str, str]:
+        """A whole environment for a child process: no AWS configuration but this server's."""
+        return fake_aws_env(**self.env())
 
     def client(self) -> Any:
         """A boto3 S3 client of the server (path-style addressing)."""
