@@ -3,6 +3,7 @@
     with Daemon("s3proxy", lambda port, folder: [...argv...], ready=probe) as daemon:
         daemon.port, daemon.folder    # the port it listens on, its temporary folder
         daemon.kill()                 # SIGKILL now (a "server died mid-upload" fault)
+        daemon.restart()              # start it again: same port, same folder (what it kept)
         daemon.log_tail()             # the last lines it wrote (stdout and stderr)
 
 The port is picked free just before the start (bind to port 0, close); a server
@@ -80,8 +81,8 @@ class Daemon:
             raise
         raise AssertionError("unreachable")
 
-    def _start(self, last: bool) -> bool:
-        self.port = free_port()
+    def _start(self, last: bool, port: int = 0) -> bool:
+        self.port = port or free_port()
         self._log = self.folder / f"{self.name}.log"
         started = time.monotonic()
         with open(self._log, "wb") as log:
@@ -130,6 +131,11 @@ class Daemon:
         self._signal(signal.SIGKILL)
         if self._proc is not None:
             self._proc.wait()
+
+    def restart(self) -> None:
+        """Stop the server if it runs, then start it again on the same port and folder."""
+        self.stop()
+        self._start(last=True, port=self.port)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s."""

@@ -9,6 +9,7 @@
         bucket.client()                       # a boto3 S3 client bound to the server
         bucket.store()                        # an obstore S3Store of the bucket
         server.kill()                         # SIGKILL the server now (fault tests)
+        server.restart()                      # back on the same endpoint (s3proxy keeps its files)
 
 Two servers, because they fail differently:
 
@@ -17,7 +18,9 @@ Two servers, because they fail differently:
   EntityTooSmall for parts under 5 MiB, object lock. Credentials are not checked.
 - **s3proxy** (``org.gaul:s3proxy`` from Maven Central, ``tests/java/fetch-jars``):
   jclouds' filesystem backend in the server's temporary folder, so objects are real
-  files and a kill loses nothing written; multipart uploads are emulated. It checks
+  files and a kill loses nothing written; multipart uploads are emulated with
+  objects that listings show (``.mpus-<upload id>-<key>-stub`` and the parts, named
+  after the upload id) until the upload completes or is aborted. It checks
   the signature (a wrong secret gives 403 SignatureDoesNotMatch), but ignores
   ``If-None-Match``/``If-Match`` on PutObject: a conditional create silently
   overwrites there (``enforces_conditional_put`` is False). It runs with
@@ -197,6 +200,10 @@ class S3Server:
     def kill(self) -> None:
         """SIGKILL the server now; it stays dead (a new server gets a new port)."""
         self.daemon.kill()
+
+    def restart(self) -> None:
+        """Start the server again on the same endpoint (moto comes back empty)."""
+        self.daemon.restart()
 
     @property
     def alive(self) -> bool:
