@@ -212,10 +212,13 @@ class S3Server:
     def bucket(self, name: str) -> S3Bucket:
         return S3Bucket(self.endpoint, self.region, name, self.access_key, self.secret_key)
 
-    def new_bucket(self, stem: str = "txb") -> S3Bucket:
-        """Create a fresh, empty bucket with a unique name."""
+    def new_bucket(self, stem: str = "txb", object_lock: bool = False) -> S3Bucket:
+        """Create a fresh, empty bucket with a unique name (``object_lock``: moto only)."""
         bucket = self.bucket(f"{stem}-{uuid.uuid4().hex[:16]}")
-        bucket.client().create_bucket(Bucket=bucket.bucket)
+        if object_lock:
+            bucket.client().create_bucket(Bucket=bucket.bucket, ObjectLockEnabledForBucket=True)
+        else:
+            bucket.client().create_bucket(Bucket=bucket.bucket)
         return bucket
 
 
