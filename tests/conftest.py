@@ -21,6 +21,9 @@ from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 from txbackup.demo.sample_service import SampleServer, start_sample_server
 
+# S3 (moto, s3proxy), Azure (Azurite) and GCS (fake-gcs-server) fixtures
+pytest_plugins = ["tests.servers.object_stores"]
+
 
 def require(reason: str | None) -> None:
     """Skip (or, under CI=true, fail) when ``reason`` says something is missing."""
