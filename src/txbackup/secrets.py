@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -139,10 +139,13 @@ def check_private_file(path: str, *, what: str) -> None:
     _check_private(info, path, what)
 
 
-def read_secret_file(path: str, *, what: str) -> str:
-    """The stripped text of a secret file, refused (as ssh refuses a private key) when
-    it is not a regular file of ours, others than its owner may use it, or it is not a
-    short UTF-8 text. ``what`` names the file in messages (e.g. ``password_file``)."""
+def read_small_file(
+    path: str, *, what: str, limit: int, check: Callable[[os.stat_result], None] | None = None
+) -> bytes:
+    """The bytes of the small file ``path`` (at most ``limit``), opened without blocking
+    so that a FIFO or a device named by mistake is refused instead of hanging; ``check``
+    vets what was opened (not the path: no swap between the check and the read).
+    Every refusal is one ``UsageError`` naming ``what`` and ``path``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -150,18 +153,29 @@ def read_secret_file(path: str, *, what: str) -> str:
     except OSError as exc:
         raise UsageError(f"{what} {path}: {exc.strerror}") from None
     try:
-        info = os.fstat(fd)  # of what was opened: no swap between the check and the read
-        _check_private(info, path, what)
-        if info.st_size > MAX_SECRET_BYTES:
-            raise UsageError(f"{what} {path}: {info.st_size} bytes, too large for a secret")
+        info = os.fstat(fd)
+        if check is not None:
+            check(info)
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{what} {path}: not a regular file")
         with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read(MAX_SECRET_BYTES + 1)
+            data = handle.read(limit + 1)
     except OSError as exc:
         raise UsageError(f"{what} {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
-    if len(data) > MAX_SECRET_BYTES:
-        raise UsageError(f"{what} {path}: too large for a secret")
+    if len(data) > limit:
+        raise UsageError(f"{what} {path}: too large (more than {limit} bytes)")
+    return data
+
+
+def read_secret_file(path: str, *, what: str) -> str:
+    """The stripped text of a secret file, refused (as ssh refuses a private key) when
+    it is not a regular file of ours, others than its owner may use it, or it is not a
+    short UTF-8 text. ``what`` names the file in messages (e.g. ``password_file``)."""
+    data = read_small_file(
+        path, what=what, limit=MAX_SECRET_BYTES, check=lambda info: _check_private(info, path, what)
+    )
     try:
         value = data.decode("utf-8").strip()
     except UnicodeDecodeError:

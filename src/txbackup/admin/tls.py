@@ -12,14 +12,12 @@ message.
 
 from __future__ import annotations
 
-import os
 import re
 import ssl
-import stat
 from typing import NoReturn
 
 from txbackup.errors import UsageError
-from txbackup.secrets import read_secret_file
+from txbackup.secrets import read_secret_file, read_small_file
 
 MAX_CERTIFICATE_BYTES = 1 << 20
 """A certificate file (a chain, a CA bundle) larger than this is not one."""
@@ -32,26 +30,8 @@ _ENCRYPTED_KEY = re.compile(
 
 
 def _read_file(path: str, what: str) -> bytes:
-    """The bytes of a (non-secret) certificate file: a regular file, bounded; opened without
-    blocking, so a FIFO or a device named by mistake is refused instead of hanging."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"{what} {path}: not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read(MAX_CERTIFICATE_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_CERTIFICATE_BYTES:
-        raise UsageError(f"{what} {path}: larger than 1 MiB, not a certificate file")
-    return data
+    """The bytes of a (non-secret) certificate file: a regular file, at most 1 MiB."""
+    return read_small_file(path, what=what, limit=MAX_CERTIFICATE_BYTES)
 
 
 def check_certificates(data: bytes, *, what: str) -> bytes:
