@@ -14,10 +14,17 @@ import pytest
 from tests.servers.azurite import AzureContainer, AzuriteServer
 from tests.servers.object_stores import _require
 from tests.storage.conformance import Backend, Capabilities, StorageConformance, read_all
-from txbackup.errors import AlreadyExistsError, PermanentStorageError, StorageError, UsageError
+from txbackup.errors import (
+    AlreadyExistsError,
+    PermanentStorageError,
+    StorageError,
+    TransientStorageError,
+    UsageError,
+)
 from txbackup.storage import open_storage
 from txbackup.storage.azure import MAX_BLOCKS, AzureStorage, AzureWriter, block_size
 from txbackup.storage.base import Writer, list_names, save_bytes
+from txbackup.storage.buckets import clean_cause
 from txbackup.storage.retry import RetryPolicy, RetryStorage
 
 MIB = 1 << 20
@@ -216,3 +223,51 @@ def test_server_killed_mid_upload_commits_nothing(monkeypatch):
         data = os.urandom(2 * MIB)
         save_bytes(storage, "sets/s1/pg/a.dump.zst", data, if_absent=True)
         assert read_all(storage, "sets/s1/pg/a.dump.zst") == data
+
+
+@pytest.fixture
+def no_azure_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("AZURE_"):
+            monkeypatch.delenv(key)
+
+
+def test_no_credentials_is_one_permanent_line(no_azure_env, monkeypatch):
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", "someaccount")
+    storage = open_storage("az://cont/p", {"endpoint": "https://127.0.0.1:9/someaccount"})
+    with pytest.raises(
+        PermanentStorageError, match=r"^storage az://cont/p/: list '/': no credentials: [^\n]*az login"
+    ):
+        list_names(storage)
+    with pytest.raises(UsageError, match="an http:// endpoint takes AZURE_STORAGE_KEY"):
+        open_storage("az://cont/p", {"endpoint": "http://127.0.0.1:9/someaccount"})
+
+
+def test_a_shared_access_signature_never_shows_in_errors(no_azure_env, monkeypatch):
+    sas = "sv=2020-08-04&ss=b&srt=sco&sp=rwdlacx&se=2030-01-01T00:00:00Z&sig=SECRETSIG"
+    connection = f"BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;SharedAccessSignature={sas}"
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection)
+    store = open_storage("az://cont/p")
+    assert isinstance(store, RetryStorage) and isinstance(store.inner, AzureStorage)
+    storage = store.inner
+    storage.policy = NO_WAIT
+    for call in (
+        lambda: list_names(storage),
+        lambda: storage.stat("a/b"),
+        lambda: save_bytes(storage, "a/b", b"x"),
+        lambda: save_bytes(storage, "a/c", os.urandom(9 * MIB)),
+    ):
+        with pytest.raises(TransientStorageError) as err:
+            call()
+        assert (
+            "SECRETSIG" not in str(err.value) and "sig=" not in str(err.value) and "\n" not in str(err.value)
+        )
+
+
+def test_causes_lose_query_strings_and_keys():
+    text = (
+        "HTTPConnectionPool(host='h', port=1): Max retries exceeded with url: "
+        "/c/x?comp=block&blockid=QQ&sig=SECRETSIG (Caused by ...); AccountKey=SECRETKEY;"
+    )
+    cleaned = clean_cause(text)
+    assert "SECRET" not in cleaned and "Max retries exceeded with url: /c/x?..." in cleaned

@@ -144,6 +144,11 @@ def from_url(url: str, options: Mapping[str, Any]) -> AzureStorage:
         endpoint = check_endpoint(url, endpoint) if endpoint else f"https://{account}.blob.core.windows.net"
         credential: Any
         key = os.environ.get("AZURE_STORAGE_KEY")
+        if not key and endpoint.startswith("http:"):
+            raise UsageError(
+                f"storage {where}: an http:// endpoint takes AZURE_STORAGE_KEY or "
+                "AZURE_STORAGE_CONNECTION_STRING (tokens are only sent over https)"
+            )
         if key:
             credential = {"account_name": account, "account_key": key}
         else:
@@ -155,7 +160,10 @@ def from_url(url: str, options: Mapping[str, Any]) -> AzureStorage:
                     "pip install 'txbackup[azure]'"
                 ) from None
             credential = DefaultAzureCredential()
-        service = BlobServiceClient(endpoint, credential=credential, **client_options)
+        try:
+            service = BlobServiceClient(endpoint, credential=credential, **client_options)
+        except ValueError as exc:
+            raise UsageError(f"storage {where}: {clean_cause(str(exc))}") from None
     return AzureStorage(service.get_container_client(container), prefix, where)
 
 
@@ -322,7 +330,9 @@ def _map(exc: BaseException, where: str, operation: str, name: str) -> StorageEr
         return storage_error(AlreadyExistsError, where, operation, name, "already exists")
     if isinstance(exc, ClientAuthenticationError) and status is None:
         # azure-identity found no credential: its text lists what it tried (no secrets)
-        cause = f"no credentials: {clean_cause(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}"
+        first = clean_cause(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        hint = "set AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING, or sign in (az login)"
+        cause = f"no credentials: {first} ({hint})"
         return storage_error(PermanentStorageError, where, operation, name, cause)
     if isinstance(exc, HttpResponseError) and status is not None:
         what = code or (exc.reason or "")
