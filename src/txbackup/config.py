@@ -69,6 +69,8 @@ class ClusterConfig:
     targets: list[Target]
     storage: str
     catalog: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """The backend's ``[storage]`` options (``STORAGE_OPTIONS`` that are set), for ``open_storage``."""
     capture_deadline_s: float = 30.0
     min_pause_s: float = 0.0
     restore: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -148,7 +150,16 @@ APPLICATIONS = Table(
         Setting("tls", "custom", help="true, or a [applications.tls] table", read=_tls),
     ),
 )  # fmt: skip
-STORAGE = Table("[storage]", (Setting("path", "path", "backups", "a local folder (or file:///path)"),))
+STORAGE = Table(
+    "[storage]",
+    (
+        Setting("path", "path", "backups", "a local folder, file:///path, az://container/prefix, gs://bucket/prefix"),
+        Setting("endpoint", "str", help="the object store's endpoint URL (an emulator, a sovereign cloud)"),
+        Setting("account", "str", help="the Azure storage account (else AZURE_STORAGE_ACCOUNT)"),
+    ),
+)
+STORAGE_OPTIONS = ("endpoint", "account")
+"""The [storage] settings handed to the backend as options (never credentials)."""
 CATALOG = Table("[catalog]", (Setting("path", "path", help="the catalog; default: <storage>/catalog.db"),))
 BACKUP = Table(
     "[backup]",
@@ -252,14 +263,20 @@ def _restore_sections(
 
 
 def check_places(
-    storage: str, catalog: str | None, *, where: str = "", writable: bool = False
+    storage: str,
+    catalog: str | None,
+    *,
+    where: str = "",
+    writable: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[str, str]:
     """(storage, catalog) checked before use: a storage scheme we know, a local storage
     that is a folder if it exists (and that we may write in, when ``writable``: a backup
     checks it before anything is paused), a catalog that is not a folder; the catalog
     defaults to ``<storage>/catalog.db``."""
     prefix = f"{where}: " if where else ""
-    store = open_storage(storage)  # a scheme we do not know is refused now, not at the first write
+    # a scheme we do not know, or options it does not take, are refused now, not at the first write
+    store = open_storage(storage, options)
     if isinstance(store, RetryStorage):
         store = store.inner
     if isinstance(store, LocalStorage):
@@ -353,16 +370,19 @@ def load_cluster(path: str | Path) -> ClusterConfig:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"{where}: target names must be unique ({', '.join(twice)} twice)")
-    storage = STORAGE.read(data.get("storage", {}), where=where, base=base)["path"]
+    storage_table = STORAGE.read(data.get("storage", {}), where=where, base=base)
+    storage = storage_table["path"]
+    options = {k: storage_table[k] for k in STORAGE_OPTIONS if storage_table[k] is not None}
     catalog = CATALOG.read(data.get("catalog", {}), where=where, base=base)["path"]
     backup = BACKUP.read(data.get("backup", {}), where=where, base=base)
-    storage, catalog = check_places(storage, catalog, where=where)
+    storage, catalog = check_places(storage, catalog, where=where, options=options)
     return ClusterConfig(
         path=file,
         applications=apps,
         targets=targets,
         storage=storage,
         catalog=catalog,
+        storage_options=options,
         capture_deadline_s=backup["capture_deadline"],
         min_pause_s=backup["min_pause"],
         restore=_restore_sections(data.get("restore"), names, where, base),

@@ -105,18 +105,22 @@ class AzureContainer:
 
 
 class AzuriteServer:
-    def __init__(self) -> None:
+    """``persistent=True`` keeps blobs in the server's folder (they survive ``daemon.restart()``)."""
+
+    def __init__(self, persistent: bool = False) -> None:
+        self.persistent = persistent
         self._daemon: Daemon | None = None
         self.blob_endpoint = ""
 
     def __enter__(self) -> AzuriteServer:
         def argv(port: int, folder: Path) -> list[str]:
-            # the folder stays empty: in-memory persistence excludes --location
+            # in-memory persistence excludes --location (the folder then stays empty)
+            keep = ["--location", str(folder / "data")] if self.persistent else ["--inMemoryPersistence"]
             return [
                 str(AZURITE),
                 "--blobHost", "127.0.0.1",
                 "--blobPort", str(port),
-                "--inMemoryPersistence",
+                *keep,
                 "--loose",
                 "--skipApiVersionCheck",
                 "--disableProductStyleUrl",
