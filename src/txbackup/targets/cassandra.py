@@ -250,6 +250,8 @@ class CassandraTarget:
         self.token = token
         self.tls = tls
         self.label = f'target "{name}"'
+        self.repository_id: str | None = None
+        """The repository the agents must write to (``expect_repository``)."""
 
     @property
     def all_keyspaces(self) -> list[str]:
@@ -275,8 +277,15 @@ class CassandraTarget:
         return AgentClient(address, culprit=self.label, token=self.token, tls=self.tls)
 
     # -- preflight -------------------------------------------------------------------------------
+    def expect_repository(self, repository_id: str | None) -> None:
+        """The engine's repository id: each agent checks at preflight that its own storage
+        is that repository (``repository.config.RepositoryAware``)."""
+        self.repository_id = repository_id
+
     def preflight(self) -> None:
-        body = {"keyspaces": self.all_keyspaces, "method": self.method}
+        body: dict[str, Any] = {"keyspaces": self.all_keyspaces, "method": self.method}
+        if self.repository_id is not None:
+            body["repository_id"] = self.repository_id
         answers = _each(self.clients, lambda c: c.call("preflight", body), name="cassandra-preflight")
         clusters = {str(a["node"]["cluster_name"]) for a in answers}
         if len(clusters) > 1:
