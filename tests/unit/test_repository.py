@@ -16,12 +16,16 @@ from typing import Any
 import pytest
 import zstandard
 
+from txbackup.admin.client import Endpoint
+from txbackup.admin.fleet import Fleet
 from txbackup.agent import blobs, server
 from txbackup.agent.client import AgentClient
 from txbackup.agent.node import Node, NodeConfig
 from txbackup.catalog import Catalog
 from txbackup.cli import main
 from txbackup.config import default_catalog, load_cluster, parse_storage_options
+from txbackup.demo.sample_service import SampleServer
+from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import Manifest, PauseWindow, Timings, parse_manifest, write_manifest
 from txbackup.errors import IntegrityError, StorageError, TxbackupError, UsageError
 from txbackup.repository import layout
@@ -35,7 +39,7 @@ from txbackup.repository.config import (
     read_config,
 )
 from txbackup.storage import LocalStorage, registry
-from txbackup.storage.base import load_bytes, save_bytes
+from txbackup.storage.base import list_names, load_bytes, save_bytes
 from txbackup.storage.memory import MemoryStorage
 from txbackup.targets.cassandra import CassandraTarget
 
@@ -399,3 +403,33 @@ def test_the_cassandra_target_sends_the_engine_repository_id(agent_of: Any, tmp_
         target.preflight()
     assert agent_of.calls == []
 
+
+
+async def test_a_backup_with_an_agent_of_another_repository_pauses_nothing(
+    app: SampleServer, agent_of: Any, tmp_path: Path
+) -> None:
+    ours = LocalStorage(str(tmp_path / "ours"))
+    made = init_repository(ours)
+    theirs = init_repository(LocalStorage(str(tmp_path / "theirs")))
+    address = agent_of(LocalStorage(str(tmp_path / "theirs")))
+    target = CassandraTarget("c", [AgentClient(address, culprit='target "c"', token=TOKEN)], ["ks"],
+                             "coordinator", 10.0, "snapshot", "import", 60.0, TOKEN, None)  # fmt: skip
+    pauses: list[object] = []
+    original = app.gate.pause
+
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        pauses.append(args)
+        await original(*args, **kwargs)
+
+    app.gate.pause = counted  # type: ignore[method-assign]
+    plan = BackupPlan(
+        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
+        targets=[target],
+        storage=ours,
+        catalog=Catalog(str(tmp_path / "catalog.db")),
+    )
+    with pytest.raises(TxbackupError) as info:
+        await run_backup(plan)
+    assert made.repository_id in str(info.value) and theirs.repository_id in str(info.value)
+    assert pauses == [] and agent_of.calls == [] and plan.catalog.list() == []
+    assert list_names(ours, "") == ["config"]
