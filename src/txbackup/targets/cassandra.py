@@ -17,6 +17,11 @@ Settings::
     restore_with = "import"                # or "sstableloader": restores into another layout
     start_timeout = "5m"                   # method "stop": how long nodes may take to come back
 
+Preflight (nothing paused yet): every agent answers, they form one cluster,
+every node has one, and each agent's own storage holds the repository id the
+engine expects (``expect_repository``): an agent pointed at another repository
+is refused, naming both ids.
+
 Capture (inside the pause): every agent runs ``nodetool snapshot -t <set id>
 <keyspaces> <coordinator>`` on its node, all in parallel; a snapshot flushes
 the memtables first and is a set of hard links, so it takes about a second
@@ -87,11 +92,11 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from txbackup.agent.blobs import store_prefix
 from txbackup.agent.client import AgentClient, AgentTls
 from txbackup.agent.schema import checked_statements
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, TxbackupError, UsageError
+from txbackup.repository.layout import store_prefix
 from txbackup.safepaths import shown
 from txbackup.secrets import resolve_secret
 from txbackup.settings import (
