@@ -5,7 +5,12 @@ complete set: a set without a manifest does not exist. JSON, format 1::
 
     {"format_version": 1, "set_id": ..., "status": "complete",
      "created_at": ..., "finished_at": ..., "pause": {...},
-     "applications": [...], "timings": {...}, "targets": [...]}
+     "applications": [...], "timings": {...}, "targets": [...],
+     "repository_id": ...}
+
+``repository_id`` (optional: absent in sets of a storage that had no
+repository config yet) is the id of the repository the set was made in
+(``repository.config``). The object names come from ``repository.layout``.
 
 Times are UTC ISO-8601 strings with milliseconds (``txbackup.clock.iso_ms``).
 
