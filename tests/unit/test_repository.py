@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,7 @@ from txbackup.agent.client import AgentClient
 from txbackup.agent.node import Node, NodeConfig
 from txbackup.catalog import Catalog
 from txbackup.cli import main
-from txbackup.config import default_catalog, load_cluster, parse_storage_options
+from txbackup.config import build_target, default_catalog, load_cluster, parse_storage_options
 from txbackup.demo.sample_service import SampleServer
 from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import Manifest, PauseWindow, Timings, parse_manifest, write_manifest
@@ -447,3 +448,28 @@ def test_the_agent_opens_its_storage_by_url_with_options(
     assert main([*argv, "--storage-option", "password=x"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--storage-option 'password': expected KEY=VALUE" in err
+
+
+async def test_the_first_committed_backup_makes_an_old_storage_a_repository(
+    app: SampleServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "a.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    storage = LocalStorage(str(tmp_path / "store"))
+    plan = BackupPlan(
+        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
+        targets=[build_target({"name": "a", "kind": "sqlite", "path": str(db)}, 0)],
+        storage=storage,
+        catalog=Catalog(str(tmp_path / "catalog.db")),
+    )
+    first = await run_backup(plan)  # a storage from before configs: no id yet
+    made = read_config(storage)
+    assert first.repository_id is None and made is not None
+    second = await run_backup(plan)
+    assert second.repository_id == made.repository_id
+    assert [row.repository_id for row in plan.catalog.list()] == [None, made.repository_id]
+    assert read_config(storage) == made
