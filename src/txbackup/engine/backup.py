@@ -4,9 +4,9 @@ The engine knows the flow and nothing of any database:
 
 1. **preflight**: lock the storage (one backup at a time; this also proves
    it is writable), clean what killed runs left (``engine.cleanup``), read
-   the repository config (``repository.config``), then every application answers and is serving,
-   every target is reachable with its credentials (agents: and sees the same
-   repository id). Nothing is paused if this fails.
+   the repository config (``repository.config``), then every application
+   answers and is serving, every target is reachable with its credentials
+   (and its agents see the same repository id). Nothing is paused if this fails.
 2. **pause** the fleet, **capture** every target in parallel under a deadline
    (constant-time snapshot handles), hold the pause for ``min_pause`` if
    configured, check that we still hold the lock and that every application
@@ -272,8 +272,9 @@ def _first_config(plan: BackupPlan) -> None:
     is complete whatever happens here: a failure is a warning, retried by the next run)."""
     try:
         made = open_config(plan.storage, create=True)
-    except TxbackupError as exc:
-        plan.reporter.event("warning", message=f"repository config not written: {exc}")
+    except Exception as exc:  # never fails the committed set (whose files a failure would remove)
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        plan.reporter.event("warning", message=f"repository config not written: {problem}")
     else:
         if made is not None:
             plan.reporter.event("repository", repository_id=made.repository_id, created=True)
