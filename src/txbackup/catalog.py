@@ -37,6 +37,7 @@ from txbackup.engine.manifest import (
     set_prefix,
 )
 from txbackup.errors import StorageError, TxbackupError
+from txbackup.repository.config import is_repository_id
 from txbackup.storage.base import Storage
 
 RUNNING = "running"
@@ -56,8 +57,9 @@ CREATE TABLE IF NOT EXISTS sets (
     restore_point TEXT
 )"""
 _COLUMNS = "set_id, status, created_at, finished_at, targets_json, error, manifest_path, restore_point"
-# added later: who runs a RUNNING set (JSON: owner, storage, lock id); a warning on a complete set
-_ADDED_COLUMNS = {"run_json": "TEXT", "warning": "TEXT"}
+# added later: who runs a RUNNING set (JSON: owner, storage, lock id); a warning on a complete set;
+# the id of the repository the set belongs to
+_ADDED_COLUMNS = {"run_json": "TEXT", "warning": "TEXT", "repository_id": "TEXT"}
 _ALL_COLUMNS = _COLUMNS + ", " + ", ".join(_ADDED_COLUMNS)
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
@@ -89,6 +91,8 @@ class SetRow:
     """Who makes (made) the set: ``{"owner": {...}, "storage": ..., "lock_id": ...}``."""
     warning: str | None = None
     """A complete set's caveat (e.g. a pause window some endpoint could not confirm)."""
+    repository_id: str | None = None
+    """The repository the set belongs to (None: a storage without repository config)."""
 
 
 class Catalog:
@@ -124,15 +128,16 @@ class Catalog:
         created_at: datetime | str,
         targets: Sequence[str],
         run: Mapping[str, Any] | None = None,
+        repository_id: str | None = None,
     ) -> None:
-        """Record a set being made (RUNNING), and by whom (``run``)."""
+        """Record a set being made (RUNNING), by whom (``run``), in which repository."""
         created = created_at if isinstance(created_at, str) else iso_ms(created_at)
         run_json = None if run is None else json.dumps(run)
         with self._db() as db:
             db.execute(
-                "INSERT INTO sets (set_id, status, created_at, targets_json, run_json)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (set_id, RUNNING, created, json.dumps(list(targets)), run_json),
+                "INSERT INTO sets (set_id, status, created_at, targets_json, run_json, repository_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (set_id, RUNNING, created, json.dumps(list(targets)), run_json, repository_id),
             )
 
     def warn(self, set_id: str, warning: str) -> None:
@@ -270,11 +275,12 @@ def delete_set(storage: Storage, catalog: Catalog, set_id: str) -> None:
 def _upsert_complete(db: sqlite3.Connection, manifest: Manifest) -> None:
     db.execute(
         "INSERT INTO sets (set_id, status, created_at, finished_at, targets_json, error,"
-        " manifest_path, restore_point) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)"
+        " manifest_path, restore_point, repository_id) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)"
         " ON CONFLICT (set_id) DO UPDATE SET status = excluded.status,"
         " created_at = excluded.created_at, finished_at = excluded.finished_at,"
         " targets_json = excluded.targets_json, error = NULL,"
-        " manifest_path = excluded.manifest_path, restore_point = excluded.restore_point",
+        " manifest_path = excluded.manifest_path, restore_point = excluded.restore_point,"
+        " repository_id = excluded.repository_id",
         (
             manifest.set_id,
             COMPLETE,
@@ -283,13 +289,15 @@ def _upsert_complete(db: sqlite3.Connection, manifest: Manifest) -> None:
             json.dumps([t.name for t in manifest.targets]),
             manifest_path(manifest.set_id),
             manifest.restore_point,
+            manifest.repository_id,
         ),
     )
 
 
 def _row(row: Sequence[object]) -> SetRow:
     """A row read from the file (untrusted: any cell may hold any type); ValueError if malformed."""
-    set_id, status, created_at, finished_at, targets_json, error, path, restore_point, run_json, warning = row
+    (set_id, status, created_at, finished_at, targets_json, error, path, restore_point, run_json,
+     warning, repository_id) = row  # fmt: skip
     if not isinstance(set_id, str):
         raise ValueError("set id is not text")
     try:
@@ -304,6 +312,8 @@ def _row(row: Sequence[object]) -> SetRow:
                         ("restore_point", restore_point), ("warning", warning)):  # fmt: skip
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name} is not text")
+    if repository_id is not None and not is_repository_id(repository_id):
+        raise ValueError(f"repository_id {_shown(repository_id)} is not a repository id")
     try:
         targets = json.loads(targets_json) if isinstance(targets_json, str | bytes) else None
     except (ValueError, RecursionError):
@@ -316,7 +326,7 @@ def _row(row: Sequence[object]) -> SetRow:
             run = json.loads(run_json)
     return SetRow(
         set_id, str(status), created_at, finished_at, targets, error, path, restore_point,  # type: ignore[arg-type]
-        run if isinstance(run, dict) else None, warning,  # type: ignore[arg-type]
+        run if isinstance(run, dict) else None, warning, repository_id,  # type: ignore[arg-type]
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ targets and ``[restore.NAME]`` sections name an environment variable
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import tomllib
@@ -23,9 +24,10 @@ from txbackup.admin.client import ClientOptions, Endpoint, TlsOptions
 from txbackup.admin.discovery import check_dns_server, check_srv_name, from_list, from_srv
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import UsageError
+from txbackup.safepaths import shown as shown_text
 from txbackup.secrets import check_dsn, dsn_secret
 from txbackup.settings import Setting, Table, check_keys, check_name, nearest, resolve_paths
-from txbackup.storage import LocalStorage, open_storage
+from txbackup.storage import LocalStorage, Storage, open_storage
 from txbackup.storage.retry import RetryStorage
 from txbackup.targets.base import Target
 
@@ -70,7 +72,7 @@ class ClusterConfig:
     storage: str
     catalog: str
     storage_options: dict[str, Any] = field(default_factory=dict)
-    """The backend's ``[storage]`` options (``STORAGE_OPTIONS`` that are set), for ``open_storage``."""
+    """The ``[storage]`` options given (only those), for ``open_storage``."""
     capture_deadline_s: float = 30.0
     min_pause_s: float = 0.0
     restore: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -153,14 +155,36 @@ APPLICATIONS = Table(
 STORAGE = Table(
     "[storage]",
     (
-        Setting("path", "path", "backups", "a local folder, file:///path, az://container/prefix, gs://bucket/prefix"),
-        Setting("endpoint", "str", help="the object store's endpoint URL (an emulator, a sovereign cloud)"),
+        Setting(
+            "path", "path", "backups",
+            "a local folder, or a URL: file:///path, s3://bucket/prefix, az://container/prefix,"
+            " gs://bucket/prefix",
+        ),
+        # the backend's options (never credentials: those come from each cloud's own
+        # environment and credential chain); each reaches open_storage(url, options)
+        Setting(
+            "endpoint", "str",
+            help="the object store's endpoint URL (S3-compatible stores, emulators, sovereign clouds)",
+        ),
+        Setting("region", "str", help="the bucket's region"),
+        Setting("path_style", "bool", help="address the bucket in the path (S3-compatible stores)"),
+        Setting("storage_class", "str", help="the storage class of new objects"),
+        Setting("sse_kms_key_id", "str", help="the KMS key that encrypts new objects (SSE-KMS)"),
         Setting("account", "str", help="the Azure storage account (else AZURE_STORAGE_ACCOUNT)"),
     ),
 )
-STORAGE_OPTIONS = ("endpoint", "account")
-"""The [storage] settings handed to the backend as options (never credentials)."""
-CATALOG = Table("[catalog]", (Setting("path", "path", help="the catalog; default: <storage>/catalog.db"),))
+STORAGE_OPTIONS = tuple(s.key for s in STORAGE.settings if s.key != "path")
+"""The ``[storage]`` keys that are backend options (``--storage-option KEY=VALUE``)."""
+CATALOG = Table(
+    "[catalog]",
+    (
+        Setting(
+            "path", "path",
+            help="the catalog; default: <storage>/catalog.db for a local storage, else a file "
+            "under $XDG_STATE_HOME/txbackup/ (see default_catalog)",
+        ),
+    ),
+)  # fmt: skip
 BACKUP = Table(
     "[backup]",
     (
@@ -262,6 +286,50 @@ def _restore_sections(
     return sections
 
 
+def parse_storage_options(pairs: list[str], flag: str = "--storage-option") -> dict[str, Any]:
+    """``KEY=VALUE`` flags as ``[storage]`` options, typed and checked by the same
+    declarations as the cluster file (``true``/``false`` for a bool)."""
+    conf: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or key not in STORAGE_OPTIONS:
+            known = ", ".join(STORAGE_OPTIONS)
+            raise UsageError(f"{flag} {shown_text(key)}: expected KEY=VALUE with KEY one of {known}")
+        setting = next(s for s in STORAGE.settings if s.key == key)
+        if setting.type == "bool":
+            if value not in ("true", "false"):
+                raise UsageError(f"{flag} {key}: true or false, not {shown_text(value)}")
+            conf[key] = value == "true"
+        else:
+            conf[key] = value
+    _refuse_secrets(conf, flag)
+    return _options(STORAGE.read(conf, where=flag, title=""))
+
+
+def _options(read: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k in STORAGE_OPTIONS if (v := read.get(k)) is not None}
+
+
+def state_home() -> Path:
+    """``$XDG_STATE_HOME`` (an absolute path), else ``~/.local/state``."""
+    given = os.environ.get("XDG_STATE_HOME", "")
+    return Path(given) if os.path.isabs(given) else Path.home() / ".local" / "state"
+
+
+def default_catalog(storage: Storage) -> str:
+    """Where the catalog is unless configured: ``<storage>/catalog.db`` for a local
+    storage (as always); for a remote one a local file of its own, under
+    ``$XDG_STATE_HOME/txbackup/<hash of the storage's URL>/catalog.db`` (the
+    catalog is an index, rebuilt from the repository with ``list --rebuild``;
+    it never goes into the bucket). The URL's hash, not the repository id: the
+    place is known before the repository is read, even before ``init``."""
+    inner = storage.inner if isinstance(storage, RetryStorage) else storage
+    if isinstance(inner, LocalStorage):
+        return os.path.join(inner.root, "catalog.db")
+    key = hashlib.sha256(storage.describe().encode()).hexdigest()[:24]
+    return str(state_home() / "txbackup" / key / "catalog.db")
+
+
 def check_places(
     storage: str,
     catalog: str | None,
@@ -273,18 +341,16 @@ def check_places(
     """(storage, catalog) checked before use: a storage scheme we know, a local storage
     that is a folder if it exists (and that we may write in, when ``writable``: a backup
     checks it before anything is paused), a catalog that is not a folder; the catalog
-    defaults to ``<storage>/catalog.db``."""
+    defaults to ``default_catalog``."""
     prefix = f"{where}: " if where else ""
-    # a scheme we do not know, or options it does not take, are refused now, not at the first write
+    # a scheme we do not know (or a bad option) is refused now, not at the first write
     store = open_storage(storage, options)
     if isinstance(store, RetryStorage):
         store = store.inner
     if isinstance(store, LocalStorage):
         _check_folder(store.root, f"{prefix}storage {store.root}", writable=writable)
     if catalog is None:
-        if not isinstance(store, LocalStorage):
-            raise UsageError(f"{prefix}[catalog] path is required with storage {storage}")
-        catalog = os.path.join(store.root, "catalog.db")
+        catalog = default_catalog(store)
     if not catalog:
         raise UsageError(f"{prefix}catalog: empty path")
     if os.path.isdir(catalog):
@@ -370,9 +436,8 @@ def load_cluster(path: str | Path) -> ClusterConfig:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"{where}: target names must be unique ({', '.join(twice)} twice)")
-    storage_table = STORAGE.read(data.get("storage", {}), where=where, base=base)
-    storage = storage_table["path"]
-    options = {k: storage_table[k] for k in STORAGE_OPTIONS if storage_table[k] is not None}
+    storage_read = STORAGE.read(data.get("storage", {}), where=where, base=base)
+    storage, options = storage_read["path"], _options(storage_read)
     catalog = CATALOG.read(data.get("catalog", {}), where=where, base=base)["path"]
     backup = BACKUP.read(data.get("backup", {}), where=where, base=base)
     storage, catalog = check_places(storage, catalog, where=where, options=options)

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import json
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -43,9 +42,10 @@ from datetime import UTC, datetime
 from txbackup.clock import iso_ms, utc_now
 from txbackup.errors import StorageError, TxbackupError
 from txbackup.owner import Owner
+from txbackup.repository import layout
 from txbackup.storage.base import Storage, save_bytes
 
-PREFIX = "locks/"
+PREFIX = layout.LOCKS
 STALE_AFTER_S = 300.0
 """A lock whose heartbeat is older than this is stale (its owner hung or died elsewhere)."""
 REFRESH_EVERY_S = 30.0
@@ -57,7 +57,6 @@ MAX_LOCK_BYTES = 64 * 1024
 
 PENDING = "pending"
 HELD = "held"
-_NAME = re.compile(r"^locks/(?P<id>\d{8}T\d{9}Z-[0-9a-f]{8})\.json$")
 _COMMAND = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
@@ -69,9 +68,7 @@ class LockLost(TxbackupError):
     """Our lock vanished or could not be refreshed: another process may now hold the storage."""
 
 
-def new_lock_id(now: datetime) -> str:
-    """``20261127T101500123Z-3f9a0c1d``: time to the millisecond, then random."""
-    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(4)}"
+new_lock_id = layout.new_lock_id
 
 
 @dataclass(frozen=True)
@@ -87,7 +84,7 @@ class LockInfo:
 
     @property
     def name(self) -> str:
-        return f"{PREFIX}{self.lock_id}.json"
+        return layout.lock_path(self.lock_id)
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -169,15 +166,15 @@ def read_locks(storage: Storage, stale_after: float = STALE_AFTER_S) -> Found:
     live, stale, unreadable = [], [], []
     for info in storage.iterate(PREFIX):
         name = info.name
-        match = _NAME.match(name)
-        if match is None:
+        lock_id = layout.parse_lock_path(name)
+        if lock_id is None:
             unreadable.append((name, "not a lock name"))
             continue
         try:
             if info.size > MAX_LOCK_BYTES:
                 raise ValueError(f"{info.size} bytes, too large")
             with storage.open_read(name) as stream:
-                lock = LockInfo.parse(match["id"], stream.read(MAX_LOCK_BYTES + 1))
+                lock = LockInfo.parse(lock_id, stream.read(MAX_LOCK_BYTES + 1))
         except StorageError:
             if storage.stat(name) is None:
                 continue  # released between the listing and the read

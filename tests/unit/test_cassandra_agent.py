@@ -65,7 +65,7 @@ def test_a_corrupt_or_missing_blob_is_named(tmp_path: Path) -> None:
     raw[-6] ^= 0x01  # inside the frame's data or checksum
     blob.write_bytes(bytes(raw))
     out = tmp_path / "out"
-    with pytest.raises(IntegrityError, match=rf"ks\.t f: blob {STORE}/{stored.sha256} .*corrupt"):
+    with pytest.raises(IntegrityError, match=rf"ks\.t f: blob {STORE}/{stored.sha256}: .*corrupt"):
         blobs.fetch_file(storage, STORE, stored.sha256, stored.size, str(out), "ks.t f")
     assert not out.exists() and not list(tmp_path.glob("out*"))
     missing = "0" * 64

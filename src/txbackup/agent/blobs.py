@@ -9,47 +9,26 @@ Medusa). Uploads are atomic (the storage writer's ``commit``), so an upload
 cut in the middle leaves either nothing or a complete blob; blobs stored before the cut
 are reused by the next backup, which is how an interrupted upload resumes.
 
-A blob is checked when it is fetched: its stored size, the zstd frame, then
-the SHA-256 and size of the data against the name and the record.
+A blob is written and checked by ``repository.codec`` (the pipeline set
+artifacts use): when it is fetched, the zstd frame, then the SHA-256 and size
+of the data against the name and the record, bounded by the recorded size.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, cast
-
-import zstandard
+from typing import Any
 
 from txbackup.errors import IntegrityError, StorageError
-from txbackup.safepaths import create_private, shown
-from txbackup.storage.base import CHUNK, Storage, check_name
-
-ZSTD_LEVEL = 3
-_SHA = re.compile(r"^[0-9a-f]{64}$")
-_CLUSTER = re.compile(r"[^A-Za-z0-9_.-]+")
-_STORE = re.compile(r"^cassandra/[A-Za-z0-9_.-]{1,200}/sstables$")
-
-
-def store_prefix(cluster_name: str) -> str:
-    """The store of one Cassandra cluster: ``cassandra/<cluster>/sstables``."""
-    safe = _CLUSTER.sub("_", cluster_name).strip("._") or "cluster"
-    return f"cassandra/{safe}/sstables"
-
-
-def blob_name(store: str, sha256: str) -> str:
-    """``<store>/<sha256>``; both come from a set's position and file lists (untrusted),
-    so the store must have the shape ``store_prefix`` gives and the digest be one."""
-    if not isinstance(store, str) or not _STORE.match(store):
-        raise IntegrityError(f"{shown(store)} is not a blob store (cassandra/<cluster>/sstables)")
-    if not isinstance(sha256, str) or not _SHA.match(sha256):
-        raise IntegrityError(f"{shown(sha256)} is not a SHA-256")
-    return check_name(f"{store}/{sha256}")
+from txbackup.repository.codec import Encoder, Expected, decoded
+from txbackup.repository.layout import blob_name as blob_name  # names live in the layout
+from txbackup.repository.layout import store_prefix as store_prefix
+from txbackup.safepaths import create_private
+from txbackup.storage.base import CHUNK, Storage
 
 
 @dataclass(frozen=True)
@@ -73,44 +52,6 @@ def file_sha256(path: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-class _Compressing(io.RawIOBase):
-    """The zstd-compressed bytes of a file, read as a stream (for ``put_file``),
-    digesting the plain data on the way."""
-
-    def __init__(self, src: IO[bytes]) -> None:
-        self._digest = hashlib.sha256()
-        self._size = 0
-        self._reader = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).stream_reader(
-            cast(IO[bytes], _Tap(src, self)), read_size=CHUNK
-        )
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._reader.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def seen(self, data: bytes) -> None:
-        self._digest.update(data)
-        self._size += len(data)
-
-    def plain(self) -> tuple[str, int]:
-        return self._digest.hexdigest(), self._size
-
-
-class _Tap:
-    def __init__(self, src: IO[bytes], sink: _Compressing) -> None:
-        self._src = src
-        self._sink = sink
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._src.read(size)
-        self._sink.seen(data)
-        return data
-
-
 def put_file(storage: Storage, store: str, path: str) -> Stored:
     """Store the local file ``path`` unless a blob with its content exists already.
 
@@ -124,12 +65,15 @@ def put_file(storage: Storage, store: str, path: str) -> Stored:
     if existing is not None:
         return Stored(sha, size, existing.size, False)
     with open(path, "rb") as src, storage.open_write(name) as writer:
-        stream = _Compressing(src)
-        while chunk := stream.read(CHUNK):
-            writer.write(chunk)
-        if stream.plain() != (sha, size):
+        encoder = Encoder(writer.write)
+        while chunk := src.read(CHUNK):
+            encoder.write(chunk)
+        done = encoder.finish()
+        if (done.sha256, done.size) != (sha, size):
             raise StorageError(f"{path} changed while it was being stored")  # aborts the upload
         stored = writer.commit().size
+    if stored != done.stored_size:
+        raise StorageError(f"blob {name}: storage saved {stored} of {done.stored_size} bytes")
     return Stored(sha, size, stored, True)
 
 
@@ -150,32 +94,25 @@ def fetch_file(
     written through a symbolic link.
     """
     name = blob_name(store, sha256)
-    if storage.stat(name) is None:
+    info = storage.stat(name)
+    if info is None:
         raise IntegrityError(f"{what}: blob {name} missing from storage {storage.describe()}")
     partial = dest + ".txbackup-partial"
-    digest = hashlib.sha256()
-    written = 0
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)  # left by an interrupted run (a link goes, not its target)
-        with storage.open_read(name) as src, os.fdopen(create_private(partial), "wb") as out:
-            reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
-            try:
-                # never more than one byte past the recorded size: a zstd bomb stops here
-                while chunk := reader.read(min(CHUNK, size + 1 - written)):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    written += len(chunk)
-                    if written > size:
-                        raise IntegrityError(
-                            f"{what}: blob {name} holds more than the recorded {size} bytes (corrupt)"
-                        )
-                    if progress is not None:
-                        progress(len(chunk))
-            except zstandard.ZstdError as exc:
-                raise IntegrityError(f"{what}: blob {name} is corrupt ({exc})") from None
-        if (digest.hexdigest(), written) != (sha256, size):
-            raise IntegrityError(f"{what}: blob {name} does not match its checksum (corrupt)")
+        # the blob's stored size is what the listing says (nothing else records it);
+        # the data is bounded by the recorded size and checked against its name
+        expected = Expected(size, sha256, info.size)
+        with (
+            storage.open_read(name) as src,
+            decoded(src, expected, f"{what}: blob {name}") as data,
+            os.fdopen(create_private(partial), "wb") as out,
+        ):
+            while chunk := data.read(CHUNK):
+                out.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
         os.replace(partial, dest)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -196,7 +196,9 @@ def checked_statements(records: Iterable[Any], keyspaces: Sequence[str]) -> tupl
         ):
             raise UsageError(f"schema statement {i + 1}: keyspace, type, name and statement strings required")
         kind, keyspace, name = record["type"], record["keyspace"], record["name"]
-        label = f"schema statement {i + 1} ({kind} {keyspace}.{name})"[:200]
+        # names from the set (untrusted): a control character must not break the line
+        what = "".join(c if c.isprintable() else "?" for c in f"{kind} {keyspace}.{name}"[:180])
+        label = f"schema statement {i + 1} ({what})"
         if keyspace not in allowed or is_system_keyspace(keyspace):
             raise UsageError(f"{label}: keyspace {keyspace!r} is not one of the set's keyspaces")
         if kind in SKIPPED:

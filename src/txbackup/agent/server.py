@@ -24,7 +24,6 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -33,6 +32,8 @@ from typing import Any
 from txbackup import __version__
 from txbackup.agent.node import Node, Progress, check_keyspace, check_tag
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
+from txbackup.repository.config import check_repository_id, is_repository_id
+from txbackup.repository.layout import probe_name
 from txbackup.storage.base import save_bytes
 
 log = logging.getLogger("txbackup.agent")
@@ -100,9 +101,14 @@ def _info(node: Node, body: Mapping[str, Any], progress: Progress) -> Mapping[st
 
 
 def _preflight(node: Node, body: Mapping[str, Any], progress: Progress) -> Mapping[str, Any]:
+    expected = body.get("repository_id")
+    if expected is not None:  # first: an agent of another repository touches nothing else
+        if not is_repository_id(expected):
+            raise UsageError("repository_id: 32 lowercase hex digits are required")
+        check_repository_id(expected, node.storage, "agent")
     answer = dict(_info(node, body, progress))
     node.nodetool("version", timeout=120)
-    probe = f"cassandra/.probe/{uuid.uuid4().hex}"
+    probe = probe_name()
     try:
         save_bytes(node.storage, probe, b"txbackup agent probe\n")
         node.storage.remove(probe)
@@ -228,7 +234,7 @@ CALLS: dict[str, Handler] = {
 
 FIELDS: dict[str, frozenset[str]] = {
     "info": frozenset({"keyspaces"}),
-    "preflight": frozenset({"keyspaces", "method"}),
+    "preflight": frozenset({"keyspaces", "method", "repository_id"}),
     "snapshot": frozenset({"tag", "keyspaces", "timeout_s"}),
     "clear": frozenset({"tag", "keyspaces", "offline"}),
     "upload": frozenset({"tag", "keyspaces", "store"}),

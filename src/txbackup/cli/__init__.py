@@ -35,6 +35,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # The order here is the order of `txbackup --help`.
 COMMAND_MODULES = [
     "demo",
+    "init",
     "backup",
     "restore",
     "verify",

@@ -15,6 +15,7 @@ from types import FrameType
 from txbackup.agent.client import DEFAULT_PORT
 from txbackup.agent.node import Node, NodeConfig, parse_command
 from txbackup.agent.server import AgentServer, clear_leftovers
+from txbackup.config import parse_storage_options
 from txbackup.errors import UsageError
 from txbackup.secrets import check_private_file, resolve_secret
 from txbackup.storage import open_storage
@@ -84,7 +85,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     node.add_argument("--start-cmd", metavar="CMD", help="starts the node again (the cold method)")
     where = parser.add_argument_group("files")
     where.add_argument(
-        "--storage", required=True, metavar="PATH", help="the backup storage (folder or file:///)"
+        "--storage",
+        required=True,
+        metavar="URL",
+        help="the repository, as the engine's [storage] path: a folder or a URL (s3://bucket/prefix...); "
+        "credentials come from the environment (AWS_*, AZURE_*, GOOGLE_APPLICATION_CREDENTIALS)",
+    )
+    where.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a [storage] option (endpoint, region, path_style...), as in the cluster file; repeatable",
     )
     where.add_argument(
         "--staging-dir",
@@ -178,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     token = _token(args)
     tls = _tls(args)
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, parse_storage_options(args.storage_option))
     node = Node(config, storage)
     if not logging.getLogger().handlers or args.verbose:
         logging.getLogger("txbackup").setLevel(logging.INFO)

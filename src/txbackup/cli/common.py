@@ -6,17 +6,26 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from txbackup.admin.discovery import from_srv
 from txbackup.admin.fleet import Fleet, Interrupted, received_signal
 from txbackup.catalog import Catalog
-from txbackup.config import Applications, ClusterConfig, check_places, load_cluster, parse_applications
+from txbackup.config import (
+    STORAGE_OPTIONS,
+    Applications,
+    ClusterConfig,
+    check_places,
+    load_cluster,
+    parse_applications,
+    parse_storage_options,
+)
 from txbackup.durations import MAX_CALL_S, parse_duration
 from txbackup.engine.manifest import check_set_id
 from txbackup.errors import UsageError
+from txbackup.repository.config import open_config
 from txbackup.storage import Storage, open_storage
 
 T = TypeVar("T")
@@ -45,26 +54,58 @@ def set_id_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_storage_args(parser: argparse.ArgumentParser) -> None:
+    """The repository named on the command line: --storage and its --storage-option."""
+    parser.add_argument(
+        "--storage", metavar="URL", help="the repository: a folder or a URL such as s3://bucket/prefix "
+        "(instead of --config)",
+    )
+    parser.add_argument(
+        "--storage-option", metavar="KEY=VALUE", action="append", default=[],
+        help=f"a [storage] option with --storage (one of {', '.join(STORAGE_OPTIONS)}); repeatable",
+    )  # fmt: skip
+
+
 def add_repository_args(parser: argparse.ArgumentParser) -> None:
     """Where the backup sets are: the cluster file, or --storage (and --catalog)."""
     add_config(parser)
-    parser.add_argument("--storage", metavar="PATH", help="the storage folder (instead of --config)")
-    parser.add_argument("--catalog", metavar="FILE", help="the catalog (default: STORAGE/catalog.db)")
+    add_storage_args(parser)
+    parser.add_argument(
+        "--catalog",
+        metavar="FILE",
+        help="the catalog (default: STORAGE/catalog.db for a folder, a local file of its own for a URL)",
+    )
+
+
+def storage_from_args(args: argparse.Namespace) -> tuple[str, dict[str, Any], ClusterConfig | None]:
+    """(URL, options, cluster file) of the repository named by --config or --storage."""
+    pairs = getattr(args, "storage_option", None) or []  # commands without the flag
+    if args.config and args.storage:
+        raise UsageError("give either --config or --storage, not both")
+    if args.config:
+        if pairs:
+            raise UsageError("--storage-option goes with --storage; with --config, use [storage]")
+        config = load_cluster(args.config)
+        return config.storage, config.storage_options, config
+    if not args.storage:
+        raise UsageError("where are the backups? give --config FILE or --storage URL")
+    return args.storage, parse_storage_options(pairs), None
+
+
+def open_checked(url: str, options: Mapping[str, Any]) -> Storage:
+    """The storage at ``url``, its repository config read and checked first (a newer
+    format, or a malformed config, is refused in one line before anything else)."""
+    storage = open_storage(url, options)
+    open_config(storage)
+    return storage
 
 
 def open_repository(args: argparse.Namespace) -> tuple[Storage, Catalog, ClusterConfig | None]:
     """The storage and catalog named by --config or --storage/--catalog."""
-    if args.config and args.storage:
-        raise UsageError("give either --config or --storage, not both")
-    if args.config:
-        config = load_cluster(args.config)
-        given = config.catalog if args.catalog is None else args.catalog
-        storage, catalog = check_places(config.storage, given, options=config.storage_options)
-        return open_storage(storage, config.storage_options), Catalog(catalog), config
-    if not args.storage:
-        raise UsageError("where are the backups? give --config FILE or --storage PATH")
-    storage, catalog = check_places(args.storage, args.catalog)
-    return open_storage(storage), Catalog(catalog), None
+    url, options, config = storage_from_args(args)
+    given = config.catalog if config is not None and args.catalog is None else args.catalog
+    url, catalog = check_places(url, given, options=options)
+    return open_checked(url, options), Catalog(catalog), config
 
 
 def add_fleet_args(parser: argparse.ArgumentParser) -> None:

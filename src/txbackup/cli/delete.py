@@ -7,6 +7,7 @@ import argparse
 from txbackup.catalog import delete_set
 from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
 from txbackup.errors import TxbackupError
+from txbackup.repository.layout import set_prefix
 
 NAME = "delete"
 HELP = "delete a backup set from storage and the catalog"
@@ -23,7 +24,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     storage, catalog, _ = open_repository(args)
-    if catalog.get(args.set_id) is None and next(storage.iterate(f"sets/{args.set_id}/"), None) is None:
+    if catalog.get(args.set_id) is None and next(storage.iterate(set_prefix(args.set_id)), None) is None:
         raise TxbackupError(f"set {args.set_id}: no such backup set")
     delete_set(storage, catalog, args.set_id)
     if args.json:

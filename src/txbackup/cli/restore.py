@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from txbackup.cli.common import add_config, add_json, print_json, print_table, set_id_arg
+from txbackup.cli.common import add_config, add_json, open_checked, print_json, print_table, set_id_arg
 from txbackup.config import ClusterConfig, load_cluster
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.progress import HumanReporter, JsonReporter
@@ -16,7 +16,6 @@ from txbackup.errors import StorageError, UsageError
 from txbackup.jobs import COMPLETE, JobRow, JobStore
 from txbackup.secrets import REDACTED, check_dsn, check_secret, resolve_secret
 from txbackup.settings import check_name
-from txbackup.storage import open_storage
 
 NAME = "restore"
 HELP = "restore a backup set (all targets, or some) into empty databases"
@@ -188,12 +187,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"restore job {job.job_id} is already complete")
         set_id = job.set_id
         only, destinations, credentials, force = _from_job(job)
-        storage = open_storage(config.storage, config.storage_options)
+        storage = open_checked(config.storage, config.storage_options)
         manifest = read_manifest(storage, set_id)
     elif args.set_id:
         set_id, only, force = args.set_id, args.target, args.force
         to, passwords = parse_destinations(args.to), parse_credentials(args)
-        storage = open_storage(config.storage, config.storage_options)
+        storage = open_checked(config.storage, config.storage_options)
         manifest = read_manifest(storage, set_id)
         names = only or [t.name for t in manifest.targets]
         destinations, credentials = _destinations(config, names, to, passwords)

@@ -1,4 +1,5 @@
-"""Artifacts in storage: zstd-compressed, SHA-256 checked, streamed in chunks.
+"""Artifacts in storage: zstd-compressed, SHA-256 checked, streamed in chunks
+(the bytes go through ``repository.codec``, the pipeline blobs share).
 
 ``SetWriter`` and ``SetReader`` are the engine's ``ArtifactWriter`` and
 ``ArtifactReader`` (see ``targets/base.py``). An artifact ``name`` of target
@@ -17,63 +18,20 @@ overflows instead of filling memory or disk.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, cast
-
-import zstandard
+from typing import IO, Any
 
 from txbackup.engine.manifest import ArtifactRecord, Manifest, artifact_path, check_manifest
 from txbackup.errors import IntegrityError, StorageError, TargetError, TxbackupError
 from txbackup.jobs import MemoryJournal, StepJournal
+from txbackup.repository.codec import Encoder, Expected, Progress, decoded
 from txbackup.safepaths import create_private
 from txbackup.storage.base import CHUNK, Storage
 from txbackup.targets.base import iter_chunks
 
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, WriteableBuffer
-
-ZSTD_LEVEL = 3
-
-Progress = Callable[[int], None] | None
-"""Called with the number of stored bytes read at each step."""
-
-
 __all__ = ["SetReader", "SetWriter", "artifact_path", "open_artifact", "verify_artifact", "verify_set"]
-
-
-class Digest:
-    """A running SHA-256 and byte count."""
-
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
-        self.size = 0
-
-    def update(self, data: ReadableBuffer) -> None:
-        self._sha.update(data)
-        self.size += memoryview(data).nbytes
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
-
-
-class _WriteTap(io.RawIOBase):
-    """A writable stream that digests what goes through it on its way to ``sink``."""
-
-    def __init__(self, sink: Callable[[bytes], object], digest: Digest) -> None:
-        self._sink = sink
-        self._digest = digest
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: ReadableBuffer) -> int:
-        self._digest.update(data)
-        self._sink(data)  # type: ignore[arg-type]  # any bytes-like object
-        return memoryview(data).nbytes
 
 
 class SetWriter:
@@ -96,26 +54,21 @@ class SetWriter:
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
         path = self._reserve(name)
-        plain, stored = Digest(), Digest()
         try:
-            # written straight through: the target's thread compresses and the
+            # written straight through: the target's thread encodes and the
             # storage writer sends; leaving the block early aborts the upload
             with self._storage.open_write(path) as writer:
-                compressor = zstandard.ZstdCompressor(
-                    level=ZSTD_LEVEL, threads=0, write_checksum=True
-                ).stream_writer(cast(IO[bytes], _WriteTap(writer.write, stored)), closefd=False)
-                out = io.BufferedWriter(_WriteTap(compressor.write, plain), CHUNK)
-                yield out
-                out.close()  # flushes into the compressor, if the target did not close it
-                compressor.flush(zstandard.FLUSH_FRAME)  # ends the zstd frame
+                encoder = Encoder(writer.write)
+                yield encoder.stream
+                done = encoder.finish()
                 saved = writer.commit().size
-            if saved != stored.size:
-                raise StorageError(f"artifact {path}: storage saved {saved} of {stored.size} bytes")
+            if saved != done.stored_size:
+                raise StorageError(f"artifact {path}: storage saved {saved} of {done.stored_size} bytes")
         except BaseException:
             with self._lock:
                 self._names.discard(name)
             raise
-        record = ArtifactRecord(name, path, plain.size, plain.hexdigest(), saved, stored.hexdigest())
+        record = ArtifactRecord(name, path, done.size, done.sha256, saved, done.stored_sha256)
         with self._lock:
             self._records.append(record)
 
@@ -136,80 +89,6 @@ class SetWriter:
         return path
 
 
-class _ReadTap:
-    """Reads ``source``, digesting and reporting every byte read; refuses to read
-    more than one byte past ``record.stored_size``."""
-
-    def __init__(self, source: IO[bytes], record: ArtifactRecord, progress: Progress) -> None:
-        self._source = source
-        self._record = record
-        self._progress = progress
-        self.digest = Digest()
-
-    def read(self, size: int = -1) -> bytes:
-        room = self._record.stored_size + 1 - self.digest.size
-        data = self._source.read(room if size < 0 else min(size, room))
-        self.digest.update(data)
-        if self.digest.size > self._record.stored_size:
-            raise IntegrityError(
-                f"artifact {self._record.path}: longer than the recorded {self._record.stored_size} "
-                "bytes (corrupt)"
-            )
-        if self._progress is not None and data:
-            self._progress(len(data))
-        return data
-
-
-class _VerifyingReader(io.RawIOBase):
-    """The decompressed artifact; checks sizes and checksums at EOF."""
-
-    def __init__(self, source: IO[bytes], record: ArtifactRecord, progress: Progress) -> None:
-        self._record = record
-        self._stored = _ReadTap(source, record, progress)
-        self._plain = Digest()
-        self._data = zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], self._stored), read_size=CHUNK, read_across_frames=True, closefd=False
-        )
-        self._verified = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        if self._verified:
-            return 0
-        view = memoryview(buffer).cast("B")
-        # never more than one byte past the recorded size: a bomb stops here
-        room = self._record.size + 1 - self._plain.size
-        try:
-            data = self._data.read(min(len(view), room))
-        except zstandard.ZstdError as exc:
-            raise IntegrityError(f"artifact {self._record.path}: corrupt ({exc})") from exc
-        if not data:
-            self._verify()
-            return 0
-        self._plain.update(data)
-        if self._plain.size > self._record.size:
-            raise IntegrityError(
-                f"artifact {self._record.path}: decompresses to more than the recorded "
-                f"{self._record.size} bytes (corrupt)"
-            )
-        view[: len(data)] = data
-        return len(data)
-
-    def _verify(self) -> None:
-        while self._stored.read(CHUNK):  # bytes after the zstd frame count too
-            pass
-        stored, record = self._stored.digest, self._record
-        if (stored.size, stored.hexdigest()) != (record.stored_size, record.stored_sha256) or (
-            self._plain.size,
-            self._plain.hexdigest(),
-        ) != (record.size, record.sha256):
-            raise IntegrityError(f"artifact {record.path}: checksum mismatch (corrupt)")
-        self._verified = True
-
-
-
 @contextlib.contextmanager
 def open_artifact(
     storage: Storage, record: ArtifactRecord, progress: Progress = None
@@ -226,7 +105,8 @@ def open_artifact(
             "(truncated or corrupt)"
         )
     with storage.open_read(record.path) as source:
-        yield io.BufferedReader(_VerifyingReader(source, record, progress), CHUNK)
+        expected = Expected(record.size, record.sha256, record.stored_size, record.stored_sha256)
+        yield decoded(source, expected, f"artifact {record.path}", progress)
 
 
 class RestoreContext:

@@ -3,9 +3,10 @@
 The engine knows the flow and nothing of any database:
 
 1. **preflight**: lock the storage (one backup at a time; this also proves
-   it is writable), clean what killed runs left (``engine.cleanup``), then
-   every application answers and is serving, every target is reachable with
-   its credentials. Nothing is paused if this fails.
+   it is writable), clean what killed runs left (``engine.cleanup``), read
+   the repository config (``repository.config``), then every application
+   answers and is serving, every target is reachable with its credentials
+   (and its agents see the same repository id). Nothing is paused if this fails.
 2. **pause** the fleet, **capture** every target in parallel under a deadline
    (constant-time snapshot handles), hold the pause for ``min_pause`` if
    configured, check that we still hold the lock and that every application
@@ -14,7 +15,8 @@ The engine knows the flow and nothing of any database:
 3. **export** every capture in parallel, compressed and checksummed.
 4. **commit**: the manifest is written last; only then is the set complete in
    the catalog. On any failure the set is marked FAILED and its partial
-   artifacts are removed.
+   artifacts are removed. The first set committed into a storage without a
+   repository config writes one (``repository.config``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from txbackup.engine.manifest import (
     TargetRecord,
     Timings,
     new_set_id,
+    set_prefix,
     write_manifest,
 )
 from txbackup.engine.progress import Reporter, SilentReporter
@@ -47,6 +50,7 @@ from txbackup.engine.threads import in_thread
 from txbackup.errors import AlreadyExistsError, PauseError, TargetError, TxbackupError
 from txbackup.locks import LockInfo, StorageLock, acquire
 from txbackup.owner import Owner
+from txbackup.repository.config import RepositoryAware, open_config
 from txbackup.storage.base import Storage
 from txbackup.targets.base import Capture, Target
 
@@ -263,13 +267,33 @@ async def _run_backup(plan: BackupPlan) -> Manifest:
         lock.release()
 
 
+def _first_config(plan: BackupPlan) -> None:
+    """Make a storage without config a repository, after its first committed set (the set
+    is complete whatever happens here: a failure is a warning, retried by the next run)."""
+    try:
+        made = open_config(plan.storage, create=True)
+    except Exception as exc:  # never fails the committed set (whose files a failure would remove)
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        plan.reporter.event("warning", message=f"repository config not written: {problem}")
+    else:
+        if made is not None:
+            plan.reporter.event("repository", repository_id=made.repository_id, created=True)
+
+
 async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
     report = plan.reporter
+    # the repository config, checked; a storage without one (from before) gets it once
+    # this set is committed, so a run that fails leaves the storage as it found it
+    config = open_config(plan.storage)
+    repository_id = None if config is None else config.repository_id
+    for target in plan.targets:
+        if isinstance(target, RepositoryAware):  # its agents must see this same repository
+            target.expect_repository(repository_id)
     await _preflight(plan)
     created = utc_now()
     set_id = new_set_id(created)
     run = {"owner": Owner.current().to_dict(), "storage": plan.storage.describe(), "lock_id": lock.lock_id}
-    plan.catalog.begin(set_id, created, [t.name for t in plan.targets], run)
+    plan.catalog.begin(set_id, created, [t.name for t in plan.targets], run, repository_id)
     captures: dict[str, Capture] = {}
     exports = _Exports(report)
     try:
@@ -328,11 +352,14 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
                 )
                 for t in plan.targets
             ],
+            repository_id=repository_id,
         )
         report.event("phase", name="commit")
         lock.check()
         write_manifest(plan.storage, manifest)
         plan.catalog.complete(manifest)
+        if config is None:
+            _first_config(plan)
         if warning is not None:
             plan.catalog.warn(set_id, warning)
         report.event("done", set_id=set_id)
@@ -348,7 +375,7 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
         exports.stop()
         if not isinstance(exc, AlreadyExistsError):  # else the set is another run's: keep it
             with contextlib.suppress(Exception):
-                plan.storage.remove_prefix(f"sets/{set_id}/")
+                plan.storage.remove_prefix(set_prefix(set_id))
         with contextlib.suppress(Exception):
             plan.catalog.fail(set_id, message)
         raise

@@ -27,10 +27,11 @@ from typing import Any
 from txbackup import scratch
 from txbackup.catalog import RUNNING, Catalog, SetRow
 from txbackup.clock import as_utc, utc_now
-from txbackup.engine.manifest import check_set_id, manifest_path, read_manifest, set_prefix
+from txbackup.engine.manifest import manifest_path, read_manifest, set_prefix
 from txbackup.errors import TxbackupError
 from txbackup.locks import StorageLock, read_locks
 from txbackup.owner import Owner
+from txbackup.repository import layout
 from txbackup.storage.base import Storage
 
 LEFTOVER_AGE_S = 600.0
@@ -180,8 +181,7 @@ def _temporary_files(
     storage: Storage, keep: Collection[str], min_age_s: float, report: CleanupReport
 ) -> None:
     for info in storage.temporaries(min_age_s):
-        parts = info.name.split("/")
-        if len(parts) > 2 and parts[0] == "sets" and parts[1] in keep:
+        if layout.set_of(info.name) in keep:
             continue
         storage.remove_temporary(info.name)
         report.temporary_files_removed.append(info.name)
@@ -191,18 +191,15 @@ def _partial_sets(storage: Storage, catalog: Catalog, keep: Collection[str], rep
     """Set folders without a manifest, of no live run (we hold the lock): leftovers."""
     files: dict[str, set[str]] = {}
     for name in report.temporary_files_removed:  # a set folder that held only half-saved files
-        parts = name.split("/")
-        if len(parts) >= 3 and parts[0] == "sets":
-            files.setdefault(parts[1], set())
-    for info in storage.iterate("sets/"):
-        parts = info.name.split("/")
-        if len(parts) >= 3:
-            files.setdefault(parts[1], set()).add("/".join(parts[2:]))
+        if (set_id := layout.set_of(name)) is not None:
+            files.setdefault(set_id, set())
+    for info in storage.iterate(layout.SETS):
+        if (set_id := layout.set_of(info.name)) is not None:
+            files.setdefault(set_id, set()).add(info.name)
     running = {row.set_id for row in catalog.list() if row.status == RUNNING}
     for set_id, names in sorted(files.items()):
-        if "manifest.json" in names or set_id in keep or set_id in running:
+        if layout.manifest_path(set_id) in names or set_id in keep or set_id in running:
             continue
         with contextlib.suppress(TxbackupError):
-            check_set_id(set_id)
             storage.remove_prefix(set_prefix(set_id))
             report.partial_sets_removed.append(set_id)

@@ -5,7 +5,12 @@ complete set: a set without a manifest does not exist. JSON, format 1::
 
     {"format_version": 1, "set_id": ..., "status": "complete",
      "created_at": ..., "finished_at": ..., "pause": {...},
-     "applications": [...], "timings": {...}, "targets": [...]}
+     "applications": [...], "timings": {...}, "targets": [...],
+     "repository_id": ...}
+
+``repository_id`` (optional: absent in sets of a storage that had no
+repository config yet) is the id of the repository the set was made in
+(``repository.config``). The object names come from ``repository.layout``.
 
 Times are UTC ISO-8601 strings with milliseconds (``txbackup.clock.iso_ms``).
 
@@ -24,16 +29,22 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from txbackup.clock import as_utc
 from txbackup.errors import IntegrityError, UsageError
+from txbackup.repository import layout
+from txbackup.repository.config import is_repository_id
+from txbackup.repository.layout import artifact_path as artifact_path  # the names live in layout
+from txbackup.repository.layout import check_set_id as check_set_id
+from txbackup.repository.layout import is_set_id
+from txbackup.repository.layout import manifest_path as manifest_path
+from txbackup.repository.layout import new_set_id as new_set_id
+from txbackup.repository.layout import set_prefix as set_prefix
 from txbackup.safepaths import name_problem, shown
-from txbackup.storage.base import Storage, check_name, load_bytes, save_bytes
+from txbackup.storage.base import Storage, load_bytes, save_bytes
 from txbackup.targets.layouts import LAYOUTS
 
 FORMAT_VERSION = 1
@@ -48,35 +59,8 @@ MAX_DEPTH = 32
 MAX_SIZE = (1 << 63) - 1
 """The largest byte count a manifest may record."""
 
-_SET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always fullmatch
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 T = TypeVar("T")
-
-
-def new_set_id(now: datetime) -> str:
-    """A sortable, unique set id such as ``20261127T101500Z-3f9a`` (naive = UTC)."""
-    return f"{as_utc(now):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
-
-
-def check_set_id(set_id: str) -> str:
-    """Return ``set_id`` if it can name a set folder, else raise UsageError."""
-    if not isinstance(set_id, str) or not _SET_ID.fullmatch(set_id):
-        raise UsageError(f"set id {set_id[:140]!r}: not a backup set id (like 20261127T101500Z-3f9a)")
-    return set_id
-
-
-def set_prefix(set_id: str) -> str:
-    """The storage folder of a set: ``sets/<set_id>/``."""
-    return f"sets/{check_set_id(set_id)}/"
-
-
-def manifest_path(set_id: str) -> str:
-    return set_prefix(set_id) + "manifest.json"
-
-
-def artifact_path(set_id: str, target: str, name: str) -> str:
-    """The storage name of an artifact: ``sets/<set_id>/<target>/<name>.zst``."""
-    return f"{set_prefix(set_id)}{check_name(target)}/{check_name(name)}.zst"
 
 
 @dataclass(frozen=True)
@@ -180,6 +164,9 @@ class Manifest:
     applications: list[str]
     timings: Timings
     targets: list[TargetRecord]
+    repository_id: str | None = None
+    """The repository the set belongs to (``repository.config``); None in sets written
+    before repositories had ids."""
 
     @property
     def restore_point(self) -> str | None:
@@ -197,6 +184,8 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.repository_id is None:
+            del data["repository_id"]  # a set of a repository without config, as before
         return {"format_version": FORMAT_VERSION, "set_id": self.set_id, "status": STATUS} | data
 
     @classmethod
@@ -212,7 +201,7 @@ class Manifest:
             raise ValueError(f"records set id {shown(data.get('set_id'))}")
         _only(data, ["format_version", "status", *_keys(cls)], "manifest")
         set_id = _get(data, "set_id", str)
-        if not _SET_ID.fullmatch(set_id):
+        if not is_set_id(set_id):
             raise ValueError(f"set id {shown(set_id)} is not a backup set id")
         applications = _get(data, "applications", list)
         if not all(isinstance(a, str) and len(a) <= 1024 for a in applications):
@@ -224,7 +213,8 @@ class Manifest:
             pause=PauseWindow.from_dict(_get(data, "pause", dict)),
             applications=applications,
             timings=Timings.from_dict(_get(data, "timings", dict)),
-            targets=[TargetRecord.from_dict(_mapping(t)) for t in _get(data, "targets", list)],
+            targets=[TargetRecord.from_dict(_mapping(t)) for t in _targets(data)],
+            repository_id=_repository_id(data),
         )
         _check_contents(manifest)
         return manifest
@@ -237,12 +227,12 @@ def check_manifest(manifest: Manifest) -> None:
     try:
         _check_contents(manifest)
     except ValueError as exc:
-        label = manifest.set_id if _SET_ID.fullmatch(manifest.set_id) else shown(manifest.set_id)
+        label = manifest.set_id if is_set_id(manifest.set_id) else shown(manifest.set_id)
         raise IntegrityError(f"set {label}: {exc}") from None
 
 
 def _check_contents(manifest: Manifest) -> None:
-    if not _SET_ID.fullmatch(manifest.set_id):
+    if not is_set_id(manifest.set_id):
         raise ValueError(f"set id {shown(manifest.set_id)} is not a backup set id")
     seen: set[str] = set()
     for target in manifest.targets:
@@ -321,12 +311,8 @@ def parse_manifest(text: bytes, path: str, set_id: str | None = None) -> Manifes
 
 def list_set_ids(storage: Storage) -> list[str]:
     """The ids of the sets that have a manifest, oldest first."""
-    ids = []
-    for info in storage.iterate("sets/"):
-        parts = info.name.split("/")
-        if len(parts) == 3 and parts[2] == "manifest.json" and _SET_ID.fullmatch(parts[1]):
-            ids.append(parts[1])
-    return sorted(ids)
+    found = (layout.parse_manifest_path(info.name) for info in storage.iterate(layout.SETS))
+    return sorted(set_id for set_id in found if set_id is not None)
 
 
 def list_manifests(storage: Storage) -> list[Manifest]:
@@ -336,6 +322,14 @@ def list_manifests(storage: Storage) -> list[Manifest]:
 
 def _keys(cls: type[Any]) -> list[str]:
     return list(cls.__dataclass_fields__)
+
+
+def _targets(data: Mapping[str, Any]) -> list[Any]:
+    """The manifest's target records: a set is of at least one target."""
+    targets = _get(data, "targets", list)
+    if not targets:
+        raise ValueError("field 'targets' is empty (a set holds at least one target)")
+    return targets
 
 
 def _only(data: Mapping[str, Any], known: list[str], what: str) -> None:
@@ -400,6 +394,15 @@ def _time(data: Mapping[str, Any], key: str) -> str:
     except ValueError:
         raise ValueError(f"field {key!r} must be an ISO-8601 time, found {shown(value)}") from None
     return value
+
+
+def _repository_id(data: Mapping[str, Any]) -> str | None:
+    if "repository_id" not in data:
+        return None
+    value = data["repository_id"]
+    if not is_repository_id(value):
+        raise ValueError(f"field 'repository_id' must be 32 lowercase hex digits, found {shown(value)}")
+    return str(value)
 
 
 def _optional_time(data: Mapping[str, Any], key: str) -> str | None:

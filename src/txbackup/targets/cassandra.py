@@ -17,6 +17,11 @@ Settings::
     restore_with = "import"                # or "sstableloader": restores into another layout
     start_timeout = "5m"                   # method "stop": how long nodes may take to come back
 
+Preflight (nothing paused yet): every agent answers, they form one cluster,
+every node has one, and each agent's own storage holds the repository id the
+engine expects (``expect_repository``): an agent pointed at another repository
+is refused, naming both ids.
+
 Capture (inside the pause): every agent runs ``nodetool snapshot -t <set id>
 <keyspaces> <coordinator>`` on its node, all in parallel; a snapshot flushes
 the memtables first and is a set of hard links, so it takes about a second
@@ -87,11 +92,11 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from txbackup.agent.blobs import store_prefix
 from txbackup.agent.client import AgentClient, AgentTls
 from txbackup.agent.schema import checked_statements
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, TxbackupError, UsageError
+from txbackup.repository.layout import store_prefix
 from txbackup.safepaths import shown
 from txbackup.secrets import resolve_secret
 from txbackup.settings import (
@@ -250,6 +255,8 @@ class CassandraTarget:
         self.token = token
         self.tls = tls
         self.label = f'target "{name}"'
+        self.repository_id: str | None = None
+        """The repository the agents must write to (``expect_repository``)."""
 
     @property
     def all_keyspaces(self) -> list[str]:
@@ -275,8 +282,15 @@ class CassandraTarget:
         return AgentClient(address, culprit=self.label, token=self.token, tls=self.tls)
 
     # -- preflight -------------------------------------------------------------------------------
+    def expect_repository(self, repository_id: str | None) -> None:
+        """The engine's repository id: each agent checks at preflight that its own storage
+        is that repository (``repository.config.RepositoryAware``)."""
+        self.repository_id = repository_id
+
     def preflight(self) -> None:
-        body = {"keyspaces": self.all_keyspaces, "method": self.method}
+        body: dict[str, Any] = {"keyspaces": self.all_keyspaces, "method": self.method}
+        if self.repository_id is not None:
+            body["repository_id"] = self.repository_id
         answers = _each(self.clients, lambda c: c.call("preflight", body), name="cassandra-preflight")
         clusters = {str(a["node"]["cluster_name"]) for a in answers}
         if len(clusters) > 1:

@@ -1,0 +1,197 @@
+"""The one byte pipeline between data and the repository, both ways.
+
+Writing: plain bytes -> SHA-256 and size of the data -> zstd -> [encryption]
+-> SHA-256 and size of what is stored. Reading: the same in reverse, verified
+as it streams. Set artifacts (``engine.artifacts``) and the content-addressed
+SSTable blobs (``agent.blobs``) both go through here, so a stored byte is
+produced and checked by one piece of code, whatever it belongs to.
+
+Encryption (issue 14, part 2) is the stage between zstd and the stored digest:
+on writing, ``Encoder`` would hand the compressed bytes to a cipher whose output
+goes to ``_stored``; on reading, ``Decoder`` would decrypt what ``_StoredTap``
+returns before zstd sees it. Nothing encrypts yet: there is no key to do it
+with until the repository config records key ids.
+
+Reading never goes past the recorded sizes: a stored object that grew, or data
+that decompresses to more than recorded (a zstd bomb), fails as soon as it
+overflows instead of filling memory or disk. Every failure is ``IntegrityError``
+naming the object (``label``: ``artifact sets/...``, ``ks.t f: blob cassandra/...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, cast
+
+import zstandard
+
+from txbackup.errors import IntegrityError
+from txbackup.storage.base import CHUNK
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+ZSTD_LEVEL = 3
+
+Progress = Callable[[int], None] | None
+"""Called with the number of stored bytes read at each step."""
+
+
+class Digest:
+    """A running SHA-256 and byte count."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data: ReadableBuffer) -> None:
+        self._sha.update(data)
+        self.size += memoryview(data).nbytes
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What went through an ``Encoder``: the data's size and SHA-256, and those of
+    the bytes handed to the sink (what is stored)."""
+
+    size: int
+    sha256: str
+    stored_size: int
+    stored_sha256: str
+
+
+class _Tap(io.RawIOBase):
+    """A writable stream that digests what goes through it on its way to ``sink``."""
+
+    def __init__(self, sink: Callable[[bytes], object], digest: Digest) -> None:
+        self._sink = sink
+        self._digest = digest
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
+        self._digest.update(data)
+        self._sink(data)  # type: ignore[arg-type]  # any bytes-like object
+        return memoryview(data).nbytes
+
+
+class Encoder:
+    """Plain bytes in (``write``, or the buffered ``stream``), stored bytes out to
+    ``sink`` (a storage writer's ``write``); ``finish`` ends the zstd frame and
+    returns the digests. Not thread-safe: one writer feeds it."""
+
+    def __init__(self, sink: Callable[[bytes], object]) -> None:
+        self._plain, self._stored = Digest(), Digest()
+        # [encryption, part 2: a cipher stage goes between the compressor and this tap]
+        self._compressor = zstandard.ZstdCompressor(
+            level=ZSTD_LEVEL, threads=0, write_checksum=True
+        ).stream_writer(cast(IO[bytes], _Tap(sink, self._stored)), closefd=False)
+        self.stream = io.BufferedWriter(_Tap(self._compressor.write, self._plain), CHUNK)
+        """The plain side as a buffered file object (what targets write to)."""
+
+    def write(self, data: ReadableBuffer) -> int:
+        return self.stream.write(data)
+
+    def finish(self) -> Encoded:
+        if not self.stream.closed:
+            self.stream.close()  # flushes into the compressor
+        self._compressor.flush(zstandard.FLUSH_FRAME)  # ends the zstd frame
+        plain, stored = self._plain, self._stored
+        return Encoded(plain.size, plain.hexdigest(), stored.size, stored.hexdigest())
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a stored object must decode to. ``stored_sha256`` is None where it is
+    not recorded (a blob is named by its data's digest only)."""
+
+    size: int
+    sha256: str
+    stored_size: int
+    stored_sha256: str | None = None
+
+
+class _StoredTap:
+    """Reads ``source``, digesting and reporting every byte read; refuses to read
+    more than one byte past ``expected.stored_size``."""
+
+    def __init__(self, source: IO[bytes], expected: Expected, label: str, progress: Progress) -> None:
+        self._source = source
+        self._expected = expected
+        self._label = label
+        self._progress = progress
+        self.digest = Digest()
+
+    def read(self, size: int = -1) -> bytes:
+        room = self._expected.stored_size + 1 - self.digest.size
+        data = self._source.read(room if size < 0 else min(size, room))
+        self.digest.update(data)
+        if self.digest.size > self._expected.stored_size:
+            raise IntegrityError(
+                f"{self._label}: longer than the recorded {self._expected.stored_size} bytes (corrupt)"
+            )
+        if self._progress is not None and data:
+            self._progress(len(data))
+        return data
+
+
+class Decoder(io.RawIOBase):
+    """The plain data of a stored object read from ``source``, checked as it streams
+    and, at EOF, against ``expected`` (sizes and digests)."""
+
+    def __init__(self, source: IO[bytes], expected: Expected, label: str, progress: Progress = None) -> None:
+        self._expected = expected
+        self._label = label
+        self._stored = _StoredTap(source, expected, label, progress)
+        self._plain = Digest()
+        # [encryption, part 2: a decrypting stage wraps self._stored here]
+        self._data = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], self._stored), read_size=CHUNK, read_across_frames=True, closefd=False
+        )
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        if self._verified:
+            return 0
+        view = memoryview(buffer).cast("B")
+        # never more than one byte past the recorded size: a bomb stops here
+        room = self._expected.size + 1 - self._plain.size
+        try:
+            data = self._data.read(min(len(view), room))
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{self._label}: corrupt ({exc})") from None
+        if not data:
+            self._verify()
+            return 0
+        self._plain.update(data)
+        if self._plain.size > self._expected.size:
+            raise IntegrityError(
+                f"{self._label}: decompresses to more than the recorded {self._expected.size} bytes (corrupt)"
+            )
+        view[: len(data)] = data
+        return len(data)
+
+    def _verify(self) -> None:
+        while self._stored.read(CHUNK):  # bytes after the zstd frame count too
+            pass
+        stored, plain, expected = self._stored.digest, self._plain, self._expected
+        stored_sha = expected.stored_sha256
+        stored_ok = stored.size == expected.stored_size and stored_sha in (None, stored.hexdigest())
+        if not stored_ok or (plain.size, plain.hexdigest()) != (expected.size, expected.sha256):
+            raise IntegrityError(f"{self._label}: checksum mismatch (corrupt)")
+        self._verified = True
+
+
+def decoded(source: IO[bytes], expected: Expected, label: str, progress: Progress = None) -> IO[bytes]:
+    """``Decoder`` buffered: what readers of an artifact or blob are handed."""
+    return io.BufferedReader(Decoder(source, expected, label, progress), CHUNK)
