@@ -70,6 +70,8 @@ class ClusterConfig:
     storage: str
     catalog: str
     capture_deadline_s: float = 30.0
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """The backend's ``[storage]`` settings (``STORAGE_OPTIONS`` that are set)."""
     min_pause_s: float = 0.0
     restore: dict[str, dict[str, Any]] = field(default_factory=dict)
     """``[restore.NAME]`` sections: target name -> destination settings (``dsn``, ``host``...,
@@ -148,7 +150,20 @@ APPLICATIONS = Table(
         Setting("tls", "custom", help="true, or a [applications.tls] table", read=_tls),
     ),
 )  # fmt: skip
-STORAGE = Table("[storage]", (Setting("path", "path", "backups", "a local folder (or file:///path)"),))
+STORAGE = Table(
+    "[storage]",
+    (
+        Setting("path", "path", "backups", "a local folder, file:///path or s3://bucket/prefix"),
+        # non-secret settings of object stores (credentials come from each cloud's own chain)
+        Setting("endpoint", "str", help="an S3-compatible endpoint, http(s)://host:port"),
+        Setting("region", "str", help="the bucket's region"),
+        Setting("path_style", "bool", help="path-style S3 addressing (most S3-compatible stores)"),
+        Setting("storage_class", "str", help="the S3 storage class of new objects (STANDARD_IA...)"),
+        Setting("sse_kms_key_id", "str", help="encrypt new S3 objects with this KMS key (SSE-KMS)"),
+    ),
+)
+STORAGE_OPTIONS = ("endpoint", "region", "path_style", "storage_class", "sse_kms_key_id")
+"""The ``[storage]`` settings handed to the backend as its ``options`` (when set)."""
 CATALOG = Table("[catalog]", (Setting("path", "path", help="the catalog; default: <storage>/catalog.db"),))
 BACKUP = Table(
     "[backup]",
@@ -252,18 +267,28 @@ def _restore_sections(
 
 
 def check_places(
-    storage: str, catalog: str | None, *, where: str = "", writable: bool = False
+    storage: str,
+    catalog: str | None,
+    *,
+    where: str = "",
+    writable: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[str, str]:
     """(storage, catalog) checked before use: a storage scheme we know, a local storage
     that is a folder if it exists (and that we may write in, when ``writable``: a backup
     checks it before anything is paused), a catalog that is not a folder; the catalog
-    defaults to ``<storage>/catalog.db``."""
+    defaults to ``<storage>/catalog.db``. When ``writable``, a backend with a ``check()``
+    (object stores: bucket, credentials, conditional writes) is checked too."""
     prefix = f"{where}: " if where else ""
-    store = open_storage(storage)  # a scheme we do not know is refused now, not at the first write
+    # a scheme we do not know (or a bad option) is refused now, not at the first write
+    store = open_storage(storage, options)
     if isinstance(store, RetryStorage):
         store = store.inner
     if isinstance(store, LocalStorage):
         _check_folder(store.root, f"{prefix}storage {store.root}", writable=writable)
+    check = getattr(store, "check", None)
+    if writable and callable(check):
+        check()
     if catalog is None:
         if not isinstance(store, LocalStorage):
             raise UsageError(f"{prefix}[catalog] path is required with storage {storage}")
@@ -353,16 +378,19 @@ def load_cluster(path: str | Path) -> ClusterConfig:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"{where}: target names must be unique ({', '.join(twice)} twice)")
-    storage = STORAGE.read(data.get("storage", {}), where=where, base=base)["path"]
+    storage_table = STORAGE.read(data.get("storage", {}), where=where, base=base)
+    storage = storage_table["path"]
+    options = {k: v for k in STORAGE_OPTIONS if (v := storage_table[k]) is not None}
     catalog = CATALOG.read(data.get("catalog", {}), where=where, base=base)["path"]
     backup = BACKUP.read(data.get("backup", {}), where=where, base=base)
-    storage, catalog = check_places(storage, catalog, where=where)
+    storage, catalog = check_places(storage, catalog, where=where, options=options)
     return ClusterConfig(
         path=file,
         applications=apps,
         targets=targets,
         storage=storage,
         catalog=catalog,
+        storage_options=options,
         capture_deadline_s=backup["capture_deadline"],
         min_pause_s=backup["min_pause"],
         restore=_restore_sections(data.get("restore"), names, where, base),

@@ -66,7 +66,8 @@ def summary(manifest: Manifest, unverified: list[str]) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     wait_lock = parse_duration(args.wait_lock)
     config = load_cluster(args.config)
-    check_places(config.storage, config.catalog, writable=True)  # before anything is paused
+    # before anything is paused
+    check_places(config.storage, config.catalog, writable=True, options=config.storage_options)
     reporter: Reporter = JsonReporter() if args.json else HumanReporter()
     catalog = Catalog(config.catalog)
     apps = config.applications
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         plan = BackupPlan(
             fleet=fleet,
             targets=config.targets,
-            storage=open_storage(config.storage),
+            storage=open_storage(config.storage, config.storage_options),
             catalog=catalog,
             wait_outstanding=apps.wait_outstanding,
             max_pause_wait_ms=apps.max_pause_wait_ms,

@@ -59,8 +59,8 @@ def open_repository(args: argparse.Namespace) -> tuple[Storage, Catalog, Cluster
     if args.config:
         config = load_cluster(args.config)
         given = config.catalog if args.catalog is None else args.catalog
-        storage, catalog = check_places(config.storage, given)
-        return open_storage(storage), Catalog(catalog), config
+        storage, catalog = check_places(config.storage, given, options=config.storage_options)
+        return open_storage(storage, config.storage_options), Catalog(catalog), config
     if not args.storage:
         raise UsageError("where are the backups? give --config FILE or --storage PATH")
     storage, catalog = check_places(args.storage, args.catalog)

@@ -188,12 +188,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"restore job {job.job_id} is already complete")
         set_id = job.set_id
         only, destinations, credentials, force = _from_job(job)
-        storage = open_storage(config.storage)
+        storage = open_storage(config.storage, config.storage_options)
         manifest = read_manifest(storage, set_id)
     elif args.set_id:
         set_id, only, force = args.set_id, args.target, args.force
         to, passwords = parse_destinations(args.to), parse_credentials(args)
-        storage = open_storage(config.storage)
+        storage = open_storage(config.storage, config.storage_options)
         manifest = read_manifest(storage, set_id)
         names = only or [t.name for t in manifest.targets]
         destinations, credentials = _destinations(config, names, to, passwords)
