@@ -473,7 +473,8 @@ class S3Writer(WriterBase):
         self._buffer = bytearray()
         self._size = 0
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[dict[str, Any]] = []  # appended by the part thread
+        self._number = 1  # of the part being filled (the writer's thread only)
         self._pending: Future[None] | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -481,21 +482,13 @@ class S3Writer(WriterBase):
         view = memoryview(data).cast("B")
         total = len(view)
         while view:
-            room = part_size(self._next_number()) - len(self._buffer)
+            room = part_size(self._number) - len(self._buffer)
             self._buffer += view[:room]  # a copy: the caller may reuse data
             view = view[room:]
-            if len(self._buffer) >= part_size(self._next_number()):
+            if len(self._buffer) >= part_size(self._number):
                 self._send_part()
         self._size += total
         return total
-
-    def _next_number(self) -> int:
-        """The number of the part being filled."""
-        return self._sent + 1
-
-    @property
-    def _sent(self) -> int:
-        return len(self._parts) + (self._pending is not None)
 
     def _send_part(self) -> None:
         """Hand the full buffer to the background upload (after the previous part)."""
@@ -508,9 +501,9 @@ class S3Writer(WriterBase):
             self._upload_id = str(created["UploadId"])
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="txbackup-s3-part")
         assert self._pool is not None
-        number, part = self._sent + 1, self._buffer
-        self._buffer = bytearray()
-        self._pending = self._pool.submit(self._upload_part, number, part)
+        part, self._buffer = self._buffer, bytearray()
+        self._pending = self._pool.submit(self._upload_part, self._number, part)
+        self._number += 1
 
     def _wait(self) -> None:
         """Wait for the part in flight; its error (a StorageError) is raised here."""
