@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from botocore.response import StreamingBody  # type: ignore[import-untyped]
@@ -172,6 +173,42 @@ def test_a_part_failing_transiently_is_sent_again(moto_s3_bucket: S3Bucket, aws_
         writer.commit()
     assert calls == [1, 1, 2]
     assert read_all(storage, "x") == data
+
+
+@pytest.mark.parametrize("size", [1000, FIRST_PART + 1000], ids=["put", "multipart"])
+@pytest.mark.parametrize("if_absent", [True, False], ids=["if_absent", "replace"])
+def test_a_commit_landed_but_unanswered_is_ours(
+    moto_s3_bucket: S3Bucket, aws_env: None, size: int, if_absent: bool
+) -> None:
+    """The commit reaches the server, the answer is lost (a read timeout): the retry
+    meets our own object (412 with If-None-Match) and recognises it by its ETag."""
+    from botocore.exceptions import ReadTimeoutError
+
+    storage = s3(moto_s3_bucket)
+    calls = []
+
+    def answer_lost_once(real: Any) -> Any:
+        def call(**params: Any) -> Any:
+            calls.append(params["Key"])
+            answer = real(**params)
+            if len(calls) == 1:
+                raise ReadTimeoutError(endpoint_url=moto_s3_bucket.endpoint)
+            return answer
+
+        return call
+
+    for method in ("put_object", "complete_multipart_upload"):
+        setattr(storage.client, method, answer_lost_once(getattr(storage.client, method)))
+    data = os.urandom(size)
+    with storage.open_write("sets/s1/manifest.json", if_absent=if_absent) as writer:
+        writer.write(data)
+        info = writer.commit()
+    assert len(calls) == 2 and info.size == size
+    assert read_all(storage, "sets/s1/manifest.json") == data
+    assert list(storage.temporaries(-3600)) == []
+    if if_absent:  # someone else's object is never taken for ours
+        with pytest.raises(AlreadyExistsError):
+            save_bytes(storage, "sets/s1/manifest.json", b"other", if_absent=True)
 
 
 # ---------------------------------------------------------------- conditional create

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import email.utils
+import hashlib
 import io
 import logging
 import re
@@ -129,7 +130,8 @@ TRANSIENT = frozenset(
 )
 _TRANSIENT_BOTOCORE = (
     botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionError,  # ConnectTimeout, ReadTimeout, ConnectionClosed, Proxy
+    botocore.exceptions.ConnectionError,  # connect timeout, proxy
+    botocore.exceptions.HTTPClientError,  # read timeout, connection closed, SSL
     botocore.exceptions.IncompleteReadError,
     botocore.exceptions.ResponseStreamingError,
 )
@@ -206,6 +208,16 @@ _CAUGHT = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
 def _no_such_bucket() -> Exception:
     return cast(Exception, botocore.exceptions.ClientError({"Error": {"Code": "NoSuchBucket"}}, "HeadBucket"))
+
+
+def _multipart_etag(parts: list[dict[str, Any]]) -> str | None:
+    """The ETag S3 gives a multipart object: the MD5 of its parts' MD5s, "-" their
+    count (None when a part's ETag is not an MD5: SSE-KMS, other stores)."""
+    try:
+        digests = b"".join(bytes.fromhex(str(p["ETag"]).strip('"')) for p in parts)
+    except ValueError:
+        return None
+    return f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"'
 
 
 def _server_time(response: Mapping[str, Any]) -> float:
@@ -536,23 +548,49 @@ class S3Writer(WriterBase):
             # also holds on the stores that ignore the header (sequential writers only)
             raise storage_error(AlreadyExistsError, self.where, "create", self.name, "already exists")
         if self._upload_id is None:
-            answer = storage._call(
-                "create" if self._if_absent else "write", self.name, client.put_object,
-                Key=self._key, Body=bytes(self._buffer), **condition, **storage.put_args,
-            )  # fmt: skip
+            body = bytes(self._buffer)
             self._buffer = bytearray()
-            return ObjectInfo(self.name, self._size, _server_time(answer), answer.get("ETag"))
+            expected = f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
+            return self._send_commit(
+                client.put_object, expected, Key=self._key, Body=body, **condition, **storage.put_args
+            )
         if self._buffer:  # the last part may be short
             self._send_part()
         self._wait()
         parts = sorted(self._parts, key=lambda p: p["PartNumber"])
-        answer = storage._call(
-            "create" if self._if_absent else "write", self.name, client.complete_multipart_upload,
+        info = self._send_commit(
+            client.complete_multipart_upload, _multipart_etag(parts),
             Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}, **condition,
         )  # fmt: skip
         self._upload_id = None  # completed: nothing to abort
         self._close_pool()
-        return ObjectInfo(self.name, self._size, _server_time(answer), answer.get("ETag"))
+        return info
+
+    def _send_commit(self, send: Callable[..., Any], expected_etag: str | None, **params: Any) -> ObjectInfo:
+        """PutObject or CompleteMultipartUpload, retried on transient errors (all it
+        sends is in memory). After a try that failed transiently the commit may have
+        landed unanswered: a retry then meeting "already exists" (If-None-Match) or
+        "no such upload" (completed) is our own commit when the object has the ETag
+        ours would have (plain MD5s; with SSE-KMS ETags differ and the error stands)."""
+        operation = "create" if self._if_absent else "write"
+        uncertain = False
+        for attempt in range(PART_TRIES):
+            try:
+                answer = send(Bucket=self._storage.bucket, **params)
+                return ObjectInfo(self.name, self._size, _server_time(answer), answer.get("ETag"))
+            except _CAUGHT as exc:
+                error = self._storage._error(exc, operation, self.name)
+            if uncertain and isinstance(error, AlreadyExistsError | NotFoundError):
+                info = self._storage.stat(self.name)
+                if info is not None and expected_etag is not None and info.checksum == expected_etag:
+                    return ObjectInfo(self.name, self._size, info.mtime, info.checksum)
+                raise error
+            if not isinstance(error, TransientStorageError) or attempt + 1 == PART_TRIES:
+                raise error
+            uncertain = True
+            log.warning("%s (retrying the commit, try %d of %d)", error, attempt + 2, PART_TRIES)
+            time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _abort(self) -> None:
         self._buffer = bytearray()
