@@ -39,6 +39,7 @@ from txbackup.storage.s3 import (
     S3Writer,
     _Body,
     from_url,
+    map_error,
     part_size,
 )
 
@@ -314,6 +315,18 @@ def test_check_refuses_a_store_that_ignores_if_none_match(s3_server: S3Server, a
         with pytest.raises(PermanentStorageError, match="ignores If-None-Match"):
             storage.check()
     assert bucket.client().list_objects_v2(Bucket=bucket.bucket).get("KeyCount", 0) == 0  # probe gone
+
+
+def test_error_texts_are_cleaned(aws_env: None) -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    hostile = ClientError({"Error": {"Code": "Weird\x1b[2J", "Message": "line\nnext\x07"}}, "GetObject")
+    error = map_error(hostile, "s3://b/", "read", "x", "b")
+    assert str(error) == "storage s3://b/: read x: Weird [2J: line next" and isinstance(error, StorageError)
+    leak = EndpointConnectionError(endpoint_url="https://user:secret@s3.example.com/b")
+    error = map_error(leak, "s3://b/", "read", "x", "b")
+    assert isinstance(error, TransientStorageError) and "secret" not in str(error)
+    assert "https://s3.example.com/b" in str(error)
 
 
 def test_a_body_cut_short_is_transient(moto_s3_bucket: S3Bucket, aws_env: None) -> None:

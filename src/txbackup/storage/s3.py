@@ -170,10 +170,20 @@ def _client_error_code(exc: Any) -> tuple[str, str, int]:
     return code, message, status
 
 
+_USERINFO = re.compile(r"//[^/@\s]*@")
+
+
+def _clean(text: object) -> str:
+    """A server's or the SDK's text fit for a message: no control character (a hostile
+    server's answer), no ``user:password@`` of an endpoint URL."""
+    return _USERINFO.sub("//", "".join(c if c.isprintable() else " " for c in str(text)))
+
+
 def map_error(exc: BaseException, where: str, operation: str, name: str, bucket: str) -> StorageError:
     """A botocore error as the typed StorageError of ``base`` (one line, no secret)."""
     if isinstance(exc, botocore.exceptions.ClientError):
         code, message, status = _client_error_code(exc)
+        code, message = _clean(code)[:100], _clean(message)
         text = f"{code}: {message}" if message and message != code else code
         cls: type[StorageError] = PermanentStorageError
         if code == "NoSuchBucket":
@@ -196,11 +206,12 @@ def map_error(exc: BaseException, where: str, operation: str, name: str, bucket:
             PermanentStorageError, where, operation, name, f"no usable AWS credentials ({CREDENTIALS_HINT})"
         )
     if isinstance(exc, _TRANSIENT_BOTOCORE):
-        return storage_error(TransientStorageError, where, operation, name, exc)
+        return storage_error(TransientStorageError, where, operation, name, _clean(exc))
     if isinstance(exc, botocore.exceptions.BotoCoreError):
-        return storage_error(StorageError, where, operation, name, exc)
+        return storage_error(StorageError, where, operation, name, _clean(exc))
     # urllib3's and socket errors that reach us from a response body being read
-    return storage_error(TransientStorageError, where, operation, name, f"{type(exc).__name__}: {exc}")
+    text = _clean(f"{type(exc).__name__}: {exc}")
+    return storage_error(TransientStorageError, where, operation, name, text)
 
 
 _CAUGHT = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
