@@ -19,6 +19,8 @@ Libraries (those not installed are reported, not fatal):
 - ``opendal``: ``Operator.open(key, "wb", chunk=8 MiB, concurrent=4)`` + ``write()``
 - ``boto3``: ``upload_fileobj`` of a file-like wrapper of the generator (TransferConfig defaults)
 - ``s3fs``: ``S3FileSystem.open(key, "wb")`` + ``write()``
+- ``txbackup-s3``: txbackup's own S3 backend (``txbackup.storage.s3``, boto3's low-level
+  client): ``open_write(key)`` + ``write()`` + ``commit()`` (8 MiB parts, one in flight)
 - Azure: ``obstore-put`` and ``azure-blob`` (``BlobClient.upload_blob(iterator)``)
 
 Numbers are the median of ``--rounds``; ratios are to obstore-put on the same
@@ -40,7 +42,9 @@ from typing import Any
 
 MIB = 1024 * 1024
 CHUNK = 1 * MIB
-S3_LIBS = ("none", "obstore-put", "obstore-unsigned", "obstore-writer", "opendal", "boto3", "s3fs")
+S3_LIBS = (
+    "none", "obstore-put", "obstore-unsigned", "obstore-writer", "opendal", "boto3", "s3fs", "txbackup-s3",
+)  # fmt: skip
 AZURE_LIBS = ("none", "obstore-put", "azure-blob")
 IMPORTS = {
     "obstore-put": "obstore",
@@ -49,6 +53,7 @@ IMPORTS = {
     "opendal": "opendal",
     "boto3": "boto3",
     "s3fs": "s3fs",
+    "txbackup-s3": "boto3",
     "azure-blob": "azure.storage.blob",
 }
 
@@ -148,6 +153,14 @@ def upload(lib: str, target: dict[str, Any], key: str, total: int) -> None:
         with fs.open(f"{target['bucket']}/{key}", "wb") as file:
             for chunk in chunks:
                 file.write(chunk)
+    elif lib == "txbackup-s3":
+        from txbackup.storage.s3 import from_url
+
+        os.environ.update(target["env"])  # credentials and endpoint through the standard chain
+        with from_url(f"s3://{target['bucket']}", {"path_style": True}).open_write(key) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            writer.commit()
     elif lib == "azure-blob" and kind == "azure":
         from azure.storage.blob import BlobClient
 

@@ -341,7 +341,8 @@ def check_places(
     """(storage, catalog) checked before use: a storage scheme we know, a local storage
     that is a folder if it exists (and that we may write in, when ``writable``: a backup
     checks it before anything is paused), a catalog that is not a folder; the catalog
-    defaults to ``default_catalog``."""
+    defaults to ``default_catalog``. When ``writable``, a backend with a ``check()``
+    (object stores: bucket, credentials, conditional writes) is checked too."""
     prefix = f"{where}: " if where else ""
     # a scheme we do not know (or a bad option) is refused now, not at the first write
     store = open_storage(storage, options)
@@ -349,6 +350,9 @@ def check_places(
         store = store.inner
     if isinstance(store, LocalStorage):
         _check_folder(store.root, f"{prefix}storage {store.root}", writable=writable)
+    check = getattr(store, "check", None)
+    if writable and callable(check):
+        check()
     if catalog is None:
         catalog = default_catalog(store)
     if not catalog:

@@ -212,7 +212,7 @@ def _config_corpus() -> list[tuple[str, str | bytes]]:
         ("tls cert_file alone", _with("[applications]", 'tls = { cert_file = "afile" }')),
         ("tls key_file others may read",
          _with("[applications]", 'tls = { cert_file = "afile", key_file = "garbage.bin" }')),
-        ("storage scheme", BASE.replace('path = "store"', 'path = "s3://bucket/x"')),
+        ("storage scheme", BASE.replace('path = "store"', 'path = "ftp://bucket/x"')),
         ("storage a file", BASE.replace('path = "store"', 'path = "afile"')),
         ("catalog a folder", _with("[catalog]", 'path = "adir"')),
         ("catalog under a file", _with("[catalog]", 'path = "afile/catalog.db"')),

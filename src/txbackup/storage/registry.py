@@ -106,5 +106,6 @@ def open_storage(url_or_path: str, options: Mapping[str, Any] | None = None) -> 
 
 # One line per backend. Object stores (s3, az, gs) register here too.
 register("file", "txbackup.storage.local:from_url")
+register("s3", "txbackup.storage.s3:from_url", extra="s3")
 register("az", "txbackup.storage.azure:from_url", extra="azure")
 register("gs", "txbackup.storage.gcs:from_url", extra="gcs")
