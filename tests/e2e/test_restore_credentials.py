@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.e2e.support import backup_set_id, write_cluster
 from tests.servers.postgres import PostgresServer
 from tests.servers.processes import sample_server_process, txbackup
 
@@ -33,13 +34,7 @@ def cluster(
     restorer = f"restorer_{uuid.uuid4().hex[:8]}"
     postgres_server.execute(f"CREATE ROLE {restorer} LOGIN CREATEDB PASSWORD '{RESTORER_PASSWORD}'")
     with sample_server_process("--lease", "4s") as (_, endpoint):
-        config = tmp_path / "cluster.toml"
-        config.write_text(
-            f"""
-[applications]
-endpoints = ["{endpoint}"]
-[storage]
-path = "store"
+        target = f"""
 [[targets]]
 name = "pg"
 kind = "postgres"
@@ -48,10 +43,8 @@ user = "{postgres_server.user}"
 password_env = "TXB_PG_PW"
 databases = ["{postgres_db}"]
 """
-        )
-        env = os.environ | {"TXB_PG_PW": postgres_server.password}
-        result = txbackup("backup", "-c", str(config), "--json", env=env)
-        assert result.returncode == 0, result.stderr
+        config = write_cluster(tmp_path / "cluster.toml", endpoint, 'path = "store"', target)
+        backup_set_id(config, os.environ | {"TXB_PG_PW": postgres_server.password})
         yield config, restorer
 
 
