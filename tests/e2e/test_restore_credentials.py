@@ -63,17 +63,17 @@ def _catalog(config: Path) -> bytes:
     return b"".join(p.read_bytes() for p in (config.parent / "store").glob("catalog.db*"))
 
 
-def _set_id(config: Path) -> str:
+def _restore_case(cluster: tuple[Path, str]) -> tuple[Path, str, str, str]:
+    """The cluster file, the restoring role, the backed-up set and a fresh destination database."""
+    config, restorer = cluster
     listing = json.loads(txbackup("list", "-c", str(config), "--json").stdout)
-    return str(listing[0]["set_id"])
+    return config, restorer, str(listing[0]["set_id"]), f"dst_{uuid.uuid4().hex[:8]}"
 
 
 def test_to_password_env_for_a_destination_of_another_user(
     cluster: tuple[Path, str], postgres_server: PostgresServer
 ) -> None:
-    config, restorer = cluster
-    set_id = _set_id(config)
-    dest = f"dst_{uuid.uuid4().hex[:8]}"
+    config, restorer, set_id, dest = _restore_case(cluster)
     dsn = f"postgresql://{restorer}@127.0.0.1:{postgres_server.port}/{dest}"
     # without a password, the other user cannot log in: one line, exit 1
     refused = txbackup("restore", "-c", str(config), set_id, "--to", f"pg={dsn}", env=_env())
@@ -101,9 +101,7 @@ def test_to_password_env_for_a_destination_of_another_user(
 def test_restore_section_with_a_private_password_file(
     cluster: tuple[Path, str], postgres_server: PostgresServer
 ) -> None:
-    config, restorer = cluster
-    set_id = _set_id(config)
-    dest = f"dst_{uuid.uuid4().hex[:8]}"
+    config, restorer, set_id, dest = _restore_case(cluster)
     secret = config.parent / "secrets" / "restorer"
     secret.parent.mkdir()
     secret.write_text(RESTORER_PASSWORD + "\n")
