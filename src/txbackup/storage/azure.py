@@ -76,6 +76,7 @@ from txbackup.storage.buckets import (
     check_folder,
     check_options,
     clean_cause,
+    error_class,
     listed_name,
     split_url,
 )
@@ -276,7 +277,7 @@ class AzureStorage(NoTemporaries):
                 for key, answer in zip(keys[start : start + BATCH], answers, strict=False):
                     if answer.status_code not in (200, 202, 404):
                         raise storage_error(
-                            _by_status(answer.status_code), self.where, "remove",
+                            error_class(answer.status_code), self.where, "remove",
                             key[len(self.prefix) :], f"HTTP {answer.status_code} {answer.reason}",
                         )  # fmt: skip
         except AzureError as exc:
@@ -306,14 +307,6 @@ def _code(exc: BaseException) -> str:
     return str(getattr(exc, "error_code", None) or "")
 
 
-def _by_status(status: int | None) -> type[StorageError]:
-    if status is None or status in (408, 429) or status >= 500:
-        return TransientStorageError
-    if status == 404:
-        return NotFoundError
-    return PermanentStorageError
-
-
 def _map(exc: BaseException, where: str, operation: str, name: str) -> StorageError:
     """One typed, one-line StorageError for an SDK error (no keys, no SAS, no dumps)."""
     code = _code(exc)
@@ -339,7 +332,7 @@ def _map(exc: BaseException, where: str, operation: str, name: str) -> StorageEr
         cause = f"HTTP {status} {what}".strip()
         if status in (401, 403):
             cause += " (access denied: check the credentials and their role on the container)"
-        return storage_error(_by_status(status), where, operation, name, cause)
+        return storage_error(error_class(status), where, operation, name, cause)
     if isinstance(exc, ServiceRequestError | ServiceResponseError | AzureError | OSError):
         text = clean_cause(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return storage_error(TransientStorageError, where, operation, name, text)

@@ -11,7 +11,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from txbackup.errors import StorageError, UsageError
+from txbackup.errors import (
+    NotFoundError,
+    PermanentStorageError,
+    StorageError,
+    TransientStorageError,
+    UsageError,
+)
 from txbackup.storage.base import ObjectInfo, check_name, check_ok, check_prefix, storage_error
 from txbackup.storage.registry import shown_url
 
@@ -96,6 +102,16 @@ def clean_cause(text: str) -> str:
     ``key=value`` secrets, on one line (``storage_error`` then cuts it short)."""
     text = _QUERY.sub("?...", text)
     return _SECRET.sub(lambda m: f"{m.group(1)}=...", text)
+
+
+def error_class(status: int | None) -> type[StorageError]:
+    """The error class of an HTTP answer's ``status``: transient when there was no
+    answer, for 408, 429 and 5xx (worth retrying), NotFound for 404, else permanent."""
+    if status is None or status in (408, 429) or status >= 500:
+        return TransientStorageError
+    if status == 404:
+        return NotFoundError
+    return PermanentStorageError
 
 
 def listed_name(where: str, prefix: str, key: str) -> str | None:

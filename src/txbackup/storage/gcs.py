@@ -69,6 +69,7 @@ from txbackup.storage.buckets import (
     check_folder,
     check_options,
     clean_cause,
+    error_class,
     listed_name,
     split_url,
 )
@@ -265,11 +266,9 @@ def _map(exc: BaseException, where: str, operation: str, name: str) -> StorageEr
             return storage_error(NotFoundError, where, operation, name, "not found")
         if status == 412:
             return storage_error(AlreadyExistsError, where, operation, name, "already exists")
-        if status in (408, 429) or status >= 500:
-            return storage_error(TransientStorageError, where, operation, name, cause)
         if status in (401, 403):
             cause += " (access denied: check the credentials and their role on the bucket)"
-        return storage_error(PermanentStorageError, where, operation, name, cause)
+        return storage_error(error_class(status), where, operation, name, cause)
     text = clean_cause(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if isinstance(exc, auth.RefreshError | auth.DefaultCredentialsError):
         return storage_error(PermanentStorageError, where, operation, name, f"credentials refused: {text}")
