@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tests.servers.daemon import Daemon, DaemonServer
+from tests.servers.obstore_kwargs import obstore_kwargs
 
 if TYPE_CHECKING:
     from obstore.store import AzureStore
@@ -85,16 +86,7 @@ class AzureContainer:
             "account_key": self.key,
             "endpoint": self.blob_endpoint,
         }
-        settings.update(config)
-        client_options = settings.pop("client_options", {"allow_http": True})
-        retry_config = settings.pop("retry_config", None)
-        return AzureStore(
-            self.container,
-            prefix=prefix,
-            config=settings,  # type: ignore[arg-type]
-            client_options=client_options,
-            retry_config=retry_config,
-        )
+        return AzureStore(self.container, prefix=prefix, **obstore_kwargs(settings, config))
 
     def client(self) -> Any:
         """An azure-storage-blob ``ContainerClient`` of the container."""

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tests.servers.daemon import Daemon, DaemonServer
+from tests.servers.obstore_kwargs import obstore_kwargs
 
 if TYPE_CHECKING:
     from obstore.store import GCSStore
@@ -84,16 +85,7 @@ class GcsBucket:
         from obstore.store import GCSStore
 
         settings: dict[str, Any] = {"base_url": self.base_url, "bearer_token": FAKE_TOKEN}
-        settings.update(config)
-        client_options = settings.pop("client_options", {"allow_http": True})
-        retry_config = settings.pop("retry_config", None)
-        return GCSStore(
-            self.bucket,
-            prefix=prefix,
-            config=settings,  # type: ignore[arg-type]
-            client_options=client_options,
-            retry_config=retry_config,
-        )
+        return GCSStore(self.bucket, prefix=prefix, **obstore_kwargs(settings, config))
 
 
 def _serving(port: int) -> bool:

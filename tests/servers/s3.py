@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.servers.daemon import Daemon, DaemonServer
 from tests.servers.moto import FAKE_AWS_ENV, REGION, UNSET_AWS_ENV
+from tests.servers.obstore_kwargs import obstore_kwargs
 
 if TYPE_CHECKING:
     from obstore.store import S3Store
@@ -146,16 +147,7 @@ class S3Bucket:
             "secret_access_key": self.secret_key,
             "virtual_hosted_style_request": False,
         }
-        settings.update(config)
-        client_options = settings.pop("client_options", {"allow_http": True})
-        retry_config = settings.pop("retry_config", None)
-        return S3Store(
-            self.bucket,
-            prefix=prefix,
-            config=settings,  # type: ignore[arg-type]
-            client_options=client_options,
-            retry_config=retry_config,
-        )
+        return S3Store(self.bucket, prefix=prefix, **obstore_kwargs(settings, config))
 
 
 class S3Server(DaemonServer):
