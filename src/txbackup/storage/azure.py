@@ -290,17 +290,7 @@ class AzureStorage(NoTemporaries):
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()`` with its transient errors retried (the writer's blocks and commit)."""
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except TransientStorageError as exc:
-                if attempt + 1 >= self.policy.attempts:
-                    raise
-                delay = self.policy.delay(attempt)
-                log.warning("%s (retrying %s in %.1fs)", exc, what, delay)
-                self.policy.sleep(delay)
-                attempt += 1
+        return self.policy.call(what, fn)
 
 
 def _code(exc: BaseException) -> str:
