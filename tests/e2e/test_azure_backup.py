@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from tests.e2e.support import backup_set_id, sqlite_targets, write_cluster
 from tests.integration.test_engine import count, make_db
 from tests.servers.azurite import AzureContainer
 from tests.servers.processes import sample_server_process, txbackup
@@ -19,34 +20,14 @@ def test_backup_verify_restore_through_azurite(azure_container: AzureContainer, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
     env |= {"AZURE_STORAGE_KEY": azure_container.key}  # the only secret: in the environment
     with sample_server_process() as (_, endpoint):
-        config = tmp_path / "cluster.toml"
-        config.write_text(
-            f"""
-[applications]
-endpoints = ["{endpoint}"]
-
-[storage]
-path = "{azure_container.url("prod/txbackup")}"
-account = "{azure_container.account}"
-endpoint = "{azure_container.blob_endpoint}"
-
-[catalog]
-path = "catalog.db"
-
-[[targets]]
-name = "a"
-kind = "sqlite"
-path = "{tmp_path / "a.db"}"
-
-[[targets]]
-name = "b"
-kind = "sqlite"
-path = "{tmp_path / "b.db"}"
-"""
+        storage = (
+            f'path = "{azure_container.url("prod/txbackup")}"\n'
+            f'account = "{azure_container.account}"\n'
+            f'endpoint = "{azure_container.blob_endpoint}"\n'
         )
-        result = txbackup("backup", "-c", str(config), "--json", env=env)
-        assert result.returncode == 0, result.stderr
-        set_id = json.loads(result.stdout.splitlines()[-1])["set_id"]
+        rest = '\n[catalog]\npath = "catalog.db"\n' + sqlite_targets(tmp_path, "a", "b")
+        config = write_cluster(tmp_path / "cluster.toml", endpoint, storage, rest)
+        set_id = backup_set_id(config, env)
 
     names = [b.name for b in azure_container.client().list_blobs()]
     assert f"prod/txbackup/sets/{set_id}/manifest.json" in names

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.support import backup_set_id, check_backup_events, sqlite_targets, write_cluster
 from tests.integration.test_engine import count, make_db
 from tests.servers.processes import TXBACKUP, sample_server_process, txbackup
 
@@ -24,25 +25,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     make_db(tmp_path / "a.db", 10)
     make_db(tmp_path / "b.db", 20_000)
     with sample_server_process("--lease", "4s") as (_, endpoint):
-        config = tmp_path / "cluster.toml"
-        config.write_text(
-            f"""
-[applications]
-endpoints = ["{endpoint}"]
-
-[storage]
-path = "store"
-
-[[targets]]
-name = "a"
-kind = "sqlite"
-path = "{tmp_path / "a.db"}"
-
-[[targets]]
-name = "b"
-kind = "sqlite"
-path = "{tmp_path / "b.db"}"
-"""
+        config = write_cluster(
+            tmp_path / "cluster.toml", endpoint, 'path = "store"', sqlite_targets(tmp_path, "a", "b")
         )
         yield config, endpoint
 
@@ -95,12 +79,7 @@ def test_backup_list_show_verify_restore_delete(cluster: tuple[Path, str], tmp_p
     config, endpoint = cluster
     result = txbackup("backup", "-c", str(config), "--json")
     assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in result.stdout.splitlines()]
-    phases = [e["name"] for e in events if e["event"] == "phase"]
-    assert phases == ["preflight", "pause", "capture", "unpaused", "export", "commit"]
-    final = events[-1]
-    assert final["event"] == "result" and final["restore_point"]
-    set_id = final["set_id"]
+    set_id = check_backup_events(result.stdout)["set_id"]
 
     listing = json.loads(txbackup("list", "-c", str(config), "--json").stdout)
     assert [(r["set_id"], r["status"]) for r in listing] == [(set_id, "complete")]
@@ -136,7 +115,7 @@ def test_backup_list_show_verify_restore_delete(cluster: tuple[Path, str], tmp_p
 
 def test_corrupt_artifact_named_by_verify(cluster: tuple[Path, str]) -> None:
     config, _ = cluster
-    set_id = json.loads(txbackup("backup", "-c", str(config), "--json").stdout.splitlines()[-1])["set_id"]
+    set_id = backup_set_id(config)
     victim = next((config.parent / "store" / "sets" / set_id / "b").iterdir())
     data = bytearray(victim.read_bytes())
     data[100] ^= 0x55
@@ -269,7 +248,7 @@ def test_signal_mid_run_unpauses_fails_the_set_and_leaves_nothing(
 
 def test_corrupt_catalog_is_one_line_and_list_rebuild_recovers(cluster: tuple[Path, str]) -> None:
     config, _ = cluster
-    set_id = json.loads(txbackup("backup", "-c", str(config), "--json").stdout.splitlines()[-1])["set_id"]
+    set_id = backup_set_id(config)
     catalog = config.parent / "store" / "catalog.db"
     catalog.write_bytes(b"this is not a database" * 200)
     for args in (["list"], ["backup"], ["show", set_id]):

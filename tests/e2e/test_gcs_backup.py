@@ -3,10 +3,10 @@ as a user runs them: `[storage] path = "gs://..."` with the endpoint option, a l
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from tests.e2e.support import backup_set_id, sqlite_targets, write_cluster
 from tests.integration.test_engine import count, make_db
 from tests.servers.gcs import GcsBucket
 from tests.servers.processes import sample_server_process, txbackup
@@ -17,28 +17,10 @@ def test_backup_verify_restore_through_fake_gcs(gcs_bucket: GcsBucket, tmp_path:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "STORAGE_EMULATOR"))}
     env |= {"NO_GCE_CHECK": "True", "CLOUDSDK_CONFIG": str(tmp_path / "gcloud")}  # no credentials here
     with sample_server_process() as (_, endpoint):
-        config = tmp_path / "cluster.toml"
-        config.write_text(
-            f"""
-[applications]
-endpoints = ["{endpoint}"]
-
-[storage]
-path = "{gcs_bucket.url("prod")}"
-endpoint = "{gcs_bucket.base_url}"
-
-[catalog]
-path = "catalog.db"
-
-[[targets]]
-name = "a"
-kind = "sqlite"
-path = "{tmp_path / "a.db"}"
-"""
-        )
-        result = txbackup("backup", "-c", str(config), "--json", env=env)
-        assert result.returncode == 0, result.stderr
-        set_id = json.loads(result.stdout.splitlines()[-1])["set_id"]
+        storage = f'path = "{gcs_bucket.url("prod")}"\nendpoint = "{gcs_bucket.base_url}"\n'
+        rest = '\n[catalog]\npath = "catalog.db"\n' + sqlite_targets(tmp_path, "a")
+        config = write_cluster(tmp_path / "cluster.toml", endpoint, storage, rest)
+        set_id = backup_set_id(config, env)
 
     verified = txbackup("verify", "-c", str(config), set_id, env=env)
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stderr

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import CertificateAuthority, Issued
+from tests.e2e.support import check_backup_events
 from tests.integration.test_engine import make_db
 from tests.servers.processes import TXBACKUP, sample_server_process, txbackup
 from txbackup.admin.client import AdminClient, ClientOptions, Endpoint, TlsOptions
@@ -175,11 +176,7 @@ def test_backup_through_mutual_tls_with_paths_relative_to_the_cluster_file(
 
     result = txbackup("backup", "-c", str(config), "--json", cwd=str(elsewhere))
     assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in result.stdout.splitlines()]
-    phases = [e["name"] for e in events if e["event"] == "phase"]
-    assert phases == ["preflight", "pause", "capture", "unpaused", "export", "commit"]
-    final = events[-1]
-    assert final["event"] == "result" and final["restore_point"]
+    check_backup_events(result.stdout)
     assert paused(endpoint, pki) is False
 
     # the key is checked where the file says it is, before anything is paused

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.e2e.support import backup_set_id, write_cluster
 from tests.servers.postgres import PostgresServer
 from tests.servers.processes import sample_server_process, txbackup
 
@@ -33,13 +34,7 @@ def cluster(
     restorer = f"restorer_{uuid.uuid4().hex[:8]}"
     postgres_server.execute(f"CREATE ROLE {restorer} LOGIN CREATEDB PASSWORD '{RESTORER_PASSWORD}'")
     with sample_server_process("--lease", "4s") as (_, endpoint):
-        config = tmp_path / "cluster.toml"
-        config.write_text(
-            f"""
-[applications]
-endpoints = ["{endpoint}"]
-[storage]
-path = "store"
+        target = f"""
 [[targets]]
 name = "pg"
 kind = "postgres"
@@ -48,10 +43,8 @@ user = "{postgres_server.user}"
 password_env = "TXB_PG_PW"
 databases = ["{postgres_db}"]
 """
-        )
-        env = os.environ | {"TXB_PG_PW": postgres_server.password}
-        result = txbackup("backup", "-c", str(config), "--json", env=env)
-        assert result.returncode == 0, result.stderr
+        config = write_cluster(tmp_path / "cluster.toml", endpoint, 'path = "store"', target)
+        backup_set_id(config, os.environ | {"TXB_PG_PW": postgres_server.password})
         yield config, restorer
 
 
@@ -70,17 +63,17 @@ def _catalog(config: Path) -> bytes:
     return b"".join(p.read_bytes() for p in (config.parent / "store").glob("catalog.db*"))
 
 
-def _set_id(config: Path) -> str:
+def _restore_case(cluster: tuple[Path, str]) -> tuple[Path, str, str, str]:
+    """The cluster file, the restoring role, the backed-up set and a fresh destination database."""
+    config, restorer = cluster
     listing = json.loads(txbackup("list", "-c", str(config), "--json").stdout)
-    return str(listing[0]["set_id"])
+    return config, restorer, str(listing[0]["set_id"]), f"dst_{uuid.uuid4().hex[:8]}"
 
 
 def test_to_password_env_for_a_destination_of_another_user(
     cluster: tuple[Path, str], postgres_server: PostgresServer
 ) -> None:
-    config, restorer = cluster
-    set_id = _set_id(config)
-    dest = f"dst_{uuid.uuid4().hex[:8]}"
+    config, restorer, set_id, dest = _restore_case(cluster)
     dsn = f"postgresql://{restorer}@127.0.0.1:{postgres_server.port}/{dest}"
     # without a password, the other user cannot log in: one line, exit 1
     refused = txbackup("restore", "-c", str(config), set_id, "--to", f"pg={dsn}", env=_env())
@@ -108,9 +101,7 @@ def test_to_password_env_for_a_destination_of_another_user(
 def test_restore_section_with_a_private_password_file(
     cluster: tuple[Path, str], postgres_server: PostgresServer
 ) -> None:
-    config, restorer = cluster
-    set_id = _set_id(config)
-    dest = f"dst_{uuid.uuid4().hex[:8]}"
+    config, restorer, set_id, dest = _restore_case(cluster)
     secret = config.parent / "secrets" / "restorer"
     secret.parent.mkdir()
     secret.write_text(RESTORER_PASSWORD + "\n")

@@ -25,10 +25,10 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tests.servers.daemon import Daemon
+from tests.servers.daemon import Daemon, DaemonServer
+from tests.servers.obstore_kwargs import obstore_kwargs
 
 if TYPE_CHECKING:
     from obstore.store import AzureStore
@@ -86,16 +86,7 @@ class AzureContainer:
             "account_key": self.key,
             "endpoint": self.blob_endpoint,
         }
-        settings.update(config)
-        client_options = settings.pop("client_options", {"allow_http": True})
-        retry_config = settings.pop("retry_config", None)
-        return AzureStore(
-            self.container,
-            prefix=prefix,
-            config=settings,  # type: ignore[arg-type]
-            client_options=client_options,
-            retry_config=retry_config,
-        )
+        return AzureStore(self.container, prefix=prefix, **obstore_kwargs(settings, config))
 
     def client(self) -> Any:
         """An azure-storage-blob ``ContainerClient`` of the container."""
@@ -104,15 +95,15 @@ class AzureContainer:
         return ContainerClient.from_connection_string(self.connection_string, self.container)
 
 
-class AzuriteServer:
-    """``persistent=True`` keeps blobs in the server's folder (they survive ``daemon.restart()``)."""
+class AzuriteServer(DaemonServer):
+    """``persistent=True`` keeps blobs in the server's folder (they survive ``restart()``)."""
 
     def __init__(self, persistent: bool = False) -> None:
+        super().__init__()
         self.persistent = persistent
-        self._daemon: Daemon | None = None
         self.blob_endpoint = ""
 
-    def __enter__(self) -> AzuriteServer:
+    def _make_daemon(self) -> Daemon:
         def argv(port: int, folder: Path) -> list[str]:
             # in-memory persistence excludes --location (the folder then stays empty)
             keep = ["--location", str(folder / "data")] if self.persistent else ["--inMemoryPersistence"]
@@ -129,34 +120,10 @@ class AzuriteServer:
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
         env["AZURITE_ACCOUNTS"] = f"{ACCOUNT}:{ACCOUNT_KEY}"
-        self._daemon = Daemon("azurite", argv, env=env)
-        self._daemon.__enter__()
-        self.blob_endpoint = f"http://127.0.0.1:{self._daemon.port}/{ACCOUNT}"
-        return self
+        return Daemon("azurite", argv, env=env)
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._daemon is not None:
-            self._daemon.__exit__(kind, exc, tb)
-            self._daemon = None
-
-    @property
-    def daemon(self) -> Daemon:
-        assert self._daemon is not None, "server not started"
-        return self._daemon
-
-    @property
-    def started_in(self) -> float:
-        return self.daemon.started_in
-
-    @property
-    def alive(self) -> bool:
-        return self._daemon is not None and self._daemon.alive
-
-    def kill(self) -> None:
-        """SIGKILL the emulator now (its in-memory blobs are gone with it)."""
-        self.daemon.kill()
+    def _started(self, port: int) -> None:
+        self.blob_endpoint = f"http://127.0.0.1:{port}/{ACCOUNT}"
 
     def container(self, name: str) -> AzureContainer:
         return AzureContainer(self.blob_endpoint, ACCOUNT, ACCOUNT_KEY, name)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.servers.cassandra import CassandraNode
+from tests.servers.processes import stop_process
 from txbackup.admin.client import Endpoint
 from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
@@ -42,13 +43,7 @@ class Agent:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def agent_argv(node: CassandraNode, storage: Path, state_dir: Path, *extra: str) -> list[str]:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 START_ATTEMPTS = 3
 
@@ -159,3 +160,54 @@ class Daemon:
         if self._log is None or not self._log.exists():
             return ""
         return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class DaemonServer:
+    """A test server object around one ``Daemon``: the lifecycle every emulator shares.
+
+    Subclasses say how to make the daemon (``_make_daemon``) and what to derive from
+    its port once it serves (``_started``: endpoints, URLs).
+    """
+
+    def __init__(self) -> None:
+        self._daemon: Daemon | None = None
+
+    def _make_daemon(self) -> Daemon:
+        raise NotImplementedError
+
+    def _started(self, port: int) -> None:
+        """Called once the daemon serves on ``port``."""
+
+    def __enter__(self) -> Self:
+        self._daemon = self._make_daemon()
+        self._daemon.__enter__()
+        self._started(self._daemon.port)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._daemon is not None:
+            self._daemon.__exit__(kind, exc, tb)
+            self._daemon = None
+
+    @property
+    def daemon(self) -> Daemon:
+        assert self._daemon is not None, "server not started"
+        return self._daemon
+
+    @property
+    def started_in(self) -> float:
+        return self.daemon.started_in
+
+    @property
+    def alive(self) -> bool:
+        return self._daemon is not None and self._daemon.alive
+
+    def kill(self) -> None:
+        """SIGKILL the server now; it stays dead until ``restart`` (what it kept in memory is gone)."""
+        self.daemon.kill()
+
+    def restart(self) -> None:
+        """Start the server again on the same endpoint and folder (in-memory servers come back empty)."""
+        self.daemon.restart()

@@ -31,10 +31,10 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tests.servers.daemon import Daemon
+from tests.servers.daemon import Daemon, DaemonServer
+from tests.servers.obstore_kwargs import obstore_kwargs
 
 if TYPE_CHECKING:
     from obstore.store import GCSStore
@@ -85,16 +85,7 @@ class GcsBucket:
         from obstore.store import GCSStore
 
         settings: dict[str, Any] = {"base_url": self.base_url, "bearer_token": FAKE_TOKEN}
-        settings.update(config)
-        client_options = settings.pop("client_options", {"allow_http": True})
-        retry_config = settings.pop("retry_config", None)
-        return GCSStore(
-            self.bucket,
-            prefix=prefix,
-            config=settings,  # type: ignore[arg-type]
-            client_options=client_options,
-            retry_config=retry_config,
-        )
+        return GCSStore(self.bucket, prefix=prefix, **obstore_kwargs(settings, config))
 
 
 def _serving(port: int) -> bool:
@@ -105,12 +96,12 @@ def _serving(port: int) -> bool:
         return False
 
 
-class FakeGcsServer:
+class FakeGcsServer(DaemonServer):
     def __init__(self) -> None:
-        self._daemon: Daemon | None = None
+        super().__init__()
         self.base_url = ""
 
-    def __enter__(self) -> FakeGcsServer:
+    def _make_daemon(self) -> Daemon:
         def argv(port: int, folder: Path) -> list[str]:
             url = f"http://127.0.0.1:{port}"
             return [
@@ -125,33 +116,10 @@ class FakeGcsServer:
                 "-log-level", "error",
             ]  # fmt: skip
 
-        self._daemon = Daemon("fake-gcs", argv, ready=_serving)
-        self._daemon.__enter__()
-        self.base_url = f"http://127.0.0.1:{self._daemon.port}"
-        return self
+        return Daemon("fake-gcs", argv, ready=_serving)
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._daemon is not None:
-            self._daemon.__exit__(kind, exc, tb)
-            self._daemon = None
-
-    @property
-    def daemon(self) -> Daemon:
-        assert self._daemon is not None, "server not started"
-        return self._daemon
-
-    @property
-    def started_in(self) -> float:
-        return self.daemon.started_in
-
-    @property
-    def alive(self) -> bool:
-        return self._daemon is not None and self._daemon.alive
-
-    def kill(self) -> None:
-        self.daemon.kill()
+    def _started(self, port: int) -> None:
+        self.base_url = f"http://127.0.0.1:{port}"
 
     def bucket(self, name: str) -> GcsBucket:
         return GcsBucket(self.base_url, name)

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.processes import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 JARS = REPO / ".cache" / "jars"
 ADMIN_JARS = JARS / "admin"
@@ -229,12 +231,7 @@ def java_admin_peer(
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 5)
 
 
 @contextmanager
@@ -265,13 +262,7 @@ def _free_port() -> int:
 
 
 def _stop(process: subprocess.Popen[str], grace: float = 15.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_process(process, grace)
 
 
 @dataclass

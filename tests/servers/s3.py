@@ -43,11 +43,11 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tests.servers.daemon import Daemon
+from tests.servers.daemon import Daemon, DaemonServer
 from tests.servers.moto import FAKE_AWS_ENV, REGION, UNSET_AWS_ENV
+from tests.servers.obstore_kwargs import obstore_kwargs
 
 if TYPE_CHECKING:
     from obstore.store import S3Store
@@ -147,19 +147,10 @@ class S3Bucket:
             "secret_access_key": self.secret_key,
             "virtual_hosted_style_request": False,
         }
-        settings.update(config)
-        client_options = settings.pop("client_options", {"allow_http": True})
-        retry_config = settings.pop("retry_config", None)
-        return S3Store(
-            self.bucket,
-            prefix=prefix,
-            config=settings,  # type: ignore[arg-type]
-            client_options=client_options,
-            retry_config=retry_config,
-        )
+        return S3Store(self.bucket, prefix=prefix, **obstore_kwargs(settings, config))
 
 
-class S3Server:
+class S3Server(DaemonServer):
     """What the two servers share: a child process, fake credentials, fresh buckets."""
 
     name = ""
@@ -169,45 +160,11 @@ class S3Server:
     enforces_conditional_put = False
 
     def __init__(self) -> None:
-        self._daemon: Daemon | None = None
+        super().__init__()
         self.endpoint = ""
 
-    def _make_daemon(self) -> Daemon:
-        raise NotImplementedError
-
-    def __enter__(self) -> S3Server:
-        self._daemon = self._make_daemon()
-        self._daemon.__enter__()
-        self.endpoint = f"http://127.0.0.1:{self._daemon.port}"
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._daemon is not None:
-            self._daemon.__exit__(kind, exc, tb)
-            self._daemon = None
-
-    @property
-    def daemon(self) -> Daemon:
-        assert self._daemon is not None, "server not started"
-        return self._daemon
-
-    @property
-    def started_in(self) -> float:
-        return self.daemon.started_in
-
-    def kill(self) -> None:
-        """SIGKILL the server now; it stays dead (a new server gets a new port)."""
-        self.daemon.kill()
-
-    def restart(self) -> None:
-        """Start the server again on the same endpoint (moto comes back empty)."""
-        self.daemon.restart()
-
-    @property
-    def alive(self) -> bool:
-        return self._daemon is not None and self._daemon.alive
+    def _started(self, port: int) -> None:
+        self.endpoint = f"http://127.0.0.1:{port}"
 
     def bucket(self, name: str) -> S3Bucket:
         return S3Bucket(self.endpoint, self.region, name, self.access_key, self.secret_key)

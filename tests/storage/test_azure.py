@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Iterator
 
@@ -13,9 +12,9 @@ import pytest
 
 from tests.servers.azurite import AzureContainer, AzuriteServer
 from tests.servers.object_stores import _require
+from tests.storage.bucket_checks import race_two_creators, write_stream
 from tests.storage.conformance import Backend, Capabilities, StorageConformance, read_all
 from txbackup.errors import (
-    AlreadyExistsError,
     PermanentStorageError,
     StorageError,
     TransientStorageError,
@@ -77,12 +76,8 @@ def test_block_sizes_grow_to_cover_a_huge_object_with_bounded_memory():
 
 def test_an_unknown_length_stream_goes_in_growing_blocks(azure_env):
     storage = storage_of(azure_env, first_block=2 * MIB, grow_every=2)
-    sent = hashlib.sha256()
     with storage.open_write("sets/s1/pg/big.zst") as writer:
-        for i in range(40):
-            piece = os.urandom(MIB // 2) + bytes([i]) * (MIB // 2)
-            sent.update(piece)
-            writer.write(piece)
+        sent = write_stream(writer, 40)
         info = writer.commit()
     assert info.size == 40 * MIB
     committed = (
@@ -90,7 +85,7 @@ def test_an_unknown_length_stream_goes_in_growing_blocks(azure_env):
     )
     assert [b.size for b in committed] == [2 * MIB] * 2 + [4 * MIB] * 2 + [8 * MIB] * 2 + [12 * MIB]
     got = hashlib.sha256(read_all(storage, "sets/s1/pg/big.zst")).hexdigest()
-    assert got == sent.hexdigest()
+    assert got == sent
     assert (
         read_all(storage, "sets/s1/pg/big.zst", 3 * MIB, 10)
         == read_all(storage, "sets/s1/pg/big.zst")[3 * MIB : 3 * MIB + 10]
@@ -99,31 +94,7 @@ def test_an_unknown_length_stream_goes_in_growing_blocks(azure_env):
 
 @pytest.mark.parametrize("size", [1000, 3 * MIB], ids=["put-blob", "block-list"])
 def test_two_racing_writers_one_already_exists(azure_env, size):
-    storage = storage_of(azure_env, first_block=MIB)
-    barrier = threading.Barrier(2)
-    outcome: dict[int, str] = {}
-
-    def write(i: int) -> None:
-        try:
-            with storage.open_write("sets/s1/manifest.json", if_absent=True) as writer:
-                writer.write(bytes([i]) * size)
-                barrier.wait(30)
-                writer.commit()
-            outcome[i] = "won"
-        except AlreadyExistsError as exc:
-            assert "\n" not in str(exc) and "sets/s1/manifest.json: already exists" in str(exc)
-            outcome[i] = "lost"
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert sorted(outcome.values()) == ["lost", "won"], outcome
-    (winner,) = [i for i, o in outcome.items() if o == "won"]
-    assert read_all(storage, "sets/s1/manifest.json") == bytes([winner]) * size
-    with pytest.raises(AlreadyExistsError):  # and once more, after the fact
-        save_bytes(storage, "sets/s1/manifest.json", b"late", if_absent=True)
+    race_two_creators(storage_of(azure_env, first_block=MIB), "sets/s1/manifest.json", size)
 
 
 def test_a_wrong_key_is_one_permanent_line_without_the_key(azure_env, monkeypatch):

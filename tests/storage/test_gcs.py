@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -14,8 +13,9 @@ import pytest
 from tests.servers import gcs as gcs_server
 from tests.servers.gcs import FakeGcsServer, GcsBucket
 from tests.servers.object_stores import _require
+from tests.storage.bucket_checks import race_two_creators, write_stream
 from tests.storage.conformance import Backend, Capabilities, StorageConformance, read_all
-from txbackup.errors import AlreadyExistsError, PermanentStorageError, StorageError, UsageError
+from txbackup.errors import PermanentStorageError, StorageError, UsageError
 from txbackup.storage import open_storage
 from txbackup.storage.base import list_names, save_bytes
 from txbackup.storage.gcs import GcsStorage
@@ -51,45 +51,19 @@ class TestGcsConformance(StorageConformance):
 
 def test_a_40_mib_stream_goes_up_in_resumable_chunks(gcs_bucket):
     storage = storage_of(gcs_bucket, chunk_size=4 * MIB)
-    sent = hashlib.sha256()
     with storage.open_write("sets/s1/pg/big.zst") as writer:
-        for i in range(40):
-            piece = os.urandom(MIB // 2) + bytes([i]) * (MIB // 2)
-            sent.update(piece)
-            writer.write(piece)
+        sent = write_stream(writer, 40)
         assert storage.stat("sets/s1/pg/big.zst") is None  # chunks sent, nothing visible
         info = writer.commit()
     assert info.size == 40 * MIB
     data = read_all(storage, "sets/s1/pg/big.zst")
-    assert hashlib.sha256(data).hexdigest() == sent.hexdigest()
+    assert hashlib.sha256(data).hexdigest() == sent
     assert read_all(storage, "sets/s1/pg/big.zst", 9 * MIB - 3, 10) == data[9 * MIB - 3 : 9 * MIB + 7]
 
 
 @pytest.mark.parametrize("size", [1000, 3 * MIB], ids=["single-upload", "resumable"])
 def test_two_racing_writers_one_already_exists(gcs_bucket, size):
-    storage = storage_of(gcs_bucket, chunk_size=MIB)
-    barrier = threading.Barrier(2)
-    outcome: dict[int, str] = {}
-
-    def write(i: int) -> None:
-        try:
-            with storage.open_write("sets/s1/manifest.json", if_absent=True) as writer:
-                writer.write(bytes([i]) * size)
-                barrier.wait(30)
-                writer.commit()
-            outcome[i] = "won"
-        except AlreadyExistsError as exc:
-            assert "\n" not in str(exc) and "sets/s1/manifest.json: already exists" in str(exc)
-            outcome[i] = "lost"
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert sorted(outcome.values()) == ["lost", "won"], outcome
-    (winner,) = [i for i, o in outcome.items() if o == "won"]
-    assert read_all(storage, "sets/s1/manifest.json") == bytes([winner]) * size
+    race_two_creators(storage_of(gcs_bucket, chunk_size=MIB), "sets/s1/manifest.json", size)
 
 
 def test_a_missing_bucket_is_one_permanent_line(gcs_bucket):

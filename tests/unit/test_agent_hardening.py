@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 
 from tests.certs import CertificateAuthority
+from tests.servers.agents import serving_agent
+from tests.servers.processes import stop_process
 from txbackup.agent import server
 from txbackup.agent.client import AgentClient, AgentTls
 from txbackup.agent.node import Node, NodeConfig
@@ -85,12 +87,7 @@ def run_agent(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for agent in started:
-        agent.process.terminate()
-        try:
-            agent.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            agent.process.kill()
-            agent.process.wait()
+        stop_process(agent.process)
 
 
 @pytest.fixture(scope="module")
@@ -185,14 +182,8 @@ def quick_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
         NodeConfig(nodetool=["false"], data_dirs=[tmp_path], staging_dir=tmp_path / "staging"),
         LocalStorage(str(tmp_path / "s")),
     )
-    httpd = server.AgentServer(("127.0.0.1", 0), node, TOKEN)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{httpd.port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving_agent(node, TOKEN) as address:
+        yield address
 
 
 def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> float:

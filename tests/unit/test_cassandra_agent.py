@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers.agents import serving_agent
 from txbackup.agent import blobs, server
 from txbackup.agent.client import AgentClient, parse_agent
 from txbackup.agent.node import Node, NodeConfig, nodetool_message
@@ -136,14 +137,8 @@ def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setitem(server.CALLS, "test/fails", fails)
     monkeypatch.setitem(server.CALLS, "test/crashes", crashes)
     node = Node(NodeConfig(nodetool=["false"], data_dirs=[tmp_path]), LocalStorage(str(tmp_path / "s")))
-    httpd = server.AgentServer(("127.0.0.1", 0), node, TOKEN)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{httpd.port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving_agent(node, TOKEN) as address:
+        yield address
 
 
 def test_progress_then_result(agent: str) -> None:

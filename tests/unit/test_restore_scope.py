@@ -33,11 +33,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from txbackup.agent import blobs
-from txbackup.engine.artifacts import SetReader, SetWriter
+from txbackup.engine.artifacts import RestoreContext, SetReader, SetWriter
 from txbackup.engine.manifest import Manifest, PauseWindow, TargetRecord, Timings
 from txbackup.engine.restore import RestorePlan, check_scope, restore_set
 from txbackup.errors import IntegrityError, TxbackupError
-from txbackup.jobs import JobStore, MemoryJournal, StepJournal
+from txbackup.jobs import JobStore
 from txbackup.storage import LocalStorage
 from txbackup.targets import cassandra, cosmos, dynamodb, mysql, postgres, sqlite
 from txbackup.targets.base import Recorded, Target
@@ -371,25 +371,12 @@ def test_a_verify_with_the_cluster_file_names_a_foreign_database(listener: Liste
 # -- the Cassandra coordinator, on malformed sets --------------------------------------------------
 
 
-class MemoryReader:
+class MemoryReader(RestoreContext):
     """An ArtifactReader over artifacts in memory (the engine's checks are not the point)."""
 
     def __init__(self, artifacts: Mapping[str, bytes], position: Mapping[str, Any]) -> None:
+        super().__init__("2026-11-27T10:15:11.000Z", position)
         self.artifacts = dict(artifacts)
-        self._position = position
-        self._journal = MemoryJournal()
-
-    @property
-    def restore_point(self) -> str | None:
-        return "2026-11-27T10:15:11.000Z"
-
-    @property
-    def position(self) -> Mapping[str, Any]:
-        return self._position
-
-    @property
-    def journal(self) -> StepJournal:
-        return self._journal
 
     def names(self) -> list[str]:
         return list(self.artifacts)

@@ -64,16 +64,27 @@ from txbackup.storage.base import (
     ObjectInfo,
     WriterBase,
     check_name,
-    check_ok,
     check_prefix,
+    check_range,
     storage_error,
 )
-from txbackup.storage.buckets import check_endpoint, check_options, clean_cause, split_url
+from txbackup.storage.buckets import (
+    ChunkReader,
+    NoTemporaries,
+    changed_while_read,
+    check_endpoint,
+    check_folder,
+    check_options,
+    clean_cause,
+    error_class,
+    listed_name,
+    split_url,
+)
 from txbackup.storage.registry import shown_url
 from txbackup.storage.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, WriteableBuffer
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger("txbackup.storage")
 
@@ -167,8 +178,10 @@ def from_url(url: str, options: Mapping[str, Any]) -> AzureStorage:
     return AzureStorage(service.get_container_client(container), prefix, where)
 
 
-class AzureStorage:
-    """A container (and a prefix in it) holding backup sets."""
+class AzureStorage(NoTemporaries):
+    """A container (and a prefix in it) holding backup sets. No temporaries: uncommitted
+    blocks cannot be listed cheaply or deleted (see the module docstring); Azure drops
+    them after 7 days."""
 
     def __init__(
         self,
@@ -198,8 +211,7 @@ class AzureStorage:
 
     def open_read(self, name: str, offset: int = 0, length: int | None = None) -> IO[bytes]:
         check_name(name)
-        if offset < 0 or (length is not None and length < 0):
-            raise StorageError(f"storage {self.where}: read {name}: negative range {offset}+{length}")
+        check_range(self.where, name, offset, length)
         blob = self.container.get_blob_client(self._key(name))
         if length == 0:
             if self.stat(name) is None:
@@ -234,9 +246,8 @@ class AzureStorage:
         found: list[ObjectInfo] = []
         try:
             for props in self.container.list_blobs(name_starts_with=self._key(prefix)):
-                name = props.name[len(self.prefix) :]
-                if not check_ok(name) or name.endswith("/"):
-                    log.warning("storage %s: %s is not a valid name: ignored", self.where, repr(name)[:120])
+                name = listed_name(self.where, self.prefix, props.name)
+                if name is None:
                     continue
                 found.append(ObjectInfo(name, int(props.size), props.last_modified.timestamp(), props.etag))
         except AzureError as exc:
@@ -255,9 +266,7 @@ class AzureStorage:
             raise self._error(exc, "remove", name) from None
 
     def remove_prefix(self, prefix: str) -> None:
-        if not prefix.endswith("/"):
-            raise StorageError(f"storage {self.where}: remove {prefix!r}: not a folder (must end in '/')")
-        check_prefix(prefix)
+        check_folder(self.where, prefix)
         try:
             # every blob under the folder goes, even one whose name we would not list
             keys = [p.name for p in self.container.list_blobs(name_starts_with=self._key(prefix))]
@@ -268,19 +277,11 @@ class AzureStorage:
                 for key, answer in zip(keys[start : start + BATCH], answers, strict=False):
                     if answer.status_code not in (200, 202, 404):
                         raise storage_error(
-                            _by_status(answer.status_code), self.where, "remove",
+                            error_class(answer.status_code), self.where, "remove",
                             key[len(self.prefix) :], f"HTTP {answer.status_code} {answer.reason}",
                         )  # fmt: skip
         except AzureError as exc:
             raise self._error(exc, "remove", prefix) from None
-
-    def temporaries(self, older_than_s: float) -> Iterator[ObjectInfo]:
-        """Nothing: uncommitted blocks cannot be listed cheaply or deleted (see the
-        module docstring); Azure drops them after 7 days."""
-        return iter(())
-
-    def remove_temporary(self, name: str) -> None:
-        check_name(name.partition("#")[0])  # nothing is ever listed: nothing to remove
 
     # -- errors ------------------------------------------------------------------------------------
 
@@ -289,29 +290,11 @@ class AzureStorage:
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()`` with its transient errors retried (the writer's blocks and commit)."""
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except TransientStorageError as exc:
-                if attempt + 1 >= self.policy.attempts:
-                    raise
-                delay = self.policy.delay(attempt)
-                log.warning("%s (retrying %s in %.1fs)", exc, what, delay)
-                self.policy.sleep(delay)
-                attempt += 1
+        return self.policy.call(what, fn)
 
 
 def _code(exc: BaseException) -> str:
     return str(getattr(exc, "error_code", None) or "")
-
-
-def _by_status(status: int | None) -> type[StorageError]:
-    if status is None or status in (408, 429) or status >= 500:
-        return TransientStorageError
-    if status == 404:
-        return NotFoundError
-    return PermanentStorageError
 
 
 def _map(exc: BaseException, where: str, operation: str, name: str) -> StorageError:
@@ -339,46 +322,31 @@ def _map(exc: BaseException, where: str, operation: str, name: str) -> StorageEr
         cause = f"HTTP {status} {what}".strip()
         if status in (401, 403):
             cause += " (access denied: check the credentials and their role on the container)"
-        return storage_error(_by_status(status), where, operation, name, cause)
+        return storage_error(error_class(status), where, operation, name, cause)
     if isinstance(exc, ServiceRequestError | ServiceResponseError | AzureError | OSError):
         text = clean_cause(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return storage_error(TransientStorageError, where, operation, name, text)
     return storage_error(StorageError, where, operation, name, type(exc).__name__)
 
 
-class _Download(io.RawIOBase):
+class _Download(ChunkReader):
     """The chunks of a download, as a raw stream; SDK errors become StorageErrors."""
 
     def __init__(self, storage: AzureStorage, name: str, chunks: Iterator[bytes]) -> None:
+        super().__init__()
         self._storage = storage
         self._name = name
         self._chunks = chunks
-        self._left = memoryview(b"")
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        while not self._left:
-            try:
-                self._left = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-            except ResourceModifiedError:
-                raise storage_error(
-                    StorageError,
-                    self._storage.where,
-                    "read",
-                    self._name,
-                    "the object changed while being read",
-                ) from None
-            except (AzureError, OSError) as exc:
-                raise self._storage._error(exc, "read", self._name) from None
-        n = min(len(view), len(self._left))
-        view[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
+    def _next_chunk(self) -> bytes | None:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            return None
+        except ResourceModifiedError:
+            raise changed_while_read(self._storage.where, self._name) from None
+        except (AzureError, OSError) as exc:
+            raise self._storage._error(exc, "read", self._name) from None
 
 
 class AzureWriter(WriterBase):

@@ -243,6 +243,12 @@ def storage_error(cls: type[E], where: str, operation: str, name: str, cause: ob
     return cls(f"storage {where}: {operation} {shown_name}: {text}")
 
 
+def check_range(where: str, name: str, offset: int, length: int | None) -> None:
+    """``open_read``'s range: no negative offset or length (StorageError naming both)."""
+    if offset < 0 or (length is not None and length < 0):
+        raise StorageError(f"storage {where}: read {name}: negative range {offset}+{length}")
+
+
 def check_ok(name: str) -> bool:
     """Whether ``name`` is a valid storage name (or prefix ending in ``/``)."""
     try:

@@ -57,15 +57,26 @@ from txbackup.storage.base import (
     ObjectInfo,
     WriterBase,
     check_name,
-    check_ok,
     check_prefix,
+    check_range,
     storage_error,
 )
-from txbackup.storage.buckets import check_endpoint, check_options, clean_cause, split_url
+from txbackup.storage.buckets import (
+    ChunkReader,
+    NoTemporaries,
+    changed_while_read,
+    check_endpoint,
+    check_folder,
+    check_options,
+    clean_cause,
+    error_class,
+    listed_name,
+    split_url,
+)
 from txbackup.storage.registry import shown_url
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, WriteableBuffer
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger("txbackup.storage")
 
@@ -97,8 +108,9 @@ def from_url(url: str, options: Mapping[str, Any]) -> GcsStorage:
     return GcsStorage(bucket, prefix, endpoint)
 
 
-class GcsStorage:
-    """A bucket (and a prefix in it) holding backup sets."""
+class GcsStorage(NoTemporaries):
+    """A bucket (and a prefix in it) holding backup sets. No temporaries: resumable
+    upload sessions cannot be listed (they expire after a week)."""
 
     def __init__(self, bucket: str, prefix: str, endpoint: str | None = None, chunk_size: int = CHUNK_SIZE):
         self.bucket_name = bucket
@@ -156,8 +168,7 @@ class GcsStorage:
 
     def open_read(self, name: str, offset: int = 0, length: int | None = None) -> IO[bytes]:
         check_name(name)
-        if offset < 0 or (length is not None and length < 0):
-            raise StorageError(f"storage {self.where}: read {name}: negative range {offset}+{length}")
+        check_range(self.where, name, offset, length)
         blob = self._blob(name, "read")
         try:
             blob.reload(retry=None, timeout=TIMEOUT)
@@ -190,9 +201,8 @@ class GcsStorage:
             for blob in bucket.client.list_blobs(
                 bucket, prefix=self.prefix + prefix, retry=None, timeout=TIMEOUT
             ):
-                name = blob.name[len(self.prefix) :]
-                if not check_ok(name) or name.endswith("/"):
-                    log.warning("storage %s: %s is not a valid name: ignored", self.where, repr(name)[:120])
+                name = listed_name(self.where, self.prefix, blob.name)
+                if name is None:
                     continue
                 found.append(_info(name, blob))
         except Exception as exc:
@@ -211,9 +221,7 @@ class GcsStorage:
             raise self._error(exc, "remove", name) from None
 
     def remove_prefix(self, prefix: str) -> None:
-        if not prefix.endswith("/"):
-            raise StorageError(f"storage {self.where}: remove {prefix!r}: not a folder (must end in '/')")
-        check_prefix(prefix)
+        check_folder(self.where, prefix)
         bucket = self.bucket("remove", prefix)
         try:
             # every object under the folder goes, even one whose name we would not list
@@ -222,13 +230,6 @@ class GcsStorage:
                     blob.delete(retry=None, timeout=TIMEOUT)
         except Exception as exc:
             raise self._error(exc, "remove", prefix) from None
-
-    def temporaries(self, older_than_s: float) -> Iterator[ObjectInfo]:
-        """Nothing: resumable upload sessions cannot be listed (they expire after a week)."""
-        return iter(())
-
-    def remove_temporary(self, name: str) -> None:
-        check_name(name.partition("#")[0])  # nothing is ever listed: nothing to remove
 
 
 def _info(name: str, blob: gcs.Blob) -> ObjectInfo:
@@ -265,11 +266,9 @@ def _map(exc: BaseException, where: str, operation: str, name: str) -> StorageEr
             return storage_error(NotFoundError, where, operation, name, "not found")
         if status == 412:
             return storage_error(AlreadyExistsError, where, operation, name, "already exists")
-        if status in (408, 429) or status >= 500:
-            return storage_error(TransientStorageError, where, operation, name, cause)
         if status in (401, 403):
             cause += " (access denied: check the credentials and their role on the bucket)"
-        return storage_error(PermanentStorageError, where, operation, name, cause)
+        return storage_error(error_class(status), where, operation, name, cause)
     text = clean_cause(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if isinstance(exc, auth.RefreshError | auth.DefaultCredentialsError):
         return storage_error(PermanentStorageError, where, operation, name, f"credentials refused: {text}")
@@ -284,52 +283,37 @@ def _is_requests_error(exc: BaseException) -> bool:
     return isinstance(exc, requests.exceptions.RequestException)
 
 
-class _Download(io.RawIOBase):
+class _Download(ChunkReader):
     """Bytes [offset, end) of one generation of an object, fetched READ_SIZE at a time."""
 
     def __init__(self, storage: GcsStorage, name: str, blob: gcs.Blob, offset: int, end: int) -> None:
+        super().__init__()
         self._storage = storage
         self._name = name
         self._blob = blob
         self._generation = blob.generation  # a replaced object is not mixed into the read
         self._next = offset
         self._end = end
-        self._left = memoryview(b"")
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        if not self._left:
-            if self._next >= self._end:
-                return 0
-            last = min(self._end, self._next + READ_SIZE) - 1
-            try:
-                data = self._blob.download_as_bytes(
-                    start=self._next, end=last, if_generation_match=self._generation,
-                    checksum=None, retry=None, timeout=TIMEOUT,
-                )  # fmt: skip
-            except (api.PreconditionFailed, api.NotFound):
-                raise storage_error(
-                    StorageError,
-                    self._storage.where,
-                    "read",
-                    self._name,
-                    "the object changed while being read",
-                ) from None
-            except Exception as exc:
-                raise self._storage._error(exc, "read", self._name) from None
-            if not data:
-                raise storage_error(
-                    TransientStorageError, self._storage.where, "read", self._name, "the answer was cut short"
-                )
-            self._next += len(data)
-            self._left = memoryview(data)
-        n = min(len(view), len(self._left))
-        view[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
+    def _next_chunk(self) -> bytes | None:
+        if self._next >= self._end:
+            return None
+        last = min(self._end, self._next + READ_SIZE) - 1
+        try:
+            data: bytes = self._blob.download_as_bytes(
+                start=self._next, end=last, if_generation_match=self._generation,
+                checksum=None, retry=None, timeout=TIMEOUT,
+            )  # fmt: skip
+        except (api.PreconditionFailed, api.NotFound):
+            raise changed_while_read(self._storage.where, self._name) from None
+        except Exception as exc:
+            raise self._storage._error(exc, "read", self._name) from None
+        if not data:
+            raise storage_error(
+                TransientStorageError, self._storage.where, "read", self._name, "the answer was cut short"
+            )
+        self._next += len(data)
+        return data
 
 
 class GcsWriter(WriterBase):

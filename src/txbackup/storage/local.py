@@ -43,6 +43,7 @@ from txbackup.storage.base import (
     WriterBase,
     check_name,
     check_prefix,
+    check_range,
     storage_error,
 )
 
@@ -90,8 +91,7 @@ class LocalStorage:
 
     def open_read(self, name: str, offset: int = 0, length: int | None = None) -> IO[bytes]:
         *folders, leaf = check_name(name).split("/")
-        if offset < 0 or (length is not None and length < 0):
-            raise StorageError(f"storage {self.root}: read {name}: negative range {offset}+{length}")
+        check_range(str(self.root), name, offset, length)
         try:
             with self._folder(folders, name) as dir_fd:
                 fd = os.open(leaf, _FILE_FLAGS, dir_fd=dir_fd)

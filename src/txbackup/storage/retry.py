@@ -56,6 +56,25 @@ class RetryPolicy:
         """The pause after failed try number ``attempt`` (0-based)."""
         return random.uniform(0.0, min(self.cap_s, self.base_s * (2**attempt)))
 
+    def backoff(self, what: str, attempt: int, exc: TransientStorageError) -> int:
+        """Sleep before the next try, or re-raise ``exc`` when the tries are spent."""
+        if attempt + 1 >= self.attempts:
+            raise exc
+        delay = self.delay(attempt)
+        log.warning("%s (retrying %s in %.1fs, try %d of %d)", exc, what, delay, attempt + 2, self.attempts)
+        self.sleep(delay)
+        return attempt + 1
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, its transient errors retried (a backend's own idempotent steps too,
+        such as the parts and the commit of an upload)."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except TransientStorageError as exc:
+                attempt = self.backoff(what, attempt, exc)
+
 
 class RetryStorage:
     """``inner`` with its transient errors retried (see the module docstring)."""
@@ -68,22 +87,10 @@ class RetryStorage:
         return self.inner.describe()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except TransientStorageError as exc:
-                attempt = self._backoff(what, attempt, exc)
+        return self.policy.call(what, fn)
 
     def _backoff(self, what: str, attempt: int, exc: TransientStorageError) -> int:
-        """Sleep before the next try, or re-raise ``exc`` when the tries are spent."""
-        if attempt + 1 >= self.policy.attempts:
-            raise exc
-        delay = self.policy.delay(attempt)
-        tries = self.policy.attempts
-        log.warning("%s (retrying %s in %.1fs, try %d of %d)", exc, what, delay, attempt + 2, tries)
-        self.policy.sleep(delay)
-        return attempt + 1
+        return self.policy.backoff(what, attempt, exc)
 
     def open_write(self, name: str, *, if_absent: bool = False) -> Writer:
         return self._call(f"open {name}", lambda: self.inner.open_write(name, if_absent=if_absent))

@@ -241,6 +241,25 @@ class Scope:
         )
         return described
 
+    def described_covered(
+        self,
+        described: Mapping[str, Any],
+        key: str,
+        covered: Collection[str],
+        what: str,
+        *,
+        coordinator: str = "",
+    ) -> None:
+        """The description's list ``key`` (the ``what``s backed up) and, where the kind
+        records one, its optional ``coordinator`` field: every name among ``covered``."""
+        where = f"the description's {key}"
+        self.all_covered(self.sequence(described.get(key), where), covered, where, what)
+        if coordinator:
+            where = f"the description's {coordinator}"
+            name = self.text(described.get(coordinator), where, required=False)
+            if name:
+                self.covered(name, covered, where, what)
+
 
 def iter_chunks(stream: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
     """Read a binary stream in chunks until EOF."""

@@ -568,12 +568,9 @@ def _restorable_position(scope: Scope, covered: Sequence[str]) -> _Restorable:
         scope.fail("the set's position has no Cassandra snapshot (tag, store, nodes)")
     described = scope.description(KIND)
     if described is not None:
-        where = "the description's keyspaces"
-        scope.all_covered(scope.sequence(described.get("keyspaces"), where), covered, where, "keyspace")
-        where = "the description's coordinator_keyspace"
-        coordinator = scope.text(described.get("coordinator_keyspace"), where, required=False)
-        if coordinator:
-            scope.covered(coordinator, covered, where, "keyspace")
+        scope.described_covered(
+            described, "keyspaces", covered, "keyspace", coordinator="coordinator_keyspace"
+        )
     return _Restorable(tag, store, keyspaces, nodes, {}, [], [])
 
 

@@ -374,8 +374,7 @@ class DynamoTarget:
                         scope.fail(f"{where}: {shown(arn, 160)} is not a backup of table {table}")
         described = scope.description(KIND)
         if described is not None:
-            where = "the description's tables"
-            scope.all_covered(scope.sequence(described.get("tables"), where), covered, where, "table")
+            scope.described_covered(described, "tables", covered, "table")
             scope.same(described.get("region"), self.region, "the description's region", "region")
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:

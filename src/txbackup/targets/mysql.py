@@ -814,12 +814,9 @@ class MysqlTarget:
         scope.all_covered(recorded, covered, where, "database")
         described = scope.description(KIND)
         if described is not None:
-            where = "the description's databases"
-            scope.all_covered(scope.sequence(described.get("databases"), where), covered, where, "database")
-            where = "the description's coordinator_database"
-            coordinator = scope.text(described.get("coordinator_database"), where, required=False)
-            if coordinator:
-                scope.covered(coordinator, covered, where, "database")
+            scope.described_covered(
+                described, "databases", covered, "database", coordinator="coordinator_database"
+            )
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted

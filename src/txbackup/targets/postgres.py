@@ -547,8 +547,7 @@ class PostgresTarget:
         scope.all_covered(snapshots, covered, where, "database")
         described = scope.description(KIND)
         if described is not None:
-            where = "the description's databases"
-            scope.all_covered(scope.sequence(described.get("databases"), where), covered, where, "database")
+            scope.described_covered(described, "databases", covered, "database")
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
