@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from txbackup import strictjson
 from txbackup.clock import iso_ms, utc_now
 from txbackup.errors import StorageError, TxbackupError
 from txbackup.owner import Owner
@@ -102,8 +103,8 @@ class LockInfo:
     def parse(cls, lock_id: str, data: bytes) -> LockInfo:
         """Validate a lock read from storage; ValueError names the first bad field."""
         try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError):
+            doc = strictjson.loads(data)
+        except ValueError:
             raise ValueError("not JSON") from None
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")

@@ -263,7 +263,7 @@ def test_body_limit_and_bad_heads(shared_agent: RunningAgent) -> None:
         ("restore/cleanup", b"[1, 2]", "must be a JSON object"),
         ("restore/cleanup", b"[" * 100000 + b"]" * 100000, "bad request"),
         ("restore/cleanup", b'{"set_id": 5}', "set_id: a non-empty string is required"),
-        ("node/start", b'{"wait_s": Infinity}', "Infinity is not JSON"),
+        ("node/start", b'{"wait_s": Infinity}', "Infinity is not a JSON value"),
         ("restore/cleanup", b'{"set_id": "../../x"}', "not a usable snapshot tag"),
         ("restore/prepare", b'{"set_id": "s", "store": "x", "files": [7]}', "files[0]"),
         ("restore/prepare", b'{"set_id": "s", "store": "x", "files": [{"size": -1}]}', "files[0]"),

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from txbackup import __version__
+from txbackup import __version__, strictjson
 from txbackup.agent.node import Node, Progress, check_keyspace, check_tag
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
 from txbackup.repository.config import check_repository_id, is_repository_id
@@ -591,7 +591,7 @@ class AgentServer:
             sock.setblocking(True)
             sock.settimeout(WRITE_TIMEOUT_S)  # a client that stops reading is given up after it
             try:
-                body = json.loads(raw or b"{}", parse_constant=_no_constant)
+                body = strictjson.loads(raw or b"{}")
             except (ValueError, RecursionError) as exc:
                 log.info("%s: %s: bad request: %s", peer, call, _one_line(exc))
                 _reply_error(sock, HTTPStatus.BAD_REQUEST, f"bad request: {_one_line(exc)}")
@@ -675,10 +675,6 @@ def _close(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError, ValueError):
         sock.close()
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _one_line(exc: BaseException) -> str:

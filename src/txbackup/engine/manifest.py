@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from txbackup import strictjson
 from txbackup.errors import IntegrityError, UsageError
 from txbackup.repository import layout
 from txbackup.repository.config import is_repository_id
@@ -299,11 +300,8 @@ def parse_manifest(text: bytes, path: str, set_id: str | None = None) -> Manifes
     """The manifest in ``text`` (read from ``path``), checked, of the set ``set_id`` if
     given; IntegrityError naming ``path``."""
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-        _check_depth(data)
+        data = strictjson.loads(text, max_depth=MAX_DEPTH)
         return Manifest.from_dict(_mapping(data), set_id)
-    except RecursionError:  # the parser's own limit, far deeper than MAX_DEPTH
-        problem = f"nested deeper than {MAX_DEPTH} levels"
     except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
         problem = " ".join(str(exc).split())[:300]
     raise IntegrityError(f"manifest {path}: {problem}")
@@ -336,33 +334,6 @@ def _only(data: Mapping[str, Any], known: list[str], what: str) -> None:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"{what}: unknown field {shown(unknown[0])}")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refused if a key appears twice (which value wins is parser-specific)."""
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise ValueError(f"field {shown(key)} appears twice")
-        data[key] = value
-    return data
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _check_depth(data: Any) -> None:
-    """ValueError if ``data`` nests deeper than MAX_DEPTH (iteratively: no recursion)."""
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            value = list(value.values())
-        if isinstance(value, list):
-            if depth > MAX_DEPTH:
-                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-            stack.extend((v, depth + 1) for v in value)
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -34,9 +34,9 @@ import re
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from txbackup import __version__
+from txbackup import __version__, strictjson
 from txbackup.clock import iso_ms, utc_now
 from txbackup.errors import AlreadyExistsError, IntegrityError, TxbackupError
 from txbackup.repository.layout import CONFIG
@@ -69,7 +69,7 @@ class RepositoryConfig:
         """The config in ``data`` (read from ``where``); IntegrityError (one line) if it
         is not exactly one, or of a format version this txbackup does not know."""
         try:
-            value = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+            value = strictjson.loads(data)
             if not isinstance(value, dict):
                 raise ValueError(f"expected a JSON object, found {type(value).__name__}")
             version = value.get("format_version")
@@ -95,19 +95,6 @@ class RepositoryConfig:
         except (ValueError, RecursionError) as exc:  # JSON, UTF-8 and time errors included
             problem = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise IntegrityError(f"{where}: {problem}") from None
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise ValueError(f"field {shown(key)} appears twice")
-        data[key] = value
-    return data
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _where(storage: Storage) -> str:
