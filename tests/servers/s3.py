@@ -196,11 +196,20 @@ class MotoS3Server(S3Server):
     name = "moto"
     enforces_conditional_put = True
 
+    def __init__(self, *, unauthenticated_actions: int | None = None) -> None:
+        """``unauthenticated_actions``: moto enforces IAM after that many requests
+        (``INITIAL_NO_AUTH_ACTION_COUNT``), so a test can set up users and policies first."""
+        super().__init__()
+        self.unauthenticated_actions = unauthenticated_actions
+
     def _make_daemon(self) -> Daemon:
+        env = fake_aws_env()
+        if self.unauthenticated_actions is not None:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(self.unauthenticated_actions)
         return Daemon(
             "moto",
             lambda port, folder: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env=fake_aws_env(),
+            env=env,
             ready=lambda port: _answers_http(f"http://127.0.0.1:{port}/moto-api/data.json"),
         )
 

@@ -437,3 +437,48 @@ def test_memory_of_a_200_mib_upload_stays_flat(moto_s3_bucket: S3Bucket) -> None
     measured = json.loads(result.stdout)
     assert measured["size"] == 200 * MiB
     assert measured["peak"] - measured["base"] < 100 * MiB, measured
+
+
+def test_permission_denied_on_write_is_one_permanent_line(aws_env: None) -> None:
+    """A user who may read and list the bucket but not write it: the preflight check and a
+    write each fail with one permanent line naming the operation (moto enforcing IAM)."""
+    from tests.servers.s3 import MotoS3Server, moto_missing_reason
+
+    if (reason := moto_missing_reason()) is not None:
+        pytest.skip(reason)
+    # four unauthenticated requests set up the bucket, the user, its policy and its key
+    with MotoS3Server(unauthenticated_actions=4) as server:
+        admin = server.new_bucket("denied")
+        import boto3  # type: ignore[import-untyped]
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=admin.endpoint,
+            region_name=admin.region,
+            aws_access_key_id=admin.access_key,
+            aws_secret_access_key=admin.secret_key,
+        )
+        iam.create_user(UserName="reader")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}
+            ],
+        }
+        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        reader = dataclasses.replace(
+            admin, access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"]
+        )
+        storage = s3(reader, "txb")
+        assert list_names(storage, "") == []  # reading is allowed
+        with pytest.raises(PermanentStorageError) as denied:
+            save_bytes(storage, "sets/s1/manifest.json", b"{}")
+        message = str(denied.value)
+        assert "denied" in message.lower(), message
+        assert "\n" not in message and "sets/s1/manifest.json" in message
+        assert key["SecretAccessKey"] not in message
+        with pytest.raises(PermanentStorageError) as checked:
+            storage.check()
+        assert "\n" not in str(checked.value)
+        assert reader.client().list_objects_v2(Bucket=reader.bucket).get("KeyCount", 0) == 0
