@@ -480,3 +480,17 @@ async def test_the_first_committed_backup_makes_an_old_storage_a_repository(
     assert second.repository_id == made.repository_id
     assert [row.repository_id for row in plan.catalog.list()] == [None, made.repository_id]
     assert read_config(storage) == made
+
+
+def test_a_set_copied_in_from_another_repository_is_refused_by_verify() -> None:
+    from txbackup.engine.artifacts import verify_set
+
+    storage = MemoryStorage()
+    here = init_repository(storage).repository_id
+    other = "ab" * 16
+    copied = manifest(other)
+    write_manifest(storage, copied)
+    with pytest.raises(IntegrityError, match=f"made in repository {other}.*is repository {here}"):
+        verify_set(storage, copied)
+    assert verify_set(storage, manifest(here)) == []
+    assert verify_set(storage, manifest(None)) == []  # sets from before repository ids

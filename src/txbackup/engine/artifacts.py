@@ -27,6 +27,7 @@ from txbackup.engine.manifest import ArtifactRecord, Manifest, artifact_path, ch
 from txbackup.errors import IntegrityError, StorageError, TargetError, TxbackupError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.repository.codec import Encoder, Expected, Progress, decoded
+from txbackup.repository.config import read_config
 from txbackup.safepaths import create_private
 from txbackup.storage.base import CHUNK, Storage
 from txbackup.targets.base import iter_chunks
@@ -194,6 +195,18 @@ def verify_artifact(storage: Storage, record: ArtifactRecord, progress: Progress
             pass
 
 
+def check_belongs(storage: Storage, manifest: Manifest) -> None:
+    """Refuse a set recorded in another repository than the one ``storage`` holds (a set
+    copied in from elsewhere: its artifacts would be judged against the wrong place)."""
+    config = read_config(storage)
+    recorded = manifest.repository_id
+    if config is not None and recorded is not None and recorded != config.repository_id:
+        raise IntegrityError(
+            f"set {manifest.set_id} was made in repository {recorded}, but {storage.describe()}"
+            f" is repository {config.repository_id} (copied from another repository?)"
+        )
+
+
 def verify_set(
     storage: Storage, manifest: Manifest, progress: Callable[[int, int], None] | None = None
 ) -> list[str]:
@@ -202,6 +215,7 @@ def verify_set(
     manifest that names artifacts outside its layout is refused whole first
     (IntegrityError). ``progress(done, total)`` counts stored bytes."""
     check_manifest(manifest)
+    check_belongs(storage, manifest)
     records = list(manifest.artifacts())
     total = sum(record.stored_size for record in records)
     done = 0
