@@ -4,6 +4,7 @@ user does and reading its result."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,19 @@ def backup_set_id(config: Path, env: dict[str, str] | None = None) -> str:
     result = txbackup("backup", "-c", str(config), "--json", env=env)
     assert result.returncode == 0, result.stderr
     return str(json.loads(result.stdout.splitlines()[-1])["set_id"])
+
+
+def verify_intact(config: Path, set_id: str, env: dict[str, str] | None = None) -> None:
+    """``verify`` of the set must say it is intact."""
+    verified = txbackup("verify", "-c", str(config), set_id, env=env)
+    assert verified.returncode == 0 and "intact" in verified.stdout, verified.stderr
+
+
+def restore_sqlite(
+    config: Path, set_id: str, out: Path, names: Sequence[str], env: dict[str, str] | None = None
+) -> None:
+    """``restore`` of the set's SQLite targets ``names`` to ``out/<name>.db`` (a new folder)."""
+    out.mkdir()
+    destinations = [arg for n in names for arg in ("--to", f"{n}={out / f'{n}.db'}")]
+    restored = txbackup("restore", "-c", str(config), set_id, *destinations, env=env)
+    assert restored.returncode == 0, restored.stderr

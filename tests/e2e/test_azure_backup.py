@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.e2e.support import backup_set_id, sqlite_targets, write_cluster
+from tests.e2e.support import backup_set_id, restore_sqlite, sqlite_targets, verify_intact, write_cluster
 from tests.integration.test_engine import count, make_db
 from tests.servers.azurite import AzureContainer
 from tests.servers.processes import sample_server_process, txbackup
@@ -34,26 +34,13 @@ def test_backup_verify_restore_through_azurite(azure_container: AzureContainer, 
     assert all(n.startswith("prod/txbackup/") for n in names)
     assert not (tmp_path / "store").exists() and (tmp_path / "catalog.db").exists()  # only the catalog
 
-    verified = txbackup("verify", "-c", str(config), set_id, env=env)
-    assert verified.returncode == 0 and "intact" in verified.stdout, verified.stderr
+    verify_intact(config, set_id, env)
     (tmp_path / "catalog.db").unlink()
     rebuilt = json.loads(txbackup("list", "-c", str(config), "--rebuild", "--json", env=env).stdout)
     assert [(r["set_id"], r["status"]) for r in rebuilt] == [(set_id, "complete")]
 
     out = tmp_path / "out"
-    out.mkdir()
-    restored = txbackup(
-        "restore",
-        "-c",
-        str(config),
-        set_id,
-        "--to",
-        f"a={out / 'a.db'}",
-        "--to",
-        f"b={out / 'b.db'}",
-        env=env,
-    )
-    assert restored.returncode == 0, restored.stderr
+    restore_sqlite(config, set_id, out, ["a", "b"], env)
     assert count(out / "a.db") == 10 and count(out / "b.db") == 5_000
 
     # a wrong key: one line, nothing shown of either key

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import backup_set_id, check_backup_events, sqlite_targets, write_cluster
+from tests.e2e.support import (
+    backup_set_id,
+    check_backup_events,
+    restore_sqlite,
+    sqlite_targets,
+    verify_intact,
+    write_cluster,
+)
 from tests.integration.test_engine import count, make_db
 from tests.servers.processes import TXBACKUP, sample_server_process, txbackup
 
@@ -85,15 +92,10 @@ def test_backup_list_show_verify_restore_delete(cluster: tuple[Path, str], tmp_p
     assert [(r["set_id"], r["status"]) for r in listing] == [(set_id, "complete")]
     shown = txbackup("show", "-c", str(config), set_id)
     assert shown.returncode == 0 and "restore point" in shown.stdout
-    verified = txbackup("verify", "-c", str(config), set_id)
-    assert verified.returncode == 0 and "intact" in verified.stdout
+    verify_intact(config, set_id)
 
     out = tmp_path / "out"
-    out.mkdir()
-    restored = txbackup(
-        "restore", "-c", str(config), set_id, "--to", f"a={out / 'a.db'}", "--to", f"b={out / 'b.db'}"
-    )
-    assert restored.returncode == 0, restored.stderr
+    restore_sqlite(config, set_id, out, ["a", "b"])
     assert count(out / "a.db") == 10 and count(out / "b.db") == 20_000
     catalog = tmp_path / "store" / "catalog.db"
     assert stat.S_IMODE(catalog.stat().st_mode) == 0o600  # history is private, whatever the umask

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.e2e.support import restore_sqlite, verify_intact
 from tests.integration.test_engine import count, make_db
 from tests.servers.processes import sample_server_process, txbackup
 from tests.servers.s3 import S3Bucket
@@ -54,13 +55,9 @@ def test_backup_verify_restore_from_a_bucket(moto_s3_bucket: S3Bucket, tmp_path:
         assert head["StorageClass"] == "STANDARD_IA"  # the [storage] options reached the backend
         assert not list(tmp_path.glob("team")) and (tmp_path / "catalog.db").is_file()
 
-        verified = txbackup("verify", "-c", str(config), set_id, env=env)
-        assert verified.returncode == 0 and "intact" in verified.stdout, verified.stderr
-        out = tmp_path / "out"
-        out.mkdir()
-        restored = txbackup("restore", "-c", str(config), set_id, "--to", f"a={out / 'a.db'}", env=env)
-        assert restored.returncode == 0, restored.stderr
-        assert count(out / "a.db") == 1000
+        verify_intact(config, set_id, env)
+        restore_sqlite(config, set_id, tmp_path / "out", ["a"], env)
+        assert count(tmp_path / "out" / "a.db") == 1000
 
 
 def test_a_missing_bucket_stops_the_backup_before_the_pause(moto_s3_bucket: S3Bucket, tmp_path: Path) -> None:
