@@ -46,6 +46,7 @@ from txbackup.repository.layout import new_set_id as new_set_id
 from txbackup.repository.layout import set_prefix as set_prefix
 from txbackup.safepaths import name_problem, shown
 from txbackup.storage.base import Storage, load_bytes, save_bytes
+from txbackup.strictjson import MAX_DEPTH  # a manifest needs about 8 levels
 from txbackup.targets.layouts import LAYOUTS
 
 FORMAT_VERSION = 1
@@ -55,8 +56,6 @@ STATUS = "complete"
 
 MAX_MANIFEST_BYTES = 64 << 20
 """A larger manifest is refused before it is parsed (a big Cassandra ring is a few MB)."""
-MAX_DEPTH = 32
-"""The deepest JSON nesting accepted (a manifest needs about 8)."""
 MAX_SIZE = (1 << 63) - 1
 """The largest byte count a manifest may record."""
 

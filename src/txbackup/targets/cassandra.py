@@ -92,6 +92,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from txbackup import strictjson
 from txbackup.agent.client import AgentClient, AgentTls
 from txbackup.agent.schema import checked_statements
 from txbackup.durations import MAX_CALL_S
@@ -601,10 +602,8 @@ def _read_json(scope: Scope, src: ArtifactReader, name: str) -> Any:
     if len(data) > MAX_LISTING_BYTES:
         scope.fail(f"{name}: more than {MAX_LISTING_BYTES} bytes")
     try:
-        return json.loads(data)
-    except RecursionError:
-        scope.fail(f"{name}: nested too deep")
-    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
+        return strictjson.loads(data)
+    except ValueError as exc:  # too deep, duplicate keys, json.JSONDecodeError, UnicodeDecodeError
         scope.fail(f"{name}: not JSON ({' '.join(str(exc).split())[:200]})")
 
 
