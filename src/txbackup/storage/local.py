@@ -142,17 +142,17 @@ class LocalStorage:
                     for f in files:
                         if f.startswith(TMP_PREFIX) or not (base + f).startswith(prefix):
                             continue
-                        try:
-                            st = os.stat(f, dir_fd=dir_fd, follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue  # removed meanwhile
+                        st = _lstat_or_none(f, dir_fd)
+                        if st is None:
+                            continue  # removed (or renamed into place) since the folder was read
                         if statmod.S_ISREG(st.st_mode):
                             found.append(ObjectInfo(base + f, st.st_size, st.st_mtime))
                         elif statmod.S_ISLNK(st.st_mode):
                             log.warning("storage %s: %s%s is a symbolic link: ignored", self.root, base, f)
                     # fwalk does not enter linked folders (follow_symlinks=False); say so
                     for d in dirs:
-                        if statmod.S_ISLNK(_mode_or_none(d, dir_fd) or 0):
+                        st = _lstat_or_none(d, dir_fd)
+                        if st is not None and statmod.S_ISLNK(st.st_mode):
                             log.warning("storage %s: %s%s is a symbolic link: ignored", self.root, base, d)
         except (_Missing, FileNotFoundError):
             return
@@ -405,11 +405,11 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def _mode_or_none(name: str, dir_fd: int) -> int | None:
-    """The mode of ``name`` in ``dir_fd`` (not followed), or None if it is gone: a listing
+def _lstat_or_none(name: str, dir_fd: int) -> os.stat_result | None:
+    """``name`` in ``dir_fd`` stat'ed (not followed), or None if it is gone: a listing
     runs while other writers rename and remove their files, and must not fail for it."""
     try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
 
