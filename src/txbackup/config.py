@@ -12,7 +12,6 @@ targets and ``[restore.NAME]`` sections name an environment variable
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from txbackup.admin.client import ClientOptions, Endpoint, TlsOptions
 from txbackup.admin.discovery import check_dns_server, check_srv_name, from_list, from_srv
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import UsageError
+from txbackup.extras import import_extra
 from txbackup.safepaths import shown as shown_text
 from txbackup.secrets import check_dsn, dsn_secret
 from txbackup.settings import Setting, Table, check_keys, check_name, nearest, resolve_paths
@@ -249,7 +249,9 @@ def build_target(conf: object, index: int, base: Path | None = None, where: str 
         shown = repr(kind)[:40]
         prefix = f"{where}: " if where else ""
         raise UsageError(f'{prefix}target "{name}": unknown kind {shown} ({hint}known: {known})')
-    module = importlib.import_module(TARGET_KINDS[kind])
+    # the kind's extra is named like the kind (pip install 'txbackup[postgres]'); sqlite needs none
+    prefix = f"{where}: " if where else ""
+    module = import_extra(TARGET_KINDS[kind], kind, f'{prefix}target "{name}" ({kind})')
     try:
         target: Target = module.from_config(name, resolve_paths(conf, base))
     except UsageError as exc:

@@ -402,3 +402,29 @@ def test_a_backup_checks_the_storage_is_writable_before_anything(tmp_path: Path)
     with pytest.raises(UsageError, match=r"catalog .* is not writable"):
         check_places(writable, str(readonly / "catalog.db"), writable=True)
     assert check_places(writable, None, writable=True) == (writable, str(tmp_path / "store" / "catalog.db"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "library", "settings"),
+    [
+        ("postgres", "psycopg", 'databases = ["a"]'),
+        ("mysql", "pymysql", 'databases = ["a"]'),
+    ],
+)
+def test_a_kind_whose_library_is_missing_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, library: str, settings: str
+) -> None:
+    """`pip install txbackup` alone: a target kind whose driver is an extra is one line
+    naming the extra to install, not a ModuleNotFoundError traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, library, None)  # `import <library>` now fails
+    monkeypatch.delitem(sys.modules, f"txbackup.targets.{kind}", raising=False)
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(f'[[targets]]\nname = "t"\nkind = "{kind}"\n{settings}\n')
+    with pytest.raises(UsageError) as refused:
+        load_cluster(cluster)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f'target "t" ({kind}): its library is not installed ({library})' in message
+    assert message.endswith(f"pip install 'txbackup[{kind}]'")

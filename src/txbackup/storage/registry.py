@@ -17,7 +17,6 @@ lost conditional create: ``AlreadyExistsError``; throttling, 5xx, timeouts:
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from txbackup.errors import UsageError
+from txbackup.extras import import_extra
 from txbackup.safepaths import shown
 from txbackup.storage.base import Storage
 from txbackup.storage.retry import retrying
@@ -92,13 +92,7 @@ def open_storage(url_or_path: str, options: Mapping[str, Any] | None = None) -> 
     factory = entry.factory
     if isinstance(factory, str):
         module, _, attribute = factory.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attribute)
-        except ImportError as exc:
-            hint = f": pip install 'txbackup[{entry.extra}]'" if entry.extra else ""
-            raise UsageError(
-                f"storage {scheme}://: its library is not installed ({exc.name}){hint}"
-            ) from None
+        factory = getattr(import_extra(module, entry.extra, f"storage {scheme}://"), attribute)
     assert callable(factory)
     # a bare path goes to file's factory as it is; every backend gets the retries
     return retrying(factory(url_or_path, options or {}))
