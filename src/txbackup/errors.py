@@ -47,3 +47,8 @@ class TransientStorageError(StorageError):
 
 class PermanentStorageError(StorageError):
     """A storage failure retrying will not fix: permission denied, bad credentials, missing bucket."""
+
+
+class RetainedError(PermanentStorageError):
+    """A delete refused because the object is under a retention lock (S3 Object Lock
+    in compliance or governance mode) until a later date: an immutable backup."""
