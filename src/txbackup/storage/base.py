@@ -76,6 +76,10 @@ class ObjectInfo:
     """The backend's own fingerprint (ETag, MD5...), opaque: equal values mean the
     same content, for change detection only (never an integrity check); None if
     the backend has none."""
+    retain_until: float | None = None
+    """Until when (seconds since the epoch) the backend refuses to delete or overwrite
+    the object (S3 Object Lock retention), if this answer says so; None when the
+    object has no retention or the backend did not report it (listings usually do not)."""
 
 
 class Writer(Protocol):
