@@ -280,9 +280,13 @@ class ScalarDbServer:
 
 
 @contextmanager
-def scalardb_server(folder: Path, start_timeout: float = 60.0) -> Iterator[ScalarDbServer]:
+def scalardb_server(
+    folder: Path, start_timeout: float = 60.0, storage: str | None = None
+) -> Iterator[ScalarDbServer]:
     """Run ``com.scalar.db.server.ScalarDbServer`` (3.13.6) with consensus commit on a SQLite
-    file in ``folder``, its gRPC port on a free port, until the block ends.
+    file in ``folder`` (or on the storage the properties lines ``storage`` describe, e.g.
+    multi-storage), its gRPC port on a free port, until the block ends. The properties
+    file is the owner's only (``storage`` may hold passwords).
 
     The server has no listen-address setting: it binds the port on every interface
     (``ServerBuilder.forPort``); the tests only ever connect to 127.0.0.1. Its
@@ -293,9 +297,14 @@ def scalardb_server(folder: Path, start_timeout: float = 60.0) -> Iterator[Scala
     folder.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     config = folder / "server.properties"
+    if storage is None:
+        storage = (
+            "scalar.db.storage=jdbc\n"
+            f"scalar.db.contact_points=jdbc:sqlite:{folder / 'scalardb.sqlite3'}?busy_timeout=10000\n"
+        )
+    config.touch(mode=0o600)
     config.write_text(
-        "scalar.db.storage=jdbc\n"
-        f"scalar.db.contact_points=jdbc:sqlite:{folder / 'scalardb.sqlite3'}?busy_timeout=10000\n"
+        storage.rstrip("\n") + "\n"
         "scalar.db.transaction_manager=consensus-commit\n"
         f"scalar.db.server.port={port}\n"
         "scalar.db.server.prometheus_exporter_port=-1\n"
