@@ -22,9 +22,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -65,7 +67,7 @@ class MultiStorage:
     def properties(self) -> str:
         """ScalarDB's multi-storage configuration for these two (passwords included:
         write it to an owner-only file)."""
-        storages = {
+        storages: dict[str, tuple[str, PostgresServer | MariaDBServer]] = {
             "pg": (f"jdbc:postgresql://{self.pg.host}:{self.pg.port}/{self.pg_database}", self.pg),
             "maria": (f"jdbc:mysql://{self.maria.host}:{self.maria.port}/", self.maria),
         }
@@ -152,15 +154,39 @@ def restore_set(config: Path, set_id: str, copy: MultiStorage) -> None:
         raise AssertionError(f"txbackup restore {set_id} failed ({result.returncode}): {result.stderr}")
 
 
+@contextmanager
+def restored_copy(
+    live: MultiStorage,
+    scratch: MariaDBServer,
+    label: str,
+    *,
+    config: Path | None = None,
+    set_id: str | None = None,
+    naive: NaiveCopy | None = None,
+) -> Iterator[MultiStorage]:
+    """A fresh copy (``fresh_copy``) holding the set ``set_id`` of the cluster file ``config``
+    (``txbackup restore``) or the naive copy ``naive``, for the block; its PostgreSQL database is
+    dropped after (the scratch MariaDB server's databases are dropped by the next copy). Check
+    it inside the block: ``bank.books(copy.write_properties(...))``, an audit..."""
+    copy = fresh_copy(live.pg, scratch, label)
+    try:
+        if set_id is not None:
+            assert config is not None, "a set is restored with its cluster file"
+            restore_set(config, set_id, copy)
+        else:
+            assert naive is not None, "a set or a naive copy"
+            load_naive(naive, copy)
+        yield copy
+    finally:
+        with contextlib.suppress(Exception):
+            live.pg.execute(f'DROP DATABASE "{copy.pg_database}" WITH (FORCE)')
+
+
 @dataclass(frozen=True)
 class NaiveCopy:
     pg_dump: Path
     maria_dump: Path
     ms: int
-
-
-def _pg_tool(pg: PostgresServer, name: str) -> str:
-    return str(pg.bindir / name)
 
 
 def naive_copy(live: MultiStorage, folder: Path, gap_s: float) -> NaiveCopy:
@@ -169,80 +195,72 @@ def naive_copy(live: MultiStorage, folder: Path, gap_s: float) -> NaiveCopy:
     no pause, taken one after the other as someone without txbackup would."""
     folder.mkdir(parents=True, exist_ok=True)
     pg, maria = live.pg, live.maria
+    pg_argv = [
+        str(pg.bindir / "pg_dump"), *_pg_args(pg), "--format=plain", "--no-owner", "--no-privileges",
+        f"--dbname={live.pg_database}",
+    ]  # fmt: skip
+    maria_argv = [
+        _tool("mariadb-dump", "mysqldump"), *_maria_args(maria),
+        "--single-transaction", "--skip-dump-date", "--databases", *MARIA_DATABASES,
+    ]  # fmt: skip
     started = time.monotonic()
-    pg_file = folder / "pg.sql"
+    pg_file, maria_file = folder / "pg.sql", folder / "maria.sql"
     with open(pg_file, "wb") as out:
-        subprocess.run(
-            [
-                _pg_tool(pg, "pg_dump"),
-                f"--host={pg.host}", f"--port={pg.port}", f"--username={pg.user}", "--no-password",
-                "--format=plain", "--no-owner", "--no-privileges", f"--dbname={live.pg_database}",
-            ],  # fmt: skip
-            stdout=out,
-            check=True,
-            env=os.environ | {"PGPASSWORD": pg.password},
-            timeout=60,
-        )
+        subprocess.run(pg_argv, stdout=out, check=True, env=_pg_env(pg), timeout=60)
     time.sleep(gap_s)
-    maria_file = folder / "maria.sql"
     with open(maria_file, "wb") as out:
-        subprocess.run(
-            [
-                _maria_tool("mariadb-dump", "mysqldump"), "--no-defaults", "--protocol=TCP",
-                f"--host={maria.host}", f"--port={maria.port}", f"--user={maria.user}",
-                "--single-transaction", "--skip-dump-date", "--databases", *MARIA_DATABASES,
-            ],  # fmt: skip
-            stdout=out,
-            check=True,
-            env=os.environ | {"MYSQL_PWD": maria.password},
-            timeout=60,
-        )
+        subprocess.run(maria_argv, stdout=out, check=True, env=_maria_env(maria), timeout=60)
     return NaiveCopy(pg_file, maria_file, round((time.monotonic() - started) * 1000))
-
-
-def _maria_tool(*names: str) -> str:
-    import shutil
-
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise RuntimeError(f"none of {names} on PATH")
 
 
 def load_naive(naive: NaiveCopy, copy: MultiStorage) -> None:
     """Load a naive copy into the empty places of ``copy`` (``psql``, ``mariadb``)."""
     pg, maria = copy.pg, copy.maria
-    subprocess.run(
-        [
-            _pg_tool(pg, "psql"), f"--host={pg.host}", f"--port={pg.port}", f"--username={pg.user}",
-            "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={copy.pg_database}",
-            "-f", str(naive.pg_dump),
-        ],  # fmt: skip
-        check=True,
-        capture_output=True,
-        env=os.environ | {"PGPASSWORD": pg.password},
-        timeout=60,
-    )
+    psql = [
+        str(pg.bindir / "psql"), *_pg_args(pg), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+        f"--dbname={copy.pg_database}", "-f", str(naive.pg_dump),
+    ]  # fmt: skip
+    subprocess.run(psql, check=True, capture_output=True, env=_pg_env(pg), timeout=60)
     with open(naive.maria_dump, "rb") as source:
+        mariadb = [_tool("mariadb", "mysql"), *_maria_args(maria)]
         subprocess.run(
-            [
-                _maria_tool("mariadb", "mysql"), "--no-defaults", "--protocol=TCP",
-                f"--host={maria.host}", f"--port={maria.port}", f"--user={maria.user}",
-            ],  # fmt: skip
-            stdin=source,
-            check=True,
-            capture_output=True,
-            env=os.environ | {"MYSQL_PWD": maria.password},
-            timeout=60,
+            mariadb, stdin=source, check=True, capture_output=True, env=_maria_env(maria), timeout=60
         )
+
+
+def _pg_args(pg: PostgresServer) -> list[str]:
+    return [f"--host={pg.host}", f"--port={pg.port}", f"--username={pg.user}", "--no-password"]
+
+
+def _pg_env(pg: PostgresServer) -> dict[str, str]:
+    return os.environ | {"PGPASSWORD": pg.password}
+
+
+def _maria_args(maria: MariaDBServer) -> list[str]:
+    return [
+        "--no-defaults",
+        "--protocol=TCP",
+        f"--host={maria.host}",
+        f"--port={maria.port}",
+        f"--user={maria.user}",
+    ]
+
+
+def _maria_env(maria: MariaDBServer) -> dict[str, str]:
+    return os.environ | {"MYSQL_PWD": maria.password}
+
+
+def _tool(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RuntimeError(f"none of {', '.join(names)} on PATH")
 
 
 # -- the Java bank -------------------------------------------------------------------------------
 
-_BOOKS = re.compile(
-    r"^books sum=(-?\d+) transfers_a=(\d+) transfers_b=(\d+) missing=(\d+) tries=(\d+)$"
-)
+_BOOKS = re.compile(r"^books sum=(-?\d+) transfers_a=(\d+) transfers_b=(\d+) missing=(\d+) tries=(\d+)$")
 _STOPPED = re.compile(r"^stopped committed=(\d+) conflicts=(\d+) unknown=(\d+) errors=(\d+) last=(.*)$")
 
 
