@@ -7,7 +7,7 @@ the larger set id first); for each:
 - ``--keep-within D`` keeps it if its time is after *newest - D*, where
   *newest* is the newest set time not in the future (restic: relative to the
   newest snapshot, not to now, so a repository whose backups stopped is not
-  emptied by the clock);
+  emptied by the clock; if every set is in the future, all are within);
 - ``--keep-last N`` keeps the N newest;
 - ``--keep-hourly/daily/weekly/monthly/yearly N`` keep, for N distinct hours
   (days, ISO weeks, months, years), the newest set of each, newest buckets
@@ -27,7 +27,7 @@ import calendar
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from txbackup.clock import as_utc, utc_now
 from txbackup.errors import UsageError
@@ -35,7 +35,7 @@ from txbackup.errors import UsageError
 UNLIMITED = -1
 MAX_COUNT = 1_000_000
 
-_WITHIN = re.compile(r"(?:(\d{1,4})y)?(?:(\d{1,5})m)?(?:(\d{1,5})w)?(?:(\d{1,6})d)?(?:(\d{1,7})h)?")
+_WITHIN = re.compile(r"(?:([0-9]{1,4})y)?(?:([0-9]{1,5})m)?(?:([0-9]{1,5})w)?(?:([0-9]{1,6})d)?(?:([0-9]{1,7})h)?")
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,15 @@ class Within:
         month0 = moment.month - 1 - self.months
         year = moment.year - self.years + month0 // 12
         month = month0 % 12 + 1
-        last = calendar.monthrange(year, month)[1]
-        day = moment.day
-        base = moment.replace(year=year, month=month, day=min(day, last))
-        if day > last:
-            base += timedelta(days=day - last)
-        return base - timedelta(days=self.days, hours=self.hours)
+        try:
+            last = calendar.monthrange(year, month)[1]
+            day = moment.day
+            base = moment.replace(year=year, month=month, day=min(day, last))
+            if day > last:
+                base += timedelta(days=day - last)
+            return base - timedelta(days=self.days, hours=self.hours)
+        except (ValueError, OverflowError):  # before year 1: everything is after it
+            return datetime.min.replace(tzinfo=UTC)
 
     def __str__(self) -> str:
         parts = [(self.years, "y"), (self.months, "m"), (self.days, "d"), (self.hours, "h")]
@@ -85,7 +88,7 @@ def parse_count(text: str) -> int:
     """A keep count: a non-negative integer, or ``unlimited`` (or -1, as restic takes it)."""
     if text.strip().lower() in ("unlimited", "-1"):
         return UNLIMITED
-    if not text.strip().isdigit() or int(text) > MAX_COUNT:
+    if not re.fullmatch(r"[0-9]{1,7}", text.strip()) or int(text) > MAX_COUNT:
         raise UsageError(f"keep count {text[:20]!r}: expected a number from 0 to {MAX_COUNT}, or unlimited")
     return int(text)
 
@@ -174,7 +177,10 @@ def apply(items: Sequence[Item], policy: Policy, now: datetime | None = None) ->
     now = as_utc(now or utc_now())
     past = [as_utc(i.time) for i in ordered if as_utc(i.time) < now]
     newest = max(past) if past else None
-    threshold = None if policy.within.zero or newest is None else policy.within.before(newest)
+    threshold = None
+    if not policy.within.zero:
+        # restic: with every set in the future, the newest is "year 1", so all are kept
+        threshold = datetime.min.replace(tzinfo=UTC) if newest is None else policy.within.before(newest)
     buckets = [
         _Bucket(policy.last, _always, "last"),
         _Bucket(policy.hourly, _hour, "hourly"),
