@@ -35,7 +35,9 @@ from txbackup.errors import UsageError
 UNLIMITED = -1
 MAX_COUNT = 1_000_000
 
-_WITHIN = re.compile(r"(?:([0-9]{1,4})y)?(?:([0-9]{1,5})m)?(?:([0-9]{1,5})w)?(?:([0-9]{1,6})d)?(?:([0-9]{1,7})h)?")
+_WITHIN = re.compile(  # ASCII digits only: \d would take any script's digits
+    r"(?:([0-9]{1,4})y)?(?:([0-9]{1,5})m)?(?:([0-9]{1,5})w)?(?:([0-9]{1,6})d)?(?:([0-9]{1,7})h)?"
+)
 
 
 @dataclass(frozen=True)
