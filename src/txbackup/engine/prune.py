@@ -206,6 +206,11 @@ def read_tombstone(storage: Storage, set_id: str) -> list[Owned]:
     return found
 
 
+def _label(text: str) -> str:
+    """A name read from a tombstone, for a one-line message (quoted only when odd)."""
+    return text if text.isprintable() and len(text) <= 80 else shown(text, 80)
+
+
 def _discard(
     storage: Storage, set_id: str, owned: list[Owned], targets: Mapping[str, Target], report: Report
 ) -> None:
@@ -215,7 +220,7 @@ def _discard(
     for entry in owned:
         target = targets.get(entry.name)
         discard = getattr(target, "discard", None)
-        what = f"{entry.name} ({shown(entry.kind, 40)})"
+        what = f"{_label(entry.name)} ({_label(entry.kind)})"
         if target is None or target.kind != entry.kind or discard is None:
             why = (
                 f"no {entry.kind} target named {shown(entry.name, 80)} in the cluster file"
