@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{policy.describe()}: {sum(d.keep for d in decisions)} of {len(decisions)} sets kept")
         for row in rows:
             action = str(row["action"]).upper()
-            print(f"{action:<6}  {row['set_id']}  {row['time']}  {', '.join(row['reasons'])}")
+            print(f"{action:<6}  {row['set_id']}  {row['time']}  {', '.join(row['reasons'])}".rstrip())
         lines = report.lines()
         print("\n".join(lines if args.prune else lines[:-1]))
     return finish(report, NAME)
