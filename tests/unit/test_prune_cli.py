@@ -68,6 +68,10 @@ def test_forget_dry_run_then_forget_and_prune(tmp_path: Path, storage: LocalStor
     assert lines[3].split()[:2] == ["KEEP", ids[2]] and lines[3].endswith("within 3d")
     assert lines[4].split()[:2] == ["FORGET", ids[1]] and lines[5].split()[:2] == ["FORGET", ids[0]]
     assert len(list_set_ids(storage)) == 5  # a dry run changes nothing
+    dry_prune = cli(tmp_path, "forget", "--keep-last", "2", "--dry-run", "--prune", "--grace", "0s", "--json")
+    counted = json.loads(dry_prune.stdout)  # the blobs of the sets it would forget are counted as garbage
+    assert (counted["dry_run"], counted["blobs_removed"], counted["forgotten"]) == (True, 3, ids[:3])
+    assert len(list_set_ids(storage)) == 5 and len(list_names(storage, "cassandra/")) == 6
 
     done = cli(tmp_path, "forget", "--keep-last", "2", "--prune", "--grace", "0s", "--json")
     assert done.returncode == 0, done.stderr
