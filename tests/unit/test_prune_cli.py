@@ -123,6 +123,16 @@ def test_unlock_breaks_a_stale_lock_never_a_live_one(tmp_path: Path, storage: Lo
     assert list_names(storage, "locks/") == [live.name]
 
 
+def test_prune_removes_the_stale_lock_of_a_dead_backup(tmp_path: Path, storage: LocalStorage) -> None:
+    pid = dead_pid()
+    stale = plant(storage, here(pid, process_start(os.getpid())))
+    done = cli(tmp_path, "prune", "--json")
+    assert done.returncode == 0, done.stderr
+    [warning] = json.loads(done.stdout)["warnings"]
+    assert warning.startswith(f"removing stale lock {stale.name} (txbackup backup, pid {pid} of ")
+    assert list_names(storage, "locks/") == []
+
+
 @pytest.mark.parametrize(
     ("first", "second", "together"),
     [

@@ -305,7 +305,9 @@ def forget_set(
     except RetainedError as exc:
         # the set is gone (no manifest); prune removes its folder once the retention ends
         report.retained.append((f"artifacts of set {set_id}", str(exc)))
-    catalog.delete(set_id)
+    except TxbackupError as exc:
+        report.problems.append(f"set {set_id}: forgotten, but its files stay until a prune: {exc}")
+    catalog.delete(set_id)  # the set no longer exists, whatever is left of its files
     if owned:
         _discard(storage, set_id, owned, targets, report)
 
