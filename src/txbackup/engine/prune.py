@@ -263,11 +263,14 @@ def retry_tombstones(
             continue
         try:
             owned = read_tombstone(storage, set_id)
-        except ValueError as exc:
+        except (ValueError, TxbackupError) as exc:
             report.problems.append(f"tombstone {info.name}: {exc} (left alone: remove it by hand)")
             continue
         say(f"set {set_id}: retrying what it owns outside the repository")
-        _discard(storage, set_id, owned, targets, report)
+        try:
+            _discard(storage, set_id, owned, targets, report)
+        except TxbackupError as exc:  # the tombstone could not be rewritten or removed
+            report.problems.append(f"tombstone {info.name}: {exc}")
 
 
 # -- forget ---------------------------------------------------------------------------------------------
