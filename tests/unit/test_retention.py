@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,9 +107,7 @@ def test_empty_policy_and_empty_list() -> None:
     assert apply([], Policy(last=3)) == []
 
 
-times = st.datetimes(
-    min_value=datetime(2024, 1, 1), max_value=datetime(2026, 11, 27), timezones=st.just(UTC)
-)
+times = st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2026, 11, 27), timezones=st.just(UTC))
 counts = st.sampled_from([0, 1, 2, 3, 7, UNLIMITED])
 
 
@@ -132,3 +131,174 @@ def test_properties(found_times, last, hourly, daily, weekly, monthly, yearly, w
         more = apply(found, raised, NOW)
         before = {d.set_id for d in decisions if d.keep}
         assert before <= {d.set_id for d in more if d.keep}
+
+
+# restic's own policy test (internal/data/snapshot_policy_test.go, TestApplyPolicy): its 103
+# snapshot times, and for each of its cases without tags or within-bucket rules what its golden
+# files (testdata/policy_keep_snapshots_N) say: how many are kept, the oldest kept, and how
+# often each reason appears (first word: "oldest daily" counts as oldest)
+RESTIC_TIMES = [
+    "2014-09-01T10:20:30",
+    "2014-09-02T10:20:30",
+    "2014-09-05T10:20:30",
+    "2014-09-06T10:20:30",
+    "2014-09-08T10:20:30",
+    "2014-09-09T10:20:30",
+    "2014-09-10T10:20:30",
+    "2014-09-11T10:20:30",
+    "2014-09-20T10:20:30",
+    "2014-09-22T10:20:30",
+    "2014-08-08T10:20:30",
+    "2014-08-10T10:20:30",
+    "2014-08-12T10:20:30",
+    "2014-08-13T10:20:30",
+    "2014-08-13T10:20:30.1",
+    "2014-08-15T10:20:30",
+    "2014-08-18T10:20:30",
+    "2014-08-20T10:20:30",
+    "2014-08-21T10:20:30",
+    "2014-08-22T10:20:30",
+    "2014-10-01T10:20:30",
+    "2014-10-02T10:20:30",
+    "2014-10-05T10:20:30",
+    "2014-10-06T10:20:30",
+    "2014-10-08T10:20:30",
+    "2014-10-09T10:20:30",
+    "2014-10-10T10:20:30",
+    "2014-10-11T10:20:30",
+    "2014-10-20T10:20:30",
+    "2014-10-22T10:20:30",
+    "2014-11-08T10:20:30",
+    "2014-11-10T10:20:30",
+    "2014-11-12T10:20:30",
+    "2014-11-13T10:20:30",
+    "2014-11-13T10:20:30.1",
+    "2014-11-15T10:20:30",
+    "2014-11-18T10:20:30",
+    "2014-11-20T10:20:30",
+    "2014-11-21T10:20:30",
+    "2014-11-22T10:20:30",
+    "2015-09-01T10:20:30",
+    "2015-09-02T10:20:30",
+    "2015-09-05T10:20:30",
+    "2015-09-06T10:20:30",
+    "2015-09-08T10:20:30",
+    "2015-09-09T10:20:30",
+    "2015-09-10T10:20:30",
+    "2015-09-11T10:20:30",
+    "2015-09-20T10:20:30",
+    "2015-09-22T10:20:30",
+    "2015-08-08T10:20:30",
+    "2015-08-10T10:20:30",
+    "2015-08-12T10:20:30",
+    "2015-08-13T10:20:30",
+    "2015-08-13T10:20:30.1",
+    "2015-08-15T10:20:30",
+    "2015-08-18T10:20:30",
+    "2015-08-20T10:20:30",
+    "2015-08-21T10:20:30",
+    "2015-08-22T10:20:30",
+    "2015-10-01T10:20:30",
+    "2015-10-02T10:20:30",
+    "2015-10-05T10:20:30",
+    "2015-10-06T10:20:30",
+    "2015-10-08T10:20:30",
+    "2015-10-09T10:20:30",
+    "2015-10-10T10:20:30",
+    "2015-10-11T10:20:30",
+    "2015-10-20T10:20:30",
+    "2015-10-22T10:20:30",
+    "2015-10-22T10:20:30",
+    "2015-10-22T10:20:30",
+    "2015-10-22T10:20:30",
+    "2015-10-22T10:20:30",
+    "2015-11-08T10:20:30",
+    "2015-11-10T10:20:30",
+    "2015-11-12T10:20:30",
+    "2015-11-13T10:20:30",
+    "2015-11-13T10:20:30.1",
+    "2015-11-15T10:20:30",
+    "2015-11-18T10:20:30",
+    "2015-11-20T10:20:30",
+    "2015-11-21T10:20:30",
+    "2015-11-22T10:20:30",
+    "2016-01-01T01:02:03",
+    "2016-01-01T01:03:03",
+    "2016-01-01T07:08:03",
+    "2016-01-03T07:02:03",
+    "2016-01-04T10:23:03",
+    "2016-01-04T11:23:03",
+    "2016-01-04T12:23:03",
+    "2016-01-04T12:24:03",
+    "2016-01-04T12:28:03",
+    "2016-01-04T12:30:03",
+    "2016-01-04T16:23:03",
+    "2016-01-05T09:02:03",
+    "2016-01-06T08:02:03",
+    "2016-01-07T10:02:03",
+    "2016-01-08T20:02:03",
+    "2016-01-09T21:02:03",
+    "2016-01-12T21:02:03",
+    "2016-01-12T21:08:03",
+    "2016-01-18T12:02:03",
+]
+
+RESTIC_GOLDEN = {  # restic's case number: (policy, kept, oldest kept, reasons counted)
+    1: (Policy(last=10), 10, "2016-01-04T12:30:03Z", {"last": 10}),
+    2: (Policy(last=15), 15, "2016-01-04T10:23:03Z", {"last": 15}),
+    3: (Policy(last=99), 99, "2014-08-13T10:20:30.1Z", {"last": 99}),
+    4: (Policy(last=200), 103, "2014-08-08T10:20:30Z", {"last": 103}),
+    5: (Policy(hourly=20), 20, "2015-11-13T10:20:30.1Z", {"hourly": 20}),
+    6: (Policy(daily=3), 3, "2016-01-09T21:02:03Z", {"daily": 3}),
+    7: (Policy(daily=10), 10, "2016-01-01T07:08:03Z", {"daily": 10}),
+    8: (Policy(daily=30), 30, "2015-09-22T10:20:30Z", {"daily": 30}),
+    9: (Policy(last=5, daily=5), 6, "2016-01-07T10:02:03Z", {"daily": 5, "last": 5}),
+    10: (Policy(last=2, daily=10), 10, "2016-01-01T07:08:03Z", {"daily": 10, "last": 2}),
+    11: (Policy(weekly=2), 2, "2016-01-12T21:08:03Z", {"weekly": 2}),
+    12: (Policy(weekly=4), 4, "2016-01-03T07:02:03Z", {"weekly": 4}),
+    13: (Policy(daily=3, weekly=4), 4, "2016-01-03T07:02:03Z", {"daily": 3, "weekly": 4}),
+    14: (Policy(monthly=6), 6, "2014-11-22T10:20:30Z", {"monthly": 6}),
+    15: (
+        Policy(daily=2, weekly=2, monthly=6),
+        7,
+        "2014-11-22T10:20:30Z",
+        {"daily": 2, "monthly": 6, "weekly": 2},
+    ),
+    16: (Policy(yearly=10), 4, "2014-08-08T10:20:30Z", {"oldest": 1, "yearly": 3}),
+    17: (
+        Policy(daily=7, weekly=2, monthly=3, yearly=10),
+        11,
+        "2014-08-08T10:20:30Z",
+        {"daily": 7, "monthly": 3, "oldest": 1, "weekly": 2, "yearly": 3},
+    ),
+    21: (Policy(within=parse_within("1d")), 1, "2016-01-18T12:02:03Z", {"within": 1}),
+    22: (Policy(within=parse_within("2d")), 1, "2016-01-18T12:02:03Z", {"within": 1}),
+    23: (Policy(within=parse_within("7d")), 3, "2016-01-12T21:02:03Z", {"within": 3}),
+    24: (Policy(within=parse_within("1m")), 19, "2016-01-01T01:02:03Z", {"within": 19}),
+    25: (Policy(within=parse_within("1m14d")), 19, "2016-01-01T01:02:03Z", {"within": 19}),
+    26: (Policy(within=Within(1, 1, 1, 0)), 63, "2015-08-08T10:20:30Z", {"within": 63}),
+    27: (Policy(within=parse_within("13d23h")), 9, "2016-01-04T16:23:03Z", {"within": 9}),
+    28: (Policy(within=parse_within("2m2h")), 23, "2015-11-18T10:20:30Z", {"within": 23}),
+    29: (Policy(within=parse_within("1y2m3d3h")), 68, "2014-11-15T10:20:30Z", {"within": 68}),
+    36: (Policy(last=UNLIMITED), 103, "2014-08-08T10:20:30Z", {"last": 103}),
+    37: (Policy(last=UNLIMITED, hourly=UNLIMITED), 103, "2014-08-08T10:20:30Z", {"hourly": 90, "last": 103}),
+    38: (Policy(hourly=UNLIMITED), 90, "2014-08-08T10:20:30Z", {"hourly": 90}),
+    39: (
+        Policy(daily=3, weekly=2, monthly=UNLIMITED, yearly=UNLIMITED),
+        12,
+        "2014-08-08T10:20:30Z",
+        {"daily": 3, "monthly": 9, "oldest": 2, "weekly": 2, "yearly": 3},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESTIC_GOLDEN))
+def test_restic_golden_cases(case: int) -> None:
+    policy, count, oldest, reasons = RESTIC_GOLDEN[case]
+    found = [
+        Item(f"s{i:03d}", datetime.fromisoformat(t).replace(tzinfo=UTC)) for i, t in enumerate(RESTIC_TIMES)
+    ]
+    kept_ = [d for d in apply(found, policy, NOW) if d.keep]
+    assert len(kept_) == count
+    assert kept_[-1].time == datetime.fromisoformat(oldest.replace("Z", "+00:00"))
+    assert dict(Counter(r.split(" ")[0] for d in kept_ for r in d.reasons)) == reasons
