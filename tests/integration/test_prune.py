@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -218,7 +221,9 @@ def dynamo(moto: MotoServer, endpoint: str | None = None) -> DynamoTarget:
     return made
 
 
-def dynamo_set(moto: MotoServer, storage: Storage, set_id: str, table: str = TABLE) -> tuple[Any, str]:
+def dynamo_set(
+    moto: MotoServer, storage: Storage, set_id: str, table: str = TABLE, when: datetime = DAY1
+) -> tuple[Any, str]:
     ddb = moto.client("dynamodb")
     if table not in ddb.list_tables()["TableNames"]:
         ddb.create_table(TableName=table, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
@@ -227,7 +232,7 @@ def dynamo_set(moto: MotoServer, storage: Storage, set_id: str, table: str = TAB
     arn = ddb.create_backup(TableName=table, BackupName=f"{table}-txb-{set_id}")["BackupDetails"]["BackupArn"]
     position = {"mode": "on-demand", "region": REGION, "backups": {table: arn}, "tables": {table: {}}}
     description = {"kind": "dynamodb", "region": REGION, "mode": "on-demand", "tables": [table]}
-    manifest = commit(storage, set_id, DAY1, [TargetRecord("dynamo", "dynamodb", description, position, [])])
+    manifest = commit(storage, set_id, when, [TargetRecord("dynamo", "dynamodb", description, position, [])])
     return manifest, arn
 
 
@@ -291,3 +296,23 @@ def test_a_planted_tombstone_cannot_delete_other_backups(moto: MotoServer, tmp_p
         lock.release()
     assert backups(moto) == [foreign]
     assert "payroll" in report.pending[0][2] and not report.discarded
+
+
+def test_forget_with_the_cluster_file_deletes_the_forgotten_sets_backups(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    storage = LocalStorage(str(tmp_path / "repo"))
+    old, old_arn = dynamo_set(moto, storage, "20261120T030000Z-0001")
+    new, new_arn = dynamo_set(moto, storage, "20261121T030000Z-0002", when=DAY1 + timedelta(days=1))
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(
+        f'[applications]\nendpoints = ["127.0.0.1:1"]\n[storage]\npath = "{tmp_path / "repo"}"\n'
+        f'[[targets]]\nname = "dynamo"\nkind = "dynamodb"\nregion = "{REGION}"\ntables = ["{TABLE}"]\n'
+        f'mode = "on-demand"\nendpoint_url = "{moto.url}"\nbackup_settle = "0s"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    command = [sys.executable, "-m", "txbackup", "forget", "-c", str(cluster), "--keep-last", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"set {old.set_id}: deleted outside the repository (dynamo (dynamodb)): {old_arn}" in done.stdout
+    assert backups(moto) == [new_arn] and list_set_ids(storage) == [new.set_id]
