@@ -10,13 +10,14 @@ from txbackup.admin.fleet import cancel_on_signals
 from txbackup.cli.common import (
     add_json,
     add_repository_args,
+    flag_duration,
     open_repository,
     print_json,
     run_async,
     set_id_arg,
 )
 from txbackup.cli.prune import add_wait_lock, finish, lock_args, targets_of
-from txbackup.durations import parse_duration
+from txbackup.durations import MAX_DURATION_S
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.prune import Report, forget_set
 from txbackup.engine.threads import in_thread
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     storage, catalog, config = open_repository(args)
     if catalog.get(args.set_id) is None and next(storage.iterate(set_prefix(args.set_id)), None) is None:
         raise TxbackupError(f"set {args.set_id}: no such backup set")
+    wait = flag_duration(args.wait_lock, "--wait-lock", maximum=MAX_DURATION_S)
     report = Report()
     warnings: list[str] = []
 
@@ -54,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
         task = asyncio.current_task()
         assert task is not None
         with cancel_on_signals(task):
-            lock = await acquire(storage, NAME, mode=SHARED, wait_s=parse_duration(args.wait_lock),
-                                 **lock_args(warnings))  # fmt: skip
+            lock = await acquire(storage, NAME, mode=SHARED, wait_s=wait, **lock_args(warnings))
             try:
                 await in_thread(work, NAME)
             finally:

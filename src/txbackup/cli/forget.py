@@ -7,9 +7,16 @@ import asyncio
 import sys
 
 from txbackup.admin.fleet import cancel_on_signals
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, run_async
+from txbackup.cli.common import (
+    add_json,
+    add_repository_args,
+    flag_duration,
+    open_repository,
+    print_json,
+    run_async,
+)
 from txbackup.cli.prune import add_grace, add_wait_lock, finish, lock_args, say, targets_of
-from txbackup.durations import parse_duration
+from txbackup.durations import MAX_DURATION_S
 from txbackup.engine import retention
 from txbackup.engine.manifest import list_manifests
 from txbackup.engine.prune import Report, forget_all, policy_items, prune
@@ -80,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     policy = retention.Policy(**counts, within=args.keep_within)
     if policy.empty:
         raise UsageError("forget: no keep option given (e.g. --keep-last 7): refusing to forget every set")
-    grace = parse_duration(args.grace, maximum=366 * 86400.0)
-    wait = parse_duration(args.wait_lock)
+    grace = flag_duration(args.grace, "--grace", maximum=366 * 86400.0)
+    wait = flag_duration(args.wait_lock, "--wait-lock", maximum=MAX_DURATION_S)
     storage, catalog, config = open_repository(args)
     targets = targets_of(config)
     report = Report(dry_run=args.dry_run)

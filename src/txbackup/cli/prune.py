@@ -9,9 +9,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from txbackup.admin.fleet import cancel_on_signals
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, run_async
+from txbackup.cli.common import (
+    add_json,
+    add_repository_args,
+    flag_duration,
+    open_repository,
+    print_json,
+    run_async,
+)
 from txbackup.config import ClusterConfig
-from txbackup.durations import format_duration, parse_duration
+from txbackup.durations import MAX_DURATION_S, format_duration
 from txbackup.engine.prune import GRACE_S, Report, prune
 from txbackup.engine.threads import in_thread
 from txbackup.errors import TxbackupError
@@ -92,8 +99,8 @@ def finish(report: Report, command: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    grace = parse_duration(args.grace, maximum=366 * 86400.0)
-    wait = parse_duration(args.wait_lock)
+    grace = flag_duration(args.grace, "--grace", maximum=366 * 86400.0)
+    wait = flag_duration(args.wait_lock, "--wait-lock", maximum=MAX_DURATION_S)
     storage, _, config = open_repository(args)
     targets = targets_of(config)
     warnings: list[str] = []
