@@ -18,6 +18,20 @@ an owner never waits on a lock newer than its own forever, since that lock's
 owner sees the older lock and withdraws. Simultaneous writers are ordered by
 their ids (time, then random), the same order for everybody.
 
+Every lock has a **mode**, and only locks whose modes conflict take part in
+the steps above (the argument holds pair by pair, since conflict is symmetric):
+
+- ``backup`` (a backup, ``cleanup``; and every lock written before modes
+  existed): conflicts with ``backup`` and ``exclusive`` (backups exclude each
+  other, as the pause requires);
+- ``shared`` (``forget``, ``delete``: they only take references away, which
+  never harms a backup): conflicts with ``exclusive`` only;
+- ``exclusive`` (``prune``): conflicts with every lock. A prune deletes blobs
+  that no manifest references; a running backup may have uploaded (or decided
+  to reuse) blobs its manifest will reference only at its commit, so prune
+  must never run beside one (Medusa #363). An older txbackup, which knows no
+  modes, treats every lock as conflicting: safe.
+
 A held lock is refreshed (its heartbeat) every ``refresh_every`` seconds by a
 thread. A lock is **stale**, and ignored (reported with its owner, then
 removed) when its heartbeat is older than ``stale_after``, or when its owner
@@ -58,6 +72,20 @@ MAX_LOCK_BYTES = 64 * 1024
 
 PENDING = "pending"
 HELD = "held"
+SHARED = "shared"
+BACKUP = "backup"
+EXCLUSIVE = "exclusive"
+MODES = (SHARED, BACKUP, EXCLUSIVE)
+_CONFLICTS = {
+    SHARED: frozenset({EXCLUSIVE}),
+    BACKUP: frozenset({BACKUP, EXCLUSIVE}),
+    EXCLUSIVE: frozenset(MODES),
+}
+
+
+def conflicts(mode: str, other: str) -> bool:
+    """Whether a lock of ``mode`` and one of ``other`` may not be held together."""
+    return other in _CONFLICTS[mode]
 _COMMAND = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
@@ -82,6 +110,7 @@ class LockInfo:
     owner: Owner
     created_at: datetime
     heartbeat_at: datetime
+    mode: str = BACKUP
 
     @property
     def name(self) -> str:
@@ -96,6 +125,7 @@ class LockInfo:
                 "owner": self.owner.to_dict(),
                 "created_at": iso_ms(self.created_at),
                 "heartbeat_at": iso_ms(self.heartbeat_at),
+                "mode": self.mode,
             }
         ).encode()
 
@@ -115,9 +145,12 @@ class LockInfo:
             raise ValueError(f"unknown state {str(state)[:20]!r}")
         if not isinstance(command, str) or not _COMMAND.match(command):
             raise ValueError("bad command")
+        mode = doc.get("mode", BACKUP)  # a lock of a txbackup without modes
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {str(mode)[:20]!r}")
         return cls(
             lock_id, state, command, Owner.from_dict(doc.get("owner")),
-            _time(doc.get("created_at")), _time(doc.get("heartbeat_at")),
+            _time(doc.get("created_at")), _time(doc.get("heartbeat_at")), mode,
         )  # fmt: skip
 
     def age_s(self, now: datetime) -> float:
@@ -126,7 +159,9 @@ class LockInfo:
 
     def describe(self, now: datetime | None = None) -> str:
         beat = f", heartbeat {self.age_s(now or utc_now()):.0f}s ago" if self.state == HELD else ""
-        return f"txbackup {self.command}, {self.owner.describe()}, since {iso_ms(self.created_at)}{beat}"
+        mode = "" if self.mode == BACKUP else f" ({self.mode} lock)"
+        since = iso_ms(self.created_at)
+        return f"txbackup {self.command}{mode}, {self.owner.describe()}, since {since}{beat}"
 
 
 def _time(value: object) -> datetime:
@@ -210,12 +245,16 @@ class StorageLock:
         storage: Storage,
         command: str,
         *,
+        mode: str = BACKUP,
         stale_after: float = STALE_AFTER_S,
         refresh_every: float = REFRESH_EVERY_S,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         if not _COMMAND.match(command):
             raise ValueError(f"bad lock command {command!r}")
+        if mode not in MODES:
+            raise ValueError(f"bad lock mode {mode!r}")
+        self.mode = mode
         self.storage = storage
         self.command = command
         self.stale_after = stale_after
@@ -239,10 +278,10 @@ class StorageLock:
         now = utc_now()
         if self.info is None:
             lock_id = new_lock_id(now)
-            self.info = LockInfo(lock_id, state, self.command, self.owner, now, now)
+            self.info = LockInfo(lock_id, state, self.command, self.owner, now, now, self.mode)
         else:
             self.info = LockInfo(
-                self.info.lock_id, state, self.command, self.owner, self.info.created_at, now
+                self.info.lock_id, state, self.command, self.owner, self.info.created_at, now, self.mode
             )
         save_bytes(self.storage, self.info.name, self.info.to_json())
 
@@ -259,7 +298,9 @@ class StorageLock:
             self._pending_since = time.monotonic()
         found = read_locks(self.storage, self.stale_after)
         self._report(found)
-        others = [lock for lock in found.live if lock.lock_id != self.lock_id]
+        others = [
+            lock for lock in found.live if lock.lock_id != self.lock_id and conflicts(self.mode, lock.mode)
+        ]
         winner = next((o for o in others if o.state == HELD), None)
         winner = winner or next((o for o in others if o.lock_id < (self.lock_id or "")), None)
         if winner is None and others and time.monotonic() - self._pending_since > SETTLE_S:
@@ -337,6 +378,7 @@ async def acquire(
     storage: Storage,
     command: str,
     *,
+    mode: str = BACKUP,
     wait_s: float = 0.0,
     poll_s: float = 1.0,
     warn: Callable[[str], None] | None = None,
@@ -347,7 +389,9 @@ async def acquire(
     """Lock ``storage`` for ``command``; if another process holds it, retry every
     ``poll_s`` for up to ``wait_s`` seconds (``waiting(lock, seconds_left)`` each
     time), then raise ``LockBusy`` naming the holder."""
-    lock = StorageLock(storage, command, stale_after=stale_after, refresh_every=refresh_every, warn=warn)
+    lock = StorageLock(
+        storage, command, mode=mode, stale_after=stale_after, refresh_every=refresh_every, warn=warn
+    )
     deadline = time.monotonic() + wait_s
     try:
         while True:
@@ -371,3 +415,25 @@ async def acquire(
     except BaseException:
         lock.release()
         raise
+
+
+def break_stale(
+    storage: Storage, lock_id: str | None = None, stale_after: float = STALE_AFTER_S
+) -> list[tuple[LockInfo, str]]:
+    """Remove the stale locks (only ``lock_id`` if given) and return them with why.
+    A live lock is never removed: naming one raises ``LockBusy`` naming its owner
+    (its heartbeat is fresh and its process is not known to be gone)."""
+    found = read_locks(storage, stale_after)
+    if lock_id is not None:
+        name = layout.lock_path(lock_id)
+        live = next((lock for lock in found.live if lock.lock_id == lock_id), None)
+        if live is not None:
+            raise LockBusy(f"lock {name} is live ({live.describe()}): not removed")
+        if not any(lock.lock_id == lock_id for lock, _ in found.stale):
+            raise TxbackupError(f"lock {name}: no such lock in storage {storage.describe()}")
+    removed = []
+    for lock, reason in found.stale:
+        if lock_id is None or lock.lock_id == lock_id:
+            storage.remove(lock.name)
+            removed.append((lock, reason))
+    return removed

@@ -8,6 +8,8 @@ tool joins name parts by hand, so "what is a valid name" has one answer::
     sets/<set id>/manifest.json                 a set's manifest (its commit, written last)
     sets/<set id>/<target>/<artifact>.zst       an artifact of a set (codec: zstd + SHA-256)
     locks/<lock id>.json                        a lock (see ``txbackup.locks``)
+    trash/<set id>.json                         a forgotten set's tombstone: what it owns outside
+                                                the repository, until released (``engine.prune``)
     cassandra/<cluster>/sstables/<sha256>       the content-addressed SSTable blob store
     cassandra/.probe/<random>                   an agent's write probe at preflight
 
@@ -37,6 +39,7 @@ SETS = "sets/"
 MANIFEST = "manifest.json"
 ARTIFACT_SUFFIX = ".zst"
 LOCKS = "locks/"
+TRASH = "trash/"
 CASSANDRA = "cassandra/"
 PROBES = "cassandra/.probe/"
 
@@ -122,6 +125,20 @@ def parse_artifact_path(name: str) -> ArtifactName | None:
     return None
 
 
+# -- tombstones of forgotten sets ---------------------------------------------------------------------
+def tombstone_path(set_id: str) -> str:
+    """``trash/<set_id>.json``."""
+    return f"{TRASH}{check_set_id(set_id)}.json"
+
+
+def parse_tombstone_path(name: str) -> str | None:
+    """The set id if ``name`` is exactly ``trash/<set id>.json``, else None."""
+    if not (name.startswith(TRASH) and name.endswith(".json")):
+        return None
+    set_id = name[len(TRASH) : -len(".json")]
+    return set_id if is_set_id(set_id) else None
+
+
 # -- locks --------------------------------------------------------------------------------------------
 def new_lock_id(now: datetime) -> str:
     """``20261127T101500123Z-3f9a0c1d``: time to the millisecond, then random."""
@@ -186,5 +203,6 @@ def name_ok(name: str) -> bool:
         or parse_manifest_path(name) is not None
         or parse_artifact_path(name) is not None
         or parse_lock_path(name) is not None
+        or parse_tombstone_path(name) is not None
         or parse_blob_name(name) is not None
     )

@@ -123,6 +123,12 @@ class Target(Protocol):
     is extended by the longest of these. And ``close()``: called at the end of
     every backup run, to drop what ``preflight`` prepared for the capture
     (e.g. open connections) when the run ended before capturing.
+
+    A target whose capture makes something that lives outside the repository
+    (DynamoDB on-demand backups) defines ``discard(record: Recorded) -> list[str]``:
+    delete what a forgotten set's ``record`` names (checked like a restore's
+    record first: it is untrusted), return what was deleted; what is already
+    gone counts as deleted. ``OUTSIDE`` names where its position lists them.
     """
 
     name: str
@@ -147,6 +153,20 @@ class Target(Protocol):
         target's own, e.g. from ``--to NAME=DSN``), or into the target itself.
         Starts with ``check_record(Recorded.of_reader(src))``."""
         ...
+
+
+OUTSIDE: dict[str, str] = {"dynamodb": "backups"}
+"""Kinds whose set owns things outside the repository: the position key (a mapping
+of strings) that lists them. A set of such a target needs its ``discard`` when it goes."""
+
+
+def owned_outside(kind: str, position: Mapping[str, Any]) -> list[str]:
+    """What a set's target (``kind``, its recorded ``position``) owns outside the repository."""
+    key = OUTSIDE.get(kind)
+    value = position.get(key) if key is not None else None
+    if not isinstance(value, Mapping):
+        return []
+    return sorted(str(v) for v in value.values())
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,10 @@ alias. ``--to NAME=suffix:-restored`` (or ``prefix:restored_``) restores into
 new tables instead and touches nothing existing. Restoring in place over
 existing tables needs ``--force``.
 
-Note that the on-demand backups belong to the set but live in AWS: deleting
-the set does not delete them (their ARNs are in its manifest).
+The on-demand backups belong to the set but live in AWS (their ARNs are in
+its manifest): ``txbackup forget``/``delete``/``prune`` delete them through
+``discard`` once the set is gone (``engine.prune``: a tombstone remembers them
+until that succeeds).
 """
 
 from __future__ import annotations
@@ -376,6 +378,28 @@ class DynamoTarget:
         if described is not None:
             scope.described_covered(described, "tables", covered, "table")
             scope.same(described.get("region"), self.region, "the description's region", "region")
+
+    def discard(self, record: Recorded) -> list[str]:
+        """Delete the on-demand backups a forgotten set recorded; return their ARNs.
+
+        The record is untrusted (it comes from a tombstone in storage): it is
+        checked like a restore's first (every ARN a backup of a configured table
+        of this region), so a planted tombstone cannot make us delete other
+        backups. A backup already gone counts as deleted (a retry after a
+        partial failure)."""
+        self.check_record(record)
+        backups = record.position.get("backups") or {}
+        aws = self.aws()
+        deleted = []
+        for table in sorted(backups):
+            arn = str(backups[table])
+            try:
+                aws.call_retrying("delete_backup", arn, BackupArn=arn)
+            except AwsError as exc:
+                if exc.code != "BackupNotFoundException":
+                    raise
+            deleted.append(arn)
+        return deleted
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
