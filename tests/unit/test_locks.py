@@ -246,8 +246,16 @@ def test_heartbeat_refreshes_and_a_removed_lock_is_lost(storage: LocalStorage) -
     first = read_locks(storage).live[0].heartbeat_at
     time.sleep(0.3)
     assert read_locks(storage).live[0].heartbeat_at > first
-    storage.remove(lock.info.name)  # type: ignore[union-attr]  # as another process removing it as stale
-    time.sleep(0.3)
+    name = lock.info.name  # type: ignore[union-attr]
+    # as another process removing it as stale. The heartbeat's stat-then-save has a
+    # window: a remove landing between them is undone by the save, so remove again
+    # until the heartbeat sees it gone (a real stale-breaker removes a lock only after
+    # STALE_AFTER_S without a heartbeat, never while one beats every 50 ms)
+    deadline = time.monotonic() + 5
+    while lock._lost is None and time.monotonic() < deadline:
+        if storage.stat(name) is not None:
+            storage.remove(name)
+        time.sleep(0.1)
     with pytest.raises(LockLost, match="was removed by another process"):
         lock.check()
     lock.release()
