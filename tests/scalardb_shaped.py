@@ -116,7 +116,8 @@ class ShapedBank:
 
     def decide(self, tx: str, state: int = COMMITTED, *, children: str | None = None) -> None:
         self.coord.execute(
-            'INSERT INTO "coordinator$state" (tx_id, tx_child_ids, tx_state, tx_created_at) VALUES (?, ?, ?, ?)',
+            'INSERT INTO "coordinator$state" (tx_id, tx_child_ids, tx_state, tx_created_at)'
+            " VALUES (?, ?, ?, ?)",
             (tx, children, state, now_ms()),
         )
 
@@ -124,7 +125,8 @@ class ShapedBank:
         stamp = now_ms()
         for store in sorted({w.store for w in writes}):
             self.dbs[store].execute(
-                f"UPDATE {self.table(store)} SET tx_state = 3, tx_committed_at = ? WHERE tx_id = ?", (stamp, tx)
+                f"UPDATE {self.table(store)} SET tx_state = 3, tx_committed_at = ? WHERE tx_id = ?",
+                (stamp, tx),
             )
 
     def transfer(self, src: tuple[int, int], dst: tuple[int, int], amount: int, tx: str | None = None) -> str:

@@ -94,7 +94,9 @@ def test_prepared_in_one_store_committed_in_another_is_split(bank: ShapedBank, t
     copy_file(tmp_path / "c.db", tmp_path / "c-copy.db")  # coordinator copied before the decision
     bank.decide(tx)
     bank.commit_records(tx, writes)  # B copied after the commit (the live file)
-    report = audit([tmp_path / "a-copy.db", tmp_path / "b.db", tmp_path / "c-copy.db"], now_ms=now_ms() + 60_000)
+    report = audit(
+        [tmp_path / "a-copy.db", tmp_path / "b.db", tmp_path / "c-copy.db"], now_ms=now_ms() + 60_000
+    )
     counts = checks(report)
     assert counts == {"prepared": 1, "split-transaction": 1, "committed-without-coordinator": 1}, counts
     split = next(f for f in report.findings if f.check == "split-transaction")
@@ -119,7 +121,10 @@ def test_prepared_records_resolve_like_lazy_recovery(bank: ShapedBank, tmp_path:
     assert all("rolls it forward" in verdicts[(forward, s)][2] for s in "ab")
     assert all("rolls it back: the coordinator says ABORTED" in verdicts[(back, s)][2] for s in "ab")
     assert "expired" in verdicts[(gone, "a")][2] and verdicts[(gone, "a")][1] == "recovery"
-    assert verdicts[(young, "b")][:2] == ("deleted", "warning") and "not yet expired" in verdicts[(young, "b")][2]
+    assert (
+        verdicts[(young, "b")][:2] == ("deleted", "warning")
+        and "not yet expired" in verdicts[(young, "b")][2]
+    )
     # consistent recoveries are allowed; the pending one (not yet expired) is a warning
     assert not report.clean
     bank.dbs[1].execute('UPDATE "bank_b$accounts" SET tx_prepared_at = ? WHERE tx_id = ?', (old, young))

@@ -18,7 +18,7 @@ from txbackup.engine.audit import (
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.progress import HumanReporter, JsonReporter
 from txbackup.errors import UsageError
-from txbackup.secrets import check_dsn, check_secret, resolve_secret
+from txbackup.secrets import check_secret, dsn_secret, resolve_secret
 from txbackup.settings import check_name
 
 NAME = "audit"
@@ -128,7 +128,12 @@ def scratch_from_args(args: argparse.Namespace) -> dict[str, dict[str, str]]:
             raise UsageError(f"{name}: give either --scratch-password-env or --scratch-password-file")
     scratch: dict[str, dict[str, str]] = {}
     for name, dsn in dsns.items():
-        check_dsn(dsn, culprit=f"--scratch {name}=...")
+        found = dsn_secret(dsn)
+        if found is not None:  # argv is visible to every user of the machine (ps)
+            raise UsageError(
+                f"--scratch {name}=...: the DSN holds {found}; give the password with"
+                f" --scratch-password-env {name}=VARIABLE or --scratch-password-file {name}=FILE"
+            )
         conf = {"password_env": env[name]} if name in env else {}
         if name in files:
             conf = {"password_file": os.path.abspath(files[name])}
