@@ -75,6 +75,7 @@ def check_findings(report: AuditReport, target: str, bank: str) -> None:
     assert report.records == 12 and report.coordinator_rows == 1 and not report.clean
 
 
+@pytest.mark.postgres
 async def test_postgres_through_a_scratch_restore(
     app: SampleServer, postgres_server: PostgresServer, postgres_db: str, tmp_path: Path, monkeypatch
 ) -> None:
@@ -108,6 +109,7 @@ async def test_postgres_through_a_scratch_restore(
         audit_set(AuditPlan(storage=storage, manifest=plan.manifest, targets=[target], scratch={"nope": {}}))
 
 
+@pytest.mark.mariadb
 async def test_mariadb_through_a_scratch_restore(
     app: SampleServer, mariadb_server: MariaDBServer, tmp_path: Path, monkeypatch
 ) -> None:
