@@ -24,7 +24,6 @@ from txbackup.engine.audit import (
     Auditor,
     AuditReport,
     Coordinator,
-    CoordinatorState,
     audit_tables,
     is_group_id,
 )
@@ -161,9 +160,13 @@ def test_group_commit_ids_resolve_through_the_parent(bank: ShapedBank, tmp_path:
 def test_group_id_shape() -> None:
     assert is_group_id("A" * 24 + "$x") and not is_group_id("A" * 23 + "$x") and not is_group_id("A" * 24)
     coordinator = Coordinator()
-    coordinator.add(CoordinatorState("A" * 24, COMMITTED, 1, frozenset({"x"}), "t"))
-    assert coordinator.state_of("A" * 24 + "$x") is not None
+    coordinator.add("A" * 24, COMMITTED, frozenset({"x"}), "t")
+    assert coordinator.state_of("A" * 24 + "$x") == ("A" * 24, COMMITTED)
     assert coordinator.state_of("A" * 24 + "$y") is None
+    coordinator.add("A" * 24 + "$y", ABORTED, frozenset(), "t")
+    assert coordinator.state_of("A" * 24 + "$y") == ("A" * 24 + "$y", ABORTED)
+    coordinator.add("A" * 24, ABORTED, frozenset(), "u")  # the same row, another state: a conflict
+    assert len(coordinator.conflicts) == 1 and coordinator.state_of("A" * 24 + "$x") == ("A" * 24, COMMITTED)
 
 
 def test_newer_than_the_restore_point(bank: ShapedBank, tmp_path: Path) -> None:

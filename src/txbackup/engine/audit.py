@@ -183,24 +183,20 @@ def _jsonable(value: Any) -> Any:
 class TableSource(Protocol):
     """One table of one target, as the audit reads it."""
 
-    target: str
-    namespace: str
-    table: str
-    columns: Sequence[str]
-    key_columns: Sequence[str]
+    @property
+    def target(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+    @property
+    def columns(self) -> Sequence[str]: ...
+    @property
+    def key_columns(self) -> Sequence[str]: ...
 
     def rows(self, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
         """Every row, as tuples of ``columns`` in that order (streamed)."""
         ...
-
-
-@dataclass(frozen=True)
-class CoordinatorState:
-    tx_id: str
-    state: int | None
-    created_at: int | None
-    child_ids: frozenset[str]
-    where: str
 
 
 def is_group_id(tx_id: str) -> bool:
@@ -208,37 +204,49 @@ def is_group_id(tx_id: str) -> bool:
     return len(tx_id) > PARENT_KEY_SIZE and tx_id[PARENT_KEY_SIZE] == GROUP_DELIMITER
 
 
+NULL_STATE = 0  # how a NULL coordinator tx_state is kept (never a real state code)
+_NO_CHILDREN: frozenset[str] = frozenset()
+
+
 class Coordinator:
-    """Every coordinator row of the set (usually one table in one target)."""
+    """Every coordinator row of the set (usually one table in one target). Kept as plain
+    dicts (tx id -> state; parent id -> child ids, for group rows only): a coordinator
+    of millions of rows must fit in memory beside nothing else."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, CoordinatorState] = {}
+        self.states: dict[str, int] = {}
+        self.children: dict[str, frozenset[str]] = {}
         self.tables: list[str] = []
         self.conflicts: list[Finding] = []
 
-    def add(self, row: CoordinatorState) -> None:
-        seen = self.rows.get(row.tx_id)
-        if seen is not None and (seen.state, seen.child_ids) != (row.state, row.child_ids):
-            self.conflicts.append(
-                Finding("coordinator-conflict", ERROR, True,
-                        f"coordinator rows disagree: {_state(seen.state)} in {seen.where},"
-                        f" {_state(row.state)} in {row.where}", target=row.where, tx_id=row.tx_id)
-            )  # fmt: skip
+    def add(self, tx_id: str, state: int | None, child_ids: frozenset[str], where: str) -> None:
+        code = NULL_STATE if state is None else state
+        seen = self.states.get(tx_id)
+        if seen is not None:
+            if (seen, self.children.get(tx_id, _NO_CHILDREN)) != (code, child_ids):
+                self.conflicts.append(
+                    Finding("coordinator-conflict", ERROR, True,
+                            f"two coordinator rows for one transaction disagree ({_state(seen)}, then"
+                            f" {_state(code)} in {where})", target=where, tx_id=tx_id)
+                )  # fmt: skip
             return
-        self.rows[row.tx_id] = row
+        self.states[tx_id] = code
+        if child_ids:
+            self.children[tx_id] = child_ids
 
-    def state_of(self, tx_id: str) -> CoordinatorState | None:
-        """The writer's state as ScalarDB's getState resolves it (group commit included)."""
-        if is_group_id(tx_id):
-            parent, child = tx_id[:PARENT_KEY_SIZE], tx_id[PARENT_KEY_SIZE + 1 :]
-            row = self.rows.get(parent)
-            if row is not None and child in row.child_ids:
-                return row
-        return self.rows.get(tx_id)
+    def state_of(self, tx_id: str) -> tuple[str, int] | None:
+        """(the coordinator row's id, its state) for a writer, as ScalarDB's getState
+        resolves it: a group id through its parent's row when that lists the child."""
+        if len(tx_id) > PARENT_KEY_SIZE and tx_id[PARENT_KEY_SIZE] == GROUP_DELIMITER:
+            parent = tx_id[:PARENT_KEY_SIZE]
+            if tx_id[PARENT_KEY_SIZE + 1 :] in self.children.get(parent, _NO_CHILDREN):
+                return parent, self.states[parent]
+        state = self.states.get(tx_id)
+        return None if state is None else (tx_id, state)
 
 
 def _state(code: int | None) -> str:
-    if code is None:
+    if code is None or code == NULL_STATE:
         return "NULL"
     return STATE_NAMES.get(code, f"state {code}")
 
@@ -329,30 +337,38 @@ class Auditor:
         where = f"{source.target}:{source.namespace}.{source.table}"
         self.coordinator.tables.append(where)
         self.report.tables.append(where)
+        table = f"{source.namespace}.{source.table}"
+        add = self.coordinator.add
+        limit = self._limit
+        count = 0
         for row in source.rows(wanted):
-            tx_id = row[0] if isinstance(row[0], str) else str(row[0])
-            state, created = _int(row[1]), _int(row[2])
+            count += 1
+            tx_id = row[0] if type(row[0]) is str else str(row[0])
+            state = row[1] if type(row[1]) is int else _int(row[1])
             children = row[3] if len(row) > 3 else None
-            child_ids = frozenset(
-                c for c in (children.split(CHILD_IDS_DELIMITER) if isinstance(children, str) else []) if c
-            )
-            self.report.coordinator_rows += 1
-            if state not in (COMMITTED, ABORTED):
+            child_ids = (
+                frozenset(c for c in children.split(CHILD_IDS_DELIMITER) if c)
+                if type(children) is str and children else _NO_CHILDREN
+            )  # fmt: skip
+            if state != COMMITTED and state != ABORTED:
                 self.report.findings.append(
                     Finding("bad-state", ERROR, True,
                             f"coordinator row in {_state(state)}: ScalarDB writes only COMMITTED or ABORTED",
-                            target=source.target, table=f"{source.namespace}.{source.table}",
-                            key={"tx_id": tx_id}, tx_id=tx_id, state=_state(state))
+                            target=source.target, table=table, key={"tx_id": tx_id}, tx_id=tx_id,
+                            state=_state(state))
                 )  # fmt: skip
-            if self._limit is not None and created is not None and created > self._limit:
-                self.report.findings.append(
-                    Finding("newer-than-restore-point", WARNING, False,
-                            f"coordinator row created {created - self._limit + self.options.clock_skew_ms} ms"
-                            " after the pause window ended: this database was copied after the pause",
-                            target=source.target, table=f"{source.namespace}.{source.table}",
-                            key={"tx_id": tx_id}, tx_id=tx_id, state=_state(state))
-                )  # fmt: skip
-            self.coordinator.add(CoordinatorState(tx_id, state, created, child_ids, where))
+            if limit is not None:
+                created = _int(row[2])
+                if created is not None and created > limit:
+                    self.report.findings.append(
+                        Finding("newer-than-restore-point", WARNING, False,
+                                f"coordinator row created {created - limit + self.options.clock_skew_ms} ms"
+                                " after the pause window ended: this database was copied after the pause",
+                                target=source.target, table=table, key={"tx_id": tx_id}, tx_id=tx_id,
+                                state=_state(state))
+                    )  # fmt: skip
+            add(tx_id, state, child_ids, where)
+        self.report.coordinator_rows += count
 
     def add_records(self, source: TableSource) -> None:
         names = {c.lower(): c for c in source.columns}
@@ -362,41 +378,46 @@ class Auditor:
         self.report.tables.append(f"{source.target}:{table}")
         have_coordinator = bool(self.coordinator.tables)
         count = 0
+        state_of = self.coordinator.state_of
+        limit = self._limit
+        progress = self._progress
         for row in source.rows([*meta, *keys]):
             count += 1
-            if self._progress is not None and count % 100_000 == 0:
-                self._progress(100_000)
-            tx_id, state, prepared_at, committed_at = row[0], _int(row[1]), _int(row[3]), _int(row[4])
-            if tx_id is None and row[1] is None:
-                continue  # imported without metadata: deemed committed (TransactionResult)
-            tx = tx_id if isinstance(tx_id, str) else str(tx_id)
-            if self._limit is not None:
-                stamp = committed_at if state == COMMITTED else prepared_at
-                if stamp is not None and stamp > self._limit:
+            if progress is not None and count % 100_000 == 0:
+                progress(100_000)
+            tx_id, state = row[0], row[1]
+            if type(state) is not int:
+                if tx_id is None and state is None:
+                    continue  # imported without metadata: deemed committed (TransactionResult)
+                state = _int(state)
+            tx = tx_id if type(tx_id) is str else str(tx_id)
+            if limit is not None:
+                stamp = _int(row[4] if state == COMMITTED else row[3])
+                if stamp is not None and stamp > limit:
                     what = "committed" if state == COMMITTED else "prepared"
                     self._add(source, table, keys, row, tx, state, "newer-than-restore-point", WARNING, False,
-                              f"{what} {stamp - self._limit + self.options.clock_skew_ms} ms after the pause"
+                              f"{what} {stamp - limit + self.options.clock_skew_ms} ms after the pause"
                               " window ended: this database was copied after the pause")  # fmt: skip
-            if state is None or state == COMMITTED:
+            if state == COMMITTED or state is None:
                 if not have_coordinator:
                     continue
-                coord = self.coordinator.state_of(tx)
+                coord = state_of(tx)
                 if coord is None:
                     self._committed_orphan(source, table, keys, row, tx, "committed-without-coordinator",
                                            "record COMMITTED but the coordinator has no row for its"
                                            " transaction: the coordinator was copied before it committed")
-                elif coord.state == ABORTED:
+                elif coord[1] == ABORTED:
                     self._committed_orphan(source, table, keys, row, tx, "committed-but-aborted",
                                            "record COMMITTED but the coordinator says ABORTED")
                 continue
-            if state not in (PREPARED, DELETED):
+            if state != PREPARED and state != DELETED:
                 self._add(source, table, keys, row, tx, state, "bad-state", ERROR, True,
                           f"record in {_state(state)}: ScalarDB leaves records only PREPARED, DELETED"
                           " or COMMITTED")  # fmt: skip
                 continue
             if not have_coordinator:
                 continue
-            outcome, verdict = self._resolve(tx, prepared_at)
+            outcome, verdict = self._resolve(tx, _int(row[3]))
             check = "prepared" if state == PREPARED else "deleted"
             level = WARNING if outcome == "pending" else RECOVERY
             self._add(source, table, keys, row, tx, state, check, level, True, verdict)
@@ -410,12 +431,12 @@ class Auditor:
     def _resolve(self, tx_id: str, prepared_at: int | None) -> tuple[str, str]:
         coord = self.coordinator.state_of(tx_id)
         via = ""
-        if coord is not None and coord.tx_id != tx_id:
-            via = f" (group commit: parent row {coord.tx_id} lists it in tx_child_ids)"
-        if coord is not None and coord.state == COMMITTED:
+        if coord is not None and coord[0] != tx_id:
+            via = f" (group commit: parent row {coord[0]} lists it in tx_child_ids)"
+        if coord is not None and coord[1] == COMMITTED:
             return "forward", f"lazy recovery rolls it forward: the coordinator says COMMITTED{via}"
         if coord is not None:
-            return "back", f"lazy recovery rolls it back: the coordinator says {_state(coord.state)}{via}"
+            return "back", f"lazy recovery rolls it back: the coordinator says {_state(coord[1])}{via}"
         if prepared_at is not None and self.now_ms > prepared_at + TRANSACTION_LIFETIME_MS:
             return "back", (
                 "lazy recovery aborts its transaction and rolls it back: no coordinator row, and it"
