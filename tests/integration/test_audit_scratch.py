@@ -5,6 +5,8 @@ The set is restored into scratch databases, read, judged, and the scratch droppe
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
+from tests.servers.processes import txbackup
 from txbackup.admin.client import Endpoint
 from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
@@ -100,6 +103,25 @@ async def test_postgres_through_a_scratch_restore(
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db,)).fetchone()
     assert row == (0,), "the scratch database is dropped after the audit"
+    # the same through the command, the scratch password from the environment
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        '[applications]\nendpoints = ["127.0.0.1:1"]\n[storage]\npath = "store"\n'
+        f'[[targets]]\nname = "ledger"\nkind = "postgres"\nhost = "{pg.host}"\nport = {pg.port}\n'
+        f'user = "{pg.user}"\npassword_env = "TXB_PG_PW"\ndatabases = ["{postgres_db}"]\n'
+    )
+    env = {**os.environ, "TXB_PG_PW": pg.password, "AUDIT_PW": pg.password}
+    result = txbackup(
+        "audit", "-c", str(config), set_id, "--json", "--scratch",
+        f"ledger={pg.dsn(scratch_db, with_password=False)}", "--scratch-password-env", "ledger=AUDIT_PW",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["counts"] == {"committed-without-coordinator": 1, "prepared": 1}
+    assert pg.password not in result.stdout + result.stderr
+    result = txbackup("audit", "-c", str(config), set_id, env=env)
+    assert result.returncode == 1 and "ledger: not audited (kind postgres" in result.stdout, result.stdout
     # without a scratch server the target is named, not silently skipped
     report = audit_set(AuditPlan(storage=storage, manifest=plan.manifest, targets=[target]))
     assert report.not_audited == [

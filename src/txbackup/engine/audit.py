@@ -77,9 +77,9 @@ from txbackup.engine.artifacts import SetReader
 from txbackup.engine.manifest import Manifest, check_manifest
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.engine.restore import check_scope
-from txbackup.errors import UsageError
+from txbackup.errors import TxbackupError, UsageError
 from txbackup.storage.base import Storage
-from txbackup.targets.audit_tables import KINDS
+from txbackup.targets.audit_tables import KINDS, AuditKind
 from txbackup.targets.base import Target
 
 PREPARED, DELETED, COMMITTED, ABORTED, UNKNOWN = 1, 2, 3, 4, 5
@@ -554,10 +554,22 @@ def audit_set(plan: AuditPlan) -> AuditReport:
                 report.event("target", name=record.name, phase="restored",
                              ms=round((time.monotonic() - started) * 1000))  # fmt: skip
                 if not plan.keep_scratch:
-                    stack.callback(kind.drop, record.name, reader.names(), scratch)
+                    stack.callback(_drop, auditor, kind, record.name, reader.names(), scratch)
             found = stack.enter_context(kind.open(record.name, reader, plan.scratch.get(record.name)))
             tables.extend(found)
         return audit_tables(auditor, tables, plan.system_namespace, report)
+
+
+def _drop(
+    auditor: Auditor, kind: AuditKind, target: str, names: list[str], scratch: Mapping[str, str]
+) -> None:
+    """Drop a target's scratch databases; a failure is reported, it does not hide the audit."""
+    try:
+        kind.drop(target, names, scratch)
+    except TxbackupError as exc:
+        auditor.report.findings.append(
+            Finding("scratch-left", WARNING, True, f"{exc} (drop them by hand)", target=target)
+        )
 
 
 def audit_tables(
