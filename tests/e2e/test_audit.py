@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.support import sqlite_targets
 from tests.scalardb_shaped import COMMITTED, ShapedBank, Write, copy_file, create_store
 from tests.servers.processes import txbackup
 from txbackup.admin.client import Endpoint
@@ -155,6 +156,15 @@ async def test_naive_copies_taken_while_transfers_run_are_torn(app: SampleServer
         assert set(finding["key"]) == {"id"} and finding["tx_id"] in committed[seen:]
     result = txbackup("audit", "--storage", str(tmp_path / "store"), set_id)
     assert result.returncode == 1 and "NOT clean" in result.stdout and "[torn]" in result.stdout
+    # the copies read in place, without making a set of them
+    config = tmp_path / "copies.toml"
+    config.write_text(
+        '[applications]\nendpoints = ["127.0.0.1:1"]\n[storage]\npath = "store"\n'
+        + sqlite_targets(copies, "a", "b", "c")
+    )
+    result = txbackup("audit", "-c", str(config), "--live", "--json")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["counts"] == report["counts"]
 
 
 async def test_copy_between_prepare_and_commit_is_split(app: SampleServer, tmp_path: Path) -> None:
@@ -197,6 +207,10 @@ def test_audit_usage_errors(tmp_path: Path) -> None:
     assert "xyzzy" not in result.stderr
     result = txbackup("audit", "--storage", store, "not a set")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    result = txbackup("audit", "--storage", store)
+    assert result.returncode == 2 and "give its ID" in result.stderr, result.stderr
+    result = txbackup("audit", "--storage", store, "--live")
+    assert result.returncode == 2 and "--live needs the cluster file" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("flag", ["--help"])

@@ -5,6 +5,7 @@ The set is restored into scratch databases, read, judged, and the scratch droppe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -21,7 +22,7 @@ from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
 from txbackup.config import build_target
 from txbackup.demo.sample_service import SampleServer
-from txbackup.engine.audit import AuditOptions, AuditPlan, AuditReport, audit_set
+from txbackup.engine.audit import AuditOptions, AuditPlan, AuditReport, audit_live, audit_set
 from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import read_manifest
 from txbackup.errors import UsageError
@@ -122,6 +123,10 @@ async def test_postgres_through_a_scratch_restore(
     assert pg.password not in result.stdout + result.stderr
     result = txbackup("audit", "-c", str(config), set_id, env=env)
     assert result.returncode == 1 and "ledger: not audited (kind postgres" in result.stdout, result.stdout
+    # the source database itself, read in place
+    check_findings(audit_live([target], AuditOptions()), "ledger", "bank")
+    result = txbackup("audit", "-c", str(config), "--live", "--json", env=env)
+    assert result.returncode == 1 and json.loads(result.stdout)["counts"]["prepared"] == 1, result.stderr
     # without a scratch server the target is named, not silently skipped
     report = audit_set(AuditPlan(storage=storage, manifest=plan.manifest, targets=[target]))
     assert report.not_audited == [
@@ -158,11 +163,20 @@ async def test_mariadb_through_a_scratch_restore(
         system_namespace=system,
     )
     check_findings(audit_set(plan), "orders", bank)
+    assert not databases(maria) & {bank, coordinator, system}, "the scratch databases are dropped"
+    check_findings(audit_set(dataclasses.replace(plan, keep_scratch=True)), "orders", bank)
+    assert databases(maria) >= {bank, coordinator, system}
+    # what was kept is the restored copy: read in place, it says the same
+    check_findings(audit_live([target], plan.options, system), "orders", bank)
+    for db in (bank, coordinator, system):
+        maria.execute(f"DROP DATABASE `{db}`")
+
+
+def databases(maria: MariaDBServer) -> set[str]:
     conn = maria.connect()
     try:
         with conn.cursor() as cur:
             cur.execute("SHOW DATABASES")
-            left = {r[0] for r in cur.fetchall()}
+            return {str(r[0]) for r in cur.fetchall()}
     finally:
         conn.close()
-    assert not left & {bank, coordinator, system}, "the scratch databases are dropped after the audit"

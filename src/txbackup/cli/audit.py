@@ -7,12 +7,15 @@ import os
 import sys
 
 from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
+from txbackup.config import load_cluster
 from txbackup.engine.audit import (
     COORDINATOR_NAMESPACE,
     FAILING,
     SYSTEM_NAMESPACE,
     AuditOptions,
     AuditPlan,
+    AuditReport,
+    audit_live,
     audit_set,
 )
 from txbackup.engine.manifest import read_manifest
@@ -55,6 +58,11 @@ Checks (level; exact or heuristic):
   bad-state, coordinator-conflict, no-coordinator, no-system-namespace,
   table-not-in-metadata  error/warning, exact.
 
+With --live (and no ID), the databases the cluster file's targets name are read
+in place instead: a restored copy (give a cluster file describing it), or a
+stopped system. Not a running one: its tables are read one after the other, so
+transactions committing meanwhile would look torn.
+
 Exit code 0: the set is clean (records awaiting a consistent lazy recovery are
 listed but allowed; --strict refuses them too); 1: findings, or a target not
 audited. --json prints every finding (check, level, target, table, record key,
@@ -63,14 +71,21 @@ tx id, verdict).
 examples:
   txbackup audit -c cluster.toml 20261127T101500Z-3f9a
   txbackup audit -c cluster.toml 20261127T101500Z-3f9a \\
-      --scratch ledger=postgresql://audit@10.0.0.9:5432/ --scratch-password-env ledger=AUDIT_PG"""
+      --scratch ledger=postgresql://audit@10.0.0.9:5432/ --scratch-password-env ledger=AUDIT_PG
+  txbackup audit -c restored-copy.toml --live"""
 
 MAX_LINES = 50
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
-    parser.add_argument("set_id", metavar="ID", type=set_id_arg, help="the backup set (see txbackup list)")
+    parser.add_argument(
+        "set_id", metavar="ID", nargs="?", type=set_id_arg, help="the backup set (see txbackup list)"
+    )
+    parser.add_argument(
+        "--live", action="store_true",
+        help="no set: read the cluster file's databases in place (a restored copy, a stopped system)",
+    )  # fmt: skip
     parser.add_argument(
         "--scratch", action="append", default=[], metavar="NAME=DSN",
         help="restore postgres/mysql target NAME on this server to read it (repeatable)",
@@ -154,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
         if not value or len(value) > 128:
             raise UsageError(f"{flag}: give a namespace name (1 to 128 characters)")
     scratch = scratch_from_args(args)
+    if args.live:
+        return _live(args, scratch)
+    if args.set_id is None:
+        raise UsageError("which set? give its ID (see txbackup list), or --live")
     storage, _, config = open_repository(args)
     if scratch and config is None:
         raise UsageError("--scratch restores targets of the cluster file: give --config")
@@ -173,7 +192,24 @@ def run(args: argparse.Namespace) -> int:
         # progress on stderr either way: stdout carries the one answer
         reporter=JsonReporter(sys.stderr) if args.json else HumanReporter(),
     )
-    report = audit_set(plan)
+    return _answer(args, audit_set(plan), f"set {manifest.set_id}")
+
+
+def _live(args: argparse.Namespace, scratch: dict[str, dict[str, str]]) -> int:
+    if args.set_id is not None or scratch or args.keep_scratch:
+        raise UsageError("--live reads the cluster file's databases: no set ID, --scratch or --keep-scratch")
+    if not args.config or args.storage:
+        raise UsageError("--live needs the cluster file (--config) naming the databases to read")
+    config = load_cluster(args.config)
+    options = AuditOptions(
+        coordinator_namespace=args.coordinator_namespace, clock_skew_ms=args.clock_skew, strict=args.strict
+    )
+    reporter = JsonReporter(sys.stderr) if args.json else HumanReporter()
+    report = audit_live(config.targets, options, args.system_namespace, reporter)
+    return _answer(args, report, f"the databases of {args.config}")
+
+
+def _answer(args: argparse.Namespace, report: AuditReport, what: str) -> int:
     if args.json:
         print_json(report.to_dict())
         return 0 if report.clean else 1
@@ -188,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {check}" for check, n in sorted(report.counts().items())) or "no findings"
     verdict = "clean" if report.clean else "NOT clean"
     print(
-        f"set {manifest.set_id}: {verdict}: {report.records} records in {len(report.tables)} tables,"
+        f"{what}: {verdict}: {report.records} records in {len(report.tables)} tables,"
         f" {report.coordinator_rows} coordinator rows; {counts}"
     )
     return 0 if report.clean else 1

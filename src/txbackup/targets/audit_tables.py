@@ -368,3 +368,49 @@ KINDS: dict[str, AuditKind] = {
     "mysql": AuditKind(True, _my_open, _my_drop),
 }
 """The kinds the audit reads; any other kind is reported "not audited"."""
+
+
+# -- a target's own databases, read in place (``txbackup audit --live``) ---------------------------
+
+
+def _sqlite_live(target: Any) -> Any:
+    @contextlib.contextmanager
+    def opened() -> Iterator[list[SqlTable]]:
+        with contextlib.ExitStack() as stack:
+            tables: list[SqlTable] = []
+            for path in target.paths:
+                tables.extend(stack.enter_context(sqlite_tables(target.name, path)))
+            yield tables
+
+    return opened()
+
+
+def _pg_live(target: Any) -> Any:
+    params = dict(target.server.params)
+    if target.server.password is not None:
+        params["password"] = target.server.password
+
+    @contextlib.contextmanager
+    def opened() -> Iterator[list[SqlTable]]:
+        with contextlib.ExitStack() as stack:
+            tables: list[SqlTable] = []
+            for db in target.databases:
+                tables.extend(stack.enter_context(postgres_tables(target.name, params, db)))
+            yield tables
+
+    return opened()
+
+
+def _my_live(target: Any) -> Any:
+    server = target.server
+    params = {"host": server.host, "port": server.port, "user": server.user}
+    params["password"] = server.password or ""
+    databases = [*target.databases]
+    if target.coordinator_database and target.coordinator_database not in databases:
+        databases.append(target.coordinator_database)  # absent: it simply has no tables
+    return mysql_tables(target.name, params, databases)
+
+
+LIVE: dict[str, Callable[[Any], Any]] = {"sqlite": _sqlite_live, "postgres": _pg_live, "mysql": _my_live}
+"""The kinds whose own databases the audit reads in place: ``LIVE[kind](target)`` gives a
+context manager of the target's tables, reached with its cluster-file settings."""
