@@ -386,9 +386,11 @@ class Auditor:
             if progress is not None and count % 100_000 == 0:
                 progress(100_000)
             tx_id, state = row[0], row[1]
+            if tx_id is None:
+                # no writer to look up: imported without metadata, deemed committed
+                # (TransactionResult.isDeemedAsCommitted keys off tx_id alone)
+                continue
             if type(state) is not int:
-                if tx_id is None and state is None:
-                    continue  # imported without metadata: deemed committed (TransactionResult)
                 state = _int(state)
             tx = tx_id if type(tx_id) is str else str(tx_id)
             if limit is not None:
