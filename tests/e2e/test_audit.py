@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from txbackup.config import build_target
 from txbackup.demo.sample_service import SampleServer
 from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.storage import LocalStorage
+from txbackup.targets.base import ArtifactReader, Capture, Recorded, Target
 
 NAMESPACES = ["bank_a", "bank_b"]
 ACCOUNTS = 20
@@ -193,6 +195,89 @@ async def test_copy_between_prepare_and_commit_is_split(app: SampleServer, tmp_p
         ("prepared", "a", 3, tx),
         ("split-transaction", "a", 3, tx),
         ("committed-without-coordinator", "b", 4, tx),
+    }
+
+
+class Ordered:
+    """A real SQLite target whose capture waits for ``before`` and, once captured, runs
+    ``then`` and sets ``done``: the captures of one no-wait pause in a chosen order, with
+    a transaction admitted before the pause moving on between them."""
+
+    def __init__(self, inner: Target, before: threading.Event | None, then: Callable[[], None]) -> None:
+        self.inner, self.before, self.then = inner, before, then
+        self.name, self.kind = inner.name, inner.kind
+        self.done = threading.Event()
+
+    def describe(self) -> Mapping[str, Any]:
+        return self.inner.describe()
+
+    def preflight(self) -> None:
+        self.inner.preflight()
+
+    def check_record(self, record: Recorded) -> None:
+        self.inner.check_record(record)
+
+    def capture(self, set_id: str) -> Capture:
+        if self.before is not None:
+            assert self.before.wait(5)
+        capture = self.inner.capture(set_id)
+        self.then()
+        self.done.set()
+        return capture
+
+    def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
+        self.inner.restore(src, dest, force)
+
+
+async def test_no_wait_pause_with_a_transaction_in_flight_is_torn(app: SampleServer, tmp_path: Path) -> None:
+    """A pause that does not wait for in-flight requests: a transfer admitted before it
+    commits while the databases are captured. Coordinator captured first, then store a
+    (the transfer PREPARED), then the transfer commits, then store b: lazy recovery would
+    roll a back while b keeps the transfer."""
+    bank, paths = make_bank(tmp_path)
+    tx, step = "tx-admitted-before-the-pause", [Write(0, 5, -40), Write(1, 6, 40)]
+    release = asyncio.Event()
+    prepared = asyncio.Event()
+
+    async def transfer() -> None:
+        async with app.gate.request():
+            bank.prepare(tx, step)
+            prepared.set()
+            await release.wait()
+
+    def commit() -> None:  # the in-flight transfer goes on during the captures
+        bank.decide(tx)
+        bank.commit_records(tx, step)
+
+    in_flight = asyncio.create_task(transfer())
+    await prepared.wait()
+    a, b, c = (
+        build_target({"name": p.stem, "kind": "sqlite", "path": str(p)}, i) for i, p in enumerate(paths)
+    )
+    coordinator = Ordered(c, None, lambda: None)
+    store_a = Ordered(a, coordinator.done, commit)
+    store_b = Ordered(b, store_a.done, lambda: None)
+    plan = BackupPlan(
+        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
+        targets=[coordinator, store_a, store_b],
+        storage=LocalStorage(str(tmp_path / "store")),
+        catalog=Catalog(str(tmp_path / "catalog.db")),
+        capture_deadline_s=10,
+        wait_outstanding=False,
+    )
+    try:
+        set_id = (await run_backup(plan)).set_id
+    finally:
+        release.set()
+        await in_flight
+        bank.close()
+    code, report, _ = audit(tmp_path, set_id)
+    assert code == 1
+    found = {(f["check"], f["target"], f["key"]["id"], f["tx_id"]) for f in report["findings"]}
+    assert found == {
+        ("prepared", "a", 5, tx),
+        ("split-transaction", "a", 5, tx),
+        ("committed-without-coordinator", "b", 6, tx),
     }
 
 
