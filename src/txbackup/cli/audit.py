@@ -56,7 +56,7 @@ Checks (level; exact or heuristic):
   newer-than-restore-point  warning, heuristic: a record committed/prepared or
       a coordinator row created after the set's pause window ended (+ --clock-skew).
   bad-state, coordinator-conflict, no-coordinator, no-system-namespace,
-  table-not-in-metadata  error/warning, exact.
+  table-not-in-metadata, scratch-left (a scratch database not dropped)  error/warning, exact.
 
 With --live (and no ID), the databases the cluster file's targets name are read
 in place instead: a restored copy (give a cluster file describing it), or a
