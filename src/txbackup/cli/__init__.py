@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "backup",
     "restore",
     "verify",
+    "audit",
     "list",
     "show",
     "delete",
