@@ -608,10 +608,17 @@ def blob_references(src: ArtifactReader, label: str) -> list[BlobRef]:
                 scope.fail(f"{at}: size {shown(size, 60)} is not a byte count")
             if stored is not None and (type(stored) is not int or stored < 0):
                 scope.fail(f"{at}: stored_size {shown(stored, 60)} is not a byte count")
-            names = (shown(entry.get(k), 60) for k in ("keyspace", "table", "name"))
-            what = "{}.{} {}".format(*names) + f" (node {shown(address, 80)})"
+            keyspace, table, name = (_printable(entry.get(k)) for k in ("keyspace", "table", "name"))
+            what = f"{keyspace}.{table} {name} (node {_printable(address)})"
             refs.append(BlobRef(store, sha, size, stored, what))
     return refs
+
+
+def _printable(value: object) -> str:
+    """A name from a file list for a message: as it is when plain, else quoted and cut."""
+    if isinstance(value, str) and value.isprintable() and 0 < len(value) <= 200 and " " not in value:
+        return value
+    return shown(value, 60)
 
 
 def _tokens(scope: Scope, value: object, where: str) -> tuple[str, ...]:
