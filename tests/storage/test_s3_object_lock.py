@@ -78,6 +78,13 @@ def test_check_refuses_a_bucket_without_object_lock(
     assert str(caught.value).count("\n") == 0
     assert f"bucket {plain.bucket} does not have Object Lock enabled" in str(caught.value)
     from_url(locked_bucket.url("repo"), {"path_style": True, "object_lock_days": 1}).check()
+    defaulted = moto_s3_server.new_bucket(object_lock=True)  # moto: only an empty bucket takes a rule
+    rule = {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}
+    defaulted.client().put_object_lock_configuration(
+        Bucket=defaulted.bucket, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": rule}
+    )
+    with pytest.raises(PermanentStorageError, match="has a default retention"):
+        from_url(defaulted.url("repo"), {"path_style": True, "object_lock_days": 1}).check()
 
 
 def test_a_committed_set_is_retained_whole(locked_bucket: S3Bucket, tmp_path: Path) -> None:

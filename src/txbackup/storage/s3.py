@@ -397,12 +397,21 @@ class S3Storage:
             if code != "ObjectLockConfigurationNotFoundError":
                 raise self._error(exc, "check", "object lock") from None
             answer = {}
-        enabled = (answer.get("ObjectLockConfiguration") or {}).get("ObjectLockEnabled")
-        if enabled != "Enabled":
+        config = answer.get("ObjectLockConfiguration") or {}
+        if config.get("ObjectLockEnabled") != "Enabled":
             raise storage_error(
                 PermanentStorageError, self._where, "check", "object lock",
                 f"bucket {self.bucket} does not have Object Lock enabled, which object_lock_days "
                 "needs (it is chosen when a bucket is created: create one with Object Lock)",
+            )  # fmt: skip
+        if (config.get("Rule") or {}).get("DefaultRetention"):
+            # it would lock every object we write: the locks we must release, the partial
+            # sets of failed backups, the probe below; committed sets get theirs from us
+            raise storage_error(
+                PermanentStorageError, self._where, "check", "object lock",
+                f"bucket {self.bucket} has a default retention, which would also lock txbackup's "
+                "locks and unfinished sets: remove the bucket's default retention rule "
+                "(object_lock_days retains committed sets)",
             )  # fmt: skip
 
     def _lock_enabled(self) -> bool:
