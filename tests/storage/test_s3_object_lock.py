@@ -9,6 +9,8 @@ which ``test_retention_is_extended_never_shortened`` checks on what txbackup sen
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import time
@@ -28,7 +30,7 @@ from txbackup.errors import PermanentStorageError, RetainedError, UsageError
 from txbackup.repository.layout import set_prefix
 from txbackup.storage import open_storage
 from txbackup.storage.base import Storage, list_names, retaining
-from txbackup.storage.s3 import S3Storage, from_url
+from txbackup.storage.s3 import S3Storage, _sha256_of, from_url
 
 
 @pytest.fixture
@@ -210,3 +212,15 @@ def test_backup_with_object_lock_on_a_plain_bucket_stops_before_the_pause(
         assert result.returncode == 1
         (line,) = result.stderr.strip().splitlines()
         assert "does not have Object Lock enabled" in line and '"pause"' not in result.stdout
+
+
+def test_only_a_whole_object_sha256_is_taken_from_a_head() -> None:
+    digest = hashlib.sha256(b"x").digest()
+    whole = base64.b64encode(digest).decode()
+    assert _sha256_of({"ChecksumSHA256": whole}) == digest.hex()
+    assert _sha256_of({"ChecksumSHA256": whole, "ChecksumType": "FULL_OBJECT"}) == digest.hex()
+    assert _sha256_of({"ChecksumSHA256": whole, "ChecksumType": "COMPOSITE"}) is None
+    assert _sha256_of({"ChecksumSHA256": f"{whole}-3"}) is None  # a digest of the parts' digests
+    assert _sha256_of({"ChecksumSHA256": "not base64!"}) is None
+    assert _sha256_of({"ChecksumSHA256": base64.b64encode(b"short").decode()}) is None
+    assert _sha256_of({"ChecksumCRC32": "VARHDQ=="}) is None
