@@ -12,6 +12,8 @@ are reused by the next backup, which is how an interrupted upload resumes.
 A blob is written and checked by ``repository.codec`` (the pipeline set
 artifacts use): when it is fetched, the zstd frame, then the SHA-256 and size
 of the data against the name and the record, bounded by the recorded size.
+A restore's fetch (``fetch_file``) and ``txbackup verify`` (``stat_blob``,
+``verify_blob``) check a blob through the same ``open_blob``.
 """
 
 from __future__ import annotations

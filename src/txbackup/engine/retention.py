@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from txbackup.engine.manifest import Manifest
 from txbackup.engine.verify import set_blobs
@@ -22,6 +23,8 @@ from txbackup.repository.layout import manifest_path, set_prefix
 from txbackup.storage.base import Storage, retaining
 
 DAY = 86_400.0
+PARALLEL = 16
+"""Objects retained at once."""
 
 
 def retain_set(storage: Storage, manifest: Manifest, now: float | None = None) -> tuple[int, float] | None:
@@ -41,8 +44,11 @@ def retain_set(storage: Storage, manifest: Manifest, now: float | None = None) -
     ]
     if problems:  # a blob we cannot name is one we cannot protect
         raise StorageError(f"set {manifest.set_id}: cannot list the blobs to retain: {problems[0]}")
-    for name in names:
-        store.retain(name, until)
+    # two requests per object (HeadObject, PutObjectRetention): a Cassandra set may
+    # reference thousands of blobs, so several at a time (boto3 clients are thread-safe)
+    with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="txbackup-retain") as pool:
+        for _ in pool.map(lambda name: store.retain(name, until), names):
+            pass  # the first failure is raised here
     return len(names), until
 
 
