@@ -170,6 +170,14 @@ STORAGE = Table(
         Setting("path_style", "bool", help="address the bucket in the path (S3-compatible stores)"),
         Setting("storage_class", "str", help="the storage class of new objects"),
         Setting("sse_kms_key_id", "str", help="the KMS key that encrypts new objects (SSE-KMS)"),
+        Setting(
+            "object_lock_days", "int", minimum=1, maximum=36_500,
+            help="S3 Object Lock: keep every object of a committed set immutable this many days",
+        ),
+        Setting(
+            "object_lock_mode", "str",
+            help='S3 Object Lock mode with object_lock_days: "compliance" (default) or "governance"',
+        ),
         Setting("account", "str", help="the Azure storage account (else AZURE_STORAGE_ACCOUNT)"),
     ),
 )
@@ -302,6 +310,10 @@ def parse_storage_options(pairs: list[str], flag: str = "--storage-option") -> d
             if value not in ("true", "false"):
                 raise UsageError(f"{flag} {key}: true or false, not {shown_text(value)}")
             conf[key] = value == "true"
+        elif setting.type == "int":
+            if not value.isdigit() or len(value) > 18:
+                raise UsageError(f"{flag} {key}: a whole number, not {shown_text(value)}")
+            conf[key] = int(value)
         else:
             conf[key] = value
     _refuse_secrets(conf, flag)

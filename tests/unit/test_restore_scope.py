@@ -362,8 +362,9 @@ def test_a_verify_with_the_cluster_file_names_a_foreign_database(listener: Liste
         import argparse
 
         args = argparse.Namespace(
-            config=str(config), storage=None, catalog=str(tmp_path / "c.db"), set_id=SET, json=False
-        )
+            config=str(config), storage=None, catalog=str(tmp_path / "c.db"), set_id=SET, json=False,
+            read_data=False, read_data_subset=None,
+        )  # fmt: skip
         assert verify.run(args) == 1
     assert "database 'postgres'" in out.getvalue()
 

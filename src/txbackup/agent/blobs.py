@@ -12,6 +12,8 @@ are reused by the next backup, which is how an interrupted upload resumes.
 A blob is written and checked by ``repository.codec`` (the pipeline set
 artifacts use): when it is fetched, the zstd frame, then the SHA-256 and size
 of the data against the name and the record, bounded by the recorded size.
+A restore's fetch (``fetch_file``) and ``txbackup verify`` (``stat_blob``,
+``verify_blob``) check a blob through the same ``open_blob``.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from txbackup.errors import IntegrityError, StorageError
-from txbackup.repository.codec import Encoder, Expected, decoded
+from txbackup.repository.codec import Encoder, Expected, Progress, decoded
 from txbackup.repository.layout import blob_name as blob_name  # names live in the layout
 from txbackup.repository.layout import store_prefix as store_prefix
 from txbackup.safepaths import create_private
-from txbackup.storage.base import CHUNK, Storage
+from txbackup.storage.base import CHUNK, ObjectInfo, Storage
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,59 @@ def put_file(storage: Storage, store: str, path: str) -> Stored:
     return Stored(sha, size, stored, True)
 
 
+@dataclass(frozen=True)
+class BlobRef:
+    """A blob a set references: its store, its data's SHA-256 and size, its stored size
+    when the set recorded it (None in older file lists), and ``what`` names the file
+    for messages (``bank.accounts nb-1-big-Data.db (node 10.0.0.5)``)."""
+
+    store: str
+    sha256: str
+    size: int
+    stored_size: int | None
+    what: str
+
+    @property
+    def name(self) -> str:
+        return blob_name(self.store, self.sha256)
+
+
+def stat_blob(storage: Storage, ref: BlobRef) -> ObjectInfo:
+    """The blob's info: ``IntegrityError`` naming it when it is missing or its stored
+    size differs from the recorded one (what a restore and ``verify`` check first)."""
+    name = ref.name
+    info = storage.stat(name)
+    if info is None:
+        raise IntegrityError(f"{ref.what}: blob {name} missing from storage {storage.describe()}")
+    if ref.stored_size is not None and info.size != ref.stored_size:
+        raise IntegrityError(
+            f"{ref.what}: blob {name}: {info.size} bytes stored, the set recorded {ref.stored_size} "
+            "(truncated or corrupt)"
+        )
+    return info
+
+
+@contextlib.contextmanager
+def open_blob(storage: Storage, ref: BlobRef, progress: Progress = None) -> Iterator[IO[bytes]]:
+    """The blob's data, verified as it streams (``repository.codec``): the zstd frame,
+    then the SHA-256 and size of the data against the name and the record, bounded by
+    the recorded sizes. ``progress`` gets the stored bytes read."""
+    info = stat_blob(storage, ref)
+    # the stored size is the recorded one, else what stat says (older lists have none);
+    # the data is bounded by the recorded size and checked against its name
+    expected = Expected(ref.size, ref.sha256, info.size)
+    label = f"{ref.what}: blob {ref.name}"
+    with storage.open_read(ref.name) as src, decoded(src, expected, label, progress) as data:
+        yield data
+
+
+def verify_blob(storage: Storage, ref: BlobRef, progress: Progress = None) -> None:
+    """Read the blob through and check it (``IntegrityError`` naming it if it is bad)."""
+    with open_blob(storage, ref, progress) as data:
+        while data.read(CHUNK):
+            pass
+
+
 def fetch_file(
     storage: Storage,
     store: str,
@@ -93,20 +148,12 @@ def fetch_file(
     corrupt; ``dest`` then does not exist. ``dest`` is created 0600 and never
     written through a symbolic link.
     """
-    name = blob_name(store, sha256)
-    info = storage.stat(name)
-    if info is None:
-        raise IntegrityError(f"{what}: blob {name} missing from storage {storage.describe()}")
     partial = dest + ".txbackup-partial"
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)  # left by an interrupted run (a link goes, not its target)
-        # the blob's stored size is what the listing says (nothing else records it);
-        # the data is bounded by the recorded size and checked against its name
-        expected = Expected(size, sha256, info.size)
         with (
-            storage.open_read(name) as src,
-            decoded(src, expected, f"{what}: blob {name}") as data,
+            open_blob(storage, BlobRef(store, sha256, size, None, what)) as data,
             os.fdopen(create_private(partial), "wb") as out,
         ):
             while chunk := data.read(CHUNK):

@@ -18,6 +18,7 @@ from txbackup.cli.common import (
 )
 from txbackup.cli.prune import add_wait_lock, finish, lock_args, targets_of
 from txbackup.durations import MAX_DURATION_S
+from txbackup.engine.immutable import refuse_retained
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.prune import Report, forget_set
 from txbackup.engine.threads import in_thread
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 lock.release()
 
     def work() -> None:
+        refuse_retained(storage, args.set_id)  # under S3 Object Lock: refused whole, before any remove
         if storage.stat(manifest_path(args.set_id)) is None:
             storage.remove_prefix(set_prefix(args.set_id))  # partial: nothing outside is recorded
             catalog.delete(args.set_id)

@@ -29,10 +29,18 @@ from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.repository.codec import Encoder, Expected, Progress, decoded
 from txbackup.repository.config import read_config
 from txbackup.safepaths import create_private
-from txbackup.storage.base import CHUNK, Storage
+from txbackup.storage.base import CHUNK, ObjectInfo, Storage
 from txbackup.targets.base import iter_chunks
 
-__all__ = ["SetReader", "SetWriter", "artifact_path", "open_artifact", "verify_artifact", "verify_set"]
+__all__ = [
+    "SetReader",
+    "SetWriter",
+    "artifact_path",
+    "open_artifact",
+    "stat_artifact",
+    "verify_artifact",
+    "verify_set",
+]
 
 
 class SetWriter:
@@ -90,12 +98,10 @@ class SetWriter:
         return path
 
 
-@contextlib.contextmanager
-def open_artifact(
-    storage: Storage, record: ArtifactRecord, progress: Progress = None
-) -> Iterator[IO[bytes]]:
-    """The decompressed data of ``record``, verified as it streams (see module doc).
-    ``progress`` is called with the number of stored bytes read at each step."""
+def stat_artifact(storage: Storage, record: ArtifactRecord) -> ObjectInfo:
+    """The artifact's info, checked without reading it: ``IntegrityError`` naming it when
+    it is missing, its stored size is not the recorded one, or the backend keeps a
+    SHA-256 of the stored bytes (``ObjectInfo.sha256``) that is not the recorded one."""
     info = storage.stat(record.path)
     if info is None:
         raise IntegrityError(f"artifact {record.path}: missing from storage {storage.describe()}")
@@ -105,6 +111,21 @@ def open_artifact(
             f"artifact {record.path}: {size} bytes stored, manifest says {record.stored_size} "
             "(truncated or corrupt)"
         )
+    if info.sha256 is not None and info.sha256 != record.stored_sha256:
+        raise IntegrityError(
+            f"artifact {record.path}: the storage's SHA-256 of it is {info.sha256[:16]}..., "
+            f"the manifest says {record.stored_sha256[:16]}... (replaced or corrupt)"
+        )
+    return info
+
+
+@contextlib.contextmanager
+def open_artifact(
+    storage: Storage, record: ArtifactRecord, progress: Progress = None
+) -> Iterator[IO[bytes]]:
+    """The decompressed data of ``record``, verified as it streams (see module doc).
+    ``progress`` is called with the number of stored bytes read at each step."""
+    stat_artifact(storage, record)
     with storage.open_read(record.path) as source:
         expected = Expected(record.size, record.sha256, record.stored_size, record.stored_sha256)
         yield decoded(source, expected, f"artifact {record.path}", progress)

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from txbackup.admin.fleet import Fleet, cancel_on_signals, paused, received_signal
@@ -46,6 +47,7 @@ from txbackup.engine.manifest import (
     write_manifest,
 )
 from txbackup.engine.progress import Reporter, SilentReporter
+from txbackup.engine.immutable import retain_set
 from txbackup.engine.threads import in_thread
 from txbackup.errors import AlreadyExistsError, PauseError, TargetError, TxbackupError
 from txbackup.locks import LockInfo, StorageLock, acquire
@@ -280,6 +282,23 @@ def _first_config(plan: BackupPlan) -> None:
             plan.reporter.event("repository", repository_id=made.repository_id, created=True)
 
 
+def _retain(plan: BackupPlan, manifest: Manifest, warning: str | None) -> str | None:
+    """Make the committed set immutable when the storage is configured to (S3 Object Lock,
+    ``engine.immutable``). A failure does not undo the set (it is complete, and retained
+    objects could not be removed anyway): it is a warning, recorded with the set."""
+    try:
+        retained = retain_set(plan.storage, manifest)
+    except Exception as exc:
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        message = f"set not made immutable (object lock): {problem}"
+        plan.reporter.event("warning", message=message)
+        return message if warning is None else f"{warning}; {message}"
+    if retained is not None:
+        count, until = retained
+        plan.reporter.event("retained", objects=count, until=iso_ms(datetime.fromtimestamp(until, UTC)))
+    return warning
+
+
 async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
     report = plan.reporter
     # the repository config, checked; a storage without one (from before) gets it once
@@ -360,6 +379,7 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
         plan.catalog.complete(manifest)
         if config is None:
             _first_config(plan)
+        warning = _retain(plan, manifest, warning)
         if warning is not None:
             plan.catalog.warn(set_id, warning)
         report.event("done", set_id=set_id)

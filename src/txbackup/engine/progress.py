@@ -33,7 +33,8 @@ class SilentReporter:
         pass
 
 
-def _human_size(count: float) -> str:
+def human_size(count: float) -> str:
+    """``count`` bytes for people: ``512 B``, ``1.5 MiB``."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
@@ -80,12 +81,14 @@ class HumanReporter:
             self._line(f"    {fields['phase']:<9} {fields['name']}  {detail}".rstrip())
         elif kind == "warning":
             self._line(f"warning: {fields['message']}")
+        elif kind == "retained":
+            self._line(f"    retained  {fields['objects']} objects until {fields['until']} (object lock)")
         # "done" and "result": the command prints the result itself
 
     def bytes_done(self, target: str, count: int) -> None:
         snapshot = self._tally.add(target, count)
         if snapshot is not None:
-            text = ", ".join(f"{t} {_human_size(n)}" for t, n in sorted(snapshot.items()))
+            text = ", ".join(f"{t} {human_size(n)}" for t, n in sorted(snapshot.items()))
             self._line(f"    exported  {text}")
 
 

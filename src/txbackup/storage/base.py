@@ -76,6 +76,12 @@ class ObjectInfo:
     """The backend's own fingerprint (ETag, MD5...), opaque: equal values mean the
     same content, for change detection only (never an integrity check); None if
     the backend has none."""
+    sha256: str | None = None
+    """The SHA-256 (hex) of the stored bytes as the backend computed it when it received
+    them, if it keeps one for the whole object (S3 objects written in one PutObject with
+    ``ChecksumAlgorithm=SHA256``); None otherwise. Unlike ``checksum`` it can be compared
+    with a digest we recorded: it tells that the object is the one we wrote without
+    reading it back (not that the backend's media still hold it: that takes a read)."""
     retain_until: float | None = None
     """Until when (seconds since the epoch) the backend refuses to delete or overwrite
     the object (S3 Object Lock retention), if this answer says so; None when the
@@ -195,6 +201,38 @@ class Storage(Protocol):
     def remove_temporary(self, name: str) -> None:
         """Remove a temporary listed by ``temporaries``; a missing one is not an error."""
         ...
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long committed objects are kept immutable (S3 Object Lock): ``mode`` is
+    ``COMPLIANCE`` (nobody can shorten or remove it, the root account included) or
+    ``GOVERNANCE`` (a principal with ``s3:BypassGovernanceRetention`` can)."""
+
+    mode: str
+    days: int
+
+
+@runtime_checkable
+class Retaining(Protocol):
+    """A storage that can put a retention date on objects (only S3 today)."""
+
+    @property
+    def retention(self) -> Retention | None:
+        """The configured retention of committed sets, None when not configured."""
+        ...
+
+    def retain(self, name: str, until: float) -> float:
+        """Keep ``name`` immutable at least until ``until`` (seconds since the epoch):
+        a retention ending earlier is extended, a later one kept. Returns the date the
+        object is now retained until. ``NotFoundError`` if it is missing."""
+        ...
+
+
+def retaining(storage: Storage) -> Retaining | None:
+    """The storage (under the retry wrapper) if it can retain objects, else None."""
+    inner = getattr(storage, "inner", storage)  # retry.RetryStorage keeps the backend there
+    return inner if isinstance(inner, Retaining) else None
 
 
 @runtime_checkable
@@ -405,6 +443,8 @@ __all__ = [
     "AlreadyExistsError",
     "NotFoundError",
     "ObjectInfo",
+    "Retaining",
+    "Retention",
     "Storage",
     "TransientStorageError",
     "Writer",
@@ -414,6 +454,7 @@ __all__ = [
     "copy_stream",
     "list_names",
     "load_bytes",
+    "retaining",
     "save_bytes",
     "storage_error",
 ]

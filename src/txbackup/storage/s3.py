@@ -27,13 +27,39 @@ nothing visible): ``temporaries`` lists uploads as ``<key>#<upload id>``,
 (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` and the
 shared files, ``AWS_REGION``, ``AWS_ENDPOINT_URL``, instance or workload
 identity), never from the cluster file. Its non-secret ``[storage]`` options:
-``endpoint``, ``region``, ``path_style``, ``storage_class``, ``sse_kms_key_id``.
+``endpoint``, ``region``, ``path_style``, ``storage_class``, ``sse_kms_key_id``,
+``object_lock_days`` and ``object_lock_mode``.
+
+**Checksums.** An object written in one PutObject (under 8 MiB) is sent with
+``ChecksumAlgorithm=SHA256``: S3 checks the body against it on arrival and keeps
+it, and ``stat`` returns it (``ObjectInfo.sha256``, from HeadObject with
+``ChecksumMode=ENABLED``), so ``txbackup verify`` compares it with the SHA-256 the
+manifest recorded without downloading anything. A multipart object's SHA-256 is
+a checksum of its parts' checksums (COMPOSITE), which no record of ours matches:
+those objects are checked by size only (``verify --read-data`` reads them).
+
+**Object Lock** (``object_lock_days = N``, ``object_lock_mode = "compliance"`` or
+``"governance"``): the bucket must have been created with Object Lock enabled
+(``check`` asks GetObjectLockConfiguration and refuses it otherwise, before a
+backup pauses anything); the engine then puts a retention date on every object
+of a committed set (``retain``: PutObjectRetention, extending and never
+shortening a date already there). Object Lock means versioning, and on a
+versioned bucket a plain DeleteObject does not delete: it adds a delete marker
+that hides the key, while the locked version stays (S3 refuses only the removal
+of a version under retention). txbackup does not hide what it cannot delete:
+``remove`` and ``remove_prefix`` on a bucket with Object Lock look at each
+object first (HeadObject) and raise ``RetainedError`` naming the object and the
+date, before removing anything; an object whose retention has ended gets a
+plain DeleteObject (a delete marker: the old version is billed until a
+lifecycle rule with NoncurrentVersionExpiration removes it).
 
 boto3's own retries are kept low (2 attempts): ``storage.retry`` does the rest.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import datetime as dt
 import email.utils
@@ -55,6 +81,7 @@ from txbackup.errors import (
     AlreadyExistsError,
     NotFoundError,
     PermanentStorageError,
+    RetainedError,
     StorageError,
     TransientStorageError,
     UsageError,
@@ -63,6 +90,7 @@ from txbackup.safepaths import shown
 from txbackup.storage.base import (
     RESERVED_PREFIX,
     ObjectInfo,
+    Retention,
     WriterBase,
     check_name,
     check_ok,
@@ -90,7 +118,15 @@ PART_TRIES = 3
 DELETE_BATCH = 1000
 """DeleteObjects takes at most this many keys."""
 
-OPTIONS = ("endpoint", "region", "path_style", "storage_class", "sse_kms_key_id")
+OPTIONS = (
+    "endpoint",
+    "region",
+    "path_style",
+    "storage_class",
+    "sse_kms_key_id",
+    "object_lock_days",
+    "object_lock_mode",
+)
 """The ``[storage]`` settings this backend takes (none of them secret)."""
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -244,19 +280,54 @@ def _timestamp(value: object) -> float:
     return value.timestamp() if isinstance(value, dt.datetime) else time.time()
 
 
+def _sha256_of(head: Mapping[str, Any]) -> str | None:
+    """The whole object's SHA-256 (hex) from a HeadObject answer, or None: absent, or
+    a multipart object's checksum of part checksums (``-N`` suffix, COMPOSITE)."""
+    value = head.get("ChecksumSHA256")
+    if not isinstance(value, str) or "-" in value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    return digest.hex() if len(digest) == 32 else None
+
+
+def _retained_until(head: Mapping[str, Any]) -> float | None:
+    until = head.get("ObjectLockRetainUntilDate")
+    return until.timestamp() if isinstance(until, dt.datetime) else None
+
+
+def _date(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # ---------------------------------------------------------------- the storage
 
 
 class S3Storage:
     """The objects under ``prefix`` (``""`` or ending in ``/``) of one bucket."""
 
-    def __init__(self, bucket: str, prefix: str, client: Any, put_args: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        client: Any,
+        put_args: Mapping[str, str],
+        retention: Retention | None = None,
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self.client = client
         self.put_args = dict(put_args)
         """Extra arguments of PutObject and CreateMultipartUpload (storage class, SSE-KMS)."""
         self._where = shown_url(f"s3://{bucket}/{prefix}")
+        self._retention = retention
+        self._locked: bool | None = None if retention is None else True  # has the bucket Object Lock?
+
+    @property
+    def retention(self) -> Retention | None:
+        return self._retention
 
     def describe(self) -> str:
         return self._where
@@ -296,6 +367,8 @@ class S3Storage:
             if isinstance(error, NotFoundError):  # a HEAD answer has no body: 404 alone
                 error = self._error(_no_such_bucket(), "check", "bucket")
             raise error from None
+        if self._retention is not None:
+            self._check_object_lock()
         probe = f"{self.prefix}{RESERVED_PREFIX}probe-{time.time_ns():x}-{threading.get_ident():x}"
         self._call("check", "write", self.client.put_object, Key=probe, Body=b"", IfNoneMatch="*")
         try:
@@ -313,6 +386,86 @@ class S3Storage:
             )  # fmt: skip
         finally:
             self._call("check", "remove", self.client.delete_object, Key=probe)
+
+    def _check_object_lock(self) -> None:
+        """The bucket has Object Lock enabled (``object_lock_days`` needs it: S3 refuses a
+        retention on a bucket without, and Object Lock can only be chosen at creation)."""
+        try:
+            answer = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except _CAUGHT as exc:
+            code = _client_error_code(exc)[0] if isinstance(exc, botocore.exceptions.ClientError) else ""
+            if code != "ObjectLockConfigurationNotFoundError":
+                raise self._error(exc, "check", "object lock") from None
+            answer = {}
+        config = answer.get("ObjectLockConfiguration") or {}
+        if config.get("ObjectLockEnabled") != "Enabled":
+            raise storage_error(
+                PermanentStorageError, self._where, "check", "object lock",
+                f"bucket {self.bucket} does not have Object Lock enabled, which object_lock_days "
+                "needs (it is chosen when a bucket is created: create one with Object Lock)",
+            )  # fmt: skip
+        if (config.get("Rule") or {}).get("DefaultRetention"):
+            # it would lock every object we write: the locks we must release, the partial
+            # sets of failed backups, the probe below; committed sets get theirs from us
+            raise storage_error(
+                PermanentStorageError, self._where, "check", "object lock",
+                f"bucket {self.bucket} has a default retention, which would also lock txbackup's "
+                "locks and unfinished sets: remove the bucket's default retention rule "
+                "(object_lock_days retains committed sets)",
+            )  # fmt: skip
+
+    def _lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock (asked once): only then can a remove meet a
+        retained object. If we may not ask, assume it has (a HEAD too many is harmless)."""
+        if self._locked is None:
+            try:
+                answer = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                config = answer.get("ObjectLockConfiguration") or {}
+                self._locked = config.get("ObjectLockEnabled") == "Enabled"
+            except _CAUGHT as exc:
+                code = _client_error_code(exc)[0] if isinstance(exc, botocore.exceptions.ClientError) else ""
+                if code == "ObjectLockConfigurationNotFoundError":
+                    self._locked = False
+                else:
+                    return True  # not remembered: a transient failure may pass
+        return self._locked
+
+    # -- retention --------------------------------------------------------------------------
+
+    def retain(self, name: str, until: float) -> float:
+        """PutObjectRetention on the current version of ``name`` (see ``Retaining``)."""
+        key = self.prefix + check_name(name)
+        if self._retention is None:
+            raise storage_error(StorageError, self._where, "retain", name, "object_lock_days is not set")
+        head = self._call("retain", name, self.client.head_object, Key=key)
+        current = _retained_until(head)
+        if current is not None and current >= until:
+            return current  # never shortened (compliance mode could not; governance must not)
+        # the version we looked at: a newer one written meanwhile is not what we checked
+        version = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
+        when = dt.datetime.fromtimestamp(until, dt.UTC)
+        self._call(
+            "retain", name, self.client.put_object_retention,
+            Key=key, Retention={"Mode": self._retention.mode, "RetainUntilDate": when}, **version,
+        )  # fmt: skip
+        return until
+
+    def _refuse_retained(self, name: str, key: str) -> None:
+        """RetainedError if ``key`` is under a retention that has not ended."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except _CAUGHT as exc:
+            error = self._error(exc, "remove", name)
+            if isinstance(error, NotFoundError):
+                return
+            raise error from None
+        until = _retained_until(head)
+        if until is not None and until > _server_time(head):
+            mode = str(head.get("ObjectLockMode") or "").lower() or "unknown"
+            raise storage_error(
+                RetainedError, self._where, "remove", name,
+                f"retained until {_date(until)} (S3 Object Lock, {mode} mode): not removed",
+            )  # fmt: skip
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -343,14 +496,19 @@ class S3Storage:
     def stat(self, name: str) -> ObjectInfo | None:
         key = self.prefix + check_name(name)
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except _CAUGHT as exc:
             error = self._error(exc, "stat", name)
             if isinstance(error, NotFoundError):
                 return None
             raise error from None
         return ObjectInfo(
-            name, int(head["ContentLength"]), _timestamp(head.get("LastModified")), head.get("ETag")
+            name,
+            int(head["ContentLength"]),
+            _timestamp(head.get("LastModified")),
+            head.get("ETag"),
+            sha256=_sha256_of(head),
+            retain_until=_retained_until(head),
         )
 
     def iterate(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -388,7 +546,10 @@ class S3Storage:
     # -- removal ----------------------------------------------------------------------------
 
     def remove(self, name: str) -> None:
-        self._call("remove", name, self.client.delete_object, Key=self.prefix + check_name(name))
+        key = self.prefix + check_name(name)
+        if self._lock_enabled():
+            self._refuse_retained(name, key)
+        self._call("remove", name, self.client.delete_object, Key=key)
 
     def remove_prefix(self, prefix: str) -> None:
         if not prefix.endswith("/"):
@@ -396,6 +557,13 @@ class S3Storage:
                 f"storage {self._where}: remove {shown(prefix)}: not a folder (no trailing '/')"
             )
         check_prefix(prefix)
+        listed = {"Prefix": self.prefix + prefix}
+        if self._lock_enabled():
+            # every object looked at before the first is removed: none or all of them go
+            for page in self._pages("remove", prefix, "list_objects_v2", "Contents", **listed):
+                for item in page:
+                    key = str(item["Key"])
+                    self._refuse_retained(key[len(self.prefix) :], key)
         batch: list[dict[str, str]] = []
         for page in self._pages("remove", prefix, "list_objects_v2", "Contents", Prefix=self.prefix + prefix):
             for item in page:
@@ -562,9 +730,11 @@ class S3Writer(WriterBase):
             body = bytes(self._buffer)
             self._buffer = bytearray()
             expected = f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
+            # SHA256 instead of the SDK's default CRC32: S3 keeps it, and stat() returns it
             return self._send_commit(
-                client.put_object, expected, Key=self._key, Body=body, **condition, **storage.put_args
-            )
+                client.put_object, expected, Key=self._key, Body=body, ChecksumAlgorithm="SHA256",
+                **condition, **storage.put_args,
+            )  # fmt: skip
         if self._buffer:  # the last part may be short
             self._send_part()
         self._wait()
@@ -676,6 +846,7 @@ def from_url(url: str, options: Mapping[str, Any]) -> S3Storage:
     if storage_class is not None and not _STORAGE_CLASS.match(storage_class):
         raise UsageError(f"storage {where}: option storage_class must be a class name such as STANDARD_IA")
     kms_key = _option(options, "sse_kms_key_id", str, where)
+    retention = _retention(options, where)
     put_args: dict[str, str] = {}
     if storage_class:
         put_args["StorageClass"] = storage_class
@@ -695,4 +866,26 @@ def from_url(url: str, options: Mapping[str, Any]) -> S3Storage:
         raise UsageError(str(map_error(exc, where, "open", "client", bucket))) from None
     except ValueError as exc:  # a malformed AWS_ENDPOINT_URL or region
         raise UsageError(f"storage {where}: {exc}") from None
-    return S3Storage(bucket, prefix, client, put_args)
+    return S3Storage(bucket, prefix, client, put_args, retention)
+
+
+LOCK_MODES = ("compliance", "governance")
+MAX_LOCK_DAYS = 36_500
+
+
+def _retention(options: Mapping[str, Any], where: str) -> Retention | None:
+    """``object_lock_days`` (1 to 36500) and ``object_lock_mode`` (default compliance)."""
+    days = options.get("object_lock_days")
+    mode = _option(options, "object_lock_mode", str, where)
+    if days is None:
+        if mode is not None:
+            raise UsageError(f"storage {where}: option object_lock_mode needs object_lock_days")
+        return None
+    if type(days) is not int or not 1 <= days <= MAX_LOCK_DAYS:
+        raise UsageError(
+            f"storage {where}: option object_lock_days must be a whole number of days, 1 to {MAX_LOCK_DAYS}"
+        )
+    mode = (mode or "compliance").lower()
+    if mode not in LOCK_MODES:
+        raise UsageError(f"storage {where}: option object_lock_mode must be compliance or governance")
+    return Retention(mode.upper(), days)

@@ -93,11 +93,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from txbackup import strictjson
+from txbackup.agent.blobs import BlobRef
 from txbackup.agent.client import AgentClient, AgentTls
 from txbackup.agent.schema import checked_statements
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, TxbackupError, UsageError
-from txbackup.repository.layout import store_prefix
+from txbackup.repository.layout import is_store, store_prefix
 from txbackup.safepaths import shown
 from txbackup.secrets import resolve_secret
 from txbackup.settings import (
@@ -573,6 +574,51 @@ def _restorable_position(scope: Scope, covered: Sequence[str]) -> _Restorable:
             described, "keyspaces", covered, "keyspace", coordinator="coordinator_keyspace"
         )
     return _Restorable(tag, store, keyspaces, nodes, {}, [], [])
+
+
+def blob_references(src: ArtifactReader, label: str) -> list[BlobRef]:
+    """Every blob of the store that this target's record in a set references: the
+    entries of each node's file list (``nodes/<address>.json``, read through ``src``:
+    verified), typed; the store and the nodes from the position. Untrusted: a value of
+    the wrong type is refused (``IntegrityError`` naming ``label`` and where); a digest
+    that is not one is refused when the blob is named (``blob_name``). Needs no
+    configuration (``verify`` without a cluster file, ``prune``)."""
+    record = Recorded.of_reader(src)
+    scope = Scope(label, record)
+    store = scope.text(src.position.get("store"), "the position's store")
+    if not is_store(store):
+        scope.fail(f"the position's store {shown(store, 80)} is not cassandra/<cluster>/sstables")
+    where = "the position's nodes"
+    refs: list[BlobRef] = []
+    for i, value in enumerate(scope.sequence(src.position.get("nodes"), where)):
+        node = scope.mapping(value, f"{where}[{i}]")
+        address = scope.text(node.get("address"), f"{where}[{i}].address")
+        artifact = scope.text(node.get("files_artifact"), f"{where}[{i}].files_artifact")
+        if not artifact.startswith("nodes/") or artifact not in record.names:
+            scope.fail(
+                f"{where}[{i}]: file list {shown(artifact, 80)} is not one of the set's nodes/<address>.json"
+            )
+        listing = scope.mapping(_read_json(scope, src, artifact), artifact)
+        for j, value in enumerate(scope.sequence(listing.get("files"), f"{artifact}: files")):
+            at = f"{artifact}: file #{j + 1}"
+            entry = scope.mapping(value, at)
+            sha = scope.text(entry.get("sha256"), f"{at}: sha256")
+            size, stored = entry.get("size"), entry.get("stored_size")
+            if type(size) is not int or size < 0:
+                scope.fail(f"{at}: size {shown(size, 60)} is not a byte count")
+            if stored is not None and (type(stored) is not int or stored < 0):
+                scope.fail(f"{at}: stored_size {shown(stored, 60)} is not a byte count")
+            keyspace, table, name = (_printable(entry.get(k)) for k in ("keyspace", "table", "name"))
+            what = f"{keyspace}.{table} {name} (node {_printable(address)})"
+            refs.append(BlobRef(store, sha, size, stored, what))
+    return refs
+
+
+def _printable(value: object) -> str:
+    """A name from a file list for a message: as it is when plain, else quoted and cut."""
+    if isinstance(value, str) and value.isprintable() and 0 < len(value) <= 200 and " " not in value:
+        return value
+    return shown(value, 60)
 
 
 def _tokens(scope: Scope, value: object, where: str) -> tuple[str, ...]:
