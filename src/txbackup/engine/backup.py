@@ -37,6 +37,7 @@ from txbackup.catalog import Catalog
 from txbackup.clock import iso_ms, utc_now
 from txbackup.engine.artifacts import SetWriter
 from txbackup.engine.cleanup import clean
+from txbackup.engine.immutable import retain_set
 from txbackup.engine.manifest import (
     Manifest,
     PauseWindow,
@@ -47,7 +48,6 @@ from txbackup.engine.manifest import (
     write_manifest,
 )
 from txbackup.engine.progress import Reporter, SilentReporter
-from txbackup.engine.immutable import retain_set
 from txbackup.engine.threads import in_thread
 from txbackup.errors import AlreadyExistsError, PauseError, TargetError, TxbackupError
 from txbackup.locks import LockInfo, StorageLock, acquire

@@ -54,7 +54,7 @@ from typing import Any
 from txbackup import strictjson
 from txbackup.catalog import Catalog
 from txbackup.clock import as_utc, iso_ms, utc_now
-from txbackup.engine.artifacts import open_artifact
+from txbackup.engine.artifacts import SetReader
 from txbackup.engine.manifest import Manifest, list_set_ids, read_manifest
 from txbackup.engine.retention import Item
 from txbackup.errors import RetainedError, StorageError, TxbackupError
@@ -63,11 +63,11 @@ from txbackup.repository import layout
 from txbackup.safepaths import shown
 from txbackup.storage.base import Storage, load_bytes, save_bytes
 from txbackup.targets.base import Recorded, Target, owned_outside
+from txbackup.targets.references import blob_references
 
 GRACE_S = 24 * 3600.0
 """Unreferenced blobs and manifest-less set folders younger than this are left alone."""
 MAX_TOMBSTONE_BYTES = 4 << 20
-MAX_FILE_LIST_BYTES = 256 << 20
 TOMBSTONE_FORMAT = 1
 CHECK_EVERY = 200
 """Deletions between two checks that our lock still holds."""
@@ -317,40 +317,24 @@ def forget_set(
 
 # -- prune ----------------------------------------------------------------------------------------------
 def referenced_blobs(storage: Storage, manifests: Iterable[Manifest]) -> set[str]:
-    """The names of every Cassandra blob a set references (its nodes' file lists).
-    Raises (naming the set) when a list cannot be read: prune must then remove no blob."""
+    """The names of every blob a set references, asked of each target kind through
+    ``targets.references`` (the one answer ``verify`` uses too: Cassandra's node file
+    lists). Raises (naming the set and target) when a reference cannot be read or is
+    malformed: prune must then remove no blob."""
     names: set[str] = set()
     for manifest in manifests:
         for target in manifest.targets:
-            if target.kind != "cassandra" or not target.position:
-                continue
-            store = target.position.get("store")
-            nodes = target.position.get("nodes")
-            culprit = f"set {manifest.set_id}: target {shown(target.name, 80)}"
-            if not layout.is_store(store) or not isinstance(nodes, list):
-                raise TxbackupError(f"{culprit}: its position names no blob store and nodes")
-            assert isinstance(store, str)
-            records = {a.name: a for a in target.artifacts}
-            for node in nodes:
-                listed = node.get("files_artifact") if isinstance(node, dict) else None
-                record = records.get(listed) if isinstance(listed, str) else None
-                if record is None:
-                    listed = shown(listed, 80)
-                    raise TxbackupError(f"{culprit}: a node's file list {listed} is not in the set")
-                with open_artifact(storage, record) as stream:
-                    data = stream.read(MAX_FILE_LIST_BYTES + 1)
+            if not target.position:
+                continue  # references live in the position (a store and its nodes' lists)
+            reader = SetReader(
+                storage, manifest.set_id, target.name, target.artifacts, position=target.position
+            )
+            label = f"set {manifest.set_id}: target {shown(target.name, 80)}"
+            for ref in blob_references(target.kind, reader, label):
                 try:
-                    if len(data) > MAX_FILE_LIST_BYTES:
-                        raise ValueError("too large")
-                    doc = strictjson.loads(data)
-                    files = doc.get("files") if isinstance(doc, dict) else None
-                    if not isinstance(files, list):
-                        raise ValueError("no files list")
-                    for entry in files:
-                        sha = entry.get("sha256") if isinstance(entry, dict) else None
-                        names.add(layout.blob_name(store, str(sha)))
-                except (ValueError, TxbackupError) as exc:
-                    raise TxbackupError(f"{culprit}: file list {record.path}: {exc}") from None
+                    names.add(ref.name)
+                except TxbackupError as exc:  # a digest or store that is not one
+                    raise TxbackupError(f"{label}: {ref.what}: {exc}") from None
     return names
 
 
