@@ -342,7 +342,7 @@ def apply_scalardb(raw_targets: list[Any], scalardb: Mapping[str, Any], where: s
         wanted = f"{coordinator}.state" if conf["kind"] == "dynamodb" else coordinator
         if coordinator_key and here:
             given = out.setdefault(coordinator_key, wanted)
-            fits = given == wanted or (conf["kind"] == "dynamodb" and str(given).endswith(f".{wanted}"))
+            fits = given == wanted or (conf["kind"] == "dynamodb" and str(given).endswith(wanted))
             if not fits:  # a DynamoDB namespace prefix comes before the coordinator's name
                 raise UsageError(
                     f"{label}: {coordinator_key} = {shown_text(str(given))}, but [scalardb] places the "
