@@ -56,7 +56,8 @@ def scalardb_layout(pg: PostgresServer, maria: MariaDBServer, suffix: str) -> tu
             f"INSERT INTO \"{coord}\".state VALUES ('tx-1', 3, 1700000000000)",
             f'CREATE SCHEMA "{meta}"',
             f'CREATE TABLE "{meta}".metadata {METADATA}',
-            f"INSERT INTO \"{meta}\".metadata VALUES ('ordr.orders', 'id', 'INT', 'PARTITION', NULL, false, 1)",
+            f"INSERT INTO \"{meta}\".metadata VALUES"
+            " ('ordr.orders', 'id', 'INT', 'PARTITION', NULL, false, 1)",
         ):
             conn.execute(statement.encode())
     for statement in (
@@ -160,7 +161,8 @@ def test_a_set_without_the_coordinator_or_a_system_namespace_is_refused(
     with pytest.raises(UsageError, match=r"target 'mariadb': system_database = \"\" leaves out"):
         load_cluster(out)
     # the coordinator in a target that cannot hold it under that name
-    out.write_text(written.replace(f'coordinator_namespace = "{names["coord"]}"   #', 'coordinator_namespace = "x"   #'))
+    given = f'coordinator_namespace = "{names["coord"]}"   #'
+    out.write_text(written.replace(given, 'coordinator_namespace = "x"   #'))
     with pytest.raises(UsageError, match="but \\[scalardb\\] places the coordinator namespace"):
         load_cluster(out)
     # through the CLI: one line, exit 2, before anything is paused
