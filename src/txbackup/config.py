@@ -89,6 +89,12 @@ class ClusterConfig:
     """``[restore.NAME]`` sections: target name -> destination settings (``dsn``, ``host``...,
     secret-free) and ``password`` (the ``password_env``/``password_file`` mapping, or {})."""
 
+    def coordinator(self) -> tuple[str, str] | None:
+        """(target, namespace) of ScalarDB's coordinator, when ``[scalardb]`` places one."""
+        if not self.scalardb or not self.scalardb["coordinator_namespace"]:
+            return None
+        return str(self.scalardb["coordinator_target"]), str(self.scalardb["coordinator_namespace"])
+
 
 # -- the declared tables -----------------------------------------------------------------------------
 def _endpoints(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> list[Endpoint]:

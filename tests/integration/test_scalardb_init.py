@@ -22,7 +22,7 @@ from txbackup.cli import main
 from txbackup.config import load_cluster
 from txbackup.demo.sample_service import SampleServer
 from txbackup.engine.backup import BackupPlan, run_backup
-from txbackup.errors import UsageError
+from txbackup.errors import TargetError, UsageError
 from txbackup.storage import LocalStorage
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mariadb]
@@ -168,3 +168,46 @@ def test_a_set_without_the_coordinator_or_a_system_namespace_is_refused(
     # through the CLI: one line, exit 2, before anything is paused
     out.write_text(written.replace('coordinator_target = "postgresql"\n', ""))
     assert main(["backup", "-c", str(out)]) == 2
+
+
+async def test_a_coordinator_missing_where_scalardb_places_it_fails_preflight(
+    postgres_server: PostgresServer,
+    mariadb_server: MariaDBServer,
+    app: SampleServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    database, names = scalardb_layout(postgres_server, mariadb_server, uuid.uuid4().hex[:8])
+    props = tmp_path / "database.properties"
+    props.write_text(properties(postgres_server, mariadb_server, database, names))
+    out = tmp_path / "cluster.toml"
+    assert main(["init", "--scalardb-config", str(props), "--output", str(out)]) == 0
+    monkeypatch.setenv("SDB_TEST_PG_PASSWORD", postgres_server.password)
+    monkeypatch.setenv("TXBACKUP_MARIADB_PASSWORD", mariadb_server.password)
+    postgres_server.execute(f'DROP SCHEMA "{names["coord"]}" CASCADE', database)
+    config = load_cluster(out)
+    assert config.coordinator() == ("postgresql", names["coord"])
+    pauses = 0
+    original = app.gate.pause
+
+    async def counted(*args: object, **kwargs: object) -> None:
+        nonlocal pauses
+        pauses += 1
+        await original(*args, **kwargs)  # type: ignore[arg-type]
+
+    app.gate.pause = counted  # type: ignore[method-assign]
+    plan = BackupPlan(
+        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
+        targets=config.targets,
+        storage=LocalStorage(str(tmp_path / "store")),
+        catalog=Catalog(str(tmp_path / "catalog.db")),
+        coordinator=config.coordinator(),
+    )
+    with pytest.raises(TargetError, match=f'coordinator namespace "{names["coord"]}" does not exist there'):
+        await run_backup(plan)
+    assert pauses == 0 and plan.catalog.list() == []
+    # the MariaDB target does not hold it and does not demand it: it alone backs up
+    maria = [t for t in config.targets if t.name == "mariadb"]
+    plan.targets, plan.coordinator = maria, None
+    manifest = await run_backup(plan)
+    assert pauses == 1 and [t.name for t in manifest.targets] == ["mariadb"]

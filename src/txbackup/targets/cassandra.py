@@ -274,6 +274,10 @@ class CassandraTarget:
         scalardb = dict.fromkeys((self.coordinator_keyspace, self.system_keyspace))
         return [*self.keyspaces, *(k for k in scalardb if k and k not in self.keyspaces)]
 
+    def scalardb_found(self) -> set[str]:
+        """ScalarDB's coordinator and system keyspaces the last preflight found."""
+        return {k for k in (self.coordinator_keyspace, self.system_keyspace) if k} - self.absent
+
     @property
     def present_keyspaces(self) -> list[str]:
         """What a snapshot takes: :attr:`all_keyspaces` but ScalarDB's that do not exist. In

@@ -638,6 +638,7 @@ class MysqlTarget:
         self.databases = databases
         self.coordinator_database = coordinator_database
         self.system_database = system_database
+        self._scalardb_found: set[str] = set()
         self.batch_bytes = batch_bytes
         self.bin_dir = bin_dir
         self.label = f'target "{name}" (mysql {server.address()})'
@@ -657,6 +658,10 @@ class MysqlTarget:
             "coordinator_database": self.coordinator_database,
             "system_database": self.system_database,
         }
+
+    def scalardb_found(self) -> set[str]:
+        """ScalarDB's coordinator and system databases the last preflight found."""
+        return set(self._scalardb_found)
 
     def all_databases(self) -> list[str]:
         """The configured databases, then ScalarDB's coordinator and system databases (when
@@ -725,6 +730,7 @@ class MysqlTarget:
                     names,
                 )
                 found = {str(r[0]) for r in cur.fetchall()}
+                self._scalardb_found = found & {self.coordinator_database, self.system_database}
                 missing = [db for db in self.databases if db not in found]
                 if missing:
                     raise self.error(f'database "{missing[0]}" not found (or not visible to the user)')

@@ -365,6 +365,7 @@ class PostgresTarget:
         self.include = include
         self.coordinator_namespace = coordinator_namespace
         self.system_namespace = system_namespace
+        self._scalardb_found: set[str] = set()
         self.jobs = jobs
         self.bin_dir = bin_dir
         self.label = f'target "{name}" (postgres {server.address()})'
@@ -386,6 +387,10 @@ class PostgresTarget:
             "system_namespace": self.system_namespace,
             "jobs": self.jobs,
         }
+
+    def scalardb_found(self) -> set[str]:
+        """ScalarDB's coordinator and system namespaces the last preflight found (as schemas)."""
+        return set(self._scalardb_found)
 
     def tool(self, name: str) -> str:
         return find_tool(name, culprit=self.label, bin_dir=self.bin_dir)
@@ -438,6 +443,10 @@ class PostgresTarget:
     def _check(self, opened: dict[str, psycopg.Connection[Any]]) -> None:
         """The preflight's checks; the connection of each database is left in ``opened``."""
         seen: set[str] = set()
+        # ScalarDB's own namespaces are backed up where they exist, never demanded: in
+        # multi-storage the coordinator lives in one storage only
+        scalardb = {n for n in (self.coordinator_namespace, self.system_namespace) if n}
+        found_scalardb: set[str] = set()
         server_major = 0
         for db in self.databases:
             conn = opened[db] = self.connect(db)
@@ -457,14 +466,13 @@ class PostgresTarget:
                     f"{denied[0]}{more}; grant it SELECT (and USAGE on the schema)"
                 )
             seen |= schemas & self.include.schemas
+            found_scalardb |= schemas & scalardb
             seen |= {f"{r[0]}.{r[1]}" for r in rows if (r[0], r[1]) in self.include.tables}
             if not self.include.everything and not (
                 schemas & (self.include.schemas | {s for s, _ in self.include.tables})
             ):
                 raise self.error(f'database "{db}": include matches no schema of this database')
-        # ScalarDB's own namespaces are backed up where they exist, never demanded: in
-        # multi-storage the coordinator lives in one storage only
-        scalardb = {self.coordinator_namespace, self.system_namespace}
+        self._scalardb_found = found_scalardb
         wanted_names = (self.include.schemas - scalardb) | {
             f"{s}.{t}" for s, t in self.include.tables
         }
