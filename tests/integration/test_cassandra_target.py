@@ -278,6 +278,8 @@ def test_scalardb_keyspaces_are_taken_where_they_exist(
         finally:
             capture.release()
         assert sorted(position["keyspaces"]) == ["bank", "scalardb"]
+        # a capture without a preflight asks the agents itself
+        assert make_target(agents).present_keyspaces == ["bank", "scalardb"]
         # a keyspace the configuration lists is still demanded
         with pytest.raises(TargetError, match="keyspace coordinator does not exist"):
             make_target(agents, keyspaces=["bank", "coordinator"]).preflight()

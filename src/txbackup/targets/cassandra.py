@@ -256,8 +256,9 @@ class CassandraTarget:
         self.keyspaces = keyspaces
         self.coordinator_keyspace = coordinator_keyspace
         self.system_keyspace = system_keyspace
-        self.absent: set[str] = set()
-        """ScalarDB keyspaces the last preflight found on no node (left out of snapshots)."""
+        self.absent: set[str] | None = None
+        """ScalarDB keyspaces the last preflight found missing (left out of snapshots);
+        None before any preflight."""
         self.snapshot_timeout_s = snapshot_timeout_s
         self.method = method
         self.restore_with = restore_with
@@ -276,14 +277,26 @@ class CassandraTarget:
 
     def scalardb_found(self) -> set[str]:
         """ScalarDB's coordinator and system keyspaces the last preflight found."""
-        return {k for k in (self.coordinator_keyspace, self.system_keyspace) if k} - self.absent
+        return {k for k in (self.coordinator_keyspace, self.system_keyspace) if k} - (self.absent or set())
 
     @property
     def present_keyspaces(self) -> list[str]:
         """What a snapshot takes: :attr:`all_keyspaces` but ScalarDB's that do not exist. In
         multi-storage the coordinator lives in one storage only, and ScalarDB before 3.17 keeps
         no system keyspace on Cassandra (table metadata is Cassandra's own schema)."""
+        if self.absent is None:
+            self.absent = self._missing_scalardb()
         return [k for k in self.all_keyspaces if k not in self.absent]
+
+    def _missing_scalardb(self) -> set[str]:
+        """ScalarDB's keyspaces (not configured ones) some node lacks, asked now: only for a
+        capture without a preflight (the engine always runs one first, outside the pause)."""
+        optional = sorted({self.coordinator_keyspace, self.system_keyspace} - set(self.keyspaces) - {""})
+        if not optional:
+            return set()
+        body = {"keyspaces": optional}
+        answers = _each(self.clients, lambda c: c.call("info", body), name="cassandra-info")
+        return {str(k) for a in answers for k in a.get("missing_keyspaces") or [] if k in optional}
 
     def error(self, message: str) -> TargetError:
         return TargetError(f"{self.label}: {message}")
