@@ -140,8 +140,8 @@ def read_config(props: Properties, *, where: str = "properties") -> ScalarDbConf
         names = string_array(values.get(STORAGES, ""))
         if not names:
             raise UsageError(f"{where}: scalar.db.storage=multi-storage without {STORAGES}")
-        if len(set(names)) != len(names):
-            raise UsageError(f"{where}: {STORAGES} names a storage twice")
+        if len(set(names)) != len(names) or "" in names:
+            raise UsageError(f"{where}: {STORAGES} names a storage twice, or an empty one")
         storages = []
         for name in names:
             own = f"{STORAGES}.{name}."

@@ -280,6 +280,8 @@ def test_multi_storage_errors() -> None:
     with pytest.raises(UsageError, match="is not namespace:storage"):
         read_config(javaprops.parse(two + "scalar.db.multi_storage.default_storage=a\n"
                                     "scalar.db.multi_storage.namespace_mapping=ns:c\n"))  # fmt: skip
+    with pytest.raises(UsageError, match="twice, or an empty one"):
+        read_config(javaprops.parse(base + "scalar.db.multi_storage.storages=a,,b\n"))
     with pytest.raises(UsageError, match="client's configuration"):
         read_config(javaprops.parse("scalar.db.transaction_manager=cluster\n"))
 

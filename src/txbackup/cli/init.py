@@ -65,7 +65,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="write a cluster file from this ScalarDB database.properties (no repository is made)",
     )
     parser.add_argument(
-        "--output", metavar="FILE", default="cluster.toml", help="with --scalardb-config: the cluster file"
+        "--output", metavar="FILE", help="with --scalardb-config: the cluster file (default cluster.toml)"
     )
     parser.add_argument("--force", action="store_true", help="with --scalardb-config: replace the output")
     add_json(parser)
@@ -74,7 +74,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.scalardb_config:
         return _from_scalardb(args)
-    if args.force or args.output != "cluster.toml":
+    if args.force or args.output:
         raise UsageError("--output and --force go with --scalardb-config")
     url, options, config = storage_from_args(args)
     check_places(url, None if config is None else config.catalog, writable=True, options=options)
@@ -96,14 +96,15 @@ def _from_scalardb(args: argparse.Namespace) -> int:
     made = build_cluster_file(config, source=args.scalardb_config)
     if not made.targets:
         raise UsageError(f"properties file {args.scalardb_config}: no storage txbackup can back up")
-    write_private(args.output, made.text.encode(), force=args.force)
+    output = args.output or "cluster.toml"
+    write_private(output, made.text.encode(), force=args.force)
     for line in made.warnings:
         print(f"txbackup: warning: {line}", file=sys.stderr)
     if args.json:
-        print_json(summary(made, args.output))
+        print_json(summary(made, output))
     else:
         names = ", ".join(f"{p.name} ({p.kind})" for p in made.targets)
-        print(f"wrote {args.output}: targets {names}")
+        print(f"wrote {output}: targets {names}")
         if made.warnings:
             print("complete the TODO placeholders the warnings name before the first backup")
     return 0
