@@ -398,3 +398,12 @@ def test_a_cluster_file_without_the_coordinator_is_refused_at_load(tmp_path: Pat
     file.write_text(file.read_text() + "\n[scalardb.x]\n")
     with pytest.raises(UsageError, match="unknown setting"):
         load_cluster(file)
+
+
+def test_a_postgres_storage_that_is_not_the_default_includes_its_mapped_schemas() -> None:
+    text = MULTI.replace("default_storage=postgresql", "default_storage=mysql")
+    doc, _ = made(text)
+    pg = targets_of(doc)["postgresql"]
+    # only mapped namespaces can live in a non-default storage: its schemas, plus ScalarDB's
+    assert pg["include"] == ["order"] and pg["databases"] == ["app"]
+    assert pg["coordinator_namespace"] == "" and pg["system_namespace"] == "scalardb"
