@@ -69,6 +69,13 @@ _JDBC = re.compile(r"jdbc:([a-z0-9]+):(.*)", re.DOTALL)
 _HOSTPORT = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+))(?::([0-9]{1,5}))?")
 
 
+_DEPRECATED_SYSTEM = {
+    "jdbc": "jdbc.table_metadata.schema",
+    "dynamo": "dynamo.table_metadata.namespace",
+    "cosmos": "cosmos.table_metadata.database",
+}
+
+
 @dataclass
 class Storage:
     """One storage of the configuration (the only one without multi-storage)."""
@@ -84,10 +91,10 @@ class Storage:
 
     @property
     def system_namespace(self) -> str:
-        for deprecated in ("jdbc.table_metadata.schema", "dynamo.table_metadata.namespace",
-                           "cosmos.table_metadata.database"):  # fmt: skip
-            if PREFIX + deprecated in self.props:
-                return self.props[PREFIX + deprecated]
+        # each kind's deprecated property wins when given (JdbcConfig, DynamoConfig, CosmosConfig)
+        deprecated = _DEPRECATED_SYSTEM.get(self.kind)
+        if deprecated and PREFIX + deprecated in self.props:
+            return self.props[PREFIX + deprecated] or DEFAULT_SYSTEM
         return self.props.get(SYSTEM_NAMESPACE) or DEFAULT_SYSTEM
 
 

@@ -407,3 +407,9 @@ def test_a_postgres_storage_that_is_not_the_default_includes_its_mapped_schemas(
     # only mapped namespaces can live in a non-default storage: its schemas, plus ScalarDB's
     assert pg["include"] == ["order"] and pg["databases"] == ["app"]
     assert pg["coordinator_namespace"] == "" and pg["system_namespace"] == "scalardb"
+
+
+def test_deprecated_metadata_properties_name_the_system_namespace_of_their_kind() -> None:
+    doc, _ = made(JDBC_POSTGRES + "scalar.db.jdbc.table_metadata.schema=old_meta\n"
+                  "scalar.db.dynamo.table_metadata.namespace=not_this\n")  # fmt: skip
+    assert doc["targets"][0]["system_namespace"] == "old_meta"
