@@ -26,7 +26,15 @@ from txbackup.errors import UsageError
 from txbackup.extras import import_extra
 from txbackup.safepaths import shown as shown_text
 from txbackup.secrets import check_dsn, dsn_secret
-from txbackup.settings import Setting, Table, check_keys, check_name, nearest, resolve_paths
+from txbackup.settings import (
+    Setting,
+    Table,
+    check_keys,
+    check_name,
+    nearest,
+    resolve_paths,
+    setting_optional_name,
+)
 from txbackup.storage import LocalStorage, Storage, open_storage
 from txbackup.storage.retry import RetryStorage
 from txbackup.targets.base import Target
@@ -75,9 +83,17 @@ class ClusterConfig:
     """The ``[storage]`` options given (only those), for ``open_storage``."""
     capture_deadline_s: float = 30.0
     min_pause_s: float = 0.0
+    scalardb: dict[str, Any] | None = None
+    """The ``[scalardb]`` table (read), when the file has one."""
     restore: dict[str, dict[str, Any]] = field(default_factory=dict)
     """``[restore.NAME]`` sections: target name -> destination settings (``dsn``, ``host``...,
     secret-free) and ``password`` (the ``password_env``/``password_file`` mapping, or {})."""
+
+    def coordinator(self) -> tuple[str, str] | None:
+        """(target, namespace) of ScalarDB's coordinator, when ``[scalardb]`` places one."""
+        if not self.scalardb or not self.scalardb["coordinator_namespace"]:
+            return None
+        return str(self.scalardb["coordinator_target"]), str(self.scalardb["coordinator_namespace"])
 
 
 # -- the declared tables -----------------------------------------------------------------------------
@@ -216,7 +232,34 @@ RESTORE = Table(
         Setting("password", "secret", help="the destination's password"),
     ),
 )
-TABLES = ("applications", "storage", "catalog", "backup", "targets", "restore")
+SCALARDB = Table(
+    "[scalardb]",
+    (
+        Setting(
+            "coordinator_namespace", "custom",
+            help="ScalarDB's coordinator namespace (scalar.db.consensus_commit.coordinator.namespace;"
+            ' "" for a transaction manager without one)',
+            read=lambda conf, key, culprit, base: _optional_name(conf, key, "coordinator", culprit),
+        ),
+        Setting("coordinator_target", "str", help="the target whose storage holds the coordinator namespace"),
+        Setting(
+            "system_namespace", "str", "scalardb",
+            "ScalarDB's system namespace (scalar.db.system_namespace_name), kept in every storage",
+        ),
+        Setting("group_commit", "bool", False, "ScalarDB's coordinator group commit is on"),
+    ),
+)  # fmt: skip
+SCALARDB_KEYS = {
+    "postgres": ("coordinator_namespace", "system_namespace"),
+    "mysql": ("coordinator_database", "system_database"),
+    "cassandra": ("coordinator_keyspace", "system_keyspace"),
+    "cosmos": ("coordinator_database", "system_database"),
+    "dynamodb": ("coordinator_table", ""),
+    "sqlite": ("", ""),
+}
+"""Each kind's settings naming ScalarDB's coordinator and system namespace ("": the kind has
+none; an SQLite file holds every namespace, a DynamoDB target lists the system tables)."""
+TABLES = ("applications", "storage", "catalog", "backup", "targets", "restore", "scalardb")
 """The top level of the file: only these tables, each read on its own."""
 
 RESTORE_LOCATION = ("dsn", "host", "port", "user", "database", "path", "dir")
@@ -267,6 +310,79 @@ def build_target(conf: object, index: int, base: Path | None = None, where: str 
             raise
         raise UsageError(f"{where}: {exc}") from None
     return target
+
+
+def _optional_name(conf: Mapping[str, Any], key: str, default: str, culprit: str) -> str:
+    return setting_optional_name(conf, key, default, culprit=culprit)
+
+
+def apply_scalardb(raw_targets: list[Any], scalardb: Mapping[str, Any], where: str) -> list[Any]:
+    """The ``[[targets]]`` tables with ScalarDB's namespaces placed as ``[scalardb]`` says.
+
+    The rule (checked when the file is loaded, so before anything is paused): a set that backs
+    up ScalarDB tables (the file has a ``[scalardb]`` table; ``txbackup init --scalardb-config``
+    writes one) must hold the coordinator namespace in ``coordinator_target`` and the system
+    namespace in every target, since each storage keeps the metadata of its own tables there
+    (``DistributedStorageAdmin`` per storage in scalardb's ``MultiStorageAdmin``). Without
+    either a restored set is unreadable by ScalarDB. Targets that do not hold the coordinator
+    get it switched off (``""``) unless they name it themselves, so no target demands it where
+    the configuration places it in another storage."""
+    culprit = f"{where} [scalardb]".strip()
+    coordinator, system = scalardb["coordinator_namespace"], scalardb["system_namespace"]
+    holder = scalardb["coordinator_target"]
+    named = [t.get("name") for t in raw_targets if isinstance(t, Mapping)]
+    if coordinator and holder is None:
+        raise UsageError(
+            f"{culprit}: the coordinator namespace {coordinator!r} is in no target of the set: set "
+            "coordinator_target to the target whose storage holds it"
+        )
+    if coordinator and holder not in named:
+        names = [n for n in named if isinstance(n, str)]
+        near = nearest(holder, names)
+        hint = f' (did you mean "{near}"?)' if near else f" (targets: {', '.join(names)})"
+        raise UsageError(
+            f"{culprit}: coordinator_target {holder!r} is not a target, so the coordinator namespace "
+            f"{coordinator!r} is in none{hint}"
+        )
+    placed = []
+    for conf in raw_targets:
+        if not isinstance(conf, Mapping) or conf.get("kind") not in SCALARDB_KEYS:
+            placed.append(conf)  # build_target names what is wrong with it
+            continue
+        out = dict(conf)
+        label = f"{where}: target {shown_text(str(conf.get('name')))}".lstrip(": ")
+        coordinator_key, system_key = SCALARDB_KEYS[str(conf["kind"])]
+        here = bool(coordinator) and conf.get("name") == holder
+        wanted = f"{coordinator}.state" if conf["kind"] == "dynamodb" else coordinator
+        if coordinator_key and here:
+            given = out.setdefault(coordinator_key, wanted)
+            fits = given == wanted or (conf["kind"] == "dynamodb" and str(given).endswith(wanted))
+            if not fits:  # a DynamoDB namespace prefix comes before the coordinator's name
+                raise UsageError(
+                    f"{label}: {coordinator_key} = {shown_text(str(given))}, but [scalardb] places the "
+                    f"coordinator namespace {coordinator!r} here"
+                )
+        elif coordinator_key:
+            out.setdefault(coordinator_key, "")
+        if system_key:
+            if out.setdefault(system_key, system) == "":
+                raise UsageError(
+                    f'{label}: {system_key} = "" leaves out ScalarDB\'s system namespace; every storage '
+                    "keeps its tables' metadata there, and ScalarDB cannot read a restore without it "
+                    '("CORE-10016: The table does not exist")'
+                )
+        elif conf["kind"] == "dynamodb":
+            tables = conf.get("tables")
+            # ScalarDB names it <namespace prefix><system namespace>.metadata
+            if isinstance(tables, list) and not any(
+                isinstance(t, str) and t.endswith(f"{system}.metadata") for t in tables
+            ):
+                raise UsageError(
+                    f"{label}: tables leave out ScalarDB's system table {system}.metadata (with any "
+                    "namespace prefix): ScalarDB cannot read a restore without it"
+                )
+        placed.append(out)
+    return placed
 
 
 def _restore_sections(
@@ -449,6 +565,10 @@ def load_cluster(path: str | Path) -> ClusterConfig:
     raw_targets = data.get("targets", [])
     if not isinstance(raw_targets, list) or not raw_targets:
         raise UsageError(f"{where}: no [[targets]]")
+    scalardb = None
+    if "scalardb" in data:
+        scalardb = SCALARDB.read(data["scalardb"], where=where, base=base)
+        raw_targets = apply_scalardb(raw_targets, scalardb, where)
     targets = [build_target(t, i, base, where) for i, t in enumerate(raw_targets)]
     names = [t.name for t in targets]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -468,5 +588,6 @@ def load_cluster(path: str | Path) -> ClusterConfig:
         storage_options=options,
         capture_deadline_s=backup["capture_deadline"],
         min_pause_s=backup["min_pause"],
+        scalardb=scalardb,
         restore=_restore_sections(data.get("restore"), names, where, base),
     )

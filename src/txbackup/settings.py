@@ -107,6 +107,17 @@ def setting_str(
     return value
 
 
+def setting_optional_name(conf: Mapping[str, Any], key: str, default: str, *, culprit: str) -> str:
+    """A name that may be switched off with ``""`` (ScalarDB's coordinator or system
+    namespace in a storage that does not hold it); no control characters."""
+    value = conf.get(key, default)
+    if not isinstance(value, str):
+        raise UsageError(f'{culprit}: {key} must be a name, or "" for none')
+    if _CONTROL.search(value):
+        raise UsageError(f"{culprit}: {key} must not hold control characters")
+    return value
+
+
 def setting_opt_str(conf: Mapping[str, Any], key: str, *, culprit: str) -> str | None:
     """An optional non-empty string setting."""
     if conf.get(key) is None:

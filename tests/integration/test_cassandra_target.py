@@ -102,7 +102,10 @@ def blob_files(storage: Path) -> list[Path]:
 def test_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     base = {"name": "c", "kind": "cassandra", "agents": ["127.0.0.1:7480"], "keyspaces": ["bank"]}
     target = cassandra_target.from_config("c", base)
-    assert target.all_keyspaces == ["bank", "coordinator"]
+    assert target.all_keyspaces == ["bank", "coordinator", "scalardb"]
+    # "" switches ScalarDB's keyspaces off (multi-storage: the coordinator lives elsewhere)
+    off = cassandra_target.from_config("c", {**base, "coordinator_keyspace": "", "system_keyspace": ""})
+    assert off.all_keyspaces == ["bank"]
     assert target.describe()["agents"] == ["127.0.0.1:7480"]
     with pytest.raises(UsageError, match="agents is required"):
         cassandra_target.from_config("c", {k: v for k, v in base.items() if k != "agents"})
@@ -249,6 +252,39 @@ def test_missing_keyspace_at_preflight(session: Any, agents: list[Agent]) -> Non
     target = make_target(agents, keyspaces=["bank", "nosuch"])
     with pytest.raises(TargetError, match=r"keyspace nosuch does not exist on node 127\.0\.0\.1"):
         target.preflight()
+
+
+def test_scalardb_keyspaces_are_taken_where_they_exist(
+    session: Any, agents: list[Agent], storage_dir: Path, tmp_path: Path
+) -> None:
+    """Multi-storage with the coordinator in another storage (issue 16): the default settings
+    back up without a coordinator keyspace here; a system keyspace that exists is taken."""
+    session.execute("DROP KEYSPACE IF EXISTS coordinator")
+    session.execute(
+        "CREATE KEYSPACE IF NOT EXISTS scalardb WITH replication = {'class': 'SimpleStrategy', "
+        "'replication_factor': 1}"
+    )
+    session.execute("CREATE TABLE IF NOT EXISTS scalardb.namespaces (namespace_name text PRIMARY KEY)")
+    session.execute("INSERT INTO scalardb.namespaces (namespace_name) VALUES ('bank')")
+    try:
+        target = make_target(agents)
+        target.preflight()
+        assert target.absent == {"coordinator"}
+        assert target.present_keyspaces == ["bank", "scalardb"]
+        capture = target.capture("20260101T000000Z-scdb")
+        try:
+            capture.export(SetWriter(LocalStorage(str(storage_dir)), "20260101T000000Z-scdb", "cass"))
+            position = capture.position()
+        finally:
+            capture.release()
+        assert sorted(position["keyspaces"]) == ["bank", "scalardb"]
+        # a capture without a preflight asks the agents itself
+        assert make_target(agents).present_keyspaces == ["bank", "scalardb"]
+        # a keyspace the configuration lists is still demanded
+        with pytest.raises(TargetError, match="keyspace coordinator does not exist"):
+            make_target(agents, keyspaces=["bank", "coordinator"]).preflight()
+    finally:
+        session.execute("DROP KEYSPACE IF EXISTS scalardb")
 
 
 async def test_a_node_failing_its_snapshot_unpauses_and_clears_the_others(

@@ -272,7 +272,8 @@ def test_include_typo_refused(postgres_server, postgres_db, monkeypatch):
 def test_describe_has_no_secret(postgres_server, monkeypatch):
     target = make_target(postgres_server, ["a"], monkeypatch, include=["app"])
     described = target.describe()
-    assert described["databases"] == ["a"] and described["include"] == ["app", "coordinator"]
+    assert described["databases"] == ["a"] and described["include"] == ["app", "coordinator", "scalardb"]
+    assert described["system_namespace"] == "scalardb"  # ScalarDB's metadata, added like the coordinator
     assert postgres_server.password not in repr(described)
     assert target.kind == pg_target.KIND == "postgres"
 

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             min_pause_s=config.min_pause_s,
             lock_wait_s=wait_lock,
             reporter=reporter,
+            coordinator=config.coordinator(),
         )
         return await run_backup(plan)
 

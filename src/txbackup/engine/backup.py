@@ -72,6 +72,9 @@ class BackupPlan:
     lock_wait_s: float = 0.0
     """How long to wait for another backup's storage lock (0: fail at once)."""
     reporter: Reporter = field(default_factory=SilentReporter)
+    coordinator: tuple[str, str] | None = None
+    """(target name, namespace): where the cluster file's ``[scalardb]`` table places
+    ScalarDB's coordinator; preflight refuses the set if that target does not find it."""
 
 
 class _Exports:
@@ -192,8 +195,31 @@ async def _preflight(plan: BackupPlan) -> None:
             raise exc
     if errors:
         raise errors[0] if len(errors) == 1 else TargetError("; ".join(str(e) for e in errors))
+    _check_coordinator(plan)
     for t in plan.targets:
         report.event("target", name=t.name, phase="reachable", kind=t.kind)
+
+
+def _check_coordinator(plan: BackupPlan) -> None:
+    """The coordinator exists where ``[scalardb]`` places it. Targets take ScalarDB's
+    namespaces where they exist (in multi-storage the coordinator lives in one storage
+    only), so without this a set whose coordinator is missing (a wrong database, a
+    renamed namespace) would back up fine and restore into data no reader can resolve.
+    Kinds that demand every configured name anyway (DynamoDB tables, Cosmos DB
+    databases) or hold everything (SQLite) have no ``scalardb_found``."""
+    if plan.coordinator is None:
+        return
+    name, namespace = plan.coordinator
+    target = next((t for t in plan.targets if t.name == name), None)
+    found = getattr(target, "scalardb_found", None)
+    if target is None or not callable(found):
+        return
+    if namespace not in found():
+        raise TargetError(
+            f'preflight: target "{name}": ScalarDB\'s coordinator namespace "{namespace}" does not exist '
+            "there, where the cluster file's [scalardb] coordinator_target places it; without it no "
+            "restored record can be resolved"
+        )
 
 
 async def _capture_all(plan: BackupPlan, set_id: str, captures: dict[str, Capture]) -> None:

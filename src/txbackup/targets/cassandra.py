@@ -7,7 +7,8 @@ Settings::
     kind = "cassandra"
     agents = ["10.0.0.5:7480", "10.0.0.6:7480", "10.0.0.7:7480"]  # one per node, every node
     keyspaces = ["bank"]                   # required; the ScalarDB namespaces
-    coordinator_keyspace = "coordinator"   # ScalarDB's; always included
+    coordinator_keyspace = "coordinator"   # ScalarDB's; included when it exists ("" for none)
+    system_keyspace = "scalardb"           # ScalarDB's metadata; included when it exists ("" for none)
     token_file = "/run/secrets/agent-token"   # or token_env = "TXBACKUP_AGENT_TOKEN"
     tls = true                             # agents serve HTTPS; optional:
     tls_ca_file = "/etc/txbackup/ca.pem"   #   the CA that signed them
@@ -20,10 +21,12 @@ Settings::
 Preflight (nothing paused yet): every agent answers, they form one cluster,
 every node has one, and each agent's own storage holds the repository id the
 engine expects (``expect_repository``): an agent pointed at another repository
-is refused, naming both ids.
+is refused, naming both ids. ScalarDB's coordinator and system keyspaces are
+taken where they exist and never demanded: with multi-storage the coordinator
+lives in one storage only (the cluster file's ``[scalardb]`` table says which).
 
 Capture (inside the pause): every agent runs ``nodetool snapshot -t <set id>
-<keyspaces> <coordinator>`` on its node, all in parallel; a snapshot flushes
+<keyspaces> <coordinator> <system>`` on its node, all in parallel; a snapshot flushes
 the memtables first and is a set of hard links, so it takes about a second
 whatever the data size. If one node fails (down, nodetool error, timeout) the
 capture fails at once, so the engine unpauses; the snapshots taken on the
@@ -106,6 +109,7 @@ from txbackup.settings import (
     setting_bool,
     setting_duration,
     setting_opt_str,
+    setting_optional_name,
     setting_str,
     setting_str_list,
 )
@@ -116,6 +120,7 @@ _KEYS = {
     "agents",
     "keyspaces",
     "coordinator_keyspace",
+    "system_keyspace",
     "token_env",
     "token_file",
     "tls",
@@ -177,7 +182,7 @@ class CassandraCapture:
 
     def export(self, out: ArtifactWriter) -> None:
         target = self.target
-        keyspaces = target.all_keyspaces
+        keyspaces = target.present_keyspaces
         infos = _each(target.clients, lambda c: c.call("info"), name="cassandra-info")
         cluster = str(infos[0]["node"]["cluster_name"])
         store = store_prefix(cluster)
@@ -245,11 +250,16 @@ class CassandraTarget:
         start_timeout_s: float,
         token: str | None,
         tls: AgentTls | None,
+        system_keyspace: str = "",
     ) -> None:
         self.name = name
         self.clients = clients
         self.keyspaces = keyspaces
         self.coordinator_keyspace = coordinator_keyspace
+        self.system_keyspace = system_keyspace
+        self.absent: set[str] | None = None
+        """ScalarDB keyspaces the last preflight found missing (left out of snapshots);
+        None before any preflight."""
         self.snapshot_timeout_s = snapshot_timeout_s
         self.method = method
         self.restore_with = restore_with
@@ -262,10 +272,32 @@ class CassandraTarget:
 
     @property
     def all_keyspaces(self) -> list[str]:
-        return [
-            *self.keyspaces,
-            *([self.coordinator_keyspace] if self.coordinator_keyspace not in self.keyspaces else []),
-        ]
+        """The configured keyspaces, then ScalarDB's coordinator and system keyspaces."""
+        scalardb = dict.fromkeys((self.coordinator_keyspace, self.system_keyspace))
+        return [*self.keyspaces, *(k for k in scalardb if k and k not in self.keyspaces)]
+
+    def scalardb_found(self) -> set[str]:
+        """ScalarDB's coordinator and system keyspaces the last preflight found."""
+        return {k for k in (self.coordinator_keyspace, self.system_keyspace) if k} - (self.absent or set())
+
+    @property
+    def present_keyspaces(self) -> list[str]:
+        """What a snapshot takes: :attr:`all_keyspaces` but ScalarDB's that do not exist. In
+        multi-storage the coordinator lives in one storage only, and ScalarDB before 3.17 keeps
+        no system keyspace on Cassandra (table metadata is Cassandra's own schema)."""
+        if self.absent is None:
+            self.absent = self._missing_scalardb()
+        return [k for k in self.all_keyspaces if k not in self.absent]
+
+    def _missing_scalardb(self) -> set[str]:
+        """ScalarDB's keyspaces (not configured ones) some node lacks, asked now: only for a
+        capture without a preflight (the engine always runs one first, outside the pause)."""
+        optional = sorted({self.coordinator_keyspace, self.system_keyspace} - set(self.keyspaces) - {""})
+        if not optional:
+            return set()
+        body = {"keyspaces": optional}
+        answers = _each(self.clients, lambda c: c.call("info", body), name="cassandra-info")
+        return {str(k) for a in answers for k in a.get("missing_keyspaces") or [] if k in optional}
 
     def error(self, message: str) -> TargetError:
         return TargetError(f"{self.label}: {message}")
@@ -276,6 +308,7 @@ class CassandraTarget:
             "agents": [c.address for c in self.clients],
             "keyspaces": list(self.keyspaces),
             "coordinator_keyspace": self.coordinator_keyspace,
+            "system_keyspace": self.system_keyspace,
             "method": self.method,
             "restore_with": self.restore_with,
         }
@@ -298,6 +331,7 @@ class CassandraTarget:
         if len(clusters) > 1:
             raise self.error(f"the agents belong to different clusters: {', '.join(sorted(clusters))}")
         by_host: dict[str, str] = {}
+        absent: set[str] = set()
         for client, answer in zip(self.clients, answers, strict=True):
             host_id = str(answer["node"]["host_id"])
             if host_id in by_host:
@@ -305,12 +339,16 @@ class CassandraTarget:
                     f"agents {by_host[host_id]} and {client.address} serve the same node ({host_id})"
                 )
             by_host[host_id] = client.address
-            missing = answer.get("missing_keyspaces") or []
+            missing = [str(k) for k in answer.get("missing_keyspaces") or []]
+            optional = {self.coordinator_keyspace, self.system_keyspace} - set(self.keyspaces)
+            absent |= {k for k in missing if k in optional}
+            missing = [k for k in missing if k not in optional]
             if missing:
                 raise self.error(
                     f"agent {client.address}: keyspace {missing[0]} does not exist on node "
                     f"{answer['node']['address']}"
                 )
+        self.absent = absent
         ring = {str(p) for a in answers for p in a["node"].get("ring", [])}
         served = {str(a["node"]["address"]) for a in answers}
         unserved = sorted(ring - served)
@@ -326,7 +364,7 @@ class CassandraTarget:
             return self._capture_cold(set_id)
         # the agent gives up on nodetool at the same deadline: the clearing after a
         # failure never waits long for a stuck node
-        body = {"tag": set_id, "keyspaces": self.all_keyspaces, "timeout_s": self.snapshot_timeout_s}
+        body = {"tag": set_id, "keyspaces": self.present_keyspaces, "timeout_s": self.snapshot_timeout_s}
         pool = ThreadPoolExecutor(max_workers=len(self.clients), thread_name_prefix="cassandra-snapshot")
         futures = {pool.submit(c.call, "snapshot", body): c for c in self.clients}
         pool.shutdown(wait=False)
@@ -354,7 +392,7 @@ class CassandraTarget:
         threading.Thread(target=work, name=f"cassandra-clear-{tag}", daemon=False).start()
 
     def clear_everywhere(self, tag: str, clients: Sequence[AgentClient], offline: bool = False) -> None:
-        body = {"tag": tag, "keyspaces": self.all_keyspaces, "offline": offline}
+        body = {"tag": tag, "keyspaces": self.present_keyspaces, "offline": offline}
 
         def clear(client: AgentClient) -> None:
             try:
@@ -366,7 +404,7 @@ class CassandraTarget:
 
     def _capture_cold(self, set_id: str) -> CassandraCapture:
         """Drain and stop every node, hard-link its SSTables, start it again."""
-        keyspaces = self.all_keyspaces
+        keyspaces = self.present_keyspaces
         try:
             _each(self.clients, lambda c: c.call("node/stop"), name="cassandra-stop")
             _each(
@@ -688,7 +726,8 @@ def from_config(name: str, conf: Mapping[str, Any]) -> CassandraTarget:
     check_keys(conf, _KEYS, culprit=culprit)
     agents = setting_str_list(conf, "agents", culprit=culprit, required=True)
     keyspaces = setting_str_list(conf, "keyspaces", culprit=culprit, required=True)
-    coordinator = setting_str(conf, "coordinator_keyspace", "coordinator", culprit=culprit)
+    coordinator = setting_optional_name(conf, "coordinator_keyspace", "coordinator", culprit=culprit)
+    system = setting_optional_name(conf, "system_keyspace", "scalardb", culprit=culprit)
     tls_flag = setting_bool(conf, "tls", False, culprit=culprit)
     ca_file = setting_opt_str(conf, "tls_ca_file", culprit=culprit)
     server_name = setting_opt_str(conf, "tls_server_name", culprit=culprit)
@@ -702,7 +741,7 @@ def from_config(name: str, conf: Mapping[str, Any]) -> CassandraTarget:
     # snapshots (and the cold method's restart) happen inside the pause: bounded like every wait on it
     snapshot_timeout = setting_duration(conf, "snapshot_timeout", "20s", culprit=culprit, maximum=MAX_CALL_S)
     start_timeout = setting_duration(conf, "start_timeout", "5m", culprit=culprit, maximum=MAX_CALL_S)
-    for keyspace in [*keyspaces, coordinator]:
+    for keyspace in [*keyspaces, *(k for k in (coordinator, system) if k)]:
         if not keyspace.replace("_", "").isalnum():
             raise UsageError(f"{culprit}: {keyspace!r} is not a keyspace name")
     clients = [AgentClient(a, culprit=culprit, token=token, tls=tls) for a in agents]
@@ -717,4 +756,5 @@ def from_config(name: str, conf: Mapping[str, Any]) -> CassandraTarget:
         start_timeout,
         token,
         tls,
+        system,
     )

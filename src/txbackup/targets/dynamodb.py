@@ -7,7 +7,7 @@ Settings::
     kind = "dynamodb"
     region = "eu-west-1"                   # required
     tables = ["bank.accounts", "bank.transfers"]   # ScalarDB names them <namespace>.<table>
-    coordinator_table = "coordinator.state"  # ScalarDB's; always included
+    coordinator_table = "coordinator.state"  # ScalarDB's; always included ("" for none)
     mode = "pitr"                          # or "on-demand"
     min_pause = "10s"                      # the guide's rule; shorter is allowed, with a warning
     backup_settle = "60s"                  # on-demand: quiet time around CreateBackup (AWS: +-1 minute)
@@ -85,6 +85,7 @@ from txbackup.settings import (
     setting_duration,
     setting_int,
     setting_opt_str,
+    setting_optional_name,
     setting_str,
     setting_str_list,
 )
@@ -437,8 +438,9 @@ def from_config(name: str, conf: Mapping[str, Any]) -> DynamoTarget:
     check_keys(conf, _KEYS, culprit=culprit)
     region = setting_str(conf, "region", culprit=culprit)
     tables = setting_str_list(conf, "tables", culprit=culprit, required=True)
-    coordinator = setting_str(conf, "coordinator_table", "coordinator.state", culprit=culprit)
-    if coordinator not in tables:
+    # "": the coordinator lives in another storage (multi-storage), not demanded here
+    coordinator = setting_optional_name(conf, "coordinator_table", "coordinator.state", culprit=culprit)
+    if coordinator and coordinator not in tables:
         tables.append(coordinator)
     for table in tables:
         check_table_name(table, culprit)

@@ -10,7 +10,8 @@ Settings::
     user = "backup"                       # default root
     password_env = "ORDERS_DB_PASSWORD"   # or password_file = "/run/secrets/mysql"
     databases = ["orders", "stock"]       # required
-    coordinator_database = "coordinator"  # ScalarDB's; included when it exists
+    coordinator_database = "coordinator"  # ScalarDB's; included when it exists ("" for none)
+    system_database = "scalardb"          # ScalarDB's metadata; included when it exists ("" for none)
     batch_bytes = 1048576                 # size of one multi-row INSERT in the dump
     bin_dir = "/usr/bin"                  # optional: where the mariadb/mysql client lives
 
@@ -125,7 +126,13 @@ from pymysql.constants import CLIENT
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, run, run_from_stream
 from txbackup.safepaths import shown
-from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
+from txbackup.settings import (
+    check_keys,
+    setting_int,
+    setting_opt_str,
+    setting_optional_name,
+    setting_str_list,
+)
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, iter_chunks
 from txbackup.targets.mysql_script import ScriptGuard, version_id
 from txbackup.targets.sqlcommon import (
@@ -145,6 +152,7 @@ _KEYS = {
     "password_file",
     "databases",
     "coordinator_database",
+    "system_database",
     "batch_bytes",
     "bin_dir",
 }
@@ -623,11 +631,14 @@ class MysqlTarget:
         coordinator_database: str,
         batch_bytes: int,
         bin_dir: str | None,
+        system_database: str = "",
     ) -> None:
         self.name = name
         self.server = server
         self.databases = databases
         self.coordinator_database = coordinator_database
+        self.system_database = system_database
+        self._scalardb_found: set[str] = set()
         self.batch_bytes = batch_bytes
         self.bin_dir = bin_dir
         self.label = f'target "{name}" (mysql {server.address()})'
@@ -645,11 +656,21 @@ class MysqlTarget:
             "user": self.server.user,
             "databases": list(self.databases),
             "coordinator_database": self.coordinator_database,
+            "system_database": self.system_database,
         }
 
+    def scalardb_found(self) -> set[str]:
+        """ScalarDB's coordinator and system databases the last preflight found."""
+        return set(self._scalardb_found)
+
     def all_databases(self) -> list[str]:
-        """The configured databases, then the coordinator's (when not among them)."""
-        extra = [] if self.coordinator_database in self.databases else [self.coordinator_database]
+        """The configured databases, then ScalarDB's coordinator and system databases (when
+        not among them and not switched off with "")."""
+        extra = [
+            db
+            for db in dict.fromkeys((self.coordinator_database, self.system_database))
+            if db and db not in self.databases
+        ]
         return [*self.databases, *extra]
 
     def connect(self, server: Server | None = None) -> Any:
@@ -709,6 +730,7 @@ class MysqlTarget:
                     names,
                 )
                 found = {str(r[0]) for r in cur.fetchall()}
+                self._scalardb_found = found & {self.coordinator_database, self.system_database}
                 missing = [db for db in self.databases if db not in found]
                 if missing:
                     raise self.error(f'database "{missing[0]}" not found (or not visible to the user)')
@@ -969,8 +991,9 @@ def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
     check_keys(conf, _KEYS, culprit=culprit)
     host, port, user, secret = server_settings(conf, port=3306, user="root", culprit=culprit)
     databases = setting_str_list(conf, "databases", culprit=culprit, required=True)
-    coordinator = setting_str(conf, "coordinator_database", "coordinator", culprit=culprit)
+    coordinator = setting_optional_name(conf, "coordinator_database", "coordinator", culprit=culprit)
+    system = setting_optional_name(conf, "system_database", "scalardb", culprit=culprit)
     batch = setting_int(conf, "batch_bytes", 1 << 20, culprit=culprit, minimum=1024, maximum=64 << 20)
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
     server = Server(host, port, user, secret_conf=secret, culprit=culprit)
-    return MysqlTarget(name, server, databases, coordinator, batch, bin_dir)
+    return MysqlTarget(name, server, databases, coordinator, batch, bin_dir, system)

@@ -11,7 +11,8 @@ Settings::
     password_env = "LEDGER_PG_PASSWORD"   # or password_file = "/run/secrets/pg"
     databases = ["ledger"]             # required; one snapshot per database
     include = ["app", "app2.accounts"] # optional: namespaces (schemas) or schema.table
-    coordinator_namespace = "coordinator"  # ScalarDB's; always included
+    coordinator_namespace = "coordinator"  # ScalarDB's; always included ("" for none)
+    system_namespace = "scalardb"      # ScalarDB's metadata; always included ("" for none)
     jobs = 1                           # > 1: parallel pg_dump/pg_restore (directory format)
     bin_dir = "/usr/lib/postgresql/16/bin"  # optional: where pg_dump/pg_restore live
 
@@ -99,7 +100,13 @@ from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, one_line, run, run_checked, run_from_stream, run_to_stream
 from txbackup.safepaths import join_inside, shown
 from txbackup.scratch import private_dir
-from txbackup.settings import check_keys, setting_int, setting_opt_str, setting_str, setting_str_list
+from txbackup.settings import (
+    check_keys,
+    setting_int,
+    setting_opt_str,
+    setting_optional_name,
+    setting_str_list,
+)
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
 from txbackup.targets.sqlcommon import (
     Prepared,
@@ -119,6 +126,7 @@ _KEYS = {
     "databases",
     "include",
     "coordinator_namespace",
+    "system_namespace",
     "jobs",
     "bin_dir",
 }
@@ -349,12 +357,15 @@ class PostgresTarget:
         coordinator_namespace: str,
         jobs: int,
         bin_dir: str | None,
+        system_namespace: str = "",
     ) -> None:
         self.name = name
         self.server = server
         self.databases = databases
         self.include = include
         self.coordinator_namespace = coordinator_namespace
+        self.system_namespace = system_namespace
+        self._scalardb_found: set[str] = set()
         self.jobs = jobs
         self.bin_dir = bin_dir
         self.label = f'target "{name}" (postgres {server.address()})'
@@ -373,8 +384,13 @@ class PostgresTarget:
             "databases": list(self.databases),
             "include": sorted(self.include.schemas | {f"{s}.{t}" for s, t in self.include.tables}),
             "coordinator_namespace": self.coordinator_namespace,
+            "system_namespace": self.system_namespace,
             "jobs": self.jobs,
         }
+
+    def scalardb_found(self) -> set[str]:
+        """ScalarDB's coordinator and system namespaces the last preflight found (as schemas)."""
+        return set(self._scalardb_found)
 
     def tool(self, name: str) -> str:
         return find_tool(name, culprit=self.label, bin_dir=self.bin_dir)
@@ -427,6 +443,10 @@ class PostgresTarget:
     def _check(self, opened: dict[str, psycopg.Connection[Any]]) -> None:
         """The preflight's checks; the connection of each database is left in ``opened``."""
         seen: set[str] = set()
+        # ScalarDB's own namespaces are backed up where they exist, never demanded: in
+        # multi-storage the coordinator lives in one storage only
+        scalardb = {n for n in (self.coordinator_namespace, self.system_namespace) if n}
+        found_scalardb: set[str] = set()
         server_major = 0
         for db in self.databases:
             conn = opened[db] = self.connect(db)
@@ -446,12 +466,14 @@ class PostgresTarget:
                     f"{denied[0]}{more}; grant it SELECT (and USAGE on the schema)"
                 )
             seen |= schemas & self.include.schemas
+            found_scalardb |= schemas & scalardb
             seen |= {f"{r[0]}.{r[1]}" for r in rows if (r[0], r[1]) in self.include.tables}
             if not self.include.everything and not (
                 schemas & (self.include.schemas | {s for s, _ in self.include.tables})
             ):
                 raise self.error(f'database "{db}": include matches no schema of this database')
-        wanted_names = (self.include.schemas - {self.coordinator_namespace}) | {
+        self._scalardb_found = found_scalardb
+        wanted_names = (self.include.schemas - scalardb) | {
             f"{s}.{t}" for s, t in self.include.tables
         }
         missing = sorted(wanted_names - seen)
@@ -661,7 +683,8 @@ def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
     check_keys(conf, _KEYS, culprit=culprit)
     host, port, user, secret = server_settings(conf, port=5432, user="postgres", culprit=culprit)
     databases = setting_str_list(conf, "databases", culprit=culprit, required=True)
-    coordinator = setting_str(conf, "coordinator_namespace", "coordinator", culprit=culprit)
+    coordinator = setting_optional_name(conf, "coordinator_namespace", "coordinator", culprit=culprit)
+    system = setting_optional_name(conf, "system_namespace", "scalardb", culprit=culprit)
     include = Include()
     for entry in setting_str_list(conf, "include", culprit=culprit):
         schema, dot, table = entry.partition(".")
@@ -672,8 +695,8 @@ def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
         else:
             include.schemas.add(schema)
     if not include.everything:
-        include.schemas.add(coordinator)
+        include.schemas |= {n for n in (coordinator, system) if n}
     jobs = setting_int(conf, "jobs", 1, culprit=culprit, minimum=1, maximum=64)
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
     server = Server({"host": host, "port": str(port), "user": user}, secret_conf=secret, culprit=culprit)
-    return PostgresTarget(name, server, databases, include, coordinator, jobs, bin_dir)
+    return PostgresTarget(name, server, databases, include, coordinator, jobs, bin_dir, system)
