@@ -141,7 +141,7 @@ async def test_mysql_databases_renamed_next_to_the_originals(
     # every message names the set, the target and the destination as given
     with pytest.raises(TargetError) as caught:
         restore_set(_plan(store, manifest, target, jobs, renames={"orders": {a: new[a]}}))
-    assert f"restore of set {manifest.set_id}, target orders into its own database (renaming" in str(
+    assert f"restore of set {manifest.set_id}, target orders into its own server (renaming" in str(
         caught.value
     )
     assert store.artifact_reads() == 0 and jobs.list() == []  # nothing read, no job

@@ -34,7 +34,7 @@ from txbackup.jobs import COMPLETE, FAILED, RUNNING, JobStore
 from txbackup.safepaths import shown
 from txbackup.secrets import resolve_secret
 from txbackup.storage.base import Storage
-from txbackup.targets.base import RENAME, CheckedDestination, Recorded, Target
+from txbackup.targets.base import RENAME, CheckedDestination, DestinationCheck, Recorded, Target
 
 TARGET_DONE = "restored"  # the journal step that marks a whole target restored
 
@@ -97,13 +97,14 @@ def given_destination(
 
 
 def describe_destination(given: str | Mapping[str, str] | None, renames: Mapping[str, str] | None) -> str:
-    """``postgresql://u@h/db``, ``host=h port=5433``, or ``its own database``; renames after."""
+    """``postgresql://u@h/db``, ``host=h port=5433``, or the target's own place (the cluster
+    file's); renames after."""
     if isinstance(given, str):
         text = given
     elif given:
         text = " ".join(f"{k}={v}" for k, v in given.items())
     else:
-        text = "its own database"
+        text = "its own server" if renames else "its own databases"
     if renames:
         text += " (renaming " + ", ".join(f"{old}->{new}" for old, new in renames.items()) + ")"
     text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
@@ -149,7 +150,7 @@ def check_request(
             continue
         if renames.get(name) and not isinstance(target, CheckedDestination):
             raise UsageError(f"target {name!r} ({target.kind}): it has no databases to rename")
-        if isinstance(target, CheckedDestination):
+        if isinstance(target, DestinationCheck):
             target.check_destination(given_destination(destinations.get(name), renames.get(name)))
 
 
@@ -189,7 +190,7 @@ def _chosen(plan: RestorePlan) -> list[tuple[TargetRecord, Target]]:
         check_scope(plan.manifest.set_id, record, target)
         if plan.renames.get(record.name) and not isinstance(target, CheckedDestination):
             raise UsageError(f"target {record.name!r} ({target.kind}): it has no databases to rename")
-        if isinstance(target, CheckedDestination):
+        if isinstance(target, DestinationCheck):
             recorded = Recorded(tuple(a.name for a in record.artifacts), record.position)
             _named(plan, record.name, target.check_destination, plan.given(record.name), recorded)
     return chosen
@@ -227,7 +228,7 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
     check_manifest(plan.manifest)  # before any name of it is used: see engine.manifest
     chosen = _chosen(plan)
     if plan.job_id is None:  # a resumed job's destinations hold what it restored already
-        report.event("phase", name="check", set_id=plan.manifest.set_id)
+        report.event("phase", name="destinations", set_id=plan.manifest.set_id)
         _probe(plan, chosen)
     report.event("phase", name="verify", set_id=plan.manifest.set_id)
     subset = dataclasses.replace(plan.manifest, targets=[record for record, _ in chosen])

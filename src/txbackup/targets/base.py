@@ -155,20 +155,25 @@ as NEW (``--rename-db``, ``[restore.NAME] rename``), for the targets that have d
 
 
 @runtime_checkable
-class CheckedDestination(Protocol):
+class DestinationCheck(Protocol):
     """What a target may add so that a restore refuses a bad destination before anything
-    happens (postgres and mysql have it): the engine calls ``check_destination`` before
-    reading the storage (without a record) and again with the set's record,
-    ``probe_destination`` (which contacts the destination) before it verifies the set or
-    creates a restore job, so a refusal there leaves nothing behind."""
-
-    def rename_databases(self) -> list[str]:
-        """The databases that ``rename.OLD`` destination keys may name (``--rename-db``)."""
-        ...
+    happens: the engine calls ``check_destination`` before reading the storage (without a
+    record) and again with the set's record, before it verifies the set."""
 
     def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
         """UsageError for destination settings that do not parse, or a rename that does not
         fit the target (or the set's ``record``). Contacts nothing, reads no secret."""
+        ...
+
+
+@runtime_checkable
+class CheckedDestination(DestinationCheck, Protocol):
+    """... and, for the targets holding databases (postgres, mysql), renames and a probe:
+    ``probe_destination`` (which contacts the destination) runs before the set is verified
+    and before a restore job exists, so a refusal there leaves nothing behind."""
+
+    def rename_databases(self) -> list[str]:
+        """The databases that ``rename.OLD`` destination keys may name (``--rename-db``)."""
         ...
 
     def probe_destination(self, dest: Mapping[str, str] | None, force: bool, record: Recorded) -> None:

@@ -96,7 +96,15 @@ by the guard first, and a refused one restores nothing. ``dest`` may give ``dsn`
 (``mysql://user[:password]@host[:port][/database]``) and/or ``host``, ``port``,
 ``user``, ``password``, ``database``; the database name renames the target's
 single configured database (the coordinator database keeps its name); with
-several databases each goes into the same-named database. A destination
+several databases each goes into the same-named database, unless ``rename.OLD``
+keys (``--rename-db OLD=NEW``) rename any of them, the coordinator's included
+(checked by ``sqlcommon.destination_names``: plain new names, no system
+database, no two into one). A dump names no database (it holds no ``USE``, no
+``CREATE DATABASE``, and the guard refuses ``use``): the client is started
+with ``--database=NEW``, so a rename never touches the dump's text. Views and
+triggers are dumped with their own database as the current one, so their
+definitions name no database; one naming another database explicitly keeps
+that name. A destination
 database holding any table or view is refused unless ``force``; with force the
 dump's own ``DROP TABLE IF EXISTS`` replaces the included tables (others stay).
 

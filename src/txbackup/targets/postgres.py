@@ -60,7 +60,9 @@ conninfo or URI) and/or ``host``, ``port``, ``user``, ``password``,
 ``database``. For a single-database target the DSN's dbname (or ``database``)
 names the destination database; for several databases each one is restored
 into the same-named database on that server (the DSN's dbname, if any, is only
-used to connect). Needs PostgreSQL 12 or newer. A destination holding any user
+used to connect), unless ``rename.OLD`` keys (``--rename-db OLD=NEW``) rename
+some: an archive names no database (no ``--create``), ``pg_restore -d NEW``
+loads it under any name. Needs PostgreSQL 12 or newer. A destination holding any user
 relation is refused unless ``force``, which adds ``--clean --if-exists``
 (objects of the dump are dropped and recreated; other objects stay). Owners
 are not restored (``--no-owner``); privileges are, so roles named in GRANTs
