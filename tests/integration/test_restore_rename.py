@@ -207,3 +207,45 @@ async def test_postgres_databases_renamed_next_to_the_originals(
             assert conn.execute("SELECT id, db FROM items").fetchall() == [(1, old)]
     # pg_restore -d lands a database under any name: the dump names none
     assert len(jobs.list()) == 1
+
+    # a job interrupted while loading a database: --resume finishes what it started
+    again = {one: _unique("one3"), two: _unique("two3")}
+    plan = _plan(store, manifest, target, jobs, renames={"ledger": again})
+    plan.job_id = jobs.create(manifest.set_id, plan.params())
+    postgres_server.execute(f"CREATE DATABASE {again[one]}")
+    half = "CREATE TABLE items (id int PRIMARY KEY, db text); INSERT INTO items VALUES (7, 'half')"
+    postgres_server.execute(half, again[one])
+    with pytest.raises(TargetError, match=f'"{again[one]}" .* is not empty'):
+        restore_set(plan)
+    jobs.journal(plan.job_id, "ledger").mark_done(f"database/{one}/started", {"database": again[one]})
+    restore_set(plan)
+    with psycopg.connect(postgres_server.dsn(again[one])) as conn:
+        assert conn.execute("SELECT id, db FROM items").fetchall() == [(1, one)]
+
+
+@pytest.mark.mariadb
+async def test_mysql_restore_resumed_into_a_database_it_had_started(
+    app: SampleServer, mariadb_server: MariaDBServer, maria_case: dict[str, Any], tmp_path: Path
+) -> None:
+    """A restore interrupted while the client was loading a database leaves it half full:
+    --resume finishes it (the dump replaces each of its objects) instead of refusing it as
+    "not empty", which --resume (no --force) could never get past."""
+    target, a = maria_case["target"], maria_case["a"]
+    store = Store()
+    manifest = await _backup(app, target, store, tmp_path)
+    jobs = JobStore(str(tmp_path / "jobs.db"))
+    new = {db: _unique("r") for db in (a, maria_case["b"], maria_case["coord"])}
+    plan = _plan(store, manifest, target, jobs, renames={"orders": new})
+    # what an interrupted run leaves: a job, the database created and half loaded
+    plan.job_id = jobs.create(manifest.set_id, plan.params())
+    mariadb_server.execute(f"CREATE DATABASE `{new[a]}`")
+    mariadb_server.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int)", new[a])
+    mariadb_server.execute("INSERT INTO accounts VALUES (1, 100)", new[a])
+    # not journaled as started by this job: someone else's data, refused
+    with pytest.raises(TargetError, match=f'"{new[a]}" .* is not empty'):
+        restore_set(plan)
+    jobs.journal(plan.job_id, "orders").mark_done(f"database/{a}/started", {"database": new[a]})
+    job_id, _ = restore_set(plan)
+    assert job_id == plan.job_id and jobs.get(job_id).status == "complete"
+    assert _maria_rows(mariadb_server, new[a], "SELECT * FROM accounts ORDER BY id") == [(1, 100), (2, 200)]
+    assert _maria_rows(mariadb_server, new[a], "SELECT * FROM rich") == [(2,)]

@@ -905,8 +905,11 @@ class MysqlTarget:
 
         try:
             with conn.cursor() as cur:
-                # check every destination before touching any
-                self._refuse_non_empty(cur, server, [rename[db] for db in todo], force)
+                # check every destination before touching any; one this job started filling
+                # before it was interrupted is not empty, and is ours to finish (the dump
+                # drops and recreates each of its objects)
+                fresh = [db for db in todo if not src.journal.is_done(f"database/{db}/started")]
+                self._refuse_non_empty(cur, server, [rename[db] for db in fresh], force)
                 if not sandbox:
                     # without --sandbox nothing stops the client from running a command: read
                     # every dump first, and touch nothing if one holds any
@@ -915,6 +918,7 @@ class MysqlTarget:
                             guard().check(iter_chunks(stream))
                 for db in todo:
                     cur.execute(f"CREATE DATABASE IF NOT EXISTS {ident(rename[db])}")
+                    src.journal.mark_done(f"database/{db}/started", {"database": rename[db]})
         except pymysql.MySQLError as exc:
             raise self.error(f"{server.address()}: {_message(exc)}") from None
         finally:

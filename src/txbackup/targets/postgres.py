@@ -628,9 +628,13 @@ class PostgresTarget:
         sources = [db for db in (*custom, *directory) if not src.journal.is_done(f"database/{db}")]
         if not sources:
             return
-        # check every destination before touching any
+        # check every destination before touching any; one this job started filling before
+        # it was interrupted is ours to finish (restored again with --clean --if-exists)
+        started = {db for db in sources if src.journal.is_done(f"database/{db}/started")}
+        fresh = [rename[db] for db in sources if db not in started]
         with self._maintenance(server, maintenance) as conn:
-            existing = self._refuse_non_empty(conn, server, [rename[db] for db in sources], force)
+            existing = self._refuse_non_empty(conn, server, fresh, force)
+            existing |= self._refuse_non_empty(conn, server, [rename[db] for db in started], True)
             for db in sources:
                 if rename[db] not in existing:
                     try:
@@ -653,8 +657,9 @@ class PostgresTarget:
                 "--exit-on-error",
                 "--no-password",
             ]  # fmt: skip
-            if force:
+            if force or db in started:
                 argv += ["--clean", "--if-exists"]
+            src.journal.mark_done(f"database/{db}/started", {"database": rename[db]})
             if db in custom:
                 with src.open(custom[db]) as stream:
                     run_from_stream(
