@@ -197,8 +197,8 @@ def _chosen(plan: RestorePlan) -> list[tuple[TargetRecord, Target]]:
 
 
 def _named(plan: RestorePlan, name: str, call: Callable[..., None], *args: Any) -> None:
-    """``call(*args)``, a TxbackupError it raises naming the set, target ``name`` and its
-    destination (what the user gave) when it does not already."""
+    """``call(*args)``; a TxbackupError it raises is raised again (same class) with the
+    set, target ``name`` and its destination (what the user gave) in front."""
     try:
         call(*args)
     except TxbackupError as exc:
@@ -272,7 +272,7 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
             raise UsageError(message) from None
         plan.jobs.set_status(job_id, FAILED, message or "interrupted")
         if isinstance(exc, TxbackupError):
-            raise type(exc)(f"{message} (restore job {job_id}: resume with --resume {job_id})") from None
+            raise type(exc)(f"{message} (restore job {job_id}: resume with --resume {job_id})") from exc
         raise
     plan.jobs.set_status(job_id, COMPLETE)
     return job_id, [record.name for record, _ in chosen]
