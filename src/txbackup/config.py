@@ -230,6 +230,10 @@ RESTORE = Table(
         Setting("path", "path", help="an SQLite destination file"),
         Setting("dir", "path", help="a folder receiving every SQLite file"),
         Setting("password", "secret", help="the destination's password"),
+        Setting(
+            "rename", "custom", read=lambda conf, key, culprit, base: _read_rename(conf, culprit),
+            help="databases restored under other names: { old = \"new\" } (mysql, postgres)",
+        ),
     ),
 )
 SCALARDB = Table(
@@ -385,6 +389,16 @@ def apply_scalardb(raw_targets: list[Any], scalardb: Mapping[str, Any], where: s
     return placed
 
 
+def _read_rename(conf: Mapping[str, Any], culprit: str) -> dict[str, str]:
+    """``rename = { old = "new" }``: a table of strings (the target checks the names)."""
+    value = conf.get("rename", {})
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
+    ):
+        raise UsageError(f'{culprit}: rename must be a table of database names, e.g. {{ old = "new" }}')
+    return dict(value)
+
+
 def _restore_sections(
     value: object, names: list[str], where: str, base: Path
 ) -> dict[str, dict[str, Any]]:
@@ -408,7 +422,7 @@ def _restore_sections(
         # a destination is a mapping of strings (the targets parse the port)
         sections[name] = {k: str(v) for k in RESTORE_LOCATION if (v := read[k]) is not None} | {
             "password": read["password"]
-        }
+        } | ({"rename": read["rename"]} if read["rename"] else {})
     return sections
 
 

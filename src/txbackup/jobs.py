@@ -14,6 +14,7 @@ before that rule are shown redacted (:func:`txbackup.secrets.redact`).
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -185,6 +186,23 @@ class JobStore:
                 "UPDATE restore_jobs SET status = ?, error = ?, updated_at = ? WHERE job_id = ?",
                 (status, None if error is None else redact(error), _now(), job_id),
             )
+
+    def steps(self, job_id: str) -> dict[str, builtins.list[str]]:
+        """Target -> the steps of job ``job_id`` it has completed."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT target, step FROM restore_steps WHERE job_id = ? ORDER BY done_at", (job_id,)
+            ).fetchall()
+        found: dict[str, builtins.list[str]] = {}
+        for target, step in rows:
+            found.setdefault(str(target), []).append(str(step))
+        return found
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job that did nothing (a refusal): there is nothing to resume."""
+        with self._db() as db:
+            db.execute("DELETE FROM restore_steps WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM restore_jobs WHERE job_id = ?", (job_id,))
 
     def journal(self, job_id: str, target: str) -> Journal:
         return Journal(self, job_id, target)

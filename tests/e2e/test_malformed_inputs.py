@@ -520,7 +520,7 @@ def test_restore_flags(
         ([set_id, "--to", "app="], "expected NAME=DSN", 2),
         ([set_id, "--to", "../evil=x"], "is not a valid name", 2),
         ([set_id, "--to", "app=a.db", "--to", "app=b.db"], "given twice", 2),
-        ([set_id, "--to", "other=x.db"], "not a target being restored", 2),
+        ([set_id, "--to", "other=x.db"], "no target named so in the cluster file", 2),
         ([set_id, "--target", "../evil"], "no target named", 2),
         ([set_id, "--to-password-env", "app=NOT A VAR"], "name of an environment variable", 2),
         ([set_id, "--to-password-env", "app=TXB_NOT_SET_ANYWHERE"], "is not set", 2),

@@ -11,9 +11,17 @@ from txbackup.cli.common import add_config, add_json, open_checked, print_json, 
 from txbackup.config import ClusterConfig, load_cluster
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.progress import HumanReporter, JsonReporter
-from txbackup.engine.restore import RestorePlan, restore_set
+from txbackup.engine.restore import (
+    TARGET_DONE,
+    RestorePlan,
+    check_request,
+    describe_destination,
+    rename_databases,
+    restore_set,
+)
 from txbackup.errors import StorageError, UsageError
 from txbackup.jobs import COMPLETE, JobRow, JobStore
+from txbackup.safepaths import shown
 from txbackup.secrets import REDACTED, check_dsn, check_secret, resolve_secret
 from txbackup.settings import check_name
 
@@ -31,16 +39,26 @@ a destination with the target's own user uses the target's password, another
 one gets its password from password_env/password_file in [restore.NAME] or
 from --to-password-env NAME=VARIABLE / --to-password-file NAME=FILE.
 
-A destination that already holds tables is refused unless --force.
+--rename-db OLD=NEW (repeatable; TARGET:OLD=NEW when several targets have a
+database OLD) or `rename = { OLD = "NEW" }` in [restore.NAME] restores database
+OLD of a postgres or mysql target as NEW: several databases of one target can
+land next to their originals on the same server.
+
+Everything given is checked before the storage is read (a bad --to or rename:
+exit 2, nothing read); then each postgres/mysql destination is reached and one
+that already holds tables is refused unless --force, before the set is
+verified and before a job is created.
 
 Each restore is a job recorded in the catalog: if it is interrupted, run
 `txbackup restore -c FILE --resume JOB` to continue from its last completed
-step. `--jobs` lists the jobs.
+step. `--jobs` lists the jobs: set, targets, destinations, state.
 
 examples:
   txbackup restore -c cluster.toml 20261127T101500Z-3f9a
   txbackup restore -c cluster.toml 20261127T101500Z-3f9a --target ledger \\
       --to ledger=postgresql://restore@10.0.0.9:5432/ledger_copy
+  txbackup restore -c cluster.toml 20261127T101500Z-3f9a --target orders \\
+      --rename-db orders=orders_copy --rename-db coordinator=coordinator_copy
   txbackup restore -c cluster.toml --resume restore-20261127T120000Z-0a1b2c"""
 
 
@@ -68,6 +86,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=FILE",
         help="... or in this file (readable by its owner only)",
+    )
+    parser.add_argument(
+        "--rename-db",
+        action="append",
+        default=[],
+        metavar="[TARGET:]OLD=NEW",
+        help="restore database OLD of the set as NEW (postgres, mysql; repeatable)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty destination")
     parser.add_argument("--resume", metavar="JOB", help="continue an interrupted restore job")
@@ -116,9 +141,59 @@ def parse_credentials(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     return found
 
 
-def _from_job(job: JobRow) -> tuple[list[str], dict[str, Any], dict[str, dict[str, str]], bool]:
-    """(only, destinations, credentials, force) recorded by a job, checked: the catalog is
-    a file like any other."""
+Renames = dict[str, dict[str, str]]
+
+
+def parse_renames(items: list[str]) -> list[tuple[str | None, str, str]]:
+    """``--rename-db [TARGET:]OLD=NEW`` items: (target or None, old, new). A target name
+    never holds ``:``, so ``a:b=c`` with ``a`` not a target's name is left for the
+    resolution to refuse."""
+    found = []
+    for item in items:
+        head, sep, new = item.rpartition("=")
+        target, colon, old = head.partition(":")
+        if not colon:
+            target, old = "", head
+        if not sep or not old or not new:
+            raise UsageError(f"--rename-db {shown(item, 80)}: expected OLD=NEW or TARGET:OLD=NEW")
+        if target:
+            check_name(target, what="target name", culprit="--rename-db")
+        found.append((target or None, old, new))
+    return found
+
+
+def resolve_renames(
+    config: ClusterConfig, names: list[str], flags: list[tuple[str | None, str, str]]
+) -> Renames:
+    """Target -> old -> new, from --rename-db: a flag without TARGET goes to the one target
+    being restored (``names``) that has database OLD."""
+    renames: Renames = {}
+    for target, old, new in flags:
+        if target is None:
+            having = [
+                t.name for t in config.targets
+                if t.name in names and old in rename_databases(t)
+            ]  # fmt: skip
+            if not having:
+                raise UsageError(
+                    f"--rename-db {shown(old, 80)}=...: no postgres or mysql target being restored "
+                    f"has database {shown(old, 80)}"
+                )
+            if len(having) > 1:
+                raise UsageError(
+                    f"--rename-db {shown(old, 80)}=...: targets {', '.join(having)} all have it; "
+                    "say which: TARGET:OLD=NEW"
+                )
+            target = having[0]
+        if old in renames.get(target, {}):
+            raise UsageError(f"--rename-db {target}:{shown(old, 80)}: given twice")
+        renames.setdefault(target, {})[old] = new
+    return renames
+
+
+def _from_job(job: JobRow) -> tuple[list[str], dict[str, Any], dict[str, dict[str, str]], Renames, bool]:
+    """(only, destinations, credentials, renames, force) recorded by a job, checked: the
+    catalog is a file like any other."""
     params = job.params
     if REDACTED in json.dumps(params):
         raise UsageError(
@@ -128,6 +203,7 @@ def _from_job(job: JobRow) -> tuple[list[str], dict[str, Any], dict[str, dict[st
     only = params.get("only", [])
     destinations = params.get("destinations", {})
     credentials = params.get("credentials", {})
+    renames = params.get("renames", {})
     force = params.get("force", False)
 
     def strings(value: object) -> bool:
@@ -140,66 +216,124 @@ def _from_job(job: JobRow) -> tuple[list[str], dict[str, Any], dict[str, dict[st
         and all(isinstance(d, str) or strings(d) for d in destinations.values())
         and isinstance(credentials, dict)
         and all(strings(c) and set(c) <= {"password_env", "password_file"} for c in credentials.values())
+        and isinstance(renames, dict)
+        and all(strings(r) and all(isinstance(k, str) for k in r) for r in renames.values())
         and isinstance(force, bool)
     ):
         raise StorageError(f"restore job {job.job_id}: malformed parameters in the catalog")
-    return only, destinations, credentials, force
+    return only, destinations, credentials, renames, force
 
 
 def _destinations(
-    config: ClusterConfig, names: list[str], to: dict[str, str], passwords: dict[str, dict[str, str]]
-) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
-    """(destinations, credentials) of the targets restored: their [restore.NAME] sections,
-    then --to (which replaces a section's location) and --to-password-*."""
+    config: ClusterConfig,
+    names: list[str],
+    to: dict[str, str],
+    passwords: dict[str, dict[str, str]],
+    flags: list[tuple[str | None, str, str]],
+) -> tuple[dict[str, Any], dict[str, dict[str, str]], Renames]:
+    """(destinations, credentials, renames) of the targets restored (``names``): their
+    [restore.NAME] sections, then --to (which replaces a section's location),
+    --to-password-* and --rename-db (added to a section's renames)."""
     destinations: dict[str, Any] = {}
     credentials: dict[str, dict[str, str]] = {}
+    renames: Renames = {}
     for name, section in config.restore.items():
         if name in names:
-            location = {k: v for k, v in section.items() if k != "password"}
+            location = {k: v for k, v in section.items() if k not in ("password", "rename")}
             if location:
                 destinations[name] = location
             if section["password"]:
                 credentials[name] = section["password"]
+            if section.get("rename"):
+                renames[name] = dict(section["rename"])
     paths = {t.name for t in config.targets if getattr(t, "destination_is_path", False)}
     for name, dsn in to.items():
         destinations[name] = os.path.abspath(dsn) if name in paths else dsn
     credentials.update(passwords)
-    return destinations, credentials
+    for name, more in resolve_renames(config, names, flags).items():
+        renames.setdefault(name, {}).update(more)
+    return destinations, credentials, renames
+
+
+def job_targets(job: JobRow, steps: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """What ``--jobs`` shows of each target of a job: name, destination, renames, state."""
+    params = job.params
+    names = params.get("targets") or params.get("only") or []
+    destinations = params.get("destinations")
+    destinations = destinations if isinstance(destinations, dict) else {}
+    renames = params.get("renames")
+    renames = renames if isinstance(renames, dict) else {}
+    shown_targets = []
+    for name in names if isinstance(names, list) else []:
+        name = str(name)
+        given = destinations.get(name)
+        rename = renames.get(name)
+        done = steps.get(name, [])
+        state = "restored" if TARGET_DONE in done else "partly restored" if done else "not restored"
+        shown_targets.append(
+            {
+                "name": name,
+                "destination": describe_destination(
+                    given if isinstance(given, str | dict) else None,
+                    rename if isinstance(rename, dict) else None,
+                ),
+                "renames": rename if isinstance(rename, dict) else {},
+                "state": state,
+            }
+        )
+    return shown_targets
+
+
+def list_jobs(jobs: JobStore, as_json: bool) -> None:
+    rows = jobs.list()
+    views = [(row, job_targets(row, jobs.steps(row.job_id))) for row in rows]
+    if as_json:
+        print_json([row.__dict__ | {"targets": targets} for row, targets in views])
+        return
+    table = []
+    for row, targets in views:
+        for t in targets or [{"name": "(all)", "destination": "", "state": ""}]:
+            table.append(
+                [row.job_id, row.set_id, row.status, t["name"], t["destination"], t["state"], row.updated_at,
+                 row.error]
+            )  # fmt: skip
+    print_table(["JOB", "SET", "STATUS", "TARGET", "DESTINATION", "TARGET STATE", "UPDATED", "ERROR"], table)
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_cluster(args.config)
     jobs = JobStore(config.catalog)
     if args.jobs:
-        rows = jobs.list()
-        if args.json:
-            print_json([row.__dict__ for row in rows])
-        else:
-            print_table(["JOB", "SET", "STATUS", "UPDATED", "ERROR"],
-                        [[r.job_id, r.set_id, r.status, r.updated_at, r.error] for r in rows])  # fmt: skip
+        list_jobs(jobs, args.json)
         return 0
-    given = args.set_id or args.target or args.to or args.to_password_env or args.to_password_file
+    flag_values = (args.target, args.to, args.to_password_env, args.to_password_file, args.rename_db)
+    given = args.set_id or any(flag_values)
+    # everything given is checked against the cluster file before the storage is read
     if args.resume:
         if given:
-            raise UsageError("--resume JOB takes no set id, --target or --to: the job has them")
+            raise UsageError("--resume JOB takes no set id, --target, --to or --rename-db: the job has them")
         job = jobs.get(args.resume)
         if job.status == COMPLETE:
             raise UsageError(f"restore job {job.job_id} is already complete")
         set_id = job.set_id
-        only, destinations, credentials, force = _from_job(job)
-        storage = open_checked(config.storage, config.storage_options)
-        manifest = read_manifest(storage, set_id)
+        only, destinations, credentials, renames, force = _from_job(job)
+        check_request(config.targets, only, destinations, credentials, renames)
     elif args.set_id:
         set_id, only, force = args.set_id, args.target, args.force
         to, passwords = parse_destinations(args.to), parse_credentials(args)
-        storage = open_checked(config.storage, config.storage_options)
-        manifest = read_manifest(storage, set_id)
-        names = only or [t.name for t in manifest.targets]
-        destinations, credentials = _destinations(config, names, to, passwords)
+        flags = parse_renames(args.rename_db)
+        names = only or [t.name for t in config.targets]
+        destinations, credentials, renames = _destinations(config, names, to, passwords, flags)
+        check_request(config.targets, only, destinations, credentials, renames)
     else:
         raise UsageError("which set? give a set id (see txbackup list) or --resume JOB")
     for name, conf in credentials.items():  # a missing variable or a bad file: before any restore
         resolve_secret(conf, culprit=f"restore of {name}")
+    storage = open_checked(config.storage, config.storage_options)
+    manifest = read_manifest(storage, set_id)
+    if not args.resume:  # the [restore.NAME] sections of the set's targets
+        names = only or [t.name for t in manifest.targets]
+        destinations, credentials, renames = _destinations(config, names, to, passwords, flags)
     plan = RestorePlan(
         storage=storage,
         manifest=manifest,
@@ -208,6 +342,7 @@ def run(args: argparse.Namespace) -> int:
         only=only,
         destinations=destinations,
         credentials=credentials,
+        renames=renames,
         force=force,
         job_id=args.resume,
         reporter=JsonReporter() if args.json else HumanReporter(),

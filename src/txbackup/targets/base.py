@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import IO, Any, NoReturn, Protocol
+from typing import IO, Any, NoReturn, Protocol, runtime_checkable
 
 from txbackup.errors import IntegrityError
 from txbackup.jobs import StepJournal
@@ -167,6 +167,38 @@ def owned_outside(kind: str, position: Mapping[str, Any]) -> list[str]:
     if not isinstance(value, Mapping):
         return []
     return sorted(str(v) for v in value.values())
+
+RENAME = "rename."
+"""A restore destination key ``rename.OLD`` = ``NEW``: database OLD of the set is restored
+as NEW (``--rename-db``, ``[restore.NAME] rename``), for the targets that have databases."""
+
+
+@runtime_checkable
+class DestinationCheck(Protocol):
+    """What a target may add so that a restore refuses a bad destination before anything
+    happens: the engine calls ``check_destination`` before reading the storage (without a
+    record) and again with the set's record, before it verifies the set."""
+
+    def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
+        """UsageError for destination settings that do not parse, or a rename that does not
+        fit the target (or the set's ``record``). Contacts nothing, reads no secret."""
+        ...
+
+
+@runtime_checkable
+class CheckedDestination(DestinationCheck, Protocol):
+    """... and, for the targets holding databases (postgres, mysql), renames and a probe:
+    ``probe_destination`` (which contacts the destination) runs before the set is verified
+    and before a restore job exists, so a refusal there leaves nothing behind."""
+
+    def rename_databases(self) -> list[str]:
+        """The databases that ``rename.OLD`` destination keys may name (``--rename-db``)."""
+        ...
+
+    def probe_destination(self, dest: Mapping[str, str] | None, force: bool, record: Recorded) -> None:
+        """Reach the destination (``dest`` holds its password) and refuse one that
+        ``restore`` would refuse (not empty without ``force``). Writes nothing."""
+        ...
 
 
 @dataclass(frozen=True)

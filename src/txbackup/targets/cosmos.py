@@ -393,17 +393,24 @@ class CosmosTarget:
                 if wanted:  # else the whole database
                     scope.all_covered(listed, wanted, inside, "container")
 
+    def _account(self, dest: Mapping[str, str] | None) -> str | None:
+        if not dest:
+            return None
+        unknown = sorted(set(dest) - {"dsn"})
+        if unknown or "dsn" not in dest:
+            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
+        return check_account_name(dest["dsn"], self.label)
+
+    def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
+        """A ``--to`` that is not an account name is refused before the storage is read."""
+        self._account(dest)
+
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
         azure()
         from txbackup.targets.cosmos_restore import RestoreJob
 
-        name = None
-        if dest:
-            unknown = sorted(set(dest) - {"dsn"})
-            if unknown or "dsn" not in dest:
-                raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
-            name = check_account_name(dest["dsn"], self.label)
+        name = self._account(dest)
         position = src.position
         if position.get("account") and position.get("account") != self.account:
             raise self.error(

@@ -402,14 +402,21 @@ class DynamoTarget:
             deleted.append(arn)
         return deleted
 
+    def _rename(self, dest: Mapping[str, str] | None) -> tuple[str, str] | None:
+        if not dest:
+            return None
+        unknown = sorted(set(dest) - {"dsn"})
+        if unknown or "dsn" not in dest:
+            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
+        return parse_destination(dest["dsn"], self.label)
+
+    def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
+        """A ``--to`` that is not ``suffix:``/``prefix:`` is refused before the storage is read."""
+        self._rename(dest)
+
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
-        rename = None
-        if dest:
-            unknown = sorted(set(dest) - {"dsn"})
-            if unknown or "dsn" not in dest:
-                raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
-            rename = parse_destination(dest["dsn"], self.label)
+        rename = self._rename(dest)
         region = src.position.get("region")
         if region and region != self.region:
             raise self.error(

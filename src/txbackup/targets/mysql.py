@@ -97,7 +97,15 @@ by the guard first, and a refused one restores nothing. ``dest`` may give ``dsn`
 (``mysql://user[:password]@host[:port][/database]``) and/or ``host``, ``port``,
 ``user``, ``password``, ``database``; the database name renames the target's
 single configured database (the coordinator database keeps its name); with
-several databases each goes into the same-named database. A destination
+several databases each goes into the same-named database, unless ``rename.OLD``
+keys (``--rename-db OLD=NEW``) rename any of them, the coordinator's included
+(checked by ``sqlcommon.destination_names``: plain new names, no system
+database, no two into one). A dump names no database (it holds no ``USE``, no
+``CREATE DATABASE``, and the guard refuses ``use``): the client is started
+with ``--database=NEW``, so a rename never touches the dump's text. Views and
+triggers are dumped with their own database as the current one, so their
+definitions name no database; one naming another database explicitly keeps
+that name. A destination
 database holding any table or view is refused unless ``force``; with force the
 dump's own ``DROP TABLE IF EXISTS`` replaces the included tables (others stay).
 
@@ -138,8 +146,8 @@ from txbackup.targets.mysql_script import ScriptGuard, version_id
 from txbackup.targets.sqlcommon import (
     Prepared,
     ServerPassword,
-    check_destination_database,
     check_destination_keys,
+    destination_names,
     server_settings,
 )
 
@@ -178,6 +186,8 @@ _KEYSET = {
     "char", "varchar", "binary", "varbinary", "date", "datetime",
 }  # fmt: skip
 _MAX_CHUNK_ROWS = 100_000
+# the server's own databases: never a rename's destination
+_SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 _GENERATED = re.compile(r"(?i)\b(VIRTUAL|STORED|PERSISTENT)\b|ROW (START|END)")
 _WORD = re.compile(r"[A-Za-z0-9_]+")
 _SQL_MODE = re.compile(r"[A-Z0-9_,]*")
@@ -783,10 +793,18 @@ class MysqlTarget:
         return capture
 
     # -- restore ---------------------------------------------------------------------------------
-    def _destination(self, dest: Mapping[str, str] | None) -> tuple[Server, str | None]:
-        """(server, database name for the single configured database, if renamed)."""
+    def rename_databases(self) -> list[str]:
+        """The databases a restore can rename (``--rename-db``): every one it may write."""
+        return self.all_databases()
+
+    def _destination(
+        self, dest: Mapping[str, str] | None, recorded: set[str] | None = None, *, offline: bool = False
+    ) -> tuple[Server, dict[str, str]]:
+        """(server, source database -> destination database). ``offline``: checks only
+        (no password read); ``recorded``: the databases the set holds, when known."""
+        names = {db: db for db in self.all_databases()}
         if not dest:
-            return self.server, None
+            return self.server, names
         check_destination_keys(dest, label=self.label)
         host, port, user = self.server.host, self.server.port, self.server.user
         password: str | None = None
@@ -815,10 +833,51 @@ class MysqlTarget:
         user = dest.get("user") or user
         password = dest.get("password") or password
         database = dest.get("database") or database
-        if password is None and user == self.server.user:
+        given = {**dest, "database": database} if database else dict(dest)
+        names = destination_names(
+            given,
+            self.all_databases(),
+            configured=self.databases,
+            label=self.label,
+            limit=64,
+            reserved=_SYSTEM_DATABASES,
+            recorded=recorded,
+        )
+        if password is None and user == self.server.user and not offline:
             password = self.server.password
-        check_destination_database(database, self.databases, label=self.label)
-        return Server(host, port, user, given_password=password), database
+        return Server(host, port, user, given_password=password), names
+
+    def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
+        """Refuse (UsageError, one line) destination settings that do not parse or a rename
+        that does not fit the target (or the set's ``record``), contacting nothing."""
+        self._destination(dest, None if record is None else _recorded(record), offline=True)
+
+    def probe_destination(self, dest: Mapping[str, str] | None, force: bool, record: Recorded) -> None:
+        """Reach the destination server and refuse a destination database that is not empty
+        (unless ``force``): before a restore job exists and before the set is verified."""
+        server, names = self._destination(dest, _recorded(record))
+        conn = self.connect(server)
+        try:
+            with conn.cursor() as cur:
+                self._refuse_non_empty(cur, server, [names[db] for db in sorted(_recorded(record))], force)
+        except pymysql.MySQLError as exc:
+            raise self.error(f"{server.address()}: {_message(exc)}") from None
+        finally:
+            conn.close()
+
+    def _refuse_non_empty(self, cur: Any, server: Server, databases: list[str], force: bool) -> None:
+        if force:
+            return
+        for db in databases:
+            cur.execute(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s LIMIT 1", (db,)
+            )
+            found = cur.fetchone()
+            if found:
+                raise self.error(
+                    f'destination database "{db}" on {server.address()} is not '
+                    f"empty (it has {found[0]}); use --force to overwrite"
+                )
 
     def check_record(self, record: Recorded) -> None:
         """Every database the set names (its artifacts, the position, the description)
@@ -842,15 +901,12 @@ class MysqlTarget:
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
-        server, renamed = self._destination(dest)
         sources: list[str] = []
         for name in src.names():
             if not name.endswith(".sql") or "/" in name:
                 raise self.error(f"unexpected artifact {shown(name)}")
             sources.append(name[: -len(".sql")])
-        rename = {db: db for db in sources}
-        if renamed:
-            rename[self.databases[0]] = renamed
+        server, rename = self._destination(dest, set(sources))
         # databases already restored by an interrupted run of this job are skipped
         todo = [db for db in sources if not src.journal.is_done(f"database/{db}")]
         if not todo:
@@ -871,18 +927,11 @@ class MysqlTarget:
 
         try:
             with conn.cursor() as cur:
-                for db in todo:  # check every destination before touching any
-                    cur.execute(
-                        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
-                        " LIMIT 1",
-                        (rename[db],),
-                    )
-                    found = cur.fetchone()
-                    if found and not force:
-                        raise self.error(
-                            f'destination database "{rename[db]}" on {server.address()} is not '
-                            f"empty (it has {found[0]}); use --force to overwrite"
-                        )
+                # check every destination before touching any; one this job started filling
+                # before it was interrupted is not empty, and is ours to finish (the dump
+                # drops and recreates each of its objects)
+                fresh = [db for db in todo if not src.journal.is_done(f"database/{db}/started")]
+                self._refuse_non_empty(cur, server, [rename[db] for db in fresh], force)
                 if not sandbox:
                     # without --sandbox nothing stops the client from running a command: read
                     # every dump first, and touch nothing if one holds any
@@ -891,6 +940,7 @@ class MysqlTarget:
                             guard().check(iter_chunks(stream))
                 for db in todo:
                     cur.execute(f"CREATE DATABASE IF NOT EXISTS {ident(rename[db])}")
+                    src.journal.mark_done(f"database/{db}/started", {"database": rename[db]})
         except pymysql.MySQLError as exc:
             raise self.error(f"{server.address()}: {_message(exc)}") from None
         finally:
@@ -919,6 +969,11 @@ class MysqlTarget:
                 # storage could hand over other bytes than a first reading saw)
                 run_from_stream(argv, guard().checked(iter_chunks(stream)), culprit=self.label, env=env)
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
+
+
+def _recorded(record: Recorded) -> set[str]:
+    """The databases a set's record holds (``<db>.sql`` artifacts)."""
+    return {n[: -len(".sql")] for n in record.names if n.endswith(".sql") and "/" not in n}
 
 
 class _Stopped(Exception):

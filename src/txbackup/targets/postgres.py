@@ -61,7 +61,9 @@ conninfo or URI) and/or ``host``, ``port``, ``user``, ``password``,
 ``database``. For a single-database target the DSN's dbname (or ``database``)
 names the destination database; for several databases each one is restored
 into the same-named database on that server (the DSN's dbname, if any, is only
-used to connect). Needs PostgreSQL 12 or newer. A destination holding any user
+used to connect), unless ``rename.OLD`` keys (``--rename-db OLD=NEW``) rename
+some: an archive names no database (no ``--create``), ``pg_restore -d NEW``
+loads it under any name. Needs PostgreSQL 12 or newer. A destination holding any user
 relation is refused unless ``force``, which adds ``--clean --if-exists``
 (objects of the dump are dropped and recreated; other objects stay). Owners
 are not restored (``--no-owner``); privileges are, so roles named in GRANTs
@@ -111,12 +113,13 @@ from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scop
 from txbackup.targets.sqlcommon import (
     Prepared,
     ServerPassword,
-    check_destination_database,
     check_destination_keys,
+    destination_names,
     server_settings,
 )
 
 KIND = "postgres"
+_SYSTEM_DATABASES = frozenset({"postgres", "template0", "template1"})  # never a rename's destination
 _KEYS = {
     "host",
     "port",
@@ -510,8 +513,15 @@ class PostgresTarget:
         return capture
 
     # -- restore ---------------------------------------------------------------------------------
-    def _destination(self, dest: Mapping[str, str] | None) -> tuple[Server, dict[str, str], str]:
-        """(server, source db -> destination db, maintenance database)."""
+    def rename_databases(self) -> list[str]:
+        """The databases a restore can rename (``--rename-db``)."""
+        return list(self.databases)
+
+    def _destination(
+        self, dest: Mapping[str, str] | None, recorded: set[str] | None = None, *, offline: bool = False
+    ) -> tuple[Server, dict[str, str], str]:
+        """(server, source db -> destination db, maintenance database). ``offline``: checks
+        only (no password read); ``recorded``: the databases the set holds, when known."""
         if not dest:
             return self.server, {db: db for db in self.databases}, "postgres"
         check_destination_keys(dest, label=self.label)
@@ -527,22 +537,74 @@ class PostgresTarget:
         password = dest.get("password") or params.pop("password", None)
         for key, value in self.server.params.items():
             params.setdefault(key, value)
-        if password is None and params.get("user") == self.server.params.get("user"):
+        dbname = params.pop("dbname", None)
+        # the DSN's dbname names the destination of a single database; with several it is
+        # only where to connect (each one goes into its own name, or its rename)
+        database = dest.get("database") or (dbname if len(self.databases) == 1 else None)
+        given = {**dest, "database": database} if database else dict(dest)
+        names = destination_names(
+            given,
+            self.databases,
+            configured=self.databases,
+            label=self.label,
+            limit=63,
+            reserved=_SYSTEM_DATABASES,
+            recorded=recorded,
+        )
+        if password is None and params.get("user") == self.server.params.get("user") and not offline:
             password = self.server.password
-        check_destination_database(dest.get("database"), self.databases, label=self.label)
-        dbname = dest.get("database") or params.pop("dbname", None)
-        server = Server(params, given_password=password)
-        if len(self.databases) == 1 and dbname:
-            return server, {self.databases[0]: dbname}, "postgres"
-        return server, {db: db for db in self.databases}, dbname or "postgres"
+        maintenance = dbname if dbname and len(self.databases) > 1 else "postgres"
+        return Server(params, given_password=password), names, maintenance
+
+    def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
+        """Refuse (UsageError, one line) destination settings that do not parse or a rename
+        that does not fit the target (or the set's ``record``), contacting nothing."""
+        self._destination(dest, None if record is None else _recorded(record), offline=True)
+
+    def probe_destination(self, dest: Mapping[str, str] | None, force: bool, record: Recorded) -> None:
+        """Reach the destination server and refuse a destination database holding any user
+        relation (unless ``force``): before a restore job exists and before the set is verified."""
+        server, names, maintenance = self._destination(dest, _recorded(record))
+        with self._maintenance(server, maintenance) as conn:
+            self._refuse_non_empty(conn, server, [names[db] for db in sorted(_recorded(record))], force)
+
+    def _refuse_non_empty(
+        self, conn: psycopg.Connection[Any], server: Server, databases: list[str], force: bool
+    ) -> set[str]:
+        """The destination databases that exist; refuses a non-empty one unless ``force``."""
+        try:
+            existing = {
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname = ANY(%s)", (databases,)
+                )
+            }
+        except psycopg.Error as exc:
+            raise self.error(f"{server.address()}: {_message(exc)}") from None
+        for db in databases:
+            if db in existing and not force:
+                found = self._first_relation(server, db)
+                if found:
+                    raise self.error(
+                        f'destination database "{db}" on {server.address()} is not '
+                        f"empty (it has {found}); use --force to overwrite"
+                    )
+        return existing
 
     def _maintenance(self, server: Server, preferred: str) -> psycopg.Connection[Any]:
+        """A connection to run CREATE DATABASE from: ``preferred`` (postgres, or the DSN's
+        dbname), else template1 (a server may have dropped postgres). When both fail, the
+        error is the first one: the database the user gave or expects, not template1 (a
+        wrong password or user fails the same on both)."""
         try:
             return self.connect(preferred, server)
-        except TargetError:
+        except TargetError as first:
             if preferred == "template1":
                 raise
-            return self.connect("template1", server)
+            try:
+                return self.connect("template1", server)
+            except TargetError:
+                raise first from None
 
     def _first_relation(self, server: Server, db: str) -> str | None:
         with self.connect(db, server) as conn:
@@ -573,7 +635,6 @@ class PostgresTarget:
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
-        server, rename, maintenance = self._destination(dest)
         custom: dict[str, str] = {}
         directory: dict[str, list[str]] = {}
         for name in src.names():
@@ -584,29 +645,18 @@ class PostgresTarget:
                 directory.setdefault(db, []).append(name)
             else:
                 custom[db] = name
+        server, rename, maintenance = self._destination(dest, {*custom, *directory})
         # databases already restored by an interrupted run of this job are skipped
         sources = [db for db in (*custom, *directory) if not src.journal.is_done(f"database/{db}")]
         if not sources:
             return
-        for db in sources:
-            rename.setdefault(db, db)
-        # check every destination before touching any
+        # check every destination before touching any; one this job started filling before
+        # it was interrupted is ours to finish (restored again with --clean --if-exists)
+        started = {db for db in sources if src.journal.is_done(f"database/{db}/started")}
+        fresh = [rename[db] for db in sources if db not in started]
         with self._maintenance(server, maintenance) as conn:
-            existing = {
-                str(r[0])
-                for r in conn.execute(
-                    "SELECT datname FROM pg_database WHERE datname = ANY(%s)",
-                    ([rename[db] for db in sources],),
-                )
-            }
-            for db in sources:
-                if rename[db] in existing and not force:
-                    found = self._first_relation(server, rename[db])
-                    if found:
-                        raise self.error(
-                            f'destination database "{rename[db]}" on {server.address()} is not '
-                            f"empty (it has {found}); use --force to overwrite"
-                        )
+            existing = self._refuse_non_empty(conn, server, fresh, force)
+            existing |= self._refuse_non_empty(conn, server, [rename[db] for db in started], True)
             for db in sources:
                 if rename[db] not in existing:
                     try:
@@ -629,8 +679,9 @@ class PostgresTarget:
                 "--exit-on-error",
                 "--no-password",
             ]  # fmt: skip
-            if force:
+            if force or db in started:
                 argv += ["--clean", "--if-exists"]
+            src.journal.mark_done(f"database/{db}/started", {"database": rename[db]})
             if db in custom:
                 with src.open(custom[db]) as stream:
                     run_from_stream(
@@ -648,6 +699,11 @@ class PostgresTarget:
                         env=server.env(),
                     )
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
+
+
+def _recorded(record: Recorded) -> set[str]:
+    """The databases a set's record holds."""
+    return {db for name in record.names if (db := _source_database(name)) is not None}
 
 
 def _source_database(name: str) -> str | None:

@@ -9,20 +9,25 @@ and the ``check_*`` helpers read a restore destination.
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from txbackup.errors import UsageError
+from txbackup.safepaths import shown
 from txbackup.secrets import check_dsn, check_secret, resolve_secret
 from txbackup.settings import setting_int, setting_str
+from txbackup.targets.base import RENAME
 
 T = TypeVar("T")
 
 DEST_KEYS = frozenset({"dsn", "host", "port", "user", "password", "database"})
 """The settings of a restore destination (``--to``)."""
+
+_NEW_NAME = re.compile(r"[A-Za-z0-9_$-]+")
 
 
 class Prepared(Generic[T]):
@@ -85,7 +90,7 @@ def server_settings(
 def check_destination_keys(dest: Mapping[str, str], *, label: str) -> None:
     """Refuse restore destination settings the SQL targets do not know, and a DSN holding
     a secret (the ``password`` comes on its own, from password_env/password_file)."""
-    unknown = sorted(set(dest) - DEST_KEYS)
+    unknown = sorted(k for k in dest if k not in DEST_KEYS and not k.startswith(RENAME))
     if unknown:
         raise UsageError(f"{label}: unknown restore destination setting(s) {unknown}")
     if dest.get("dsn"):
@@ -99,6 +104,76 @@ def check_destination_database(database: str | None, databases: Sequence[str], *
             f"{label}: a destination database name needs a single-database target; "
             "several databases are restored into same-named ones"
         )
+
+
+def destination_names(
+    dest: Mapping[str, str],
+    databases: Sequence[str],
+    *,
+    configured: Sequence[str],
+    label: str,
+    limit: int,
+    reserved: Collection[str],
+    recorded: Collection[str] | None = None,
+) -> dict[str, str]:
+    """Database -> destination database, for every database of ``databases`` (the ones a
+    restore may write), from the destination's ``database`` (renames the single database of
+    a target ``configured`` with one) and ``rename.OLD`` keys, checked without contacting anything:
+
+    - OLD is one of ``databases`` (and of ``recorded``, the databases the set holds, when
+      known);
+    - NEW is a plain name (letters, digits, ``_``, ``$``, ``-``; at most ``limit``), not
+      one of the server's own databases (``reserved``): a rename value is typed by a user
+      or read from a file, and it names what gets created and written;
+    - no two databases land in the same one (a renamed one onto another of the set that
+      keeps its name, or two renamed onto one).
+    """
+    names = {db: db for db in databases}
+    database = dest.get("database")
+    check_destination_database(database, configured, label=label)
+    if database:
+        names[configured[0]] = database
+    renamed: dict[str, str] = {}
+    for key, new in dest.items():
+        if not key.startswith(RENAME):
+            continue
+        old = key[len(RENAME) :]
+        if old not in names:
+            raise UsageError(
+                f"{label}: cannot rename database {shown(old, 80)}: not one of the target's "
+                f"({', '.join(databases)})"
+            )
+        if recorded is not None and old not in recorded:
+            held = ", ".join(sorted(recorded)) or "none"
+            raise UsageError(
+                f"{label}: cannot rename database {shown(old, 80)}: "
+                f"the set does not hold it (it holds {held})"
+            )
+        if not _NEW_NAME.fullmatch(new) or len(new) > limit:
+            raise UsageError(
+                f"{label}: cannot rename database {shown(old, 80)} to {shown(new, 80)}: a new name "
+                f"takes letters, digits, '_', '$' and '-', at most {limit}"
+            )
+        if new.lower() in reserved:
+            raise UsageError(
+                f"{label}: cannot rename database {shown(old, 80)} to {new!r}: a system database"
+            )
+        if database and old == configured[0] and new != database:
+            raise UsageError(
+                f"{label}: database {shown(old, 80)} is given two destination names ({database}, {new})"
+            )
+        renamed[old] = new
+    names.update(renamed)
+    kept = names if recorded is None else {k: v for k, v in names.items() if k in recorded}
+    seen: dict[str, str] = {}
+    for old, new in kept.items():
+        if new in seen:
+            raise UsageError(
+                f"{label}: databases {shown(seen[new], 80)} and {shown(old, 80)} would both be restored "
+                f"into {new!r}"
+            )
+        seen[new] = old
+    return names
 
 
 @dataclass(kw_only=True)
