@@ -12,7 +12,8 @@ The engine knows the flow and nothing of any database:
    configured, check that we still hold the lock and that every application
    is still paused (CheckPaused: the window is verified, not assumed),
    **unpause** (always: error, deadline, signal).
-3. **export** every capture in parallel, compressed and checksummed.
+3. **export** every capture in parallel, compressed, checksummed, and encrypted
+   to the repository's public recipient when its config has one.
 4. **commit**: the manifest is written last; only then is the set complete in
    the catalog. On any failure the set is marked FAILED and its partial
    artifacts are removed. The first set committed into a storage without a
@@ -51,6 +52,7 @@ from txbackup.errors import AlreadyExistsError, PauseError, TargetError, Txbacku
 from txbackup.locks import LockInfo, StorageLock, acquire
 from txbackup.owner import Owner
 from txbackup.repository.config import RepositoryAware, open_config
+from txbackup.repository.crypto import Keyring, backup_keyring
 from txbackup.storage.base import Storage
 from txbackup.targets.base import Capture, Target
 
@@ -79,8 +81,9 @@ class _Exports:
     and fails fast once it is set; ``stop()`` then waits for the threads, so
     no late artifact lands in storage after the partial set was removed."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, keyring: Keyring | None = None) -> None:
         self.reporter = reporter
+        self.keyring = keyring
         self.abort = threading.Event()
         self.threads: list[threading.Thread] = []
 
@@ -216,7 +219,7 @@ async def _capture_all(plan: BackupPlan, set_id: str, captures: dict[str, Captur
 async def _export_all(
     plan: BackupPlan, set_id: str, captures: dict[str, Capture], exports: _Exports
 ) -> dict[str, SetWriter]:
-    writers = {name: SetWriter(plan.storage, set_id, name) for name in captures}
+    writers = {name: SetWriter(plan.storage, set_id, name, exports.keyring) for name in captures}
 
     async def export_one(name: str) -> None:
         started = time.monotonic()
@@ -286,8 +289,16 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
     # this set is committed, so a run that fails leaves the storage as it found it
     config = open_config(plan.storage)
     repository_id = None if config is None else config.repository_id
+    keyring = backup_keyring(config)
     for target in plan.targets:
         if isinstance(target, RepositoryAware):  # its agents must see this same repository
+            if keyring is not None:
+                # agents store blobs themselves, and cannot encrypt them yet: refuse rather
+                # than leave plaintext in a repository its owner believes encrypted
+                raise TargetError(
+                    f"target {target.name} ({target.kind}): repository {repository_id} is encrypted, "
+                    "and encrypted repositories do not take this kind of target yet"
+                )
             target.expect_repository(repository_id)
     await _preflight(plan)
     created = utc_now()
@@ -295,7 +306,7 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
     run = {"owner": Owner.current().to_dict(), "storage": plan.storage.describe(), "lock_id": lock.lock_id}
     plan.catalog.begin(set_id, created, [t.name for t in plan.targets], run, repository_id)
     captures: dict[str, Capture] = {}
-    exports = _Exports(report)
+    exports = _Exports(report, keyring)
     try:
         report.event("phase", name="pause", set_id=set_id, endpoints=len(plan.fleet.endpoints))
         pause_started = time.monotonic()
@@ -356,7 +367,7 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
         )
         report.event("phase", name="commit")
         lock.check()
-        write_manifest(plan.storage, manifest)
+        write_manifest(plan.storage, manifest, keyring=keyring)
         plan.catalog.complete(manifest)
         if config is None:
             _first_config(plan)
