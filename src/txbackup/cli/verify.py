@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
+from txbackup.cli.common import (
+    add_json,
+    add_key_args,
+    add_repository_args,
+    open_keyring,
+    open_repository,
+    print_json,
+    set_id_arg,
+)
 from txbackup.engine.artifacts import verify_set
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.restore import check_scope
@@ -25,12 +33,14 @@ Exit code 0: the set is intact; 1: something is missing or corrupt."""
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
     parser.add_argument("set_id", metavar="ID", type=set_id_arg)
+    add_key_args(parser)
     add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     storage, _, config = open_repository(args)
-    manifest = read_manifest(storage, args.set_id)
+    keyring = open_keyring(args, storage)  # an encrypted repository: decrypt to verify
+    manifest = read_manifest(storage, args.set_id, keyring=keyring)
     problems = []
     configured = {t.name: t for t in config.targets} if config is not None else {}
     for record in manifest.targets:
@@ -40,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 check_scope(manifest.set_id, record, target)
             except IntegrityError as exc:
                 problems.append(str(exc))
-    problems += verify_set(storage, manifest)
+    problems += verify_set(storage, manifest, keyring=keyring)
     count = sum(1 for _ in manifest.artifacts())
     if args.json:
         print_json({"set_id": args.set_id, "artifacts": count, "ok": not problems, "problems": problems})

@@ -163,7 +163,7 @@ class _Decrypting:
         try:
             return step()
         except NoIdentityMatch as exc:
-            problem = f"{exc} of this repository (foreign or planted object)"
+            problem = f"{exc} of this repository, or its header was altered (foreign or corrupt)"
             raise IntegrityError(f"{self._label}: {problem}") from None
         except AgeError as exc:
             raise IntegrityError(f"{self._label}: {exc} (corrupt)") from None

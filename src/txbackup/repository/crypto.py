@@ -32,6 +32,7 @@ that an object was not altered, not who wrote it (see the README).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -44,7 +45,14 @@ import pyrage
 
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
 from txbackup.repository import age
-from txbackup.repository.config import RepositoryConfig
+from txbackup.repository.config import (
+    AlreadyInitialized,
+    Encryption,
+    RepositoryConfig,
+    init_repository,
+    new_config,
+    read_config,
+)
 from txbackup.repository.layout import KEYS, key_path, parse_key_path
 from txbackup.secrets import read_secret_file, read_small_file
 from txbackup.storage.base import Storage, load_bytes, save_bytes
@@ -118,7 +126,8 @@ def unseal(keyring: Keyring, data: bytes, where: str, limit: int) -> bytes:
             if len(out) > limit:
                 raise IntegrityError(f"{where}: decrypts to more than {limit} bytes (refused)")
     except age.NoIdentityMatch as exc:
-        raise IntegrityError(f"{where}: {exc} of this repository (foreign or planted object)") from None
+        problem = f"{exc} of this repository, or its header was altered (foreign or corrupt)"
+        raise IntegrityError(f"{where}: {problem}") from None
     except age.AgeError as exc:
         raise IntegrityError(f"{where}: {exc} (corrupt)") from None
     return bytes(out)
@@ -344,6 +353,26 @@ def unlock(storage: Storage, recipient: str, repository_id: str, key: UserKey) -
     kinds = "passphrase" if key.kind == "scrypt" else "identity"
     ids = ", ".join(k.key_id for k in tried) or f"none is a {kinds} key"
     raise WrongKey(f"{key.source} does not open repository key of {repository_id} (keys: {ids}): wrong key?")
+
+
+def init_encrypted(storage: Storage, new: NewKey) -> tuple[RepositoryConfig, str]:
+    """Make ``storage`` an encrypted repository: a fresh repository identity, wrapped to
+    ``new`` in ``keys/<id>`` first, then the config recording its recipient (a failed
+    or lost race removes the key again). Returns (config, key id)."""
+    existing = read_config(storage)
+    if existing is not None:
+        where, label = storage.describe(), existing.repository_id
+        raise AlreadyInitialized(f"storage {where}: already a repository (id {label}); nothing written")
+    identity = age.Identity.generate()
+    config = new_config(encryption=Encryption(SCHEME, identity.recipient))
+    key_id = write_key(storage, identity, config.repository_id, new)
+    try:
+        init_repository(storage, config, undo=lambda: storage.remove(key_path(key_id)))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            storage.remove(key_path(key_id))
+        raise
+    return config, key_id
 
 
 def add_key(storage: Storage, keyring: Keyring, repository_id: str, new: NewKey) -> str:

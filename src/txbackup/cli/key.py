@@ -1,0 +1,110 @@
+"""txbackup key: list, add and remove the keys of an encrypted repository."""
+
+from __future__ import annotations
+
+import argparse
+
+from txbackup.cli.common import (
+    add_config,
+    add_json,
+    add_key_args,
+    add_storage_args,
+    open_checked,
+    open_keyring,
+    print_json,
+    print_table,
+    storage_from_args,
+)
+from txbackup.errors import UsageError
+from txbackup.repository.config import read_config
+from txbackup.repository.crypto import Keyring, add_key, list_keys, new_key_from, passphrase_from, remove_key
+from txbackup.storage.base import Storage
+
+NAME = "key"
+HELP = "list, add or remove the keys of an encrypted repository"
+DESCRIPTION = """\
+An encrypted repository (txbackup init --encrypt) has one repository key; it
+is stored in keys/<id>, once per user key, each copy encrypted to that user
+key (age recipients, an ssh public key, or a passphrase). Adding or removing a
+user key rewrites no data.
+
+  list     the key ids and how each is wrapped (X25519, ssh-ed25519, scrypt...)
+  add      wrap the repository key to a new user key (--new-recipient age1...,
+           --new-recipient-file FILE, --new-passphrase-file/--new-passphrase-env)
+  remove   remove a key; refused for the last one, and for the key given to
+           unlock (unlock with another one: that proves it still opens)
+
+add and remove need an existing key (--identity-file or a passphrase).
+
+examples:
+  txbackup key list -c cluster.toml
+  txbackup key add -c cluster.toml --identity-file me.key --new-recipient-file colleague.pub
+  txbackup key remove -c cluster.toml --identity-file me.key 3f9a0c1d2e4b5a69"""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="the key ids")
+    add = sub.add_parser("add", help="add a user key")
+    remove = sub.add_parser("remove", help="remove a user key")
+    for each in (listing, add, remove):
+        add_config(each)
+        add_storage_args(each)
+        add_json(each)
+    for each in (add, remove):
+        add_key_args(each)
+    group = add.add_argument_group("the new key")
+    group.add_argument("--new-recipient", metavar="KEY", action="append", default=[],
+                       help="a public key (age1... or ssh-ed25519 ...); repeatable")
+    group.add_argument("--new-recipient-file", metavar="FILE", action="append", default=[],
+                       help="a file of public keys, one a line; repeatable")
+    group.add_argument("--new-passphrase-file", metavar="FILE", help="a passphrase (a file, chmod 600)")
+    group.add_argument("--new-passphrase-env", metavar="VAR", help="a passphrase (an environment variable)")
+    remove.add_argument("key_id", metavar="ID", help="the key to remove (see txbackup key list)")
+
+
+def _open(args: argparse.Namespace) -> tuple[Storage, str]:
+    url, options, _ = storage_from_args(args)
+    storage = open_checked(url, options)
+    config = read_config(storage)
+    if config is None or config.encryption is None:
+        raise UsageError(f"storage {storage.describe()} is not an encrypted repository: it has no keys")
+    return storage, config.repository_id
+
+
+def _unlocked(args: argparse.Namespace, storage: Storage) -> Keyring:
+    keyring = open_keyring(args, storage)
+    assert keyring is not None  # _open checked that the repository is encrypted
+    return keyring
+
+
+def run(args: argparse.Namespace) -> int:
+    storage, repository_id = _open(args)
+    if args.key_command == "list":
+        keys = list_keys(storage)
+        if args.json:
+            print_json([key.__dict__ for key in keys])
+        else:
+            print_table(["KEY", "KIND", "CREATED"], [[k.key_id, k.kind, k.created] for k in keys])
+        return 0
+    keyring = _unlocked(args, storage)
+    if args.key_command == "add":
+        passphrase = passphrase_from(args.new_passphrase_file, args.new_passphrase_env, "--new-passphrase")
+        new = new_key_from(args.new_recipient, args.new_recipient_file, passphrase)
+        if new is None:
+            raise UsageError(
+                "which key to add? give --new-recipient, --new-recipient-file, "
+                "--new-passphrase-file or --new-passphrase-env"
+            )
+        key_id = add_key(storage, keyring, repository_id, new)
+        if args.json:
+            print_json({"added": key_id, "repository_id": repository_id})
+        else:
+            print(f"added key {key_id} ({new.source}) to repository {repository_id}")
+        return 0
+    remove_key(storage, keyring, args.key_id)
+    if args.json:
+        print_json({"removed": args.key_id, "repository_id": repository_id})
+    else:
+        print(f"removed key {args.key_id} from repository {repository_id}")
+    return 0
