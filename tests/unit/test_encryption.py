@@ -13,7 +13,13 @@ from pathlib import Path
 import pyrage
 import pytest
 
+from txbackup.admin.client import Endpoint
+from txbackup.admin.fleet import Fleet
+from txbackup.agent.client import AgentClient
+from txbackup.catalog import Catalog
+from txbackup.demo.sample_service import SampleServer
 from txbackup.engine.artifacts import SetReader, SetWriter, verify_set
+from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import (
     Manifest,
     PauseWindow,
@@ -23,7 +29,7 @@ from txbackup.engine.manifest import (
     read_manifest,
     write_manifest,
 )
-from txbackup.errors import IntegrityError, UsageError
+from txbackup.errors import IntegrityError, TargetError, UsageError
 from txbackup.repository import age
 from txbackup.repository.codec import Encoder, Expected, decoded
 from txbackup.repository.config import RepositoryConfig, read_config
@@ -44,7 +50,8 @@ from txbackup.repository.crypto import (
 )
 from txbackup.repository.layout import key_path, manifest_path
 from txbackup.storage import LocalStorage
-from txbackup.storage.base import save_bytes
+from txbackup.storage.base import list_names, save_bytes
+from txbackup.targets.cassandra import CassandraTarget
 
 SET = "20261128T100000Z-abcd"
 SIZES = [0, 1, age.CHUNK - 1, age.CHUNK, age.CHUNK + 1, 3 * age.CHUNK + 17]
@@ -354,3 +361,25 @@ def _one_artifact_manifest(storage: LocalStorage) -> Manifest:
     with writer.open("db.dump") as out:
         out.write(b"x")
     return manifest_with(writer.records)
+
+
+async def test_a_target_whose_agents_write_blobs_is_refused_before_the_pause(
+    app: SampleServer, tmp_path: Path, user: tuple[Path, str]
+) -> None:
+    """Cassandra agents store SSTable blobs themselves and cannot encrypt them yet: an
+    encrypted repository refuses such a target before anything is paused or written."""
+    storage, config = encrypted_repository(tmp_path, user[1])
+    client = AgentClient("127.0.0.1:9", culprit='target "c"', token="t" * 24)
+    target = CassandraTarget("c", [client], ["ks"], "coordinator", 10.0, "snapshot", "import", 60.0,
+                             "t" * 24, None)  # fmt: skip
+    before = sorted(list_names(storage, ""))
+    plan = BackupPlan(
+        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
+        targets=[target],
+        storage=storage,
+        catalog=Catalog(str(tmp_path / "catalog.db")),
+    )
+    with pytest.raises(TargetError, match=f"repository {config.repository_id} is encrypted"):
+        await run_backup(plan)
+    assert not app.gate.paused and plan.catalog.list() == []
+    assert sorted(list_names(storage, "")) == before

@@ -305,10 +305,11 @@ def read_manifest(storage: Storage, set_id: str, *, keyring: Keyring | None = No
 
 def _read_manifest(storage: Storage, set_id: str, keyring: Keyring | None, check_config: bool) -> Manifest:
     path = manifest_path(set_id)
+    limit = MAX_MANIFEST_BYTES + (0 if keyring is None else SEAL_OVERHEAD)
     info = storage.stat(path)
-    if info is not None and info.size > MAX_MANIFEST_BYTES + SEAL_OVERHEAD:
-        raise IntegrityError(f"manifest {path}: {info.size} bytes, more than {MAX_MANIFEST_BYTES} (refused)")
-    data = load_bytes(storage, path, MAX_MANIFEST_BYTES + SEAL_OVERHEAD)
+    if info is not None and info.size > limit:
+        raise IntegrityError(f"manifest {path}: {info.size} bytes, more than {limit} (refused)")
+    data = load_bytes(storage, path, limit)
     if is_sealed(data):
         if keyring is None:
             raise KeyRequired(
