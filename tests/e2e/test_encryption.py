@@ -135,7 +135,7 @@ def test_keys_are_added_removed_and_a_passphrase_opens(
         txbackup("key", "remove", "-c", str(config), "--passphrase-env", "TXB_PW", new_id, env=env), 2
     )
     assert "unlock with another key" in line
-    run_ok("key", "remove", "-c", str(config), "--passphrase-env", "TXB_PW", old_id, env=env)
+    run_ok("key", "remove", old_id, "-c", str(config), "--passphrase-env", "TXB_PW", env=env)
     line = one_error(txbackup("verify", "-c", str(config), set_id, "--identity-file", str(key)), 1)
     assert "does not open" in line
     run_ok("verify", "-c", str(config), set_id, "--passphrase-env", "TXB_PW", env=env)

@@ -39,28 +39,32 @@ add and remove need an existing key (--identity-file or a passphrase).
 examples:
   txbackup key list -c cluster.toml
   txbackup key add -c cluster.toml --identity-file me.key --new-recipient-file colleague.pub
-  txbackup key remove -c cluster.toml --identity-file me.key 3f9a0c1d2e4b5a69"""
+  txbackup key remove 3f9a0c1d2e4b5a69 -c cluster.toml --identity-file me.key"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="key_command", metavar="ACTION", required=True)
-    listing = sub.add_parser("list", help="the key ids")
-    add = sub.add_parser("add", help="add a user key")
-    remove = sub.add_parser("remove", help="remove a user key")
-    for each in (listing, add, remove):
-        add_config(each)
-        add_storage_args(each)
-        add_json(each)
-    for each in (add, remove):
-        add_key_args(each)
-    group = add.add_argument_group("the new key")
+    parser.add_argument("action", choices=["list", "add", "remove"], help="what to do")
+    parser.add_argument("key_id", metavar="ID", nargs="?", help="remove: the key to remove (see key list)")
+    add_config(parser)
+    add_storage_args(parser)
+    add_key_args(parser)
+    group = parser.add_argument_group("add: the new key")
     group.add_argument("--new-recipient", metavar="KEY", action="append", default=[],
                        help="a public key (age1... or ssh-ed25519 ...); repeatable")
     group.add_argument("--new-recipient-file", metavar="FILE", action="append", default=[],
                        help="a file of public keys, one a line; repeatable")
     group.add_argument("--new-passphrase-file", metavar="FILE", help="a passphrase (a file, chmod 600)")
     group.add_argument("--new-passphrase-env", metavar="VAR", help="a passphrase (an environment variable)")
-    remove.add_argument("key_id", metavar="ID", help="the key to remove (see txbackup key list)")
+    add_json(parser)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Each action's flags only (before anything is opened)."""
+    if (args.action == "remove") != (args.key_id is not None):
+        raise UsageError("key remove takes the id of the key to remove; list and add take no id")
+    new = args.new_recipient or args.new_recipient_file or args.new_passphrase_file or args.new_passphrase_env
+    if new and args.action != "add":
+        raise UsageError(f"--new-* flags go with key add, not key {args.action}")
 
 
 def _open(args: argparse.Namespace) -> tuple[Storage, str]:
@@ -79,8 +83,9 @@ def _unlocked(args: argparse.Namespace, storage: Storage) -> Keyring:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_args(args)
     storage, repository_id = _open(args)
-    if args.key_command == "list":
+    if args.action == "list":
         keys = list_keys(storage)
         if args.json:
             print_json([key.__dict__ for key in keys])
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             print_table(["KEY", "KIND", "CREATED"], [[k.key_id, k.kind, k.created] for k in keys])
         return 0
     keyring = _unlocked(args, storage)
-    if args.key_command == "add":
+    if args.action == "add":
         passphrase = passphrase_from(args.new_passphrase_file, args.new_passphrase_env, "--new-passphrase")
         new = new_key_from(args.new_recipient, args.new_recipient_file, passphrase)
         if new is None:

@@ -249,7 +249,7 @@ def new_key_from(
     found: list[Any] = []
     sources = []
     for text in recipients:
-        found += parse_recipients(text, f"recipient {text[:40]!r}")
+        found += parse_recipients(text, "recipient")
         sources.append(f"recipient {text[:20]}...")
     for path in recipient_files:
         data = read_small_file(path, what="recipient file", limit=MAX_IDENTITY_FILE)
