@@ -13,13 +13,9 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from txbackup.admin.client import Endpoint
-from txbackup.admin.fleet import Fleet
-from txbackup.agent.client import AgentClient
-from txbackup.catalog import Catalog
-from txbackup.demo.sample_service import SampleServer
+from txbackup.agent import server
+from txbackup.agent.node import AgentKeys, Node, NodeConfig
 from txbackup.engine.artifacts import SetReader, SetWriter, verify_set
-from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import (
     Manifest,
     PauseWindow,
@@ -29,29 +25,31 @@ from txbackup.engine.manifest import (
     read_manifest,
     write_manifest,
 )
-from txbackup.errors import IntegrityError, TargetError, UsageError
+from txbackup.errors import IntegrityError, TxbackupError, UsageError
 from txbackup.repository import age
 from txbackup.repository.codec import Encoder, Expected, decoded
 from txbackup.repository.config import RepositoryConfig, read_config
 from txbackup.repository.crypto import (
+    BlobKey,
     KeyRequired,
     Keyring,
     NewKey,
     WrongKey,
     add_key,
+    derive_blob_key,
     identity_file_key,
     init_encrypted,
     key_text,
     list_keys,
     parse_recipients,
     passphrase_key,
+    read_blob_key,
     remove_key,
     unlock,
 )
 from txbackup.repository.layout import key_path, manifest_path
 from txbackup.storage import LocalStorage
-from txbackup.storage.base import list_names, save_bytes
-from txbackup.targets.cassandra import CassandraTarget
+from txbackup.storage.base import save_bytes
 
 SET = "20261128T100000Z-abcd"
 SIZES = [0, 1, age.CHUNK - 1, age.CHUNK, age.CHUNK + 1, 3 * age.CHUNK + 17]
@@ -363,23 +361,72 @@ def _one_artifact_manifest(storage: LocalStorage) -> Manifest:
     return manifest_with(writer.records)
 
 
-async def test_a_target_whose_agents_write_blobs_is_refused_before_the_pause(
-    app: SampleServer, tmp_path: Path, user: tuple[Path, str]
-) -> None:
-    """Cassandra agents store SSTable blobs themselves and cannot encrypt them yet: an
-    encrypted repository refuses such a target before anything is paused or written."""
+# -- Cassandra blobs: encrypted, keyed names (the agent's node, without Cassandra) ---------------------
+STORE = "cassandra/c/sstables"
+TAG = "20261128T100000Z-abcd"
+
+
+def snapshot(data_dir: Path, files: dict[str, bytes]) -> None:
+    """A snapshot ``TAG`` of table ks.t as nodetool leaves it."""
+    folder = data_dir / "ks" / f"t-{'0' * 32}" / "snapshots" / TAG
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+
+
+def agent_node(tmp_path: Path, storage: LocalStorage, keys: AgentKeys) -> Node:
+    config = NodeConfig(nodetool=["false"], data_dirs=[tmp_path / "data"], staging_dir=tmp_path / "staging")
+    return Node(config, storage, keys)
+
+
+def test_blobs_of_an_encrypted_repository(tmp_path: Path, user: tuple[Path, str]) -> None:
     storage, config = encrypted_repository(tmp_path, user[1])
-    client = AgentClient("127.0.0.1:9", culprit='target "c"', token="t" * 24)
-    target = CassandraTarget("c", [client], ["ks"], "coordinator", 10.0, "snapshot", "import", 60.0,
-                             "t" * 24, None)  # fmt: skip
-    before = sorted(list_names(storage, ""))
-    plan = BackupPlan(
-        fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
-        targets=[target],
-        storage=storage,
-        catalog=Catalog(str(tmp_path / "catalog.db")),
-    )
-    with pytest.raises(TargetError, match=f"repository {config.repository_id} is encrypted"):
-        await run_backup(plan)
-    assert not app.gate.paused and plan.catalog.list() == []
-    assert sorted(list_names(storage, "")) == before
+    keyring = unlocked(storage, config, user[0])
+    blob_key_file = tmp_path / "blob.key"
+    blob_key_file.write_bytes(derive_blob_key(keyring, config.repository_id).text())
+    blob_key_file.chmod(0o600)
+    data = {"nb-1-big-Data.db": b"sstable rows " * 5000, "nb-1-big-Index.db": os.urandom(3000)}
+    snapshot(tmp_path / "data", data)
+    # no blob key: refused before anything is stored
+    with pytest.raises(TxbackupError, match="is encrypted: start the agent with --blob-key-file FILE"):
+        agent_node(tmp_path, storage, AgentKeys()).upload(TAG, ["ks"], STORE, lambda _: None)
+    backup_node = agent_node(tmp_path, storage, AgentKeys(read_blob_key(str(blob_key_file))))
+    listing = backup_node.upload(TAG, ["ks"], STORE, lambda _: None)
+    files = listing["files"]
+    for f in files:
+        assert f["blob"] != f["sha256"]  # keyed names: the plain digest is nowhere in the store
+        stored = (tmp_path / "repo" / STORE / f["blob"]).read_bytes()
+        assert stored.startswith(age.MAGIC) and b"sstable rows" not in stored
+    assert not any(f["sha256"] in str(p) for f in files for p in (tmp_path / "repo").rglob("*"))
+    assert backup_node.upload(TAG, ["ks"], STORE, lambda _: None)["uploaded_files"] == 0  # dedup still works
+    entries = [f | {"node": "10.0.0.1"} for f in files]
+    # a restore needs a user key on the agent: the blob key opens nothing
+    with pytest.raises(TxbackupError, match="restoring needs the agent started with --identity-file"):
+        backup_node.prepare(TAG, STORE, entries, lambda _: None)
+    restorer = agent_node(tmp_path, storage, AgentKeys(None, identity_file_key(str(user[0]))))
+    staged = Path(restorer.prepare(TAG, STORE, entries, lambda _: None)["staging"])
+    for name, content in data.items():
+        assert (staged / "10.0.0.1" / "ks" / "t" / name).read_bytes() == content
+    # a tampered blob is refused, naming it, and nothing stays staged
+    target = tmp_path / "repo" / STORE / files[0]["blob"]
+    damaged = bytearray(target.read_bytes())
+    damaged[-5] ^= 1
+    target.write_bytes(bytes(damaged))
+    with pytest.raises(IntegrityError, match=f"blob {STORE}/{files[0]['blob']}: .*corrupt"):
+        restorer.prepare(TAG, STORE, entries, lambda _: None)
+    assert not staged.exists()
+
+
+def test_an_agent_with_the_blob_key_of_another_repository_is_refused(
+    tmp_path: Path, user: tuple[Path, str]
+) -> None:
+    storage, config = encrypted_repository(tmp_path, user[1])
+    snapshot(tmp_path / "data", {"nb-1-big-Data.db": b"x"})
+    preflight = {"repository_id": config.repository_id, "keyspaces": ["ks"], "method": "snapshot"}
+    with pytest.raises(TxbackupError, match="--blob-key-file FILE"):  # at preflight: before any pause
+        server._preflight(agent_node(tmp_path, storage, AgentKeys()), preflight, lambda _: None)
+    other = BlobKey("f" * 32, bytes(32))
+    problem = f"blob key of repository {'f' * 32}, not of {config.repository_id}"
+    with pytest.raises(TxbackupError, match=problem):
+        agent_node(tmp_path, storage, AgentKeys(other)).upload(TAG, ["ks"], STORE, lambda _: None)
+    assert not (tmp_path / "repo" / "cassandra").exists()

@@ -12,18 +12,27 @@ are reused by the next backup, which is how an interrupted upload resumes.
 A blob is written and checked by ``repository.codec`` (the pipeline set
 artifacts use): when it is fetched, the zstd frame, then the SHA-256 and size
 of the data against the name and the record, bounded by the recorded size.
+
+In an encrypted repository (``repository.crypto``) a blob is an age file
+encrypted to the repository's recipient, and named by HMAC-SHA256(blob key,
+data) instead of the plain SHA-256, so the names in a stolen repository say
+nothing of which SSTables (files public or guessable: a known dataset) it
+holds. The file list records both: ``blob`` (the name) and ``sha256`` (what the
+data must hash to, checked at restore; the list is an artifact, encrypted too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from txbackup.errors import IntegrityError, StorageError
+from txbackup.repository.age import Identity
 from txbackup.repository.codec import Encoder, Expected, decoded
 from txbackup.repository.layout import blob_name as blob_name  # names live in the layout
 from txbackup.repository.layout import store_prefix as store_prefix
@@ -34,38 +43,63 @@ from txbackup.storage.base import CHUNK, Storage
 @dataclass(frozen=True)
 class Stored:
     """One file put in the store: its data's digest and size, the blob's size,
-    and whether this call uploaded it (False: it was there already)."""
+    whether this call uploaded it (False: it was there already), and the blob's id
+    (its name in the store: ``sha256``, or the keyed id when sealed)."""
 
     sha256: str
     size: int
     stored_size: int
     uploaded: bool
+    blob: str = ""
+
+
+@dataclass(frozen=True)
+class Sealing:
+    """How an encrypted repository stores blobs: encrypted to ``recipient`` (a raw
+    X25519 public key), named by HMAC-SHA256(``blob_key``, data)."""
+
+    recipient: bytes
+    blob_key: bytes
 
 
 def file_sha256(path: str) -> tuple[str, int]:
+    sha, size, _ = file_digests(path, None)
+    return sha, size
+
+
+def file_digests(path: str, blob_key: bytes | None) -> tuple[str, int, str]:
+    """(SHA-256, size, blob id) of the file, read once: the id is the SHA-256, or the
+    HMAC-SHA256 under ``blob_key`` (an encrypted repository's names)."""
     digest = hashlib.sha256()
+    keyed = None if blob_key is None else hmac.new(blob_key, digestmod="sha256")
     size = 0
     with open(path, "rb") as src:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
+            if keyed is not None:
+                keyed.update(chunk)
             size += len(chunk)
-    return digest.hexdigest(), size
+    return digest.hexdigest(), size, digest.hexdigest() if keyed is None else keyed.hexdigest()
 
 
-def put_file(storage: Storage, store: str, path: str) -> Stored:
+def put_file(storage: Storage, store: str, path: str, sealing: Sealing | None = None) -> Stored:
     """Store the local file ``path`` unless a blob with its content exists already.
 
     The file is hashed first; if it changes while it is compressed (it must
     not: snapshot files are hard links to immutable SSTables) the upload is
     aborted before it is published and ``StorageError`` raised.
     """
-    sha, size = file_sha256(path)
-    name = blob_name(store, sha)
+    if sealing is None:
+        sha, size = file_sha256(path)
+        blob = sha
+    else:
+        sha, size, blob = file_digests(path, sealing.blob_key)
+    name = blob_name(store, blob)
     existing = storage.stat(name)
     if existing is not None:
-        return Stored(sha, size, existing.size, False)
+        return Stored(sha, size, existing.size, False, blob)
     with open(path, "rb") as src, storage.open_write(name) as writer:
-        encoder = Encoder(writer.write)
+        encoder = Encoder(writer.write, None if sealing is None else sealing.recipient)
         while chunk := src.read(CHUNK):
             encoder.write(chunk)
         done = encoder.finish()
@@ -74,7 +108,7 @@ def put_file(storage: Storage, store: str, path: str) -> Stored:
         stored = writer.commit().size
     if stored != done.stored_size:
         raise StorageError(f"blob {name}: storage saved {stored} of {done.stored_size} bytes")
-    return Stored(sha, size, stored, True)
+    return Stored(sha, size, stored, True, blob)
 
 
 def fetch_file(
@@ -85,15 +119,20 @@ def fetch_file(
     dest: str,
     what: str,
     progress: Callable[[int], None] | None = None,
+    *,
+    blob: str | None = None,
+    identity: Identity | None = None,
 ) -> None:
-    """Write the data of blob ``sha256`` to the new file ``dest``, verified.
+    """Write the data of blob ``sha256`` (stored as ``blob``, the keyed id of an
+    encrypted repository, decrypted with its ``identity``) to the new file ``dest``,
+    verified against ``sha256`` and ``size``.
 
     ``what`` names the file for messages (e.g. ``bank/accounts nb-1-big-Data.db``).
     Raises ``IntegrityError`` naming it when the blob is missing, truncated or
     corrupt; ``dest`` then does not exist. ``dest`` is created 0600 and never
     written through a symbolic link.
     """
-    name = blob_name(store, sha256)
+    name = blob_name(store, sha256 if blob is None else blob)
     info = storage.stat(name)
     if info is None:
         raise IntegrityError(f"{what}: blob {name} missing from storage {storage.describe()}")
@@ -106,7 +145,7 @@ def fetch_file(
         expected = Expected(size, sha256, info.size)
         with (
             storage.open_read(name) as src,
-            decoded(src, expected, f"{what}: blob {name}") as data,
+            decoded(src, expected, f"{what}: blob {name}", identity=identity) as data,
             os.fdopen(create_private(partial), "wb") as out,
         ):
             while chunk := data.read(CHUNK):

@@ -17,7 +17,16 @@ from txbackup.cli.common import (
 )
 from txbackup.errors import UsageError
 from txbackup.repository.config import read_config
-from txbackup.repository.crypto import Keyring, add_key, list_keys, new_key_from, passphrase_from, remove_key
+from txbackup.repository.crypto import (
+    Keyring,
+    add_key,
+    derive_blob_key,
+    list_keys,
+    new_key_from,
+    passphrase_from,
+    remove_key,
+)
+from txbackup.safepaths import open_private
 from txbackup.storage.base import Storage
 
 NAME = "key"
@@ -33,8 +42,10 @@ user key rewrites no data.
            --new-recipient-file FILE, --new-passphrase-file/--new-passphrase-env)
   remove   remove a key; refused for the last one, and for the key given to
            unlock (unlock with another one: that proves it still opens)
+  blob-key write the blob key for Cassandra agents to --output FILE (0600): it
+           names their blobs (a keyed hash) and decrypts nothing
 
-add and remove need an existing key (--identity-file or a passphrase).
+add, remove and blob-key need an existing key (--identity-file or a passphrase).
 
 examples:
   txbackup key list -c cluster.toml
@@ -43,7 +54,7 @@ examples:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["list", "add", "remove"], help="what to do")
+    parser.add_argument("action", choices=["list", "add", "remove", "blob-key"], help="what to do")
     parser.add_argument("key_id", metavar="ID", nargs="?", help="remove: the key to remove (see key list)")
     add_config(parser)
     add_storage_args(parser)
@@ -55,6 +66,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                        help="a file of public keys, one a line; repeatable")
     group.add_argument("--new-passphrase-file", metavar="FILE", help="a passphrase (a file, chmod 600)")
     group.add_argument("--new-passphrase-env", metavar="VAR", help="a passphrase (an environment variable)")
+    parser.add_argument("--output", metavar="FILE", help="blob-key: the new file to write it to (0600)")
     add_json(parser)
 
 
@@ -65,6 +77,8 @@ def _check_args(args: argparse.Namespace) -> None:
     new = args.new_recipient or args.new_recipient_file or args.new_passphrase_file or args.new_passphrase_env
     if new and args.action != "add":
         raise UsageError(f"--new-* flags go with key add, not key {args.action}")
+    if (args.action == "blob-key") != (args.output is not None):
+        raise UsageError("key blob-key writes to --output FILE (and only it takes --output)")
 
 
 def _open(args: argparse.Namespace) -> tuple[Storage, str]:
@@ -93,6 +107,20 @@ def run(args: argparse.Namespace) -> int:
             print_table(["KEY", "KIND", "CREATED"], [[k.key_id, k.kind, k.created] for k in keys])
         return 0
     keyring = _unlocked(args, storage)
+    if args.action == "blob-key":
+        blob_key = derive_blob_key(keyring, repository_id)
+        try:
+            with open_private(args.output) as out:
+                out.write(blob_key.text())
+        except FileExistsError:
+            raise UsageError(f"--output {args.output}: exists already (not overwritten)") from None
+        except OSError as exc:
+            raise UsageError(f"--output {args.output}: {exc.strerror}") from None
+        if args.json:
+            print_json({"blob_key_file": args.output, "repository_id": repository_id})
+        else:
+            print(f"wrote the blob key of repository {repository_id} to {args.output}: give it to the agents")
+        return 0
     if args.action == "add":
         passphrase = passphrase_from(args.new_passphrase_file, args.new_passphrase_env, "--new-passphrase")
         new = new_key_from(args.new_recipient, args.new_recipient_file, passphrase)

@@ -292,14 +292,7 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
     keyring = backup_keyring(config)
     for target in plan.targets:
         if isinstance(target, RepositoryAware):  # its agents must see this same repository
-            if keyring is not None:
-                # agents store blobs themselves, and cannot encrypt them yet: refuse rather
-                # than leave plaintext in a repository its owner believes encrypted
-                raise TargetError(
-                    f"target {target.name} ({target.kind}): repository {repository_id} is encrypted, "
-                    "and encrypted repositories do not take this kind of target yet"
-                )
-            target.expect_repository(repository_id)
+            target.expect_repository(repository_id)  # (and, encrypted, hold its blob key)
     await _preflight(plan)
     created = utc_now()
     set_id = new_set_id(created)

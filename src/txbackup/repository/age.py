@@ -143,6 +143,11 @@ class Identity:
     def recipient(self) -> str:
         return bech32_encode(RECIPIENT_HRP, self.public)
 
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte secret derived from this identity for ``label`` (HKDF-SHA256): keys
+        of other purposes that whoever holds the identity can always re-derive."""
+        return _hkdf(self._secret, b"", label)
+
     def unwrap(self, share: bytes, body: bytes) -> bytes | None:
         """The file key of an X25519 stanza, or None if it is not for this identity."""
         shared = self._key.exchange(X25519PublicKey.from_public_bytes(share))

@@ -133,6 +133,43 @@ def unseal(keyring: Keyring, data: bytes, where: str, limit: int) -> bytes:
     return bytes(out)
 
 
+# -- the blob key: names Cassandra blobs, decrypts nothing ----------------------------------------------
+BLOB_KEY_LABEL = b"txbackup blob names v1"
+_BLOB_KEY_LINE = re.compile(r"TXBACKUP-BLOB-KEY-1 ([0-9a-f]{32}) ([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class BlobKey:
+    """The key of HMAC-SHA256(blob key, data), the name of a blob in an encrypted
+    repository (so a stolen repository does not say which SSTables it holds).
+    Derived from the repository identity: a key holder exports it for the agents
+    (``txbackup key blob-key``), who name blobs with it but can decrypt nothing."""
+
+    repository_id: str
+    key: bytes = field(repr=False)
+
+    def text(self) -> bytes:
+        return (
+            f"# txbackup: the blob key of repository {self.repository_id} (names Cassandra\n"
+            "# blobs; decrypts nothing). Give it to the agents: txbackup agent --blob-key-file\n"
+            f"TXBACKUP-BLOB-KEY-1 {self.repository_id} {self.key.hex()}\n"
+        ).encode()
+
+
+def derive_blob_key(keyring: Keyring, repository_id: str) -> BlobKey:
+    identity = keyring.require_identity(f"repository {repository_id}")
+    return BlobKey(repository_id, identity.derive(BLOB_KEY_LABEL))
+
+
+def read_blob_key(path: str, what: str = "--blob-key-file") -> BlobKey:
+    """The blob key in ``path`` (an owner-only file written by ``txbackup key blob-key``)."""
+    text = read_secret_file(path, what=what)
+    found = [m for line in text.splitlines() if (m := _BLOB_KEY_LINE.fullmatch(line.strip()))]
+    if len(found) != 1:
+        raise UsageError(f"{what} {path}: not a txbackup blob key file (txbackup key blob-key writes one)")
+    return BlobKey(found[0][1], bytes.fromhex(found[0][2]))
+
+
 # -- user keys ----------------------------------------------------------------------------------------
 @dataclass
 class UserKey:

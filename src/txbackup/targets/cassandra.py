@@ -592,6 +592,8 @@ def _file_entry(scope: Scope, where: str, value: object, keyspaces: set[str], no
     size = entry.get("size")
     if type(size) is not int or size < 0:
         scope.fail(f"{where}: size {shown(size, 60)} is not a byte count")
+    if "blob" in entry:  # an encrypted repository's keyed blob name (the agent checks its shape)
+        found["blob"] = scope.text(entry.get("blob"), f"{where}: blob")
     return {**found, "size": size, "node": node}
 
 
