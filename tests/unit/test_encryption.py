@@ -13,9 +13,14 @@ from pathlib import Path
 import pyrage
 import pytest
 
+from tests.unit.test_cleanup import run_of
+from tests.unit.test_locks import dead_pid
 from txbackup.agent import server
 from txbackup.agent.node import AgentKeys, Node, NodeConfig
+from txbackup.catalog import Catalog
+from txbackup.clock import utc_now
 from txbackup.engine.artifacts import SetReader, SetWriter, verify_set
+from txbackup.engine.cleanup import clean
 from txbackup.engine.manifest import (
     Manifest,
     PauseWindow,
@@ -26,6 +31,8 @@ from txbackup.engine.manifest import (
     write_manifest,
 )
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
+from txbackup.locks import StorageLock
+from txbackup.owner import Owner
 from txbackup.repository import age
 from txbackup.repository.codec import Encoder, Expected, decoded
 from txbackup.repository.config import RepositoryConfig, read_config
@@ -430,3 +437,50 @@ def test_an_agent_with_the_blob_key_of_another_repository_is_refused(
     with pytest.raises(TxbackupError, match=problem):
         agent_node(tmp_path, storage, AgentKeys(other)).upload(TAG, ["ks"], STORE, lambda _: None)
     assert not (tmp_path / "repo" / "cassandra").exists()
+
+
+def test_a_low_order_share_is_refused_as_corrupt() -> None:
+    zero = age._b64(bytes(32))
+    header = age.MAGIC + b"-> X25519 " + zero + b"\n" + zero + b"\n--- " + zero + b"\n"
+    with pytest.raises(age.AgeError, match="low-order point"):
+        decrypt(age.Identity.generate(), header + bytes(16 + 16))
+
+
+def test_a_planted_passphrase_key_with_a_huge_work_factor_is_not_tried(
+    tmp_path: Path, user: tuple[Path, str]
+) -> None:
+    storage, config = encrypted_repository(tmp_path, user[1])
+    planted = age.MAGIC + b"-> scrypt " + age._b64(bytes(16)) + b" 40\n" + age._b64(bytes(32)) + b"\n--- x\n"
+    save_bytes(storage, key_path("0123456789abcdef"), planted)
+    assert config.encryption is not None
+    with pytest.raises(WrongKey, match=r"0123456789abcdef \(scrypt work factor 40: not tried\)"):
+        unlock(storage, config.encryption.recipient, config.repository_id, passphrase_key("pw", "passphrase"))
+
+
+def test_cleanup_never_removes_an_encrypted_set_it_cannot_read(
+    tmp_path: Path, user: tuple[Path, str]
+) -> None:
+    """A backup killed between its manifest and the catalog: the backup host (no key) that
+    cleans up cannot read the manifest, and must keep the set (a key holder's list --rebuild
+    indexes it)."""
+    storage, config = encrypted_repository(tmp_path, user[1])
+    public = Keyring(config.encryption.recipient) if config.encryption else None
+    writer = SetWriter(storage, SET, "pg", public)
+    with writer.open("db.dump") as out:
+        out.write(b"rows")
+    write_manifest(storage, manifest_with(writer.records), keyring=public)
+    catalog = Catalog(str(tmp_path / "catalog.db"))
+    me = Owner.current()
+    dead = Owner(me.user, me.host, dead_pid(), None, me.machine)
+    catalog.begin(SET, utc_now(), ["pg"], run_of(dead, storage.describe()))
+    lock = StorageLock(storage, "cleanup")
+    assert lock.attempt() is True
+    try:
+        clean(storage, catalog, lock)
+    finally:
+        lock.release()
+    assert storage.stat(manifest_path(SET)) is not None and storage.stat(writer.records[0].path) is not None
+    keyring = unlocked(storage, config, user[0])
+    assert catalog.rebuild(storage, keyring) == []
+    (row,) = catalog.list()
+    assert row.status == "complete"

@@ -150,7 +150,10 @@ class Identity:
 
     def unwrap(self, share: bytes, body: bytes) -> bytes | None:
         """The file key of an X25519 stanza, or None if it is not for this identity."""
-        shared = self._key.exchange(X25519PublicKey.from_public_bytes(share))
+        try:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(share))
+        except ValueError:  # a low-order share: the shared secret would be all zeros
+            raise AgeError("header: X25519 share is a low-order point") from None
         wrap_key = _hkdf(shared, share + self.public, _X25519_LABEL)
         try:
             return ChaCha20Poly1305(wrap_key).decrypt(bytes(12), body, None)

@@ -198,9 +198,7 @@ def identity_file_key(path: str) -> UserKey:
     """The age identities (``AGE-SECRET-KEY-1...`` lines) or the ssh private key in
     ``path``, a file only its owner may read (UsageError otherwise)."""
     what = "identity file"
-    text = read_secret_file(path, what=what) if os.path.exists(path) else None
-    if text is None:
-        raise UsageError(f"{what} {path}: no such file")
+    text = read_secret_file(path, what=what)
     if text.startswith("-----BEGIN"):
         try:
             return UserKey(f"{what} {path}", [pyrage.ssh.Identity.from_buffer(text.encode())])
@@ -326,6 +324,11 @@ def _identity_in(text: bytes, where: str) -> age.Identity:
         raise IntegrityError(f"{where}: {exc}") from None
 
 
+MAX_SCRYPT_LOG_N = 22
+"""The costliest passphrase key unlock tries (age writes 18..20; 2^22 is seconds and 4 GiB):
+a planted key object with a huge work factor must not stall or exhaust the machine."""
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     key_id: str
@@ -333,14 +336,20 @@ class KeyInfo:
     """``scrypt`` (a passphrase), ``X25519`` (an age recipient), ``ssh-ed25519``, ``ssh-rsa``."""
     size: int
     created: str
+    work: int = 0
+    """scrypt's log2 work factor (passphrase keys), from the header."""
 
 
-def _kind(data: bytes) -> str:
-    """The first stanza's type: how the key object is wrapped (visible in age's header)."""
-    lines = data[: 4096].split(b"\n")
+def _stanza(data: bytes) -> tuple[str, int]:
+    """The first stanza's type (how the key object is wrapped, visible in age's header)
+    and, for scrypt, its work factor (0 if it is not one or unreadable)."""
+    lines = data[:4096].split(b"\n")
     if len(lines) < 2 or lines[0] + b"\n" != age.MAGIC or not lines[1].startswith(b"-> "):
-        return "unknown"
-    return lines[1][3:].split(b" ")[0].decode("ascii", "replace")[:20]
+        return "unknown", 0
+    args = lines[1][3:].split(b" ")
+    kind = args[0].decode("ascii", "replace")[:20]
+    readable = kind == "scrypt" and len(args) == 3 and args[2].isdigit() and len(args[2]) < 4
+    return kind, int(args[2]) if readable else 0
 
 
 def list_keys(storage: Storage) -> list[KeyInfo]:
@@ -351,9 +360,9 @@ def list_keys(storage: Storage) -> list[KeyInfo]:
             continue
         head = storage.open_read(info.name, 0, min(info.size, 4096))
         with head:
-            kind = _kind(head.read(4096))
+            kind, work = _stanza(head.read(4096))
         created = datetime.fromtimestamp(info.mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        found.append(KeyInfo(key_id, kind, info.size, created))
+        found.append(KeyInfo(key_id, kind, info.size, created, work))
     return sorted(found, key=lambda k: (k.created, k.key_id))
 
 
@@ -375,7 +384,11 @@ def unlock(storage: Storage, recipient: str, repository_id: str, key: UserKey) -
     # a passphrase only opens scrypt objects and an identity only the others: trying the
     # rest would cost a second of scrypt each, or fail anyway
     tried = [k for k in keys if (k.kind == "scrypt") == (key.kind == "scrypt")]
+    skipped = []
     for info in tried:
+        if info.kind == "scrypt" and not 0 < info.work <= MAX_SCRYPT_LOG_N:
+            skipped.append(f"{info.key_id} (scrypt work factor {info.work or '?'}: not tried)")
+            continue
         data = load_bytes(storage, key_path(info.key_id), MAX_KEY_BYTES)
         text = key.unwrap(data)
         if text is None:
@@ -388,7 +401,8 @@ def unlock(storage: Storage, recipient: str, repository_id: str, key: UserKey) -
             )
         return Keyring(recipient, identity, info.key_id, key.source)
     kinds = "passphrase" if key.kind == "scrypt" else "identity"
-    ids = ", ".join(k.key_id for k in tried) or f"none is a {kinds} key"
+    opened = [k.key_id for k in tried if k.kind != "scrypt" or 0 < k.work <= MAX_SCRYPT_LOG_N]
+    ids = ", ".join(opened + skipped) or f"none is a {kinds} key"
     raise WrongKey(f"{key.source} does not open repository key of {repository_id} (keys: {ids}): wrong key?")
 
 
