@@ -15,7 +15,7 @@ import pytest
 
 from tests.unit.test_cleanup import run_of
 from tests.unit.test_locks import dead_pid
-from txbackup.agent import server
+from txbackup.agent import blobs, server
 from txbackup.agent.node import AgentKeys, Node, NodeConfig
 from txbackup.catalog import Catalog
 from txbackup.clock import utc_now
@@ -407,6 +407,7 @@ def test_blobs_of_an_encrypted_repository(tmp_path: Path, user: tuple[Path, str]
     assert not any(f["sha256"] in str(p) for f in files for p in (tmp_path / "repo").rglob("*"))
     assert backup_node.upload(TAG, ["ks"], STORE, lambda _: None)["uploaded_files"] == 0  # dedup still works
     entries = [f | {"node": "10.0.0.1"} for f in files]
+    assert blobs.referenced(files) == {p.name for p in (tmp_path / "repo" / STORE).iterdir()}  # what GC keeps
     # a restore needs a user key on the agent: the blob key opens nothing
     with pytest.raises(TxbackupError, match="restoring needs the agent started with --identity-file"):
         backup_node.prepare(TAG, STORE, entries, lambda _: None)

@@ -160,5 +160,12 @@ def fetch_file(
 
 
 def referenced(files: list[dict[str, Any]]) -> set[str]:
-    """The SHA-256s a node's file list references (for garbage collection)."""
-    return {str(f["sha256"]) for f in files if isinstance(f, dict) and "sha256" in f}
+    """The blob ids a node's file list references (for garbage collection): the keyed
+    ``blob`` name in an encrypted repository, else the ``sha256``."""
+    found = set()
+    for f in files:
+        if isinstance(f, dict):
+            blob = f.get("blob", f.get("sha256"))
+            if isinstance(blob, str):
+                found.add(blob)
+    return found
