@@ -131,17 +131,14 @@ def test_keys_are_added_removed_and_a_passphrase_opens(
     keys = json.loads(run_ok("key", "list", "-c", str(config), "--json").stdout)
     assert sorted(k["kind"] for k in keys) == ["X25519", "scrypt"]
     (old_id,) = [k["key_id"] for k in keys if k["key_id"] != new_id]
-    line = one_error(
-        txbackup("key", "remove", "-c", str(config), "--passphrase-env", "TXB_PW", new_id, env=env), 2
-    )
+    with_passphrase = ["-c", str(config), "--passphrase-env", "TXB_PW"]
+    line = one_error(txbackup("key", "remove", *with_passphrase, "--id", new_id, env=env), 2)
     assert "unlock with another key" in line
-    run_ok("key", "remove", old_id, "-c", str(config), "--passphrase-env", "TXB_PW", env=env)
+    run_ok("key", "remove", *with_passphrase, "--id", old_id, env=env)
     line = one_error(txbackup("verify", "-c", str(config), set_id, "--identity-file", str(key)), 1)
     assert "does not open" in line
     run_ok("verify", "-c", str(config), set_id, "--passphrase-env", "TXB_PW", env=env)
-    line = one_error(
-        txbackup("key", "remove", "-c", str(config), "--passphrase-env", "TXB_PW", new_id, env=env), 2
-    )
+    line = one_error(txbackup("key", "remove", *with_passphrase, "--id", new_id, env=env), 2)
     assert "is the last key" in line
 
 

@@ -126,8 +126,7 @@ def positionals(command: str) -> list[str]:
     """Well-formed positional arguments of ``command`` (a set id for ID)."""
     found = []
     for action in SUBPARSERS[command]._actions:
-        optional = action.nargs == "?" and action.dest not in POSITIONALS
-        if action.option_strings or action.dest == "help" or optional:
+        if action.option_strings or action.dest == "help":
             continue
         assert action.dest in POSITIONALS, f"txbackup {command}: a corpus value for {action.dest} is needed"
         found.append(POSITIONALS[action.dest])

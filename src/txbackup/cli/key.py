@@ -40,8 +40,8 @@ user key rewrites no data.
   list     the key ids and how each is wrapped (X25519, ssh-ed25519, scrypt...)
   add      wrap the repository key to a new user key (--new-recipient age1...,
            --new-recipient-file FILE, --new-passphrase-file/--new-passphrase-env)
-  remove   remove a key; refused for the last one, and for the key given to
-           unlock (unlock with another one: that proves it still opens)
+  remove   remove the key --id ID; refused for the last one, and for the key
+           given to unlock (unlock with another: that proves it still opens)
   blob-key write the blob key for Cassandra agents to --output FILE (0600): it
            names their blobs (a keyed hash) and decrypts nothing
 
@@ -50,12 +50,14 @@ add, remove and blob-key need an existing key (--identity-file or a passphrase).
 examples:
   txbackup key list -c cluster.toml
   txbackup key add -c cluster.toml --identity-file me.key --new-recipient-file colleague.pub
-  txbackup key remove 3f9a0c1d2e4b5a69 -c cluster.toml --identity-file me.key"""
+  txbackup key remove -c cluster.toml --identity-file me.key --id 3f9a0c1d2e4b5a69"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["list", "add", "remove", "blob-key"], help="what to do")
-    parser.add_argument("key_id", metavar="ID", nargs="?", help="remove: the key to remove (see key list)")
+    # an option, not a second positional: argparse gives an optional positional nothing
+    # once options come between (key remove -c FILE ID would be refused)
+    parser.add_argument("--id", dest="key_id", metavar="ID", help="remove: the key to remove (see key list)")
     add_config(parser)
     add_storage_args(parser)
     add_key_args(parser)
@@ -73,7 +75,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     """Each action's flags only (before anything is opened)."""
     if (args.action == "remove") != (args.key_id is not None):
-        raise UsageError("key remove takes the id of the key to remove; list and add take no id")
+        raise UsageError("key remove takes --id ID (see key list); the other actions take no --id")
     new = args.new_recipient or args.new_recipient_file or args.new_passphrase_file or args.new_passphrase_env
     if new and args.action != "add":
         raise UsageError(f"--new-* flags go with key add, not key {args.action}")
