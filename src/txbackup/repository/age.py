@@ -254,23 +254,24 @@ class Decryptor:
         self._out = b""
         self._done = False
 
-    def _fill(self, size: int) -> bytes:
-        """Up to ``size`` bytes, fewer only at the end of the stream."""
-        parts = [self._pending]
-        have = len(self._pending)
-        self._pending = b""
-        while have < size:
-            data = self._read(size - have)
-            if not data:
-                break
-            parts.append(data)
-            have += len(data)
-        return b"".join(parts)
-
     def _exactly(self, size: int) -> bytes:
-        data = self._fill(size)
-        self._pending = data[size:]
-        return data[:size]
+        """``size`` bytes, fewer only at the end of the stream (no copy in the common
+        case: nothing pending, and the source answers the whole request at once)."""
+        if self._pending:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        else:
+            data = self._read(size)
+            if len(data) >= size or not data:
+                return data
+        parts = [data]
+        have = len(data)
+        while have < size:
+            more = self._read(size - have)
+            if not more:
+                break
+            parts.append(more)
+            have += len(more)
+        return b"".join(parts)
 
     def _line(self, header: bytearray) -> bytes:
         """One header line (without its newline), appended to ``header`` with it."""

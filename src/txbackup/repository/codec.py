@@ -71,9 +71,10 @@ class Encoded:
 
 
 class _Tap(io.RawIOBase):
-    """A writable stream that digests what goes through it on its way to ``sink``."""
+    """A writable stream that digests what goes through it on its way to ``sink``
+    (no digest: it only hands the bytes on, e.g. from zstd to the cipher)."""
 
-    def __init__(self, sink: Callable[[bytes], object], digest: Digest) -> None:
+    def __init__(self, sink: Callable[[bytes], object], digest: Digest | None) -> None:
         self._sink = sink
         self._digest = digest
 
@@ -81,7 +82,8 @@ class _Tap(io.RawIOBase):
         return True
 
     def write(self, data: ReadableBuffer) -> int:
-        self._digest.update(data)
+        if self._digest is not None:
+            self._digest.update(data)
         self._sink(data)  # type: ignore[arg-type]  # any bytes-like object
         return memoryview(data).nbytes
 
@@ -96,7 +98,7 @@ class Encoder:
         self._plain, self._stored = Digest(), Digest()
         stored = _Tap(sink, self._stored)
         self._cipher = None if recipient is None else Encryptor(recipient, stored.write)
-        compressed = stored if self._cipher is None else _Tap(self._cipher.write, Digest())
+        compressed = stored if self._cipher is None else _Tap(self._cipher.write, None)
         self._compressor = zstandard.ZstdCompressor(
             level=ZSTD_LEVEL, threads=0, write_checksum=True
         ).stream_writer(cast(IO[bytes], compressed), closefd=False)
