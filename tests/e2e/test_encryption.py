@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.integration.test_engine import count, make_db
 from tests.servers.postgres import PostgresServer
 from tests.servers.processes import sample_server_process, txbackup
 from tests.servers.s3 import S3Bucket
+from txbackup.repository.crypto import read_blob_key
 
 MAGIC = b"age-encryption.org/v1\n"
 
@@ -158,6 +160,19 @@ def test_restore_by_hand_with_age_and_zstd(encrypted: tuple[Path, Path, Path, st
     manifest = subprocess.run(["age", "-d", "-i", str(repo_key), str(sealed)], capture_output=True)
     assert manifest.returncode == 0, manifest.stderr
     assert json.loads(manifest.stdout)["set_id"] == set_id
+
+
+
+def test_the_blob_key_for_agents(encrypted: tuple[Path, Path, Path, str], tmp_path: Path) -> None:
+    config, _, key, _ = encrypted
+    out = tmp_path / "blob.key"
+    run_ok("key", "blob-key", "-c", str(config), "--identity-file", str(key), "--output", str(out))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert read_blob_key(str(out)).repository_id == json.loads((tmp_path / "repo" / "config").read_text())[
+        "repository_id"
+    ]
+    again = txbackup("key", "blob-key", "-c", str(config), "--identity-file", str(key), "--output", str(out))
+    assert "exists already" in one_error(again, 2)
 
 
 def test_an_encrypted_repository_in_a_bucket(moto_s3_bucket: S3Bucket, tmp_path: Path) -> None:

@@ -485,3 +485,16 @@ def test_cleanup_never_removes_an_encrypted_set_it_cannot_read(
     assert catalog.rebuild(storage, keyring) == []
     (row,) = catalog.list()
     assert row.status == "complete"
+
+
+def test_an_ssh_key_opens_the_repository(tmp_path: Path) -> None:
+    """age's ssh-ed25519 recipients: the key people already have."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    public = (tmp_path / "id_ed25519.pub").read_text()
+    storage = LocalStorage(str(tmp_path / "repo"))
+    config, _ = init_encrypted(storage, new_key(public))
+    assert [k.kind for k in list_keys(storage)] == ["ssh-ed25519"]
+    keyring = unlocked(storage, config, key)
+    assert keyring.identity is not None and config.encryption is not None
+    assert keyring.identity.recipient == config.encryption.recipient
