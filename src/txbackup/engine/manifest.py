@@ -23,6 +23,12 @@ hex digits), unknown target kinds, duplicate targets or artifacts, and any
 artifact whose name does not fit its kind's layout (``txbackup.targets.layouts``)
 or whose storage path is not the one derived from its name. The engine checks
 the same again on the ``Manifest`` it is given (``check_manifest``).
+
+In an encrypted repository (``repository.crypto``) the same JSON is stored as
+an age file: ``write_manifest`` needs only the repository's public recipient,
+``read_manifest`` and ``list_manifests`` its unlocked ``Keyring`` (keyword
+``keyring``); without one they raise ``KeyRequired`` naming the flags, and a
+plaintext manifest found there is refused as planted.
 """
 
 from __future__ import annotations
