@@ -244,6 +244,14 @@ def test_init_records_only_the_public_key(tmp_path: Path, user: tuple[Path, str]
     assert keyring.identity is not None and keyring.identity.recipient == stored["encryption"]["recipient"]
 
 
+def test_encryption_is_for_a_new_repository(tmp_path: Path, user: tuple[Path, str]) -> None:
+    storage = LocalStorage(str(tmp_path / "repo"))
+    save_bytes(storage, manifest_path(SET), b"{}")  # a set from before repositories had configs
+    with pytest.raises(UsageError, match="holds backup sets already"):
+        init_encrypted(storage, new_key(user[1]))
+    assert read_config(storage) is None and list_keys(storage) == []
+
+
 def test_a_wrong_key_names_itself(tmp_path: Path, user: tuple[Path, str]) -> None:
     storage, config = encrypted_repository(tmp_path, user[1])
     other = tmp_path / "other.key"

@@ -53,7 +53,7 @@ from txbackup.repository.config import (
     new_config,
     read_config,
 )
-from txbackup.repository.layout import KEYS, key_path, parse_key_path
+from txbackup.repository.layout import KEYS, SETS, key_path, parse_key_path
 from txbackup.secrets import read_secret_file, read_small_file
 from txbackup.storage.base import Storage, load_bytes, save_bytes
 
@@ -414,6 +414,12 @@ def init_encrypted(storage: Storage, new: NewKey) -> tuple[RepositoryConfig, str
     if existing is not None:
         where, label = storage.describe(), existing.repository_id
         raise AlreadyInitialized(f"storage {where}: already a repository (id {label}); nothing written")
+    if next(iter(storage.iterate(SETS)), None) is not None:
+        # a storage from before configs existed: its plaintext sets would be refused as planted
+        raise UsageError(
+            f"storage {storage.describe()} holds backup sets already: encryption is for a new "
+            "repository (an empty storage)"
+        )
     identity = age.Identity.generate()
     config = new_config(encryption=Encryption(SCHEME, identity.recipient))
     key_id = write_key(storage, identity, config.repository_id, new)
