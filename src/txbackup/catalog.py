@@ -38,6 +38,7 @@ from txbackup.engine.manifest import (
 )
 from txbackup.errors import StorageError, TxbackupError
 from txbackup.repository.config import is_repository_id
+from txbackup.repository.crypto import KeyRequired, Keyring
 from txbackup.storage.base import Storage
 
 RUNNING = "running"
@@ -184,15 +185,18 @@ class Catalog:
         with self._db() as db:
             db.execute("DELETE FROM sets WHERE set_id = ?", (set_id,))
 
-    def rebuild(self, storage: Storage) -> builtins.list[str]:
+    def rebuild(self, storage: Storage, keyring: Keyring | None = None) -> builtins.list[str]:
         """Index every manifest in storage as COMPLETE and drop COMPLETE rows
         whose manifest is gone; RUNNING and FAILED rows are kept. Returns one
-        line per manifest that could not be read (those sets are skipped)."""
+        line per manifest that could not be read (those sets are skipped). An
+        encrypted repository's manifests need its unlocked ``keyring``."""
         set_ids = list_set_ids(storage)
         manifests, problems = [], []
         for set_id in set_ids:
             try:
-                manifests.append(read_manifest(storage, set_id))
+                manifests.append(read_manifest(storage, set_id, keyring=keyring))
+            except KeyRequired:
+                raise  # not one bad set: none can be read without the key
             except TxbackupError as exc:
                 problems.append(str(exc))
         with self._db() as db:

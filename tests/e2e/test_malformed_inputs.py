@@ -119,14 +119,17 @@ def options(command: str) -> set[str]:
     return {s for a in SUBPARSERS[command]._actions for s in a.option_strings}
 
 
+POSITIONALS = {"set_id": SET_ID, "action": "list"}  # "action": of txbackup key
+
+
 def positionals(command: str) -> list[str]:
     """Well-formed positional arguments of ``command`` (a set id for ID)."""
     found = []
     for action in SUBPARSERS[command]._actions:
         if action.option_strings or action.dest == "help":
             continue
-        assert action.dest == "set_id", f"txbackup {command}: a corpus value for {action.dest} is needed"
-        found.append(SET_ID)
+        assert action.dest in POSITIONALS, f"txbackup {command}: a corpus value for {action.dest} is needed"
+        found.append(POSITIONALS[action.dest])
     return found
 
 

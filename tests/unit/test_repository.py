@@ -233,7 +233,14 @@ CONFIG = {
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        (json.dumps(CONFIG | {"format_version": 2}), "format version 2 is not supported"),
+        (json.dumps(CONFIG | {"format_version": 3}), "format version 3 is not supported"),
+        (json.dumps(CONFIG | {"format_version": 2}), "field 'encryption' must be an object"),
+        (json.dumps(CONFIG | {"encryption": {"scheme": "age-x25519", "recipient": "age1"}}),
+         "'encryption' in a format version 1 config"),
+        (json.dumps(CONFIG | {"format_version": 2, "encryption": {"scheme": "rot13", "recipient": "age1"}}),
+         "scheme 'rot13' is not known"),
+        (json.dumps(CONFIG | {"format_version": 2, "encryption": {"scheme": "age-x25519", "recipient": "x"}}),
+         "recipient 'x' is not an age X25519 recipient"),
         (json.dumps(CONFIG | {"format_version": "1"}), "format_version '1' is not an integer"),
         (json.dumps(CONFIG | {"format_version": True}), "is not an integer"),
         (json.dumps(CONFIG | {"key_ids": []}), "unknown field 'key_ids'"),

@@ -14,18 +14,28 @@ artifacts use): when it is fetched, the zstd frame, then the SHA-256 and size
 of the data against the name and the record, bounded by the recorded size.
 A restore's fetch (``fetch_file``) and ``txbackup verify`` (``stat_blob``,
 ``verify_blob``) check a blob through the same ``open_blob``.
+
+
+In an encrypted repository (``repository.crypto``) a blob is an age file
+encrypted to the repository's recipient, and named by HMAC-SHA256(blob key,
+data) instead of the plain SHA-256, so the names in a stolen repository say
+nothing of which SSTables (files public or guessable: a known dataset) it
+holds. The file list records both: ``blob`` (the name) and ``sha256`` (what the
+data must hash to, checked at restore; the list is an artifact, encrypted too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from txbackup.errors import IntegrityError, StorageError
+from txbackup.repository.age import Identity
 from txbackup.repository.codec import Encoder, Expected, Progress, decoded
 from txbackup.repository.layout import blob_name as blob_name  # names live in the layout
 from txbackup.repository.layout import store_prefix as store_prefix
@@ -36,38 +46,63 @@ from txbackup.storage.base import CHUNK, ObjectInfo, Storage
 @dataclass(frozen=True)
 class Stored:
     """One file put in the store: its data's digest and size, the blob's size,
-    and whether this call uploaded it (False: it was there already)."""
+    whether this call uploaded it (False: it was there already), and the blob's id
+    (its name in the store: ``sha256``, or the keyed id when sealed)."""
 
     sha256: str
     size: int
     stored_size: int
     uploaded: bool
+    blob: str = ""
+
+
+@dataclass(frozen=True)
+class Sealing:
+    """How an encrypted repository stores blobs: encrypted to ``recipient`` (a raw
+    X25519 public key), named by HMAC-SHA256(``blob_key``, data)."""
+
+    recipient: bytes
+    blob_key: bytes
 
 
 def file_sha256(path: str) -> tuple[str, int]:
+    sha, size, _ = file_digests(path, None)
+    return sha, size
+
+
+def file_digests(path: str, blob_key: bytes | None) -> tuple[str, int, str]:
+    """(SHA-256, size, blob id) of the file, read once: the id is the SHA-256, or the
+    HMAC-SHA256 under ``blob_key`` (an encrypted repository's names)."""
     digest = hashlib.sha256()
+    keyed = None if blob_key is None else hmac.new(blob_key, digestmod="sha256")
     size = 0
     with open(path, "rb") as src:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
+            if keyed is not None:
+                keyed.update(chunk)
             size += len(chunk)
-    return digest.hexdigest(), size
+    return digest.hexdigest(), size, digest.hexdigest() if keyed is None else keyed.hexdigest()
 
 
-def put_file(storage: Storage, store: str, path: str) -> Stored:
+def put_file(storage: Storage, store: str, path: str, sealing: Sealing | None = None) -> Stored:
     """Store the local file ``path`` unless a blob with its content exists already.
 
     The file is hashed first; if it changes while it is compressed (it must
     not: snapshot files are hard links to immutable SSTables) the upload is
     aborted before it is published and ``StorageError`` raised.
     """
-    sha, size = file_sha256(path)
-    name = blob_name(store, sha)
+    if sealing is None:
+        sha, size = file_sha256(path)
+        blob = sha
+    else:
+        sha, size, blob = file_digests(path, sealing.blob_key)
+    name = blob_name(store, blob)
     existing = storage.stat(name)
     if existing is not None:
-        return Stored(sha, size, existing.size, False)
+        return Stored(sha, size, existing.size, False, blob)
     with open(path, "rb") as src, storage.open_write(name) as writer:
-        encoder = Encoder(writer.write)
+        encoder = Encoder(writer.write, None if sealing is None else sealing.recipient)
         while chunk := src.read(CHUNK):
             encoder.write(chunk)
         done = encoder.finish()
@@ -76,7 +111,7 @@ def put_file(storage: Storage, store: str, path: str) -> Stored:
         stored = writer.commit().size
     if stored != done.stored_size:
         raise StorageError(f"blob {name}: storage saved {stored} of {done.stored_size} bytes")
-    return Stored(sha, size, stored, True)
+    return Stored(sha, size, stored, True, blob)
 
 
 @dataclass(frozen=True)
@@ -90,10 +125,13 @@ class BlobRef:
     size: int
     stored_size: int | None
     what: str
+    blob: str | None = None
+    """Its id in the store when that is not ``sha256``: the keyed id (HMAC) of an
+    encrypted repository's blob."""
 
     @property
     def name(self) -> str:
-        return blob_name(self.store, self.sha256)
+        return blob_name(self.store, self.sha256 if self.blob is None else self.blob)
 
 
 def stat_blob(storage: Storage, ref: BlobRef) -> ObjectInfo:
@@ -112,22 +150,27 @@ def stat_blob(storage: Storage, ref: BlobRef) -> ObjectInfo:
 
 
 @contextlib.contextmanager
-def open_blob(storage: Storage, ref: BlobRef, progress: Progress = None) -> Iterator[IO[bytes]]:
-    """The blob's data, verified as it streams (``repository.codec``): the zstd frame,
-    then the SHA-256 and size of the data against the name and the record, bounded by
-    the recorded sizes. ``progress`` gets the stored bytes read."""
+def open_blob(
+    storage: Storage, ref: BlobRef, progress: Progress = None, identity: Identity | None = None
+) -> Iterator[IO[bytes]]:
+    """The blob's data, verified as it streams (``repository.codec``): decrypted with
+    ``identity`` in an encrypted repository, the zstd frame, then the SHA-256 and size of
+    the data against the record, bounded by the recorded sizes. ``progress`` gets the
+    stored bytes read."""
     info = stat_blob(storage, ref)
     # the stored size is the recorded one, else what stat says (older lists have none);
     # the data is bounded by the recorded size and checked against its name
     expected = Expected(ref.size, ref.sha256, info.size)
     label = f"{ref.what}: blob {ref.name}"
-    with storage.open_read(ref.name) as src, decoded(src, expected, label, progress) as data:
+    with storage.open_read(ref.name) as src, decoded(src, expected, label, progress, identity) as data:
         yield data
 
 
-def verify_blob(storage: Storage, ref: BlobRef, progress: Progress = None) -> None:
+def verify_blob(
+    storage: Storage, ref: BlobRef, progress: Progress = None, identity: Identity | None = None
+) -> None:
     """Read the blob through and check it (``IntegrityError`` naming it if it is bad)."""
-    with open_blob(storage, ref, progress) as data:
+    with open_blob(storage, ref, progress, identity) as data:
         while data.read(CHUNK):
             pass
 
@@ -140,8 +183,13 @@ def fetch_file(
     dest: str,
     what: str,
     progress: Callable[[int], None] | None = None,
+    *,
+    blob: str | None = None,
+    identity: Identity | None = None,
 ) -> None:
-    """Write the data of blob ``sha256`` to the new file ``dest``, verified.
+    """Write the data of blob ``sha256`` (stored as ``blob``, the keyed id of an
+    encrypted repository, decrypted with its ``identity``) to the new file ``dest``,
+    verified against ``sha256`` and ``size``.
 
     ``what`` names the file for messages (e.g. ``bank/accounts nb-1-big-Data.db``).
     Raises ``IntegrityError`` naming it when the blob is missing, truncated or
@@ -153,7 +201,7 @@ def fetch_file(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)  # left by an interrupted run (a link goes, not its target)
         with (
-            open_blob(storage, BlobRef(store, sha256, size, None, what)) as data,
+            open_blob(storage, BlobRef(store, sha256, size, None, what, blob), None, identity) as data,
             os.fdopen(create_private(partial), "wb") as out,
         ):
             while chunk := data.read(CHUNK):
@@ -168,5 +216,12 @@ def fetch_file(
 
 
 def referenced(files: list[dict[str, Any]]) -> set[str]:
-    """The SHA-256s a node's file list references (for garbage collection)."""
-    return {str(f["sha256"]) for f in files if isinstance(f, dict) and "sha256" in f}
+    """The blob ids a node's file list references (for garbage collection): the keyed
+    ``blob`` name in an encrypted repository, else the ``sha256``."""
+    found = set()
+    for f in files:
+        if isinstance(f, dict):
+            blob = f.get("blob", f.get("sha256"))
+            if isinstance(blob, str):
+                found.add(blob)
+    return found

@@ -32,6 +32,9 @@ from typing import Any
 from txbackup.agent import blobs
 from txbackup.agent.schema import checked_statements, is_system_keyspace
 from txbackup.errors import IntegrityError, TargetError, TxbackupError, UsageError
+from txbackup.repository.age import Identity, parse_recipient
+from txbackup.repository.config import read_config
+from txbackup.repository.crypto import BlobKey, Keyring, UserKey, unlock
 from txbackup.safepaths import join_inside, name_problem, shown
 from txbackup.storage.base import Storage
 
@@ -58,6 +61,16 @@ def check_tag(tag: str) -> str:
     if not _TAG.match(tag):
         raise UsageError(f"{shown(tag)} is not a usable snapshot tag")
     return tag
+
+
+@dataclass
+class AgentKeys:
+    """What an agent of an encrypted repository holds (``txbackup agent`` options): the
+    blob key to name and store blobs (backups), and a user key that unwraps the
+    repository identity (restores only: a backup needs no secret but the blob key)."""
+
+    blob_key: BlobKey | None = None
+    user_key: UserKey | None = None
 
 
 @dataclass
@@ -112,9 +125,11 @@ class SnapshotFile:
 class Node:
     """One Cassandra node, as seen by its agent."""
 
-    def __init__(self, config: NodeConfig, storage: Storage) -> None:
+    def __init__(self, config: NodeConfig, storage: Storage, keys: AgentKeys | None = None) -> None:
         self.config = config
         self.storage = storage
+        self.keys = keys or AgentKeys()
+        self._keyring: Keyring | None = None
         self._cql_lock = threading.Lock()
         self._driver: Any = None
         self._session: Any = None
@@ -292,6 +307,43 @@ class Node:
             raise TargetError(f"no snapshot {tag!r} of {', '.join(keyspaces)} in {self._data_dirs()}")
         return found
 
+    # -- an encrypted repository ------------------------------------------------------------------
+    def sealing(self) -> blobs.Sealing | None:
+        """How blobs are stored: sealed (encrypted, keyed names) when the repository's
+        config says it is encrypted, which needs the agent's blob key; else None."""
+        config = read_config(self.storage)
+        if config is None or config.encryption is None:
+            return None
+        key = self.keys.blob_key
+        if key is None:
+            raise TxbackupError(
+                f"agent: repository {config.repository_id} is encrypted: start the agent with "
+                "--blob-key-file FILE (txbackup key blob-key writes it)"
+            )
+        if key.repository_id != config.repository_id:
+            raise TxbackupError(
+                f"agent: --blob-key-file holds the blob key of repository {key.repository_id}, "
+                f"not of {config.repository_id}"
+            )
+        return blobs.Sealing(parse_recipient(config.encryption.recipient), key.key)
+
+    def opening(self) -> Identity | None:
+        """The repository identity that opens the blobs of an encrypted repository,
+        unwrapped with the agent's user key (once); None if it is not encrypted."""
+        config = read_config(self.storage)
+        if config is None or config.encryption is None:
+            return None
+        if self._keyring is None or self._keyring.recipient != config.encryption.recipient:
+            if self.keys.user_key is None:
+                raise TxbackupError(
+                    f"agent: repository {config.repository_id} is encrypted: restoring needs the agent "
+                    "started with --identity-file FILE (or --passphrase-file/--passphrase-env)"
+                )
+            self._keyring = unlock(
+                self.storage, config.encryption.recipient, config.repository_id, self.keys.user_key
+            )
+        return self._keyring.identity
+
     def upload(self, tag: str, keyspaces: Sequence[str], store: str, progress: Progress) -> dict[str, Any]:
         """Put every file of snapshot ``tag`` in the store; the node's file list."""
         with self.tag_lock(check_tag(tag)):
@@ -299,11 +351,12 @@ class Node:
 
     def _upload(self, tag: str, keyspaces: Sequence[str], store: str, progress: Progress) -> dict[str, Any]:
         files = self.snapshot_files(tag, keyspaces)
+        sealing = self.sealing()
         records: list[dict[str, Any]] = []
         uploaded = uploaded_bytes = total_bytes = 0
         for i, f in enumerate(files):
             try:
-                stored = blobs.put_file(self.storage, store, f.path)
+                stored = blobs.put_file(self.storage, store, f.path, sealing)
             except OSError as exc:
                 raise TargetError(f"reading {f.path}: {exc.strerror}") from None
             total_bytes += stored.size
@@ -320,6 +373,7 @@ class Node:
                     "size": stored.size,
                     "stored_size": stored.stored_size,
                 }
+                | ({} if sealing is None else {"blob": stored.blob})  # the keyed name
             )
             progress({"files_done": i + 1, "files": len(files), "bytes_done": total_bytes})
         return {
@@ -342,6 +396,7 @@ class Node:
         Every file is checked against its SHA-256; the first bad one is named and
         the staging folder removed: nothing reaches Cassandra."""
         root = self.staging_for(set_id)
+        identity = self.opening()  # before anything is staged: no key, nothing fetched
         if root.is_symlink():
             root.unlink()
         elif root.exists():
@@ -375,7 +430,9 @@ class Node:
                     tables[(source, keyspace, table)] = folder
                 what = f"{keyspace}.{table} {name} (from node {shown(f.get('node', '?'))})"
                 dest = join_inside(str(folder), str(name), f"{keyspace}.{table} file")
-                blobs.fetch_file(self.storage, store, _text(f.get("sha256")), size, dest, what)
+                blob = None if identity is None else _text(f.get("blob"))  # keyed names when sealed
+                sha256 = _text(f.get("sha256"))
+                blobs.fetch_file(self.storage, store, sha256, size, dest, what, blob=blob, identity=identity)
                 self._hand_over(Path(dest))
                 done_bytes += size
                 progress({"files_done": i + 1, "files": len(files), "bytes_done": done_bytes})

@@ -106,6 +106,7 @@ def _preflight(node: Node, body: Mapping[str, Any], progress: Progress) -> Mappi
         if not is_repository_id(expected):
             raise UsageError("repository_id: 32 lowercase hex digits are required")
         check_repository_id(expected, node.storage, "agent")
+        node.sealing()  # an encrypted repository: this agent must hold its blob key
     answer = dict(_info(node, body, progress))
     node.nodetool("version", timeout=120)
     probe = probe_name()

@@ -36,6 +36,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 COMMAND_MODULES = [
     "demo",
     "init",
+    "key",
     "backup",
     "restore",
     "verify",

@@ -13,10 +13,12 @@ from pathlib import Path
 from types import FrameType
 
 from txbackup.agent.client import DEFAULT_PORT
-from txbackup.agent.node import Node, NodeConfig, parse_command
+from txbackup.agent.node import AgentKeys, Node, NodeConfig, parse_command
 from txbackup.agent.server import AgentServer, clear_leftovers
+from txbackup.cli.common import add_key_args, user_key_from_args
 from txbackup.config import parse_storage_options
 from txbackup.errors import UsageError
+from txbackup.repository.crypto import read_blob_key
 from txbackup.secrets import check_private_file, resolve_secret
 from txbackup.storage import open_storage
 
@@ -32,6 +34,12 @@ in the cluster file; nothing logs in to the node.
 The agent reads the node's data directories (run it as the cassandra user or
 root), runs nodetool against the node, talks CQL to the node only, and writes
 to the storage itself: every agent and the engine must reach the same storage.
+
+An encrypted repository (txbackup init --encrypt): blobs are encrypted to the
+public key in the repository's config and named by a keyed hash, so the agent
+needs the blob key (--blob-key-file, written by 'txbackup key blob-key'; it
+names blobs and decrypts nothing); to restore, it also needs a user key
+(--identity-file or a passphrase), which it uses to unwrap the repository key.
 
 Prints "listening on host:port" once serving; stops on SIGINT or SIGTERM.
 
@@ -107,6 +115,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--state-dir", metavar="DIR", help="remember snapshots until cleared; clear leftovers at start"
     )
+    where.add_argument(
+        "--blob-key-file", metavar="FILE",
+        help="an encrypted repository's blob key (chmod 600; txbackup key blob-key writes it)",
+    )  # fmt: skip
+    add_key_args(parser)
 
 
 NODETOOL_SECRETS = ("-pw", "--password")
@@ -191,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     token = _token(args)
     tls = _tls(args)
     storage = open_storage(args.storage, parse_storage_options(args.storage_option))
-    node = Node(config, storage)
+    blob_key = read_blob_key(args.blob_key_file) if args.blob_key_file else None
+    node = Node(config, storage, AgentKeys(blob_key, user_key_from_args(args)))
     if not logging.getLogger().handlers or args.verbose:
         logging.getLogger("txbackup").setLevel(logging.INFO)
     if not args.verbose:

@@ -6,7 +6,15 @@ import argparse
 import os
 import sys
 
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
+from txbackup.cli.common import (
+    add_json,
+    add_key_args,
+    add_repository_args,
+    open_keyring,
+    open_repository,
+    print_json,
+    set_id_arg,
+)
 from txbackup.config import load_cluster
 from txbackup.engine.audit import (
     COORDINATOR_NAMESPACE,
@@ -79,6 +87,7 @@ MAX_LINES = 50
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
+    add_key_args(parser)
     parser.add_argument(
         "set_id", metavar="ID", nargs="?", type=set_id_arg, help="the backup set (see txbackup list)"
     )
@@ -176,9 +185,11 @@ def run(args: argparse.Namespace) -> int:
     storage, _, config = open_repository(args)
     if scratch and config is None:
         raise UsageError("--scratch restores targets of the cluster file: give --config")
-    manifest = read_manifest(storage, args.set_id)
+    keyring = open_keyring(args, storage)  # an encrypted repository's sets need it
+    manifest = read_manifest(storage, args.set_id, keyring=keyring)
     plan = AuditPlan(
         storage=storage,
+        keyring=keyring,
         manifest=manifest,
         targets=config.targets if config is not None else [],
         scratch=scratch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +26,16 @@ from txbackup.config import (
 from txbackup.durations import MAX_CALL_S, parse_duration
 from txbackup.engine.manifest import check_set_id
 from txbackup.errors import UsageError
-from txbackup.repository.config import open_config
+from txbackup.repository.config import open_config, read_config
+from txbackup.repository.crypto import (
+    KEY_FLAGS,
+    KeyRequired,
+    Keyring,
+    UserKey,
+    identity_file_key,
+    passphrase_from,
+    unlock,
+)
 from txbackup.storage import Storage, open_storage
 
 T = TypeVar("T")
@@ -106,6 +116,48 @@ def open_repository(args: argparse.Namespace) -> tuple[Storage, Catalog, Cluster
     given = config.catalog if config is not None and args.catalog is None else args.catalog
     url, catalog = check_places(url, given, options=options)
     return open_checked(url, options), Catalog(catalog), config
+
+
+IDENTITY_ENV = "TXBACKUP_IDENTITY_FILE"
+
+
+def add_key_args(parser: argparse.ArgumentParser) -> None:
+    """How to unlock an encrypted repository: a user key (never a secret in argv)."""
+    group = parser.add_argument_group("key of an encrypted repository (never given in argv)")
+    group.add_argument(
+        "--identity-file", metavar="FILE",
+        help="an age identity file (AGE-SECRET-KEY-1...) or ssh private key, chmod 600 "
+        f"(default: ${IDENTITY_ENV})",
+    )
+    group.add_argument("--passphrase-file", metavar="FILE", help="a file (chmod 600) holding the passphrase")
+    group.add_argument(
+        "--passphrase-env", metavar="VAR", help="an environment variable holding the passphrase"
+    )  # fmt: skip
+
+
+def user_key_from_args(args: argparse.Namespace) -> UserKey | None:
+    """The user key named by --identity-file, --passphrase-file/-env or $TXBACKUP_IDENTITY_FILE."""
+    passphrase = passphrase_from(args.passphrase_file, args.passphrase_env)
+    if passphrase is not None and args.identity_file is not None:
+        raise UsageError("give either --identity-file or a passphrase, not both")
+    if passphrase is not None:
+        return passphrase
+    path = args.identity_file or os.environ.get(IDENTITY_ENV) or None
+    return None if path is None else identity_file_key(path)
+
+
+def open_keyring(args: argparse.Namespace, storage: Storage) -> Keyring | None:
+    """The unlocked keyring of an encrypted repository (None if it is not encrypted);
+    KeyRequired naming the flags when no key was given, WrongKey when it opens nothing."""
+    config = read_config(storage)
+    if config is None or config.encryption is None:
+        return None
+    key = user_key_from_args(args)
+    if key is None:
+        raise KeyRequired(
+            f"repository {config.repository_id} at {storage.describe()} is encrypted: give {KEY_FLAGS}"
+        )
+    return unlock(storage, config.encryption.recipient, config.repository_id, key)
 
 
 def add_fleet_args(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,10 @@ import sys
 from txbackup.admin.fleet import cancel_on_signals
 from txbackup.cli.common import (
     add_json,
+    add_key_args,
     add_repository_args,
     flag_duration,
+    open_keyring,
     open_repository,
     print_json,
     run_async,
@@ -40,6 +42,7 @@ manifest (a partial one) has its folder and catalog row removed."""
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
+    add_key_args(parser)
     parser.add_argument("set_id", metavar="ID", type=set_id_arg)
     add_wait_lock(parser)
     add_json(parser)
@@ -47,6 +50,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     storage, catalog, config = open_repository(args)
+    keyring = open_keyring(args, storage)  # an encrypted repository's manifest needs it
     if catalog.get(args.set_id) is None and next(storage.iterate(set_prefix(args.set_id)), None) is None:
         raise TxbackupError(f"set {args.set_id}: no such backup set")
     wait = flag_duration(args.wait_lock, "--wait-lock", maximum=MAX_DURATION_S)
@@ -70,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
             catalog.delete(args.set_id)
             report.forgotten.append(args.set_id)
             return
-        forget_set(storage, catalog, read_manifest(storage, args.set_id), targets_of(config), report)
+        manifest = read_manifest(storage, args.set_id, keyring=keyring)
+        forget_set(storage, catalog, manifest, targets_of(config), report)
 
     run_async(main())
     for line in warnings:

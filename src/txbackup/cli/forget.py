@@ -9,8 +9,10 @@ import sys
 from txbackup.admin.fleet import cancel_on_signals
 from txbackup.cli.common import (
     add_json,
+    add_key_args,
     add_repository_args,
     flag_duration,
+    open_keyring,
     open_repository,
     print_json,
     run_async,
@@ -51,6 +53,7 @@ KEEPS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
+    add_key_args(parser)
     for keep in KEEPS:
         parser.add_argument(
             f"--keep-{keep}", metavar="N", type=_count, default=0,
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     grace = flag_duration(args.grace, "--grace", maximum=366 * 86400.0)
     wait = flag_duration(args.wait_lock, "--wait-lock", maximum=MAX_DURATION_S)
     storage, catalog, config = open_repository(args)
+    keyring = open_keyring(args, storage)  # an encrypted repository's manifests need it
     targets = targets_of(config)
     report = Report(dry_run=args.dry_run)
     warnings: list[str] = []
@@ -102,14 +106,14 @@ def run(args: argparse.Namespace) -> int:
             lock = await acquire(storage, NAME, mode=mode, wait_s=wait, **lock_args(warnings))
             try:
                 def work() -> list[retention.Decision]:
-                    manifests = list_manifests(storage)
+                    manifests = list_manifests(storage, keyring=keyring)
                     decisions = retention.apply(policy_items(manifests), policy)
                     going = {d.set_id for d in decisions if not d.keep}
                     forget_all(storage, catalog, [m for m in manifests if m.set_id in going], targets,
                                report, say(args))  # fmt: skip
                     if args.prune:
                         prune(storage, lock, targets, grace_s=grace, dry_run=args.dry_run, say=say(args),
-                              report=report, gone=going)  # fmt: skip
+                              report=report, gone=going, keyring=keyring)  # fmt: skip
                     return decisions
 
                 return await in_thread(work, NAME)

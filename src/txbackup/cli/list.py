@@ -6,7 +6,15 @@ import argparse
 import sys
 
 from txbackup.catalog import CatalogCorrupt, move_aside
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, print_table
+from txbackup.cli.common import (
+    add_json,
+    add_key_args,
+    add_repository_args,
+    open_keyring,
+    open_repository,
+    print_json,
+    print_table,
+)
 
 NAME = "list"
 HELP = "list the backup sets (complete, running, failed)"
@@ -18,12 +26,14 @@ backup is in progress or was killed; "failed" says why.
 --rebuild first rebuilds the catalog from the manifests in storage (after
 losing the catalog file, or to pick up sets copied in by hand). A catalog file
 that is corrupt is first moved aside (CATALOG.corrupt-<UTC time>), then a new
-one is built. A malformed row is skipped with a warning."""
+one is built. A malformed row is skipped with a warning. In an encrypted
+repository, --rebuild needs the key (the manifests are encrypted)."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
     parser.add_argument("--rebuild", action="store_true", help="rebuild the catalog from storage first")
+    add_key_args(parser)
     add_json(parser)
 
 
@@ -41,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     storage, catalog, _ = open_repository(args)
     if args.rebuild:
-        for problem in catalog.rebuild(storage):
+        for problem in catalog.rebuild(storage, open_keyring(args, storage)):
             print(f"txbackup: warning: {problem}", file=sys.stderr)
     rows = catalog.list()
     for problem in catalog.problems:

@@ -11,8 +11,10 @@ from typing import Any
 from txbackup.admin.fleet import cancel_on_signals
 from txbackup.cli.common import (
     add_json,
+    add_key_args,
     add_repository_args,
     flag_duration,
+    open_keyring,
     open_repository,
     print_json,
     run_async,
@@ -62,6 +64,7 @@ def add_wait_lock(parser: argparse.ArgumentParser) -> None:
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
+    add_key_args(parser)
     add_grace(parser)
     parser.add_argument("--dry-run", action="store_true", help="only count what would be removed")
     add_wait_lock(parser)
@@ -102,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     grace = flag_duration(args.grace, "--grace", maximum=366 * 86400.0)
     wait = flag_duration(args.wait_lock, "--wait-lock", maximum=MAX_DURATION_S)
     storage, _, config = open_repository(args)
+    keyring = open_keyring(args, storage)  # an encrypted repository's manifests need it
     targets = targets_of(config)
     warnings: list[str] = []
 
@@ -113,7 +117,10 @@ def run(args: argparse.Namespace) -> int:
             lock = await acquire(storage, NAME, mode=mode, wait_s=wait, **lock_args(warnings))
             try:
                 return await in_thread(
-                    lambda: prune(storage, lock, targets, grace_s=grace, dry_run=args.dry_run, say=say(args)),
+                    lambda: prune(
+                        storage, lock, targets, grace_s=grace, dry_run=args.dry_run, say=say(args),
+                        keyring=keyring,
+                    ),
                     NAME,
                 )
             finally:

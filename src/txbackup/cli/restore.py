@@ -7,7 +7,16 @@ import json
 import os
 from typing import Any
 
-from txbackup.cli.common import add_config, add_json, open_checked, print_json, print_table, set_id_arg
+from txbackup.cli.common import (
+    add_config,
+    add_json,
+    add_key_args,
+    open_checked,
+    open_keyring,
+    print_json,
+    print_table,
+    set_id_arg,
+)
 from txbackup.config import ClusterConfig, load_cluster
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.progress import HumanReporter, JsonReporter
@@ -97,6 +106,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty destination")
     parser.add_argument("--resume", metavar="JOB", help="continue an interrupted restore job")
     parser.add_argument("--jobs", action="store_true", help="list the restore jobs and exit")
+    add_key_args(parser)
     add_json(parser)
 
 
@@ -330,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
     for name, conf in credentials.items():  # a missing variable or a bad file: before any restore
         resolve_secret(conf, culprit=f"restore of {name}")
     storage = open_checked(config.storage, config.storage_options)
-    manifest = read_manifest(storage, set_id)
+    keyring = open_keyring(args, storage)  # an encrypted repository's key: before any set is read
+    manifest = read_manifest(storage, set_id, keyring=keyring)
     if not args.resume:  # the [restore.NAME] sections of the set's targets
         names = only or [t.name for t in manifest.targets]
         destinations, credentials, renames = _destinations(config, names, to, passwords, flags)
@@ -346,6 +357,7 @@ def run(args: argparse.Namespace) -> int:
         force=force,
         job_id=args.resume,
         reporter=JsonReporter() if args.json else HumanReporter(),
+        keyring=keyring,
     )
     job_id, restored = restore_set(plan)
     if args.json:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
+from txbackup.cli.common import (
+    add_json,
+    add_key_args,
+    add_repository_args,
+    open_keyring,
+    open_repository,
+    print_json,
+    set_id_arg,
+)
 from txbackup.engine.manifest import read_manifest
 from txbackup.errors import TxbackupError
 
@@ -15,6 +23,7 @@ HELP = "show one backup set: pause window, positions, artifacts"
 def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
     parser.add_argument("set_id", metavar="ID", type=set_id_arg)
+    add_key_args(parser)
     add_json(parser)
 
 
@@ -23,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     row = catalog.get(args.set_id)
     if row is not None and row.status != "complete":
         raise TxbackupError(f"set {args.set_id} is {row.status}, not complete: {row.error or 'no manifest'}")
-    manifest = read_manifest(storage, args.set_id)
+    manifest = read_manifest(storage, args.set_id, keyring=open_keyring(args, storage))
     if args.json:
         print_json(manifest.to_dict())
         return 0

@@ -6,7 +6,15 @@ import argparse
 import sys
 import time
 
-from txbackup.cli.common import add_json, add_repository_args, open_repository, print_json, set_id_arg
+from txbackup.cli.common import (
+    add_json,
+    add_key_args,
+    add_repository_args,
+    open_keyring,
+    open_repository,
+    print_json,
+    set_id_arg,
+)
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.progress import human_size
 from txbackup.engine.restore import check_scope
@@ -58,6 +66,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--read-data-subset", metavar="N%", type=percent_arg,
         help="read a random N%% of the objects back (the others: as without options)",
     )  # fmt: skip
+    add_key_args(parser)
     add_json(parser)
 
 
@@ -79,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if args.read_data and args.read_data_subset is not None:
         raise UsageError("verify: give --read-data or --read-data-subset, not both")
     storage, _, config = open_repository(args)
-    manifest = read_manifest(storage, args.set_id)
+    keyring = open_keyring(args, storage)  # an encrypted repository: decrypt to verify
+    manifest = read_manifest(storage, args.set_id, keyring=keyring)
     problems = []
     configured = {t.name: t for t in config.targets} if config is not None else {}
     for record in manifest.targets:
@@ -91,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
                 problems.append(str(exc))
     progress = None if args.json else _Progress()
     result = verify(
-        storage, manifest, read_data=args.read_data, subset=args.read_data_subset, progress=progress
+        storage, manifest, read_data=args.read_data, subset=args.read_data_subset, progress=progress,
+        keyring=keyring,
     )
     problems += result.problems
     if args.json:

@@ -13,6 +13,11 @@ consumed part of it: the engine runs ``verify_set`` before restoring. Reading
 never goes past the recorded sizes: a stored file that grew, or data that
 decompresses to more than recorded (a zstd bomb), fails as soon as it
 overflows instead of filling memory or disk.
+
+In an encrypted repository every artifact is an age file (``repository.crypto``):
+writers take the repository's ``Keyring`` (its public recipient is enough),
+readers need it unlocked; a tampered or truncated artifact fails authentication
+as it is read, which ``verify_set`` (run before every restore) reports.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from txbackup.errors import IntegrityError, StorageError, TargetError, TxbackupE
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.repository.codec import Encoder, Expected, Progress, decoded
 from txbackup.repository.config import read_config
+from txbackup.repository.crypto import Keyring
 from txbackup.safepaths import create_private
 from txbackup.storage.base import CHUNK, ObjectInfo, Storage
 from txbackup.targets.base import iter_chunks
@@ -46,8 +52,11 @@ __all__ = [
 class SetWriter:
     """Writes one target's artifacts into a backup set (an ``ArtifactWriter``)."""
 
-    def __init__(self, storage: Storage, set_id: str, target_name: str) -> None:
+    def __init__(
+        self, storage: Storage, set_id: str, target_name: str, keyring: Keyring | None = None
+    ) -> None:
         self._storage = storage
+        self._recipient = None if keyring is None else keyring.recipient_key
         self._set_id = set_id
         self._target = target_name
         self._records: list[ArtifactRecord] = []
@@ -67,7 +76,7 @@ class SetWriter:
             # written straight through: the target's thread encodes and the
             # storage writer sends; leaving the block early aborts the upload
             with self._storage.open_write(path) as writer:
-                encoder = Encoder(writer.write)
+                encoder = Encoder(writer.write, self._recipient)
                 yield encoder.stream
                 done = encoder.finish()
                 saved = writer.commit().size
@@ -121,14 +130,16 @@ def stat_artifact(storage: Storage, record: ArtifactRecord) -> ObjectInfo:
 
 @contextlib.contextmanager
 def open_artifact(
-    storage: Storage, record: ArtifactRecord, progress: Progress = None
+    storage: Storage, record: ArtifactRecord, progress: Progress = None, keyring: Keyring | None = None
 ) -> Iterator[IO[bytes]]:
     """The decompressed data of ``record``, verified as it streams (see module doc).
-    ``progress`` is called with the number of stored bytes read at each step."""
+    ``progress`` is called with the number of stored bytes read at each step;
+    ``keyring`` (unlocked) is an encrypted repository's."""
+    identity = None if keyring is None else keyring.require_identity(f"artifact {record.path}")
     stat_artifact(storage, record)
     with storage.open_read(record.path) as source:
         expected = Expected(record.size, record.sha256, record.stored_size, record.stored_sha256)
-        yield decoded(source, expected, f"artifact {record.path}", progress)
+        yield decoded(source, expected, f"artifact {record.path}", progress, identity)
 
 
 class RestoreContext:
@@ -171,9 +182,11 @@ class SetReader(RestoreContext):
         restore_point: str | None = None,
         position: Mapping[str, Any] | None = None,
         journal: StepJournal | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         super().__init__(restore_point, position, journal)
         self._storage = storage
+        self._keyring = keyring
         self._set_id = set_id
         self._target = target_name
         self._records = {record.name: record for record in records}
@@ -187,7 +200,7 @@ class SetReader(RestoreContext):
             raise StorageError(
                 f"set {self._set_id}: target {self._target} has no artifact {name!r}"
             )
-        return open_artifact(self._storage, record)
+        return open_artifact(self._storage, record, keyring=self._keyring)
 
     def extract(self, name: str, path: str) -> None:
         """Write the artifact to ``path``, which appears only once complete and verified.
@@ -209,9 +222,11 @@ class SetReader(RestoreContext):
             raise
 
 
-def verify_artifact(storage: Storage, record: ArtifactRecord, progress: Progress = None) -> None:
-    """Re-read an artifact against its record; IntegrityError if it differs."""
-    with open_artifact(storage, record, progress) as data:
+def verify_artifact(
+    storage: Storage, record: ArtifactRecord, progress: Progress = None, keyring: Keyring | None = None
+) -> None:
+    """Re-read (and decrypt) an artifact against its record; IntegrityError if it differs."""
+    with open_artifact(storage, record, progress, keyring) as data:
         for _ in iter_chunks(data, CHUNK):
             pass
 
@@ -229,12 +244,20 @@ def check_belongs(storage: Storage, manifest: Manifest) -> None:
 
 
 def verify_set(
-    storage: Storage, manifest: Manifest, progress: Callable[[int, int], None] | None = None
+    storage: Storage,
+    manifest: Manifest,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    keyring: Keyring | None = None,
 ) -> list[str]:
     """Verify every artifact of the set; return one line per problem (empty if
     all is well). Never raises for a bad artifact: all of them are checked; a
     manifest that names artifacts outside its layout is refused whole first
-    (IntegrityError). ``progress(done, total)`` counts stored bytes."""
+    (IntegrityError). ``progress(done, total)`` counts stored bytes. An encrypted
+    repository's artifacts are decrypted and authenticated with ``keyring``: without
+    its identity, ``KeyRequired`` is raised before anything is read."""
+    if keyring is not None:
+        keyring.require_identity(f"set {manifest.set_id}")
     check_manifest(manifest)
     check_belongs(storage, manifest)
     records = list(manifest.artifacts())
@@ -251,7 +274,7 @@ def verify_set(
     finished = 0
     for record in records:
         try:
-            verify_artifact(storage, record, step)
+            verify_artifact(storage, record, step, keyring)
         except TxbackupError as exc:
             problems.append(str(exc))
         finished += record.stored_size

@@ -78,6 +78,7 @@ from txbackup.engine.manifest import Manifest, check_manifest
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.engine.restore import check_scope
 from txbackup.errors import TxbackupError, UsageError
+from txbackup.repository.crypto import Keyring
 from txbackup.storage.base import Storage
 from txbackup.targets.audit_tables import KINDS, LIVE, AuditKind
 from txbackup.targets.base import Target
@@ -509,6 +510,7 @@ class AuditPlan:
     system_namespace: str = SYSTEM_NAMESPACE
     keep_scratch: bool = False
     reporter: Reporter = field(default_factory=SilentReporter)
+    keyring: Keyring | None = None  # an encrypted repository's (its artifacts are read)
 
 
 def audit_set(plan: AuditPlan) -> AuditReport:
@@ -535,7 +537,8 @@ def audit_set(plan: AuditPlan) -> AuditReport:
             report.event("target", name=record.name, phase="reading", kind=record.kind)
             started = time.monotonic()
             reader = SetReader(plan.storage, manifest.set_id, record.name, record.artifacts,
-                               restore_point=manifest.restore_point, position=record.position)  # fmt: skip
+                               restore_point=manifest.restore_point, position=record.position,
+                               keyring=plan.keyring)  # fmt: skip
             if kind.scratch:
                 scratch = plan.scratch.get(record.name)
                 target = configured.get(record.name)

@@ -12,7 +12,8 @@ The engine knows the flow and nothing of any database:
    configured, check that we still hold the lock and that every application
    is still paused (CheckPaused: the window is verified, not assumed),
    **unpause** (always: error, deadline, signal).
-3. **export** every capture in parallel, compressed and checksummed.
+3. **export** every capture in parallel, compressed, checksummed, and encrypted
+   to the repository's public recipient when its config has one.
 4. **commit**: the manifest is written last; only then is the set complete in
    the catalog. On any failure the set is marked FAILED and its partial
    artifacts are removed. The first set committed into a storage without a
@@ -53,6 +54,7 @@ from txbackup.errors import AlreadyExistsError, PauseError, TargetError, Txbacku
 from txbackup.locks import LockInfo, StorageLock, acquire
 from txbackup.owner import Owner
 from txbackup.repository.config import RepositoryAware, open_config
+from txbackup.repository.crypto import Keyring, backup_keyring
 from txbackup.storage.base import Storage
 from txbackup.targets.base import Capture, Target
 
@@ -84,8 +86,9 @@ class _Exports:
     and fails fast once it is set; ``stop()`` then waits for the threads, so
     no late artifact lands in storage after the partial set was removed."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, keyring: Keyring | None = None) -> None:
         self.reporter = reporter
+        self.keyring = keyring
         self.abort = threading.Event()
         self.threads: list[threading.Thread] = []
 
@@ -244,7 +247,7 @@ async def _capture_all(plan: BackupPlan, set_id: str, captures: dict[str, Captur
 async def _export_all(
     plan: BackupPlan, set_id: str, captures: dict[str, Capture], exports: _Exports
 ) -> dict[str, SetWriter]:
-    writers = {name: SetWriter(plan.storage, set_id, name) for name in captures}
+    writers = {name: SetWriter(plan.storage, set_id, name, exports.keyring) for name in captures}
 
     async def export_one(name: str) -> None:
         started = time.monotonic()
@@ -331,16 +334,17 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
     # this set is committed, so a run that fails leaves the storage as it found it
     config = open_config(plan.storage)
     repository_id = None if config is None else config.repository_id
+    keyring = backup_keyring(config)
     for target in plan.targets:
         if isinstance(target, RepositoryAware):  # its agents must see this same repository
-            target.expect_repository(repository_id)
+            target.expect_repository(repository_id)  # (and, encrypted, hold its blob key)
     await _preflight(plan)
     created = utc_now()
     set_id = new_set_id(created)
     run = {"owner": Owner.current().to_dict(), "storage": plan.storage.describe(), "lock_id": lock.lock_id}
     plan.catalog.begin(set_id, created, [t.name for t in plan.targets], run, repository_id)
     captures: dict[str, Capture] = {}
-    exports = _Exports(report)
+    exports = _Exports(report, keyring)
     try:
         report.event("phase", name="pause", set_id=set_id, endpoints=len(plan.fleet.endpoints))
         pause_started = time.monotonic()
@@ -401,7 +405,7 @@ async def _locked_backup(plan: BackupPlan, lock: StorageLock) -> Manifest:
         )
         report.event("phase", name="commit")
         lock.check()
-        write_manifest(plan.storage, manifest)
+        write_manifest(plan.storage, manifest, keyring=keyring)
         plan.catalog.complete(manifest)
         if config is None:
             _first_config(plan)

@@ -32,6 +32,7 @@ from txbackup.errors import TxbackupError
 from txbackup.locks import StorageLock, read_locks
 from txbackup.owner import Owner
 from txbackup.repository import layout
+from txbackup.repository.crypto import KeyRequired
 from txbackup.storage.base import Storage
 
 LEFTOVER_AGE_S = 600.0
@@ -137,6 +138,10 @@ def _running_rows(
             try:
                 catalog.complete(read_manifest(storage, row.set_id))
                 report.sets_completed.append(row.set_id)
+                continue
+            except KeyRequired:
+                # committed, but encrypted: only a key holder can index it (list --rebuild);
+                # never remove a complete set because this host cannot read it
                 continue
             except TxbackupError as exc:
                 reason += f"; its manifest is unreadable ({exc})"

@@ -23,6 +23,12 @@ hex digits), unknown target kinds, duplicate targets or artifacts, and any
 artifact whose name does not fit its kind's layout (``txbackup.targets.layouts``)
 or whose storage path is not the one derived from its name. The engine checks
 the same again on the ``Manifest`` it is given (``check_manifest``).
+
+In an encrypted repository (``repository.crypto``) the same JSON is stored as
+an age file: ``write_manifest`` needs only the repository's public recipient,
+``read_manifest`` and ``list_manifests`` its unlocked ``Keyring`` (keyword
+``keyring``); without one they raise ``KeyRequired`` naming the flags, and a
+plaintext manifest found there is refused as planted.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from typing import Any, TypeVar
 from txbackup import strictjson
 from txbackup.errors import IntegrityError, UsageError
 from txbackup.repository import layout
-from txbackup.repository.config import is_repository_id
+from txbackup.repository.config import is_repository_id, read_config
+from txbackup.repository.crypto import KEY_FLAGS, KeyRequired, Keyring, is_sealed, seal, unseal
 from txbackup.repository.layout import artifact_path as artifact_path  # the names live in layout
 from txbackup.repository.layout import check_set_id as check_set_id
 from txbackup.repository.layout import is_set_id
@@ -56,6 +63,8 @@ STATUS = "complete"
 
 MAX_MANIFEST_BYTES = 64 << 20
 """A larger manifest is refused before it is parsed (a big Cassandra ring is a few MB)."""
+SEAL_OVERHEAD = 64 << 10
+"""What age adds to an encrypted manifest, at most (a header and 16 bytes per 64 KiB)."""
 MAX_SIZE = (1 << 63) - 1
 """The largest byte count a manifest may record."""
 
@@ -272,9 +281,11 @@ def _check_contents(manifest: Manifest) -> None:
                     raise ValueError(f"{culprit}: {key} is not 64 lowercase hex digits")
 
 
-def write_manifest(storage: Storage, manifest: Manifest) -> str:
+def write_manifest(storage: Storage, manifest: Manifest, *, keyring: Keyring | None = None) -> str:
     """Save the manifest (atomically, last of the set); return its storage name.
-    What could not be read back is not written: the set then fails.
+    What could not be read back is not written: the set then fails. With the
+    ``keyring`` of an encrypted repository it is stored as an age file (its
+    public recipient is enough: a backup host writes what it cannot read back).
 
     A conditional create (``if_absent``) is the set's atomic commit: a manifest
     is never overwritten, so of two runs committing the same set exactly one
@@ -282,17 +293,43 @@ def write_manifest(storage: Storage, manifest: Manifest) -> str:
     path = manifest_path(manifest.set_id)
     data = json.dumps(manifest.to_dict(), indent=2).encode() + b"\n"
     parse_manifest(data, path, manifest.set_id)
+    if keyring is not None:
+        data = seal(keyring, data)
     save_bytes(storage, path, data, if_absent=True)
     return path
 
 
-def read_manifest(storage: Storage, set_id: str) -> Manifest:
-    """Load and validate the manifest of ``set_id`` (IntegrityError if malformed)."""
+def read_manifest(storage: Storage, set_id: str, *, keyring: Keyring | None = None) -> Manifest:
+    """Load and validate the manifest of ``set_id`` (IntegrityError if malformed).
+
+    In an encrypted repository, pass its unlocked ``keyring`` (``repository.crypto``):
+    without one, an encrypted manifest raises ``KeyRequired`` (naming the flags that
+    give a key), and a plaintext manifest is refused whatever the keyring (planted:
+    txbackup never writes one there; checked against the config when no keyring)."""
+    return _read_manifest(storage, set_id, keyring, check_config=keyring is None)
+
+
+def _read_manifest(storage: Storage, set_id: str, keyring: Keyring | None, check_config: bool) -> Manifest:
     path = manifest_path(set_id)
+    limit = MAX_MANIFEST_BYTES + (0 if keyring is None else SEAL_OVERHEAD)
     info = storage.stat(path)
-    if info is not None and info.size > MAX_MANIFEST_BYTES:
-        raise IntegrityError(f"manifest {path}: {info.size} bytes, more than {MAX_MANIFEST_BYTES} (refused)")
-    return parse_manifest(load_bytes(storage, path, MAX_MANIFEST_BYTES), path, set_id)
+    if info is not None and info.size > limit:
+        raise IntegrityError(f"manifest {path}: {info.size} bytes, more than {limit} (refused)")
+    data = load_bytes(storage, path, limit)
+    if is_sealed(data):
+        if keyring is None:
+            raise KeyRequired(
+                f"manifest {path} is encrypted: reading it needs the repository key: {KEY_FLAGS}"
+            )
+        data = unseal(keyring, data, f"manifest {path}", MAX_MANIFEST_BYTES)
+    elif keyring is not None or (check_config and _encrypted(storage)):
+        raise IntegrityError(f"manifest {path}: not encrypted in an encrypted repository (planted? refused)")
+    return parse_manifest(data, path, set_id)
+
+
+def _encrypted(storage: Storage) -> bool:
+    config = read_config(storage)
+    return config is not None and config.encryption is not None
 
 
 def parse_manifest(text: bytes, path: str, set_id: str | None = None) -> Manifest:
@@ -312,9 +349,13 @@ def list_set_ids(storage: Storage) -> list[str]:
     return sorted(set_id for set_id in found if set_id is not None)
 
 
-def list_manifests(storage: Storage) -> list[Manifest]:
-    """Every manifest in storage, oldest first (raises on the first bad one)."""
-    return [read_manifest(storage, set_id) for set_id in list_set_ids(storage)]
+def list_manifests(storage: Storage, *, keyring: Keyring | None = None) -> list[Manifest]:
+    """Every manifest in storage, oldest first (raises on the first bad one). An
+    encrypted repository needs its unlocked ``keyring`` (see ``read_manifest``)."""
+    if keyring is None and _encrypted(storage):
+        where = storage.describe()
+        raise KeyRequired(f"repository {where} is encrypted: reading its sets needs its key: {KEY_FLAGS}")
+    return [_read_manifest(storage, set_id, keyring, False) for set_id in list_set_ids(storage)]
 
 
 def _keys(cls: type[Any]) -> list[str]:

@@ -60,6 +60,7 @@ from txbackup.engine.retention import Item
 from txbackup.errors import RetainedError, StorageError, TxbackupError
 from txbackup.locks import StorageLock
 from txbackup.repository import layout
+from txbackup.repository.crypto import Keyring
 from txbackup.safepaths import shown
 from txbackup.storage.base import Storage, load_bytes, save_bytes
 from txbackup.targets.base import Recorded, Target, owned_outside
@@ -316,7 +317,9 @@ def forget_set(
 
 
 # -- prune ----------------------------------------------------------------------------------------------
-def referenced_blobs(storage: Storage, manifests: Iterable[Manifest]) -> set[str]:
+def referenced_blobs(
+    storage: Storage, manifests: Iterable[Manifest], keyring: Keyring | None = None
+) -> set[str]:
     """The names of every blob a set references, asked of each target kind through
     ``targets.references`` (the one answer ``verify`` uses too: Cassandra's node file
     lists). Raises (naming the set and target) when a reference cannot be read or is
@@ -327,7 +330,8 @@ def referenced_blobs(storage: Storage, manifests: Iterable[Manifest]) -> set[str
             if not target.position:
                 continue  # references live in the position (a store and its nodes' lists)
             reader = SetReader(
-                storage, manifest.set_id, target.name, target.artifacts, position=target.position
+                storage, manifest.set_id, target.name, target.artifacts, position=target.position,
+                keyring=keyring,
             )
             label = f"set {manifest.set_id}: target {shown(target.name, 80)}"
             for ref in blob_references(target.kind, reader, label):
@@ -348,10 +352,12 @@ def prune(
     say: Say = lambda _: None,
     report: Report | None = None,
     gone: Collection[str] = (),
+    keyring: Keyring | None = None,
 ) -> Report:
     """Collect the garbage of ``storage`` (see the module doc); ``lock`` must be an
     exclusive lock we hold. Every step goes on when another fails (``problems``).
-    ``gone``: sets a dry-run forget would have forgotten (counted as forgotten)."""
+    ``gone``: sets a dry-run forget would have forgotten (counted as forgotten).
+    ``keyring``: an encrypted repository's (its manifests and file lists are read)."""
     report = report or Report(dry_run=dry_run)
     lock.check()
     cutoff = time.time() - grace_s
@@ -394,8 +400,8 @@ def prune(
 
     say(f"reading {len(complete)} manifests and their Cassandra file lists")
     try:
-        manifests = [read_manifest(storage, set_id) for set_id in sorted(complete)]
-        referenced = referenced_blobs(storage, manifests)
+        manifests = [read_manifest(storage, set_id, keyring=keyring) for set_id in sorted(complete)]
+        referenced = referenced_blobs(storage, manifests, keyring)
     except TxbackupError as exc:
         report.problems.append(f"no blob removed: the references of every set must be known first: {exc}")
         return report

@@ -31,6 +31,7 @@ from txbackup.engine.manifest import Manifest, TargetRecord, check_manifest
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
 from txbackup.jobs import COMPLETE, FAILED, RUNNING, JobStore
+from txbackup.repository.crypto import Keyring
 from txbackup.safepaths import shown
 from txbackup.secrets import resolve_secret
 from txbackup.storage.base import Storage
@@ -55,6 +56,7 @@ class RestorePlan:
     force: bool = False
     job_id: str | None = None  # resume this job instead of starting one
     reporter: Reporter = field(default_factory=SilentReporter)
+    keyring: Keyring | None = None  # an encrypted repository's, unlocked
 
     def params(self) -> dict[str, Any]:
         """What the job records (no secret: credentials are where to read them)."""
@@ -232,7 +234,7 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
         _probe(plan, chosen)
     report.event("phase", name="verify", set_id=plan.manifest.set_id)
     subset = dataclasses.replace(plan.manifest, targets=[record for record, _ in chosen])
-    problems = verify_set(plan.storage, subset)
+    problems = verify_set(plan.storage, subset, keyring=plan.keyring)
     if problems:
         extra = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise IntegrityError(f"refusing to restore set {plan.manifest.set_id}: {problems[0]}{extra}")
@@ -256,6 +258,7 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
                 restore_point=plan.manifest.restore_point,
                 position=record.position,
                 journal=journal,
+                keyring=plan.keyring,
             )
             target.restore(reader, plan.destination(record.name), plan.force)
             journal.mark_done(TARGET_DONE)

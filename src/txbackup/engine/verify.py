@@ -31,6 +31,7 @@ from txbackup.agent.blobs import BlobRef, stat_blob, verify_blob
 from txbackup.engine.artifacts import SetReader, check_belongs, stat_artifact, verify_artifact
 from txbackup.engine.manifest import ArtifactRecord, Manifest, check_manifest
 from txbackup.errors import TxbackupError
+from txbackup.repository.crypto import Keyring
 from txbackup.storage.base import Storage
 from txbackup.targets.references import blob_references
 
@@ -55,12 +56,16 @@ class Verified:
     problems: list[str] = field(default_factory=list)
 
 
-def set_blobs(storage: Storage, manifest: Manifest, problems: list[str]) -> list[BlobRef]:
+def set_blobs(
+    storage: Storage, manifest: Manifest, problems: list[str], keyring: Keyring | None = None
+) -> list[BlobRef]:
     """The blobs the set references, each once (the first file naming it names it in
     messages); a target whose references cannot be read adds a problem line."""
     found: dict[str, BlobRef] = {}
     for record in manifest.targets:
-        reader = SetReader(storage, manifest.set_id, record.name, record.artifacts, position=record.position)
+        reader = SetReader(
+            storage, manifest.set_id, record.name, record.artifacts, position=record.position, keyring=keyring
+        )
         label = f"set {manifest.set_id}: target {record.name}"
         try:
             refs = blob_references(record.kind, reader, label)
@@ -85,15 +90,19 @@ def verify(
     subset: float | None = None,
     progress: ProgressFn | None = None,
     chooser: Callable[[], float] = random.random,
+    keyring: Keyring | None = None,
 ) -> Verified:
     """Verify the set at the level asked (see the module doc); ``subset`` in (0, 1]
-    reads about that fraction of the objects (each chosen when ``chooser() < subset``)."""
+    reads about that fraction of the objects (each chosen when ``chooser() < subset``).
+    An encrypted repository's ``keyring`` must hold its identity: the Cassandra file
+    lists naming the blobs are artifacts, read (decrypted) even by a plain verify."""
+    identity = None if keyring is None else keyring.require_identity(f"set {manifest.set_id}")
     check_manifest(manifest)
     check_belongs(storage, manifest)
     level = "read-data" if read_data else "read-data-subset" if subset is not None else "plain"
     result = Verified(manifest.set_id, level)
     artifacts = list(manifest.artifacts())
-    blobs = set_blobs(storage, manifest, result.problems)
+    blobs = set_blobs(storage, manifest, result.problems, keyring)
     result.artifacts, result.blobs = len(artifacts), len(blobs)
 
     def chosen() -> bool:
@@ -112,11 +121,11 @@ def verify(
         try:
             if isinstance(obj, ArtifactRecord):
                 if read:
-                    verify_artifact(storage, obj, step)
+                    verify_artifact(storage, obj, step, keyring)
                 elif stat_artifact(storage, obj).sha256 is not None:
                     result.checksums += 1
             elif read:
-                verify_blob(storage, obj, step)
+                verify_blob(storage, obj, step, identity)
             else:
                 stat_blob(storage, obj)
             result.read += read

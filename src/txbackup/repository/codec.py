@@ -6,11 +6,14 @@ as it streams. Set artifacts (``engine.artifacts``) and the content-addressed
 SSTable blobs (``agent.blobs``) both go through here, so a stored byte is
 produced and checked by one piece of code, whatever it belongs to.
 
-Encryption (issue 14, part 2) is the stage between zstd and the stored digest:
-on writing, ``Encoder`` would hand the compressed bytes to a cipher whose output
-goes to ``_stored``; on reading, ``Decoder`` would decrypt what ``_StoredTap``
-returns before zstd sees it. Nothing encrypts yet: there is no key to do it
-with until the repository config records key ids.
+Encryption (an encrypted repository, ``repository.crypto``) is the stage between
+zstd and the stored digest: ``Encoder`` given a recipient hands the compressed
+bytes to an age encryptor (``repository.age``) whose output is what is stored and
+digested; ``Decoder`` given an identity decrypts what ``_StoredTap`` returns
+before zstd sees it. Each 64 KiB chunk is authenticated before zstd sees a byte
+of it, and the end of the age stream is checked too, so a tampered or truncated
+object fails as ``IntegrityError`` naming it. The stored SHA-256 and size are
+those of the ciphertext (what a listing or ``sha256sum`` of the object shows).
 
 Reading never goes past the recorded sizes: a stored object that grew, or data
 that decompresses to more than recorded (a zstd bomb), fails as soon as it
@@ -24,11 +27,12 @@ import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import zstandard
 
 from txbackup.errors import IntegrityError
+from txbackup.repository.age import AgeError, Decryptor, Encryptor, Identity, NoIdentityMatch
 from txbackup.storage.base import CHUNK
 
 if TYPE_CHECKING:
@@ -67,9 +71,10 @@ class Encoded:
 
 
 class _Tap(io.RawIOBase):
-    """A writable stream that digests what goes through it on its way to ``sink``."""
+    """A writable stream that digests what goes through it on its way to ``sink``
+    (no digest: it only hands the bytes on, e.g. from zstd to the cipher)."""
 
-    def __init__(self, sink: Callable[[bytes], object], digest: Digest) -> None:
+    def __init__(self, sink: Callable[[bytes], object], digest: Digest | None) -> None:
         self._sink = sink
         self._digest = digest
 
@@ -77,22 +82,26 @@ class _Tap(io.RawIOBase):
         return True
 
     def write(self, data: ReadableBuffer) -> int:
-        self._digest.update(data)
+        if self._digest is not None:
+            self._digest.update(data)
         self._sink(data)  # type: ignore[arg-type]  # any bytes-like object
         return memoryview(data).nbytes
 
 
 class Encoder:
     """Plain bytes in (``write``, or the buffered ``stream``), stored bytes out to
-    ``sink`` (a storage writer's ``write``); ``finish`` ends the zstd frame and
-    returns the digests. Not thread-safe: one writer feeds it."""
+    ``sink`` (a storage writer's ``write``); ``finish`` ends the zstd frame (and the
+    age stream, given a ``recipient``: a raw X25519 public key) and returns the
+    digests. Not thread-safe: one writer feeds it."""
 
-    def __init__(self, sink: Callable[[bytes], object]) -> None:
+    def __init__(self, sink: Callable[[bytes], object], recipient: bytes | None = None) -> None:
         self._plain, self._stored = Digest(), Digest()
-        # [encryption, part 2: a cipher stage goes between the compressor and this tap]
+        stored = _Tap(sink, self._stored)
+        self._cipher = None if recipient is None else Encryptor(recipient, stored.write)
+        compressed = stored if self._cipher is None else _Tap(self._cipher.write, None)
         self._compressor = zstandard.ZstdCompressor(
             level=ZSTD_LEVEL, threads=0, write_checksum=True
-        ).stream_writer(cast(IO[bytes], _Tap(sink, self._stored)), closefd=False)
+        ).stream_writer(cast(IO[bytes], compressed), closefd=False)
         self.stream = io.BufferedWriter(_Tap(self._compressor.write, self._plain), CHUNK)
         """The plain side as a buffered file object (what targets write to)."""
 
@@ -103,6 +112,8 @@ class Encoder:
         if not self.stream.closed:
             self.stream.close()  # flushes into the compressor
         self._compressor.flush(zstandard.FLUSH_FRAME)  # ends the zstd frame
+        if self._cipher is not None:
+            self._cipher.finish()  # the last (flagged) age chunk
         plain, stored = self._plain, self._stored
         return Encoded(plain.size, plain.hexdigest(), stored.size, stored.hexdigest())
 
@@ -142,18 +153,50 @@ class _StoredTap:
         return data
 
 
+class _Decrypting:
+    """The plaintext of the age stream in ``stored``: every chunk authenticated before
+    it is returned; failures are IntegrityError naming the object."""
+
+    def __init__(self, stored: _StoredTap, identity: Identity, label: str) -> None:
+        self._label = label
+        self._cipher = self._guard(lambda: Decryptor(stored.read, identity))
+
+    def _guard(self, step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except NoIdentityMatch as exc:
+            problem = f"{exc} of this repository, or its header was altered (foreign or corrupt)"
+            raise IntegrityError(f"{self._label}: {problem}") from None
+        except AgeError as exc:
+            raise IntegrityError(f"{self._label}: {exc} (corrupt)") from None
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._guard(lambda: self._cipher.read(size))
+        return data
+
+
 class Decoder(io.RawIOBase):
     """The plain data of a stored object read from ``source``, checked as it streams
-    and, at EOF, against ``expected`` (sizes and digests)."""
+    and, at EOF, against ``expected`` (sizes and digests). Given an ``identity``
+    (an encrypted repository's), the stored bytes are an age file decrypted first."""
 
-    def __init__(self, source: IO[bytes], expected: Expected, label: str, progress: Progress = None) -> None:
+    def __init__(
+        self,
+        source: IO[bytes],
+        expected: Expected,
+        label: str,
+        progress: Progress = None,
+        identity: Identity | None = None,
+    ) -> None:
         self._expected = expected
         self._label = label
         self._stored = _StoredTap(source, expected, label, progress)
         self._plain = Digest()
-        # [encryption, part 2: a decrypting stage wraps self._stored here]
+        self._compressed: _StoredTap | _Decrypting = self._stored
+        if identity is not None:
+            self._compressed = _Decrypting(self._stored, identity, label)
         self._data = zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], self._stored), read_size=CHUNK, read_across_frames=True, closefd=False
+            cast(IO[bytes], self._compressed), read_size=CHUNK, read_across_frames=True, closefd=False
         )
         self._verified = False
 
@@ -182,7 +225,9 @@ class Decoder(io.RawIOBase):
         return len(data)
 
     def _verify(self) -> None:
-        while self._stored.read(CHUNK):  # bytes after the zstd frame count too
+        while self._compressed.read(CHUNK):  # bytes after the zstd frame count too
+            pass
+        while self._stored.read(CHUNK):  # and after the age stream
             pass
         stored, plain, expected = self._stored.digest, self._plain, self._expected
         stored_sha = expected.stored_sha256
@@ -192,6 +237,12 @@ class Decoder(io.RawIOBase):
         self._verified = True
 
 
-def decoded(source: IO[bytes], expected: Expected, label: str, progress: Progress = None) -> IO[bytes]:
+def decoded(
+    source: IO[bytes],
+    expected: Expected,
+    label: str,
+    progress: Progress = None,
+    identity: Identity | None = None,
+) -> IO[bytes]:
     """``Decoder`` buffered: what readers of an artifact or blob are handed."""
-    return io.BufferedReader(Decoder(source, expected, label, progress), CHUNK)
+    return io.BufferedReader(Decoder(source, expected, label, progress, identity), CHUNK)

@@ -12,7 +12,16 @@ line before anything else is read or written. The ``repository_id`` goes into
 every manifest and catalog row, and the engine sends it to every Cassandra
 agent at preflight: an agent whose storage holds another repository (or none)
 is refused before anything is paused (restic checks its repository id the same
-way). Part 2 adds the ids of the encryption keys here.
+way).
+
+An encrypted repository (``txbackup init --encrypt``, ``repository.crypto``) has
+format version 2 and one more field, the public half of its key::
+
+    "encryption": {"scheme": "age-x25519", "recipient": "age1..."}
+
+A txbackup that only knows version 1 refuses it in one line instead of writing
+plaintext into it. The key ids are the objects under ``keys/`` (listed, not
+recorded here: this object is never rewritten, keys come and go).
 
 Backwards compatibility: a storage written before this config existed has no
 ``config``. Every command keeps working on it (there is no id to check yet);
@@ -32,6 +41,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -44,14 +54,35 @@ from txbackup.safepaths import shown
 from txbackup.storage.base import Storage, load_bytes, save_bytes
 
 FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+ENCRYPTED_FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 MAX_CONFIG_BYTES = 64 * 1024
 _ID = re.compile(r"[0-9a-f]{32}")
-_FIELDS = ("repository_id", "format_version", "created_at", "created_by")
+_FIELDS = ("repository_id", "format_version", "created_at", "created_by", "encryption")
+_SCHEMES = ("age-x25519",)
 
 
 def is_repository_id(value: object) -> bool:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """How the repository's objects are encrypted: the scheme and the public recipient."""
+
+    scheme: str
+    recipient: str
+
+    @classmethod
+    def parse(cls, value: object) -> Encryption:
+        if not isinstance(value, dict) or set(value) != {"scheme", "recipient"}:
+            raise ValueError("field 'encryption' must be an object with exactly scheme and recipient")
+        scheme, recipient = value["scheme"], value["recipient"]
+        if scheme not in _SCHEMES:
+            raise ValueError(f"encryption scheme {shown(scheme)} is not known (known: {', '.join(_SCHEMES)})")
+        if not isinstance(recipient, str) or not re.fullmatch(r"age1[02-9ac-hj-np-z]{58}", recipient):
+            raise ValueError(f"encryption recipient {shown(recipient)} is not an age X25519 recipient")
+        return cls(scheme, recipient)
 
 
 @dataclass(frozen=True)
@@ -60,9 +91,13 @@ class RepositoryConfig:
     format_version: int
     created_at: str
     created_by: str
+    encryption: Encryption | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=2).encode() + b"\n"
+        data = asdict(self)
+        if self.encryption is None:
+            del data["encryption"]  # version 1, as before encryption existed
+        return json.dumps(data, indent=2).encode() + b"\n"
 
     @classmethod
     def parse(cls, data: bytes, where: str) -> RepositoryConfig:
@@ -83,15 +118,20 @@ class RepositoryConfig:
             unknown = sorted(set(value) - set(_FIELDS))
             if unknown:
                 raise ValueError(f"unknown field {shown(unknown[0])}")
+            encryption = None
+            if version == ENCRYPTED_FORMAT_VERSION:
+                encryption = Encryption.parse(value.get("encryption"))
+            elif "encryption" in value:
+                raise ValueError(f"field 'encryption' in a format version {version} config")
             for key in _FIELDS:
-                if key != "format_version" and not isinstance(value.get(key), str):
+                if key not in ("format_version", "encryption") and not isinstance(value.get(key), str):
                     raise ValueError(f"field {key!r} must be a string")
             if not is_repository_id(value["repository_id"]):
                 raise ValueError(f"repository_id {shown(value['repository_id'])} is not 32 hex digits")
             if len(value["created_at"]) > 40 or len(value["created_by"]) > 200:
                 raise ValueError("created_at or created_by too long")
             datetime.fromisoformat(value["created_at"])
-            return cls(**value)
+            return cls(**(value | {"encryption": encryption}))
         except (ValueError, RecursionError) as exc:  # JSON, UTF-8 and time errors included
             problem = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise IntegrityError(f"{where}: {problem}") from None
@@ -101,12 +141,13 @@ def _where(storage: Storage) -> str:
     return f"repository config {storage.describe()}/{CONFIG}"
 
 
-def new_config(now: datetime | None = None) -> RepositoryConfig:
+def new_config(now: datetime | None = None, encryption: Encryption | None = None) -> RepositoryConfig:
     return RepositoryConfig(
         repository_id=secrets.token_hex(16),
-        format_version=FORMAT_VERSION,
+        format_version=FORMAT_VERSION if encryption is None else ENCRYPTED_FORMAT_VERSION,
         created_at=iso_ms(now or utc_now()),
         created_by=f"txbackup {__version__}",
+        encryption=encryption,
     )
 
 
@@ -125,13 +166,19 @@ class AlreadyInitialized(TxbackupError):
     """``init`` of a storage that is a repository already."""
 
 
-def init_repository(storage: Storage) -> RepositoryConfig:
-    """Write a new config to ``storage`` with a conditional create: of two inits, one
-    wins; the other (and any later one) gets ``AlreadyInitialized`` naming the id."""
-    config = new_config()
+def init_repository(
+    storage: Storage, config: RepositoryConfig | None = None, *, undo: Callable[[], object] | None = None
+) -> RepositoryConfig:
+    """Write a new config (``config``, or a fresh one) to ``storage`` with a conditional
+    create: of two inits, one wins; the other (and any later one) gets
+    ``AlreadyInitialized`` naming the id, after running ``undo`` (an encrypted init
+    removes the key it wrote before the config)."""
+    config = config or new_config()
     try:
         save_bytes(storage, CONFIG, config.to_json(), if_absent=True)
     except AlreadyExistsError:
+        if undo is not None:
+            undo()
         existing = read_config(storage)
         label = existing.repository_id if existing is not None else "unknown"
         raise AlreadyInitialized(

@@ -10,6 +10,8 @@ tool joins name parts by hand, so "what is a valid name" has one answer::
     locks/<lock id>.json                        a lock (see ``txbackup.locks``)
     trash/<set id>.json                         a forgotten set's tombstone: what it owns outside
                                                 the repository, until released (``engine.prune``)
+    keys/<key id>                               the repository identity wrapped to one user key
+                                                (encrypted repositories, ``repository.crypto``)
     cassandra/<cluster>/sstables/<sha256>       the content-addressed SSTable blob store
     cassandra/.probe/<random>                   an agent's write probe at preflight
 
@@ -40,11 +42,13 @@ MANIFEST = "manifest.json"
 ARTIFACT_SUFFIX = ".zst"
 LOCKS = "locks/"
 TRASH = "trash/"
+KEYS = "keys/"
 CASSANDRA = "cassandra/"
 PROBES = "cassandra/.probe/"
 
 _SET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always fullmatch
 _LOCK_ID = re.compile(r"\d{8}T\d{9}Z-[0-9a-f]{8}")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CLUSTER = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 _CLUSTER_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -160,6 +164,20 @@ def parse_lock_path(name: str) -> str | None:
     return lock_id if _LOCK_ID.fullmatch(lock_id) else None
 
 
+# -- keys (encrypted repositories) -------------------------------------------------------------------
+def key_path(key_id: str) -> str:
+    """``keys/<key id>`` (16 hex digits)."""
+    if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+        raise UsageError(f"key id {shown(key_id)}: not a key id (16 hex digits, see txbackup key list)")
+    return f"{KEYS}{key_id}"
+
+
+def parse_key_path(name: str) -> str | None:
+    """The key id if ``name`` is exactly ``keys/<key id>``, else None."""
+    key_id = name[len(KEYS) :] if name.startswith(KEYS) else ""
+    return key_id if _KEY_ID.fullmatch(key_id) else None
+
+
 # -- the Cassandra blob store -------------------------------------------------------------------------
 def store_prefix(cluster_name: str) -> str:
     """The store of one Cassandra cluster: ``cassandra/<cluster>/sstables`` (a cluster
@@ -204,5 +222,6 @@ def name_ok(name: str) -> bool:
         or parse_artifact_path(name) is not None
         or parse_lock_path(name) is not None
         or parse_tombstone_path(name) is not None
+        or parse_key_path(name) is not None
         or parse_blob_name(name) is not None
     )

@@ -648,7 +648,9 @@ def blob_references(src: ArtifactReader, label: str) -> list[BlobRef]:
                 scope.fail(f"{at}: stored_size {shown(stored, 60)} is not a byte count")
             keyspace, table, name = (_printable(entry.get(k)) for k in ("keyspace", "table", "name"))
             what = f"{keyspace}.{table} {name} (node {_printable(address)})"
-            refs.append(BlobRef(store, sha, size, stored, what))
+            # an encrypted repository names a blob by its keyed id (HMAC), not its SHA-256
+            blob = scope.text(entry.get("blob"), f"{at}: blob") if "blob" in entry else None
+            refs.append(BlobRef(store, sha, size, stored, what, blob))
     return refs
 
 
@@ -676,6 +678,8 @@ def _file_entry(scope: Scope, where: str, value: object, keyspaces: set[str], no
     size = entry.get("size")
     if type(size) is not int or size < 0:
         scope.fail(f"{where}: size {shown(size, 60)} is not a byte count")
+    if "blob" in entry:  # an encrypted repository's keyed blob name (the agent checks its shape)
+        found["blob"] = scope.text(entry.get("blob"), f"{where}: blob")
     return {**found, "size": size, "node": node}
 
 
