@@ -128,9 +128,16 @@ def positionals(command: str) -> list[str]:
     for action in SUBPARSERS[command]._actions:
         if action.option_strings or action.dest == "help":
             continue
+        if action.nargs == "?" and action.dest not in POSITIONALS:  # optional (unlock LOCK_ID): left out
+            continue
         assert action.dest in POSITIONALS, f"txbackup {command}: a corpus value for {action.dest} is needed"
         found.append(POSITIONALS[action.dest])
-    return found
+    return found + REQUIRED_OPTIONS.get(command, [])
+
+
+REQUIRED_OPTIONS = {"forget": ["--keep-last", "1"]}
+"""Options a command refuses to run without (forget: a policy), so that the corpus reaches the
+part under test."""
 
 
 CONFIG_COMMANDS = [c for c in COMMANDS if "--config" in options(c)]
