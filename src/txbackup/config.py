@@ -24,6 +24,7 @@ from txbackup.admin.discovery import check_dns_server, check_srv_name, from_list
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import UsageError
 from txbackup.extras import import_extra
+from txbackup.safepaths import read_small_file
 from txbackup.safepaths import shown as shown_text
 from txbackup.secrets import check_dsn, dsn_secret
 from txbackup.settings import (
@@ -523,17 +524,7 @@ def _read_file(file: Path) -> dict[str, Any]:
     """The TOML of ``file``; every failure (missing, a folder, too large, binary, bad TOML)
     is one line naming the file."""
     where = f"cluster file {file}"
-    try:
-        with open(file, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise UsageError(f"{where}: not found") from None
-    except IsADirectoryError:
-        raise UsageError(f"{where}: is a folder, not a file") from None
-    except OSError as exc:
-        raise UsageError(f"{where}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise UsageError(f"{where}: larger than {MAX_FILE_BYTES >> 20} MiB, not a cluster file")
+    data = read_small_file(file, where, MAX_FILE_BYTES, "cluster file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from txbackup.errors import UsageError
+from txbackup.safepaths import read_small_file
 
 MAX_BYTES = 1 << 20
 """A configuration file larger than this is not one."""
@@ -132,17 +133,7 @@ def parse(text: str, *, where: str = "properties") -> Properties:
 def load(path: str | Path) -> Properties:
     """The properties of the file ``path``; every failure is one line naming it."""
     where = f"properties file {path}"
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise UsageError(f"{where}: not found") from None
-    except IsADirectoryError:
-        raise UsageError(f"{where}: is a folder, not a file") from None
-    except OSError as exc:
-        raise UsageError(f"{where}: {exc.strerror}") from None
-    if len(data) > MAX_BYTES:
-        raise UsageError(f"{where}: larger than {MAX_BYTES >> 20} MiB, not a configuration file")
+    data = read_small_file(path, where, MAX_BYTES, "configuration file")
     if b"\x00" in data:
         raise UsageError(f"{where}: holds NUL bytes, not a text file")
     try:

@@ -19,7 +19,7 @@ import re
 import stat
 from typing import IO
 
-from txbackup.errors import IntegrityError
+from txbackup.errors import IntegrityError, UsageError
 
 MAX_NAME = 1024
 """The longest name accepted (characters)."""
@@ -129,3 +129,21 @@ def copy_mode(reference: str, path: str) -> None:
         with contextlib.suppress(PermissionError):  # not root: stays ours, with the mode
             os.chown(path, st.st_uid, st.st_gid)
     os.chmod(path, stat.S_IMODE(st.st_mode))
+
+
+def read_small_file(path: str | os.PathLike[str], where: str, limit: int, what: str) -> bytes:
+    """The bytes of a file the user named (a cluster file, a properties file): at most
+    ``limit``; a missing file, a folder, an unreadable or larger one is one ``UsageError``
+    line starting with ``where`` (``larger than N MiB, not a <what>``)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise UsageError(f"{where}: not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{where}: is a folder, not a file") from None
+    except OSError as exc:
+        raise UsageError(f"{where}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise UsageError(f"{where}: larger than {limit >> 20} MiB, not a {what}")
+    return data

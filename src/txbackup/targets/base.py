@@ -42,7 +42,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Any, NoReturn, Protocol, runtime_checkable
 
-from txbackup.errors import IntegrityError
+from txbackup.errors import IntegrityError, UsageError
 from txbackup.jobs import StepJournal
 from txbackup.safepaths import shown
 
@@ -317,3 +317,25 @@ def iter_chunks(stream: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
     """Read a binary stream in chunks until EOF."""
     while chunk := stream.read(size):
         yield chunk
+
+
+def refuse_unknown_destination(
+    dest: Mapping[str, str], known: Collection[str], label: str, *, renames: bool = False
+) -> None:
+    """A restore destination (``--to``, ``[restore.NAME]``) naming settings the target does
+    not know is refused in one line naming them; ``rename.OLD`` keys pass only where the
+    target has databases to rename (``renames``: it checks them itself)."""
+    unknown = sorted(k for k in dest if k not in known and not (renames and k.startswith(RENAME)))
+    if unknown:
+        raise UsageError(f"{label}: unknown restore destination setting(s) {unknown}")
+
+
+def dsn_only(dest: Mapping[str, str] | None, label: str) -> str | None:
+    """The ``dsn`` of a destination that may hold nothing else (DynamoDB, Cosmos DB), or
+    None when none is given."""
+    if not dest:
+        return None
+    refuse_unknown_destination(dest, ("dsn",), label)
+    if "dsn" not in dest:
+        raise UsageError(f"{label}: the restore destination has no dsn (give --to NAME=...)")
+    return dest["dsn"]

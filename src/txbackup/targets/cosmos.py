@@ -62,7 +62,7 @@ from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.safepaths import shown
 from txbackup.secrets import check_secret, resolve_secret
 from txbackup.settings import check_keys, name_list, setting_duration, setting_opt_str, setting_str
-from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings
 
 if TYPE_CHECKING:
@@ -394,12 +394,8 @@ class CosmosTarget:
                     scope.all_covered(listed, wanted, inside, "container")
 
     def _account(self, dest: Mapping[str, str] | None) -> str | None:
-        if not dest:
-            return None
-        unknown = sorted(set(dest) - {"dsn"})
-        if unknown or "dsn" not in dest:
-            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
-        return check_account_name(dest["dsn"], self.label)
+        dsn = dsn_only(dest, self.label)
+        return None if dsn is None else check_account_name(dsn, self.label)
 
     def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
         """A ``--to`` that is not an account name is refused before the storage is read."""

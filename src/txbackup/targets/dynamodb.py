@@ -89,7 +89,7 @@ from txbackup.settings import (
     setting_str,
     setting_str_list,
 )
-from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
 from txbackup.targets.dynamodb_aws import Aws, AwsError, Credentials, read_settings
 from txbackup.targets.dynamodb_restore import (
     ON_DEMAND,
@@ -403,12 +403,8 @@ class DynamoTarget:
         return deleted
 
     def _rename(self, dest: Mapping[str, str] | None) -> tuple[str, str] | None:
-        if not dest:
-            return None
-        unknown = sorted(set(dest) - {"dsn"})
-        if unknown or "dsn" not in dest:
-            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
-        return parse_destination(dest["dsn"], self.label)
+        dsn = dsn_only(dest, self.label)
+        return None if dsn is None else parse_destination(dsn, self.label)
 
     def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
         """A ``--to`` that is not ``suffix:``/``prefix:`` is refused before the storage is read."""

@@ -20,7 +20,7 @@ from txbackup.errors import UsageError
 from txbackup.safepaths import shown
 from txbackup.secrets import check_dsn, check_secret, resolve_secret
 from txbackup.settings import setting_int, setting_str
-from txbackup.targets.base import RENAME
+from txbackup.targets.base import RENAME, refuse_unknown_destination
 
 T = TypeVar("T")
 
@@ -90,9 +90,7 @@ def server_settings(
 def check_destination_keys(dest: Mapping[str, str], *, label: str) -> None:
     """Refuse restore destination settings the SQL targets do not know, and a DSN holding
     a secret (the ``password`` comes on its own, from password_env/password_file)."""
-    unknown = sorted(k for k in dest if k not in DEST_KEYS and not k.startswith(RENAME))
-    if unknown:
-        raise UsageError(f"{label}: unknown restore destination setting(s) {unknown}")
+    refuse_unknown_destination(dest, DEST_KEYS, label, renames=True)
     if dest.get("dsn"):
         check_dsn(dest["dsn"], culprit=label)
 

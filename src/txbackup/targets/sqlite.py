@@ -47,7 +47,7 @@ from txbackup.errors import TargetError, UsageError
 from txbackup.safepaths import copy_mode, make_private_dirs, shown
 from txbackup.scratch import private_dir
 from txbackup.settings import COMMON_KEYS, Setting, Table
-from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
+from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, refuse_unknown_destination
 
 KIND = "sqlite"
 SUFFIX = ".sqlite"
@@ -178,9 +178,7 @@ class SqliteTarget:
         ours = {_artifact(p): p for p in self.paths}
         if not dest:
             return ours
-        unknown = sorted(set(dest) - {"dsn", "path", "dir"})
-        if unknown:
-            raise UsageError(f"{self.label}: unknown restore destination setting(s) {unknown}")
+        refuse_unknown_destination(dest, ("dsn", "path", "dir"), self.label)
         path, folder = dest.get("path"), dest.get("dir")
         if dest.get("dsn"):
             if len(self.paths) == 1:
