@@ -73,15 +73,6 @@ coordinator_database = "{coord}"
         yield {"config": config, "env": env, "set_id": set_id, "a": a, "b": b, "coord": coord}
 
 
-def _rows(server: MariaDBServer, db: str, sql: str) -> list[tuple[Any, ...]]:
-    conn = server.connect(db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
 
 @pytest.mark.mariadb
 def test_mysql_target_restored_under_new_names_next_to_the_originals(
@@ -131,10 +122,10 @@ def test_mysql_target_restored_under_new_names_next_to_the_originals(
     mariadb_server.execute("UPDATE accounts SET balance = 999 WHERE id = 1", a)  # after the backup
     ok = txbackup(*restore, "--rename-db", f"{coord}={new[coord]}", env=env)
     assert ok.returncode == 0, ok.stderr
-    assert _rows(mariadb_server, new[a], "SELECT * FROM accounts ORDER BY id") == [(1, 100), (2, 200)]
-    assert _rows(mariadb_server, new[b], "SELECT * FROM stock") == [("x", 3)]
-    assert _rows(mariadb_server, new[coord], "SELECT * FROM state") == [("t1", 3)]
-    assert _rows(mariadb_server, a, "SELECT * FROM accounts ORDER BY id") == [(1, 999), (2, 200)]
+    assert mariadb_server.rows(new[a], "SELECT * FROM accounts ORDER BY id") == [(1, 100), (2, 200)]
+    assert mariadb_server.rows(new[b], "SELECT * FROM stock") == [("x", 3)]
+    assert mariadb_server.rows(new[coord], "SELECT * FROM state") == [("t1", 3)]
+    assert mariadb_server.rows(a, "SELECT * FROM accounts ORDER BY id") == [(1, 999), (2, 200)]
 
     # --jobs: the set, the target, where it went, its state
     (job,) = _jobs(config, env)

@@ -88,15 +88,6 @@ def maria_case(mariadb_server: MariaDBServer, monkeypatch: pytest.MonkeyPatch) -
     return {"target": build_target(conf, 0), "a": a, "b": b, "coord": coord}
 
 
-def _maria_rows(server: MariaDBServer, db: str, sql: str) -> list[tuple[Any, ...]]:
-    conn = server.connect(db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
 
 @pytest.mark.mariadb
 async def test_mysql_databases_renamed_next_to_the_originals(
@@ -153,12 +144,12 @@ async def test_mysql_databases_renamed_next_to_the_originals(
     store.allow()
     job_id, restored = restore_set(_plan(store, manifest, target, jobs, renames={"orders": new}))
     assert restored == ["orders"]
-    assert _maria_rows(mariadb_server, new[a], "SELECT * FROM accounts ORDER BY id") == [(1, 100), (2, 200)]
-    assert _maria_rows(mariadb_server, new[a], "SELECT * FROM rich") == [(2,)]  # the view follows
-    assert _maria_rows(mariadb_server, new[b], "SELECT * FROM stock") == [("x", 3)]
-    assert _maria_rows(mariadb_server, new[coord], "SELECT * FROM state") == [("t1", 3)]
+    assert mariadb_server.rows(new[a], "SELECT * FROM accounts ORDER BY id") == [(1, 100), (2, 200)]
+    assert mariadb_server.rows(new[a], "SELECT * FROM rich") == [(2,)]  # the view follows
+    assert mariadb_server.rows(new[b], "SELECT * FROM stock") == [("x", 3)]
+    assert mariadb_server.rows(new[coord], "SELECT * FROM state") == [("t1", 3)]
     # the originals were not touched
-    assert _maria_rows(mariadb_server, a, "SELECT * FROM accounts ORDER BY id") == [(1, 999), (2, 200)]
+    assert mariadb_server.rows(a, "SELECT * FROM accounts ORDER BY id") == [(1, 999), (2, 200)]
     (job,) = jobs.list()
     assert job.job_id == job_id and job.params["renames"] == {"orders": new}
     assert job.params["targets"] == ["orders"]
@@ -247,5 +238,5 @@ async def test_mysql_restore_resumed_into_a_database_it_had_started(
     jobs.journal(plan.job_id, "orders").mark_done(f"database/{a}/started", {"database": new[a]})
     job_id, _ = restore_set(plan)
     assert job_id == plan.job_id and jobs.get(job_id).status == "complete"
-    assert _maria_rows(mariadb_server, new[a], "SELECT * FROM accounts ORDER BY id") == [(1, 100), (2, 200)]
-    assert _maria_rows(mariadb_server, new[a], "SELECT * FROM rich") == [(2,)]
+    assert mariadb_server.rows(new[a], "SELECT * FROM accounts ORDER BY id") == [(1, 100), (2, 200)]
+    assert mariadb_server.rows(new[a], "SELECT * FROM rich") == [(2,)]

@@ -225,6 +225,16 @@ class MariaDBServer:
         finally:
             conn.close()
 
+    def rows(self, database: str, sql: str) -> list[tuple[Any, ...]]:
+        """Every row ``sql`` returns in ``database``."""
+        conn = self.connect(database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
     def create_database(self, prefix: str = "t") -> str:
         """A new, empty database with a unique name; returns the name."""
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
