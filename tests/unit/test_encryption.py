@@ -506,3 +506,24 @@ def test_an_ssh_key_opens_the_repository(tmp_path: Path) -> None:
     keyring = unlocked(storage, config, key)
     assert keyring.identity is not None and config.encryption is not None
     assert keyring.identity.recipient == config.encryption.recipient
+
+
+def test_a_forgotten_sets_tombstone_is_encrypted_like_its_manifest(
+    tmp_path: Path, user: tuple[Path, str]
+) -> None:
+    # a tombstone names tables and their DynamoDB backups: it outlives the manifest, sealed the same way
+    from txbackup.engine.prune import Owned, _save_tombstone, read_tombstone
+    from txbackup.repository.layout import tombstone_path
+
+    storage, config = encrypted_repository(tmp_path, user[1])
+    keyring = unlocked(storage, config, user[0])
+    owned = [Owned("ddb", "dynamodb", {"region": "r"}, {"backups": {"bank.accounts": "arn:x"}})]
+    _save_tombstone(storage, "20261128T101500Z-abcd", owned, keyring=keyring)
+    stored = (tmp_path / "repo" / tombstone_path("20261128T101500Z-abcd")).read_bytes()
+    assert stored.startswith(b"age-encryption.org/v1\n") and b"arn:x" not in stored
+    assert read_tombstone(storage, "20261128T101500Z-abcd", keyring) == owned
+    with pytest.raises(ValueError, match="encrypted"):
+        read_tombstone(storage, "20261128T101500Z-abcd")
+    _save_tombstone(storage, "20261128T101500Z-abcd", owned)  # plaintext, as planted by someone
+    with pytest.raises(ValueError, match="planted"):
+        read_tombstone(storage, "20261128T101500Z-abcd", keyring)

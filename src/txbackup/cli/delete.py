@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             report.forgotten.append(args.set_id)
             return
         manifest = read_manifest(storage, args.set_id, keyring=keyring)
-        forget_set(storage, catalog, manifest, targets_of(config), report)
+        forget_set(storage, catalog, manifest, targets_of(config), report, keyring)
 
     run_async(main())
     for line in warnings:

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                     decisions = retention.apply(policy_items(manifests), policy)
                     going = {d.set_id for d in decisions if not d.keep}
                     forget_all(storage, catalog, [m for m in manifests if m.set_id in going], targets,
-                               report, say(args))  # fmt: skip
+                               report, say(args), keyring)  # fmt: skip
                     if args.prune:
                         prune(storage, lock, targets, grace_s=grace, dry_run=args.dry_run, say=say(args),
                               report=report, gone=going, keyring=keyring)  # fmt: skip

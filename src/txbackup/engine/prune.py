@@ -55,12 +55,12 @@ from txbackup import strictjson
 from txbackup.catalog import Catalog
 from txbackup.clock import as_utc, iso_ms, utc_now
 from txbackup.engine.artifacts import SetReader
-from txbackup.engine.manifest import Manifest, list_set_ids, read_manifest
+from txbackup.engine.manifest import SEAL_OVERHEAD, Manifest, list_set_ids, read_manifest
 from txbackup.engine.retention import Item
 from txbackup.errors import RetainedError, StorageError, TxbackupError
 from txbackup.locks import StorageLock
 from txbackup.repository import layout
-from txbackup.repository.crypto import Keyring
+from txbackup.repository.crypto import Keyring, is_sealed, seal, unseal
 from txbackup.safepaths import shown
 from txbackup.storage.base import Storage, load_bytes, save_bytes
 from txbackup.targets.base import Recorded, Target, owned_outside
@@ -171,7 +171,15 @@ def owned_of(manifest: Manifest) -> list[Owned]:
     ]
 
 
-def _save_tombstone(storage: Storage, set_id: str, owned: list[Owned], error: str | None = None) -> None:
+def _save_tombstone(
+    storage: Storage,
+    set_id: str,
+    owned: list[Owned],
+    error: str | None = None,
+    keyring: Keyring | None = None,
+) -> None:
+    """Write the tombstone (encrypted to the repository's key in an encrypted repository:
+    it names tables and their backups, like the manifest it outlives)."""
     doc = {
         "format_version": TOMBSTONE_FORMAT,
         "set_id": set_id,
@@ -179,12 +187,20 @@ def _save_tombstone(storage: Storage, set_id: str, owned: list[Owned], error: st
         "targets": [o.to_dict() for o in owned],
         "last_error": error,
     }
-    save_bytes(storage, layout.tombstone_path(set_id), json.dumps(doc, indent=1).encode())
+    data = json.dumps(doc, indent=1).encode()
+    save_bytes(storage, layout.tombstone_path(set_id), data if keyring is None else seal(keyring, data))
 
 
-def read_tombstone(storage: Storage, set_id: str) -> list[Owned]:
+def read_tombstone(storage: Storage, set_id: str, keyring: Keyring | None = None) -> list[Owned]:
     """The targets a tombstone lists (untrusted: validated; ValueError names the problem)."""
-    data = load_bytes(storage, layout.tombstone_path(set_id), MAX_TOMBSTONE_BYTES)
+    path = layout.tombstone_path(set_id)
+    data = load_bytes(storage, path, MAX_TOMBSTONE_BYTES + SEAL_OVERHEAD)
+    if is_sealed(data):
+        if keyring is None:
+            raise ValueError("encrypted: give the repository's key")
+        data = unseal(keyring, data, f"tombstone {path}", MAX_TOMBSTONE_BYTES)
+    elif keyring is not None:
+        raise ValueError("not encrypted in an encrypted repository (planted?)")
     doc = strictjson.loads(data)
     if not isinstance(doc, dict) or doc.get("format_version") != TOMBSTONE_FORMAT:
         raise ValueError(f"not a tombstone of format {TOMBSTONE_FORMAT}")
@@ -213,7 +229,12 @@ def _label(text: str) -> str:
 
 
 def _discard(
-    storage: Storage, set_id: str, owned: list[Owned], targets: Mapping[str, Target], report: Report
+    storage: Storage,
+    set_id: str,
+    owned: list[Owned],
+    targets: Mapping[str, Target],
+    report: Report,
+    keyring: Keyring | None = None,
 ) -> None:
     """Discard what the set owns outside; the tombstone keeps what could not be."""
     left: list[Owned] = []
@@ -243,13 +264,17 @@ def _discard(
     if report.dry_run:
         return
     if left:
-        _save_tombstone(storage, set_id, left, "; ".join(errors) or None)
+        _save_tombstone(storage, set_id, left, "; ".join(errors) or None, keyring)
     else:
         storage.remove(layout.tombstone_path(set_id))
 
 
 def retry_tombstones(
-    storage: Storage, targets: Mapping[str, Target], report: Report, say: Say = lambda _: None
+    storage: Storage,
+    targets: Mapping[str, Target],
+    report: Report,
+    say: Say = lambda _: None,
+    keyring: Keyring | None = None,
 ) -> None:
     """Discard what forgotten sets still own outside (see the module doc)."""
     for info in list(storage.iterate(layout.TRASH)):
@@ -263,13 +288,13 @@ def retry_tombstones(
                 storage.remove(info.name)
             continue
         try:
-            owned = read_tombstone(storage, set_id)
+            owned = read_tombstone(storage, set_id, keyring)
         except (ValueError, TxbackupError) as exc:
             report.problems.append(f"tombstone {info.name}: {exc} (left alone: remove it by hand)")
             continue
         say(f"set {set_id}: retrying what it owns outside the repository")
         try:
-            _discard(storage, set_id, owned, targets, report)
+            _discard(storage, set_id, owned, targets, report, keyring)
         except TxbackupError as exc:  # the tombstone could not be rewritten or removed
             report.problems.append(f"tombstone {info.name}: {exc}")
 
@@ -281,8 +306,10 @@ def forget_set(
     manifest: Manifest,
     targets: Mapping[str, Target],
     report: Report,
+    keyring: Keyring | None = None,
 ) -> None:
-    """Forget one set (see the module doc); what was done goes into ``report``."""
+    """Forget one set (see the module doc); what was done goes into ``report``; ``keyring``:
+    an encrypted repository's (its tombstone is encrypted like its manifest)."""
     set_id = manifest.set_id
     path = layout.manifest_path(set_id)
     info = storage.stat(path)
@@ -292,10 +319,10 @@ def forget_set(
     owned = owned_of(manifest)
     if report.dry_run:
         report.forgotten.append(set_id)
-        _discard(storage, set_id, owned, targets, report)
+        _discard(storage, set_id, owned, targets, report, keyring)
         return
     if owned:
-        _save_tombstone(storage, set_id, owned)
+        _save_tombstone(storage, set_id, owned, keyring=keyring)
     try:
         storage.remove(path)
     except RetainedError as exc:
@@ -313,7 +340,7 @@ def forget_set(
         report.problems.append(f"set {set_id}: forgotten, but its files stay until a prune: {exc}")
     catalog.delete(set_id)  # the set no longer exists, whatever is left of its files
     if owned:
-        _discard(storage, set_id, owned, targets, report)
+        _discard(storage, set_id, owned, targets, report, keyring)
 
 
 # -- prune ----------------------------------------------------------------------------------------------
@@ -379,7 +406,7 @@ def prune(
         return True
 
     try:
-        retry_tombstones(storage, targets, report, say)
+        retry_tombstones(storage, targets, report, say, keyring)
     except TxbackupError as exc:
         report.problems.append(f"tombstones: {exc}")
 
@@ -433,11 +460,12 @@ def forget_all(
     targets: Mapping[str, Target],
     report: Report,
     say: Say = lambda _: None,
+    keyring: Keyring | None = None,
 ) -> None:
     """Forget each set; one failing is a problem, the others go on."""
     for manifest in manifests:
         say(f"{'would forget' if report.dry_run else 'forgetting'} set {manifest.set_id}")
         try:
-            forget_set(storage, catalog, manifest, targets, report)
+            forget_set(storage, catalog, manifest, targets, report, keyring)
         except (TxbackupError, StorageError) as exc:
             report.problems.append(f"set {manifest.set_id}: {exc}")
