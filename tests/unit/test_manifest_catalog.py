@@ -505,3 +505,22 @@ def test_an_older_catalog_gains_the_new_columns(tmp_path):
     catalog = Catalog(str(path))
     [row] = catalog.list()
     assert (row.set_id, row.run, row.warning) == ("s1", None, None)
+
+
+def test_a_backup_never_reuses_a_set_id_taken_in_the_same_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ids are the second plus 16 random bits: two sets of one second collided once in CI
+    from types import SimpleNamespace
+
+    from txbackup.engine import backup as engine_backup
+
+    catalog = Catalog(str(tmp_path / "catalog.db"))
+    storage = LocalStorage(str(tmp_path / "store"))
+    now = datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
+    catalog.begin("20261128T101500Z-aaaa", now, ["t"])  # in the catalog
+    save_bytes(storage, "sets/20261128T101500Z-bbbb/t/x.zst", b"x")  # in the storage only
+    drawn = iter(["20261128T101500Z-aaaa", "20261128T101500Z-bbbb", "20261128T101500Z-cccc"])
+    monkeypatch.setattr(engine_backup, "new_set_id", lambda _: next(drawn))
+    plan = SimpleNamespace(catalog=catalog, storage=storage)
+    assert engine_backup._free_set_id(plan, now) == "20261128T101500Z-cccc"  # type: ignore[arg-type]
