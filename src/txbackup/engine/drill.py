@@ -60,7 +60,15 @@ class Place:
     renames: dict[str, str]
 
     def describe(self) -> str:
-        return describe_destination(self.location or None, self.renames or None)
+        return _describe(self.location, self.renames)
+
+
+def _describe(location: Mapping[str, str], renames: Mapping[str, str]) -> str:
+    """A drill place as the user wrote it: the DSN alone when only that is given."""
+    given: str | Mapping[str, str] | None = location or None
+    if set(location) == {"dsn"}:
+        given = location["dsn"]
+    return describe_destination(given, renames or None)
 
 
 def resolve_places(targets: Sequence[Target], sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Place]:
@@ -98,7 +106,7 @@ def resolve_places(targets: Sequence[Target], sections: Mapping[str, Mapping[str
             if owner is not None:
                 what = "its own" if owner == target.name else f"target {owner}'s"
                 raise UsageError(
-                    f"drill: target {target.name}: the drill place {describe_destination(location, renames)}"
+                    f"drill: target {target.name}: the drill place {_describe(location, renames)}"
                     f" is {what} production place ({_key_text(key)}): refused, a drill never overwrites"
                     " production"
                 )

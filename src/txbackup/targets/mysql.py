@@ -652,6 +652,9 @@ class MysqlTarget:
         self._scalardb_found: set[str] = set()
         self.batch_bytes = batch_bytes
         self.bin_dir = bin_dir
+        # restored copy (``placed``): database -> the database of the set it holds, whose name
+        # is the ScalarDB namespace (the audit reads a renamed copy under its namespaces)
+        self.restored_from: dict[str, str] = {}
         self.label = f'target "{name}" (mysql {server.address()})'
         # the session opened by preflight() for the next capture() (see the module's doc)
         self._prepared: Prepared[Any] = Prepared(lambda: None, _close)
@@ -852,7 +855,7 @@ class MysqlTarget:
         """This target as a restore into ``dest`` leaves it: that server, each database under
         its destination name (a drill reads, checks and drops the copy through it)."""
         server, names = self._destination(dest)
-        return MysqlTarget(
+        placed = MysqlTarget(
             self.name,
             server,
             [names[db] for db in self.databases],
@@ -861,6 +864,8 @@ class MysqlTarget:
             self.bin_dir,
             names.get(self.system_database, self.system_database),
         )
+        placed.restored_from = {new: old for old, new in names.items()}
+        return placed
 
     def places(self) -> set[tuple[str, ...]]:
         """Where this target's data lives, one entry per database: a drill place equal to one
