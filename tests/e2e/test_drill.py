@@ -123,6 +123,17 @@ async def test_failing_check_and_command_fail_the_drill(app: SampleServer, tmp_p
     code, answer, stderr = drill(cluster(tmp_path, live, places, extra), set_id)
     assert code == 1 and answer["checks"][-1]["passed"] is False
     assert "drill failed: step check, target c: check typo: no such table: nowhere" in stderr
+    # a restore that fails names its target (no --resume hint: the drill cleans up)
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    bad = {"a": places / "a.db", "b": tmp_path / "blocker" / "b.db", "c": places / "c.db"}
+    code, answer, stderr = drill(cluster(tmp_path, live, places, places=bad), set_id)
+    assert code == 1 and [f["step"] for f in answer["failures"]] == ["restore"], answer["failures"]
+    assert answer["failures"][0]["target"] == "b" and "--resume" not in stderr
+    assert f"drill failed: step restore, target b: restore of set {set_id}, target b into" in stderr
+    assert answer["restore"]["targets"]["a"]["restore_seconds"] is not None
+    assert answer["restore"]["targets"]["b"]["restore_seconds"] is None
+    assert answer["cleanup"]["targets"]["a"]["removed"] == [str(places / "a.db")], "restored: removed"
+    assert answer["audit"] is None and answer["checks"] == []
 
 
 async def test_drill_place_equal_to_production_is_refused(app: SampleServer, tmp_path: Path) -> None:

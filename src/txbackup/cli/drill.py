@@ -117,10 +117,12 @@ def run(args: argparse.Namespace) -> int:
         return 0 if result.ok else 1
     for name, target in result.targets.items():
         seconds = target["restore_seconds"]
-        took = "not restored" if seconds is None else f"{seconds:.1f} s"
-        print(f"{name}: restored into {target['destination']} in {took}")
+        if seconds is None:
+            print(f"{name}: not restored (into {target['destination']})")
+        else:
+            print(f"{name}: restored into {target['destination']} in {seconds:.2f} s")
     if result.total_seconds is not None:
-        print(f"restore total {result.total_seconds:.1f} s (verification {result.verify_seconds or 0:.1f} s)")
+        print(f"restore total {result.total_seconds:.2f} s (verification {result.verify_seconds or 0:.2f} s)")
     if result.audit is not None:
         verdict = "clean" if result.audit["clean"] else "NOT clean"
         print(f"audit: {verdict}, {result.audit.get('findings', 0)} findings")

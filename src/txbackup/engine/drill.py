@@ -255,9 +255,12 @@ def _restore(plan: DrillPlan, places: Mapping[str, Place], result: DrillResult) 
     started = time.monotonic()
     try:
         job_id, _ = restore_set(restore)
-    except TxbackupError as exc:
-        failed = next((n for n in places if n not in timing.ms and f"target {n} " in str(exc)), "")
-        result.failures.append(Failure("restore", failed, str(exc)))
+    except Exception as exc:  # a scheduled drill reports any cause in one line, then cleans up
+        text = str(exc) if isinstance(exc, TxbackupError) else f"{type(exc).__name__}: {exc}"
+        # the drill cleans its places up: a --resume hint would point at nothing
+        text = re.sub(r" \(restore job \S+: resume with --resume \S+\)$", "", text)
+        failed = next((n for n in places if n not in timing.ms and f"target {n} " in text), "")
+        result.failures.append(Failure("restore", failed, text))
         return False
     finally:
         result.verify_seconds = None if timing.verify_s is None else round(timing.verify_s, 3)

@@ -137,8 +137,8 @@ def drop(place: Any) -> list[str]:
             for name in (path, path + "-wal", path + "-shm", path + "-journal"):
                 try:
                     os.remove(name)
-                except FileNotFoundError:
-                    continue
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # nothing there to remove
                 except OSError as exc:
                     raise TargetError(f"removing {name}: {exc.strerror}") from None
                 if name == path:

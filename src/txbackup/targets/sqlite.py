@@ -250,8 +250,11 @@ class SqliteTarget:
         """Restore one file: a new file is private (0600, new folders 0700); a file
         restored in place keeps the mode (and owner, when allowed) of the one it replaces."""
         folder = os.path.dirname(os.path.abspath(path))
-        make_private_dirs(folder)
-        fd, partial = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".restore", dir=folder)
+        try:
+            make_private_dirs(folder)
+            fd, partial = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".restore", dir=folder)
+        except OSError as exc:  # a destination under a file, a read-only folder: the user's input
+            raise self.error(f"destination {path}: {exc.strerror or exc}") from None
         os.close(fd)
         try:
             src.extract(name, partial)
