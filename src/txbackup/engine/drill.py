@@ -41,7 +41,7 @@ from txbackup.repository.crypto import Keyring
 from txbackup.secrets import REDACTED, resolve_secret
 from txbackup.storage.base import Storage
 from txbackup.targets import drill_places
-from txbackup.targets.base import Target
+from txbackup.targets.base import Drillable, Target
 
 OUTPUT_BYTES = 4096
 """The end of a command's output kept in the result (a drill runs unattended: bounded)."""
@@ -54,7 +54,7 @@ class Place:
     """A target and its drill place."""
 
     source: Target  # as configured (production)
-    place: Any  # the same target as restored into the drill place (``placed``)
+    place: Any  # the same target as restored into the drill place (``placed``; read by kind)
     location: dict[str, str]  # [drill.targets.NAME] without password and rename
     credentials: dict[str, str]  # where the drill place's password is
     renames: dict[str, str]
@@ -77,12 +77,12 @@ def resolve_places(targets: Sequence[Target], sections: Mapping[str, Mapping[str
     other drill places. Reads passwords (of the drill places), contacts nothing."""
     production: dict[tuple[str, ...], str] = {}
     for target in targets:
-        if target.kind not in drill_places.KINDS:
+        if target.kind not in drill_places.KINDS or not isinstance(target, Drillable):
             raise UsageError(
                 f"drill: target {target.name} ({target.kind}): a drill restores postgres, mysql and sqlite"
                 " targets only"
             )
-        for key in target.places():  # type: ignore[attr-defined]
+        for key in target.places():
             production[key] = target.name
     found: dict[str, Place] = {}
     taken: dict[tuple[str, ...], str] = {}
@@ -100,7 +100,8 @@ def resolve_places(targets: Sequence[Target], sections: Mapping[str, Mapping[str
         password = resolve_secret(credentials, culprit=f"drill place of {target.name}")
         if password is not None:
             dest["password"] = password
-        place = target.placed(dest)  # type: ignore[attr-defined]
+        assert isinstance(target, Drillable)  # checked above
+        place = target.placed(dest)
         for key in place.places():
             owner = production.get(key)
             if owner is not None:
