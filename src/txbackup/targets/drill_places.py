@@ -161,9 +161,12 @@ def _pg_drop(place: Any, databases: Sequence[str]) -> list[str]:
     dropped = []
     try:
         with psycopg.connect(**{**params, "dbname": "postgres"}, autocommit=True, connect_timeout=10) as conn:
+            # a session left open on the copy (the user's command, someone looking) must not
+            # keep it: the drill's databases are its own (PostgreSQL 13+ can force)
+            force = sql.SQL(" WITH (FORCE)" if conn.info.server_version >= 130000 else "")
             for db in databases:
                 found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(db)))
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(db), force))
                 if found:
                     dropped.append(db)
     except psycopg.Error as exc:
