@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,13 @@ from txbackup.demo.sample_service import SampleServer
 from txbackup.jobs import JobStore
 
 CHECKER = """\
-import os, sys
+import os, sys, time
 paths = os.environ["TXBACKUP_DRILL_A_PATHS"].split(os.pathsep)
 assert all(os.path.isfile(p) for p in paths), paths
 assert os.environ["TXBACKUP_DRILL_SET"] and os.environ["TXBACKUP_DRILL_TARGETS"] == "a b c"
 print("checked", len(paths), "file(s)")
 print("x" * 10000)  # a chatty command: its output is kept bounded
+time.sleep(float(os.environ.get("CHECKER_SLEEP", "0")))
 sys.exit(int(os.environ.get("CHECKER_EXIT", "0")))
 """
 
@@ -123,6 +125,19 @@ async def test_failing_check_and_command_fail_the_drill(app: SampleServer, tmp_p
     code, answer, stderr = drill(cluster(tmp_path, live, places, extra), set_id)
     assert code == 1 and answer["checks"][-1]["passed"] is False
     assert "drill failed: step check, target c: check typo: no such table: nowhere" in stderr
+    # a query and a command past the timeout are stopped, and named
+    endless = (
+        '[[drill.checks]]\nname = "endless"\ntarget = "c"\n'
+        'sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"\n'
+    )
+    slow = cluster(tmp_path, live, places, endless)
+    slow.write_text(slow.read_text().replace('timeout = "60s"', 'timeout = "1s"'))
+    env = {**os.environ, "CHECKER_SLEEP": "30"}
+    started = time.monotonic()
+    code, answer, stderr = drill(slow, set_id, env=env)
+    assert code == 1 and time.monotonic() - started < 25, stderr
+    assert "drill failed: step check, target c: check endless: interrupted" in stderr, stderr
+    assert f"drill failed: step command: command {sys.executable} timed out after 1 s" in stderr, stderr
     # a restore that fails names its target (no --resume hint: the drill cleans up)
     (tmp_path / "blocker").write_text("a file, not a folder")
     bad = {"a": places / "a.db", "b": tmp_path / "blocker" / "b.db", "c": places / "c.db"}

@@ -21,6 +21,7 @@ Steps (each reported; a failure names its step, target and cause):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -383,12 +384,11 @@ def _command(plan: DrillPlan, places: Mapping[str, Place], result: DrillResult) 
         try:
             code = proc.wait(timeout=plan.timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
             code = None
         finally:
-            if proc.returncode is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.returncode is None:  # timed out, or the drill itself interrupted
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         entry["seconds"] = round(time.monotonic() - started, 3)
         size = out.seek(0, os.SEEK_END)

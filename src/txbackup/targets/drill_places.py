@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,9 @@ def _sqlite_query(place: Any, database: str | None, sql: str, timeout_s: float, 
         raise UsageError(f"{culprit}: target {place.name} has no file named {database!r}")
     try:
         conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        # SQLite has no statement timeout: the progress handler interrupts a query past it
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
             row = conn.execute(sql).fetchone()
         finally:
