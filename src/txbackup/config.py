@@ -89,6 +89,9 @@ class ClusterConfig:
     restore: dict[str, dict[str, Any]] = field(default_factory=dict)
     """``[restore.NAME]`` sections: target name -> destination settings (``dsn``, ``host``...,
     secret-free) and ``password`` (the ``password_env``/``password_file`` mapping, or {})."""
+    drill: dict[str, Any] | None = None
+    """The ``[drill]`` table (read): ``targets`` as :attr:`restore`, ``checks``, ``command``,
+    ``timeout``; None when the file has none."""
 
     def coordinator(self) -> tuple[str, str] | None:
         """(target, namespace) of ScalarDB's coordinator, when ``[scalardb]`` places one."""
@@ -264,7 +267,71 @@ SCALARDB_KEYS = {
 }
 """Each kind's settings naming ScalarDB's coordinator and system namespace ("": the kind has
 none; an SQLite file holds every namespace, a DynamoDB target lists the system tables)."""
-TABLES = ("applications", "storage", "catalog", "backup", "targets", "restore", "scalardb")
+
+
+def _read_command(conf: Mapping[str, Any], culprit: str) -> list[str]:
+    """``command = ["argv0", "arg", ...]``: run without a shell (so nothing is re-parsed)."""
+    value = conf.get("command", [])
+    if not isinstance(value, list) or not all(isinstance(a, str) and "\0" not in a for a in value):
+        raise UsageError(f'{culprit}: command must be a list of strings, e.g. ["/usr/local/bin/check", "-v"]')
+    if value and not value[0]:
+        raise UsageError(f"{culprit}: command: the program (first item) is empty")
+    return list(value)
+
+
+def _read_checks(conf: Mapping[str, Any], culprit: str, base: Path | None) -> list[dict[str, Any]]:
+    """``[[drill.checks]]``: SQL queries run in a drill place, each with what it must answer."""
+    value = conf.get("checks", [])
+    if not isinstance(value, list):
+        raise UsageError(f"{culprit}: checks must be [[drill.checks]] tables")
+    checks = []
+    for i, item in enumerate(value):
+        read = DRILL_CHECK.read(item, where=culprit, base=base, title=f"[[drill.checks]] #{i + 1}")
+        if read["expect"] is not None and read["expect_nonzero"]:
+            raise UsageError(f"{culprit} [[drill.checks]] #{i + 1}: give expect or expect_nonzero, not both")
+        read["name"] = read["name"] or f"check {i + 1}"
+        checks.append(read)
+    names = [c["name"] for c in checks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"{culprit} [[drill.checks]]: names must be unique ({', '.join(twice)} twice)")
+    return checks
+
+
+DRILL_CHECK = Table(
+    "[[drill.checks]]",
+    (
+        Setting("name", "str", help="the check's name in reports (default: check N)"),
+        Setting("target", "str", required=True, help="the target whose drill place the query runs in"),
+        Setting("database", "str", help="the set's database to run in (renamed as restored)"),
+        Setting("sql", "text", required=True, help="the query; its first row's first column is its answer"),
+        Setting("expect", "str", help="the answer it must give, as text (NULL for none)"),
+        Setting("expect_nonzero", "bool", False, "the answer must be a number other than 0"),
+    ),
+)  # fmt: skip
+DRILL = Table(
+    "[drill]",
+    (
+        Setting(
+            "targets", "custom", read=lambda conf, key, culprit, base: conf.get(key, {}),
+            help="[drill.targets.NAME]: where target NAME is restored (keys of [restore.NAME])",
+        ),
+        Setting(
+            "checks", "custom", read=lambda conf, key, culprit, base: _read_checks(conf, culprit, base),
+            help="[[drill.checks]]: SQL queries with the answer expected",
+        ),
+        Setting(
+            "command", "custom", read=lambda conf, key, culprit, base: _read_command(conf, culprit),
+            help="a program run after the restore (argv list, no shell); its exit code decides",
+        ),
+        Setting("audit", "bool", True, "audit the drill places at ScalarDB's level (false: not ScalarDB's)"),
+        Setting(
+            "timeout", "duration", "10m", "each check and the command must finish within this",
+            minimum=1.0, maximum=86400.0,
+        ),
+    ),
+)  # fmt: skip
+TABLES = ("applications", "storage", "catalog", "backup", "targets", "restore", "scalardb", "drill")
 """The top level of the file: only these tables, each read on its own."""
 
 RESTORE_LOCATION = ("dsn", "host", "port", "user", "database", "path", "dir")
@@ -401,21 +468,23 @@ def _read_rename(conf: Mapping[str, Any], culprit: str) -> dict[str, str]:
 
 
 def _restore_sections(
-    value: object, names: list[str], where: str, base: Path
+    value: object, names: list[str], where: str, base: Path, table: str = "restore"
 ) -> dict[str, dict[str, Any]]:
+    """``[restore.NAME]`` sections (or, with ``table``, ``[drill.targets.NAME]``: the one
+    reader of a restore destination)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise UsageError(f"{where} [restore] must hold [restore.NAME] tables")
+        raise UsageError(f"{where} [{table}] must hold [{table}.NAME] tables")
     sections: dict[str, dict[str, Any]] = {}
     for name, conf in value.items():
-        culprit = f"{where} [restore.{name}]"
-        check_name(name, what="target name", culprit=f"{where} [restore]")
+        culprit = f"{where} [{table}.{name}]"
+        check_name(name, what="target name", culprit=f"{where} [{table}]")
         if name not in names:
             near = nearest(name, names)
             hint = f' (did you mean "{near}"?)' if near else f" (targets: {', '.join(names)})"
             raise UsageError(f"{culprit}: no target is named {name!r}{hint}")
-        read = RESTORE.read(conf, where=where, base=base, title=f"[restore.{name}]")
+        read = RESTORE.read(conf, where=where, base=base, title=f"[{table}.{name}]")
         if read["dsn"] is not None:
             check_dsn(read["dsn"], culprit=culprit)
         if read["path"] and read["dir"]:
@@ -595,4 +664,16 @@ def load_cluster(path: str | Path) -> ClusterConfig:
         min_pause_s=backup["min_pause"],
         scalardb=scalardb,
         restore=_restore_sections(data.get("restore"), names, where, base),
+        drill=_drill(data.get("drill"), names, where, base),
     )
+
+
+def _drill(value: object, names: list[str], where: str, base: Path) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    read = DRILL.read(value, where=where, base=base)
+    read["targets"] = _restore_sections(read["targets"], names, where, base, table="drill.targets")
+    for check in read["checks"]:
+        if check["target"] not in names:
+            raise UsageError(f"{where} [[drill.checks]] {check['name']}: no target named {check['target']!r}")
+    return read

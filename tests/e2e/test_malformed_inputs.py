@@ -48,6 +48,8 @@ capture_deadline = "30s"
 name = "app"
 kind = "sqlite"
 path = "app.db"
+[drill.targets.app]
+path = "drill/app.db"
 """
 
 

@@ -44,6 +44,7 @@ from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.processes import txbackup
 from tests.servers.scalardb_bank import (
+    MARIA_DATABASES,
     Books,
     MultiStorage,
     NaiveCopy,
@@ -122,9 +123,11 @@ def test_scalardb_sets_read_back_balanced_and_naive_copies_tear(
                 txbackup_books = [books for books, _ in txbackup_read]
                 naive_books = [books for books, _ in naive_read]
                 checking = time.monotonic() - checking
+                drill = _drill(config, live, scratch)
     elapsed = time.monotonic() - started
 
     torn = [b for b in naive_books if not b.ok]
+    drill_seconds = {n: t["restore_seconds"] for n, t in drill["restore"]["targets"].items()}
     naive_audit = [found for _, found in naive_read]
     print(
         f"\nScalarDB 3.13 multi-storage (PostgreSQL + MariaDB), {THREADS} threads, {elapsed:.0f} s in all "
@@ -136,7 +139,10 @@ def test_scalardb_sets_read_back_balanced_and_naive_copies_tear(
         f"export ms {[t['export_ms'] for t in timings]}; read tries {[b.tries for b in txbackup_books]}\n"
         f"  naive:    {len(naive_books)} copies, {len(torn)} torn "
         f"(copy ms: {[n.ms for n in naive]}): {'; '.join(b.summary() for b in torn)}; "
-        f"audit: {[sorted(set(found)) for found in naive_audit]}"
+        f"audit: {[sorted(set(found)) for found in naive_audit]}\n"
+        f"  drill of set {drill['set_id']}: restore s {drill['restore']['total_seconds']}"
+        f" ({', '.join(f'{n} {t}' for n, t in drill_seconds.items())}),"
+        f" audit {drill['audit']['records']} records clean"
     )
     assert load.errors == 0, load.last_error
     assert live_books.ok, live_books.summary()
@@ -152,6 +158,29 @@ def test_scalardb_sets_read_back_balanced_and_naive_copies_tear(
     counts = [b.transfers_a for b in txbackup_books]
     assert counts == sorted(set(counts)) and counts[0] > 0 and counts[-1] < live_books.transfers_a, counts
     assert torn, "no naive copy tore: this setup cannot tell a consistent set from a torn one"
+
+
+def _drill(config: Path, live: MultiStorage, scratch: MariaDBServer) -> dict[str, Any]:
+    """``txbackup drill --latest`` of the live cluster file, its drill places a new database on
+    the PostgreSQL server and the scratch MariaDB server: restored, audited clean (a real
+    ScalarDB's data), checked, dropped; its result."""
+    pg = live.pg
+    drill_db = f"drill_{live.pg_database}"
+    drill_config = config.with_name("drill.toml")
+    drill_config.write_text(
+        config.read_text()
+        + f'\n[drill.targets.pg]\ndsn = "host={pg.host} port={pg.port} dbname={drill_db}"\n'
+        f'[drill.targets.maria]\ndsn = "mysql://{scratch.user}@{scratch.host}:{scratch.port}"\n'
+        '[[drill.checks]]\ntarget = "pg"\nsql = "SELECT count(*) FROM coordinator.state"\n'
+        "expect_nonzero = true\n"
+    )
+    result = txbackup("drill", "-c", str(drill_config), "--latest", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout)
+    assert answer["ok"] and answer["audit"]["clean"] and answer["checks"][0]["passed"], answer
+    assert answer["cleanup"]["targets"]["pg"]["removed"] == [drill_db], answer["cleanup"]
+    assert set(answer["cleanup"]["targets"]["maria"]["removed"]) >= set(MARIA_DATABASES), answer["cleanup"]
+    return answer
 
 
 def _backup(config: Path) -> dict[str, Any]:

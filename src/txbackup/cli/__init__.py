@@ -41,6 +41,7 @@ COMMAND_MODULES = [
     "restore",
     "verify",
     "audit",
+    "drill",
     "list",
     "show",
     "delete",

@@ -173,9 +173,15 @@ def _my_quote(name: str) -> str:
 
 @contextlib.contextmanager
 def mysql_tables(
-    target: str, params: Mapping[str, Any], databases: Sequence[str]
+    target: str,
+    params: Mapping[str, Any],
+    databases: Sequence[str],
+    namespaces: Mapping[str, str] | None = None,
 ) -> Iterator[list[SqlTable]]:
-    """The tables of MySQL/MariaDB ``databases`` (``params``: host, port, user, password)."""
+    """The tables of MySQL/MariaDB ``databases`` (``params``: host, port, user, password);
+    ``namespaces``: database -> the ScalarDB namespace it holds (a copy restored under
+    another name), default its own name."""
+    namespaces = namespaces or {}
     pymysql = import_extra("pymysql", "mysql", f"auditing target {target} (mysql)")
     cursors = import_extra("pymysql.cursors", "mysql", f"auditing target {target} (mysql)")
 
@@ -214,7 +220,7 @@ def mysql_tables(
             return select
 
         yield [
-            SqlTable(target, s, t, cols, keys.get((s, t), []), selector(s, t))
+            SqlTable(target, namespaces.get(s, s), t, cols, keys.get((s, t), []), selector(s, t))
             for (s, t), cols in columns.items()
         ]
     finally:
@@ -408,7 +414,7 @@ def _my_live(target: Any) -> Any:
     databases = [*target.databases]
     if target.coordinator_database and target.coordinator_database not in databases:
         databases.append(target.coordinator_database)  # absent: it simply has no tables
-    return mysql_tables(target.name, params, databases)
+    return mysql_tables(target.name, params, databases, getattr(target, "restored_from", None))
 
 
 LIVE: dict[str, Callable[[Any], Any]] = {"sqlite": _sqlite_live, "postgres": _pg_live, "mysql": _my_live}

@@ -186,6 +186,25 @@ class DestinationCheck(Protocol):
 
 
 @runtime_checkable
+class Drillable(Protocol):
+    """A target a restore drill can use (postgres, mysql, sqlite): where its data lives, and
+    the same target as a restore into a destination leaves it (``engine.drill``)."""
+
+    name: str
+    kind: str
+
+    def places(self) -> set[tuple[str, ...]]:
+        """One entry per database or file (kind, host, port, database / kind, real path):
+        a drill place equal to any target's is production, and refused."""
+        ...
+
+    def placed(self, dest: Mapping[str, str] | None) -> Drillable:
+        """This target with its settings pointing at the copy a restore into ``dest`` makes
+        (``dest`` holds its password); contacts nothing."""
+        ...
+
+
+@runtime_checkable
 class CheckedDestination(DestinationCheck, Protocol):
     """... and, for the targets holding databases (postgres, mysql), renames and a probe:
     ``probe_destination`` (which contacts the destination) runs before the set is verified

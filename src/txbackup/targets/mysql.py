@@ -148,6 +148,7 @@ from txbackup.targets.sqlcommon import (
     ServerPassword,
     check_destination_keys,
     destination_names,
+    host_key,
     server_settings,
 )
 
@@ -651,6 +652,9 @@ class MysqlTarget:
         self._scalardb_found: set[str] = set()
         self.batch_bytes = batch_bytes
         self.bin_dir = bin_dir
+        # restored copy (``placed``): database -> the database of the set it holds, whose name
+        # is the ScalarDB namespace (the audit reads a renamed copy under its namespaces)
+        self.restored_from: dict[str, str] = {}
         self.label = f'target "{name}" (mysql {server.address()})'
         # the session opened by preflight() for the next capture() (see the module's doc)
         self._prepared: Prepared[Any] = Prepared(lambda: None, _close)
@@ -846,6 +850,27 @@ class MysqlTarget:
         if password is None and user == self.server.user and not offline:
             password = self.server.password
         return Server(host, port, user, given_password=password), names
+
+    def placed(self, dest: Mapping[str, str] | None) -> MysqlTarget:
+        """This target as a restore into ``dest`` leaves it: that server, each database under
+        its destination name (a drill reads, checks and drops the copy through it)."""
+        server, names = self._destination(dest)
+        placed = MysqlTarget(
+            self.name,
+            server,
+            [names[db] for db in self.databases],
+            names.get(self.coordinator_database, self.coordinator_database),
+            self.batch_bytes,
+            self.bin_dir,
+            names.get(self.system_database, self.system_database),
+        )
+        placed.restored_from = {new: old for old, new in names.items()}
+        return placed
+
+    def places(self) -> set[tuple[str, ...]]:
+        """Where this target's data lives, one entry per database: a drill place equal to one
+        of another target's (production) is refused."""
+        return {(KIND, host_key(self.server.host), str(self.server.port), db) for db in self.all_databases()}
 
     def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
         """Refuse (UsageError, one line) destination settings that do not parse or a rename

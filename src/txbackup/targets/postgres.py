@@ -115,6 +115,7 @@ from txbackup.targets.sqlcommon import (
     ServerPassword,
     check_destination_keys,
     destination_names,
+    host_key,
     server_settings,
 )
 
@@ -555,6 +556,21 @@ class PostgresTarget:
             password = self.server.password
         maintenance = dbname if dbname and len(self.databases) > 1 else "postgres"
         return Server(params, given_password=password), names, maintenance
+
+    def placed(self, dest: Mapping[str, str] | None) -> PostgresTarget:
+        """This target as a restore into ``dest`` leaves it: that server, each database under
+        its destination name (a drill reads, checks and drops the copy through it)."""
+        server, names, _ = self._destination(dest)
+        databases = [names[db] for db in self.databases]
+        return PostgresTarget(self.name, server, databases, self.include, self.coordinator_namespace,
+                              self.jobs, self.bin_dir, self.system_namespace)  # fmt: skip
+
+    def places(self) -> set[tuple[str, ...]]:
+        """Where this target's data lives, one entry per database: a drill place equal to one
+        of another target's (production) is refused."""
+        host = host_key(self.server.params.get("host", ""))
+        port = self.server.params.get("port", "5432")
+        return {(KIND, host, port, db) for db in self.databases}
 
     def check_destination(self, dest: Mapping[str, str] | None, record: Recorded | None = None) -> None:
         """Refuse (UsageError, one line) destination settings that do not parse or a rename

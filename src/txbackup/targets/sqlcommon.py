@@ -29,6 +29,15 @@ DEST_KEYS = frozenset({"dsn", "host", "port", "user", "password", "database"})
 
 _NEW_NAME = re.compile(r"[A-Za-z0-9_$-]+")
 
+_LOOPBACK = frozenset({"", "localhost", "127.0.0.1", "::1", "localhost.localdomain"})
+
+
+def host_key(host: str) -> str:
+    """A server's host as compared when a drill place must differ from production: the names
+    of this machine count as one (other aliases of one host are not detected: no DNS lookup)."""
+    host = host.strip().lower().strip("[]")
+    return "localhost" if host in _LOOPBACK else host
+
 
 class Prepared(Generic[T]):
     """What a preflight opened, waiting for the next capture; ``empty()`` stands for nothing

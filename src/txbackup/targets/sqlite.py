@@ -196,6 +196,16 @@ class SqliteTarget:
             return {a: os.path.join(os.path.abspath(folder), Path(p).name) for a, p in ours.items()}
         return ours
 
+    def placed(self, dest: Mapping[str, str] | None) -> SqliteTarget:
+        """This target as a restore into ``dest`` leaves it: the destination files (a drill
+        reads, checks and removes the copy through it)."""
+        files = self._destinations(dest)
+        return SqliteTarget(self.name, [files[_artifact(p)] for p in self.paths])
+
+    def places(self) -> set[tuple[str, ...]]:
+        """Where this target's data lives: a drill place equal to one of them is refused."""
+        return {(KIND, os.path.realpath(p)) for p in self.paths}
+
     def check_record(self, record: Recorded) -> None:
         """Every file the set names (its artifacts, the position's files, the
         description's paths) is one of the configured paths, by its artifact name
@@ -238,8 +248,11 @@ class SqliteTarget:
         """Restore one file: a new file is private (0600, new folders 0700); a file
         restored in place keeps the mode (and owner, when allowed) of the one it replaces."""
         folder = os.path.dirname(os.path.abspath(path))
-        make_private_dirs(folder)
-        fd, partial = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".restore", dir=folder)
+        try:
+            make_private_dirs(folder)
+            fd, partial = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".restore", dir=folder)
+        except OSError as exc:  # a destination under a file, a read-only folder: the user's input
+            raise self.error(f"destination {path}: {exc.strerror or exc}") from None
         os.close(fd)
         try:
             src.extract(name, partial)
