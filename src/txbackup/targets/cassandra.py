@@ -90,7 +90,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -593,14 +593,7 @@ def _restorable_position(scope: Scope, covered: Sequence[str]) -> _Restorable:
     )
     where = "the position's nodes"
     nodes: list[_BackedUp] = []
-    for i, value in enumerate(scope.sequence(position.get("nodes"), where)):
-        node = scope.mapping(value, f"{where}[{i}]")
-        address = scope.text(node.get("address"), f"{where}[{i}].address")
-        artifact = scope.text(node.get("files_artifact"), f"{where}[{i}].files_artifact")
-        if not artifact.startswith("nodes/") or artifact not in record.names:
-            scope.fail(
-                f"{where}[{i}]: file list {shown(artifact, 80)} is not one of the set's nodes/<address>.json"
-            )
+    for i, node, address, artifact in _recorded_nodes(scope, position, record.names):
         if any(n.address == address for n in nodes):
             scope.fail(f"{where}: node {shown(address, 80)} appears twice")
         nodes.append(_BackedUp(address, _tokens(scope, node.get("tokens"), f"{where}[{i}].tokens"), artifact))
@@ -612,6 +605,25 @@ def _restorable_position(scope: Scope, covered: Sequence[str]) -> _Restorable:
             described, "keyspaces", covered, "keyspace", coordinator="coordinator_keyspace"
         )
     return _Restorable(tag, store, keyspaces, nodes, {}, [], [])
+
+
+def _recorded_nodes(
+    scope: Scope, position: Mapping[str, Any], names: Collection[str]
+) -> list[tuple[int, Mapping[str, Any], str, str]]:
+    """The position's nodes (untrusted): index, entry, address and the set's artifact holding
+    the node's file list, which must be one of ``names`` (a ``nodes/<address>.json``)."""
+    where = "the position's nodes"
+    found = []
+    for i, value in enumerate(scope.sequence(position.get("nodes"), where)):
+        node = scope.mapping(value, f"{where}[{i}]")
+        address = scope.text(node.get("address"), f"{where}[{i}].address")
+        artifact = scope.text(node.get("files_artifact"), f"{where}[{i}].files_artifact")
+        if not artifact.startswith("nodes/") or artifact not in names:
+            scope.fail(
+                f"{where}[{i}]: file list {shown(artifact, 80)} is not one of the set's nodes/<address>.json"
+            )
+        found.append((i, node, address, artifact))
+    return found
 
 
 def blob_references(src: ArtifactReader, label: str) -> list[BlobRef]:
@@ -626,16 +638,8 @@ def blob_references(src: ArtifactReader, label: str) -> list[BlobRef]:
     store = scope.text(src.position.get("store"), "the position's store")
     if not is_store(store):
         scope.fail(f"the position's store {shown(store, 80)} is not cassandra/<cluster>/sstables")
-    where = "the position's nodes"
     refs: list[BlobRef] = []
-    for i, value in enumerate(scope.sequence(src.position.get("nodes"), where)):
-        node = scope.mapping(value, f"{where}[{i}]")
-        address = scope.text(node.get("address"), f"{where}[{i}].address")
-        artifact = scope.text(node.get("files_artifact"), f"{where}[{i}].files_artifact")
-        if not artifact.startswith("nodes/") or artifact not in record.names:
-            scope.fail(
-                f"{where}[{i}]: file list {shown(artifact, 80)} is not one of the set's nodes/<address>.json"
-            )
+    for _, _, address, artifact in _recorded_nodes(scope, src.position, record.names):
         listing = scope.mapping(_read_json(scope, src, artifact), artifact)
         for j, value in enumerate(scope.sequence(listing.get("files"), f"{artifact}: files")):
             at = f"{artifact}: file #{j + 1}"
