@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import require
 from tests.servers import moto as moto_servers
-from tests.servers.moto import FAKE_AWS_ENV, REGION, UNSET_AWS_ENV, MotoServer
+from tests.servers.moto import REGION, MotoServer, fresh_aws
 from tests.targets_support import DirReader, DirWriter
 from txbackup.clock import iso_ms
 from txbackup.config import build_target
@@ -59,12 +59,7 @@ def moto_server() -> Iterator[MotoServer]:
 
 @pytest.fixture
 def moto(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    for key, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(key, value)
-    for key in UNSET_AWS_ENV:
-        monkeypatch.delenv(key, raising=False)
-    moto_server.reset()
-    return moto_server
+    return fresh_aws(moto_server, monkeypatch)
 
 
 def make_tables(moto: MotoServer, pitr: bool = True) -> None:

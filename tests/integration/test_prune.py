@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import require
 from tests.prune_support import STORE, blob_of, cassandra_set, cassandra_target, commit, upload
 from tests.servers import moto as moto_servers
-from tests.servers.moto import FAKE_AWS_ENV, REGION, UNSET_AWS_ENV, MotoServer
+from tests.servers.moto import REGION, MotoServer, fresh_aws
 from tests.servers.s3 import S3Bucket
 from txbackup.agent.blobs import fetch_file
 from txbackup.catalog import Catalog
@@ -205,12 +205,7 @@ def moto_server() -> Iterator[MotoServer]:
 
 @pytest.fixture
 def moto(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    for key, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(key, value)
-    for key in UNSET_AWS_ENV:
-        monkeypatch.delenv(key, raising=False)
-    moto_server.reset()
-    return moto_server
+    return fresh_aws(moto_server, monkeypatch)
 
 
 def dynamo(moto: MotoServer, endpoint: str | None = None) -> DynamoTarget:

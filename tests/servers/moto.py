@@ -97,3 +97,14 @@ class MotoServer:
             )
             self._clients[key] = session.client(service, endpoint_url=self.url)
         return self._clients[key]
+
+
+def fresh_aws(server: MotoServer, monkeypatch: Any) -> MotoServer:
+    """``server`` emptied (``reset``), with the fake AWS credentials in the environment and
+    every real AWS setting that could redirect boto3 removed (a ``moto`` fixture's body)."""
+    for key, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    for key in UNSET_AWS_ENV:
+        monkeypatch.delenv(key, raising=False)
+    server.reset()
+    return server
