@@ -96,6 +96,22 @@ def properties(pg: PostgresServer, maria: MariaDBServer, database: str, names: d
     )
 
 
+def init_from_properties(
+    pg: PostgresServer, maria: MariaDBServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, dict[str, str], Path]:
+    """A fresh ScalarDB layout on both servers, its properties file, and the cluster file
+    ``init --scalardb-config`` wrote from it (with the passwords it names in the environment):
+    the PostgreSQL database, the namespace names, the cluster file."""
+    database, names = scalardb_layout(pg, maria, uuid.uuid4().hex[:8])
+    props = tmp_path / "database.properties"
+    props.write_text(properties(pg, maria, database, names))
+    out = tmp_path / "cluster.toml"
+    assert main(["init", "--scalardb-config", str(props), "--output", str(out)]) == 0
+    monkeypatch.setenv("SDB_TEST_PG_PASSWORD", pg.password)
+    monkeypatch.setenv("TXBACKUP_MARIADB_PASSWORD", maria.password)
+    return database, names, out
+
+
 async def test_init_writes_a_cluster_file_that_backs_up_scalardb(
     postgres_server: PostgresServer,
     mariadb_server: MariaDBServer,
@@ -146,13 +162,7 @@ def test_a_set_without_the_coordinator_or_a_system_namespace_is_refused(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    database, names = scalardb_layout(postgres_server, mariadb_server, uuid.uuid4().hex[:8])
-    props = tmp_path / "database.properties"
-    props.write_text(properties(postgres_server, mariadb_server, database, names))
-    out = tmp_path / "cluster.toml"
-    assert main(["init", "--scalardb-config", str(props), "--output", str(out)]) == 0
-    monkeypatch.setenv("SDB_TEST_PG_PASSWORD", postgres_server.password)
-    monkeypatch.setenv("TXBACKUP_MARIADB_PASSWORD", mariadb_server.password)
+    _, names, out = init_from_properties(postgres_server, mariadb_server, tmp_path, monkeypatch)
     written = out.read_text()
     out.write_text(written.replace('coordinator_target = "postgresql"\n', ""))
     with pytest.raises(UsageError, match=f"the coordinator namespace '{names['coord']}' is in no target"):
@@ -177,13 +187,7 @@ async def test_a_coordinator_missing_where_scalardb_places_it_fails_preflight(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    database, names = scalardb_layout(postgres_server, mariadb_server, uuid.uuid4().hex[:8])
-    props = tmp_path / "database.properties"
-    props.write_text(properties(postgres_server, mariadb_server, database, names))
-    out = tmp_path / "cluster.toml"
-    assert main(["init", "--scalardb-config", str(props), "--output", str(out)]) == 0
-    monkeypatch.setenv("SDB_TEST_PG_PASSWORD", postgres_server.password)
-    monkeypatch.setenv("TXBACKUP_MARIADB_PASSWORD", mariadb_server.password)
+    database, names, out = init_from_properties(postgres_server, mariadb_server, tmp_path, monkeypatch)
     postgres_server.execute(f'DROP SCHEMA "{names["coord"]}" CASCADE', database)
     config = load_cluster(out)
     assert config.coordinator() == ("postgresql", names["coord"])
