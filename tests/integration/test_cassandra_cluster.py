@@ -23,10 +23,10 @@ from tests.servers.cassandra_agents import (
     Agent,
     account_ids,
     agents_for,
-    create_schema,
     insert_accounts,
     make_target,
     plan_for,
+    recreate_schema,
     snapshot_tags,
 )
 from txbackup.demo.sample_service import SampleServer
@@ -48,11 +48,7 @@ def cluster3() -> Iterator[CassandraCluster]:
 
 @pytest.fixture
 def session(cluster3: CassandraCluster) -> Any:
-    session = cluster3.session(consistency="ALL")
-    for keyspace in ("bank", "coordinator"):
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
-    create_schema(session, rf=3)
-    return session
+    return recreate_schema(cluster3.session(consistency="ALL"), rf=3)
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from tests.servers.cassandra_agents import (
     TOKEN_ENV,
     account_ids,
     agents_for,
-    create_schema,
     insert_accounts,
     make_target,
     plan_for,
+    recreate_schema,
 )
 from txbackup.demo.sample_service import SampleServer
 from txbackup.engine.artifacts import SetReader
@@ -42,11 +42,7 @@ pytestmark = pytest.mark.cassandra
 
 @pytest.fixture
 def session(cassandra_cluster: CassandraCluster) -> Any:
-    session = cassandra_cluster.session()
-    for keyspace in ("bank", "coordinator"):
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
-    create_schema(session)
-    return session
+    return recreate_schema(cassandra_cluster.session())
 
 
 async def test_backup_and_restore_with_encrypted_blobs(

@@ -26,10 +26,10 @@ from tests.servers.cassandra_agents import (
     Agent,
     account_ids,
     agents_for,
-    create_schema,
     insert_accounts,
     make_target,
     plan_for,
+    recreate_schema,
     snapshot_tags,
     start_agent,
 )
@@ -50,11 +50,7 @@ pytestmark = pytest.mark.cassandra
 
 @pytest.fixture
 def session(cassandra_cluster: CassandraCluster) -> Any:
-    session = cassandra_cluster.session()
-    for keyspace in ("bank", "coordinator"):
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
-    create_schema(session)
-    return session
+    return recreate_schema(cassandra_cluster.session())
 
 
 @pytest.fixture

@@ -132,6 +132,14 @@ def create_schema(session: Any, rf: int = 1) -> None:
     )
 
 
+def recreate_schema(session: Any, rf: int = 1) -> Any:
+    """``create_schema`` after dropping what an earlier test left: ``session``, ready."""
+    for keyspace in ("bank", "coordinator"):
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+    create_schema(session, rf)
+    return session
+
+
 def insert_accounts(session: Any, ids: range, balance: int = 100) -> None:
     statement = session.prepare(
         "INSERT INTO bank.accounts (id, balance, tx_id, tx_state, tx_version) VALUES (?, ?, ?, 3, 1)"
