@@ -15,9 +15,17 @@ from txbackup.cli.common import (
 )
 from txbackup.engine.manifest import read_manifest
 from txbackup.errors import TxbackupError
+from txbackup.targets.restore_points import KINDS as POINT_KINDS
+from txbackup.targets.restore_points import is_point, recovery, recovery_lines
 
 NAME = "show"
-HELP = "show one backup set: pause window, positions, artifacts"
+HELP = "show one backup set: pause window, positions, artifacts, recovery settings"
+DESCRIPTION = """Show one backup set: its pause window and restore point, each target's
+captured position and artifacts. A target in mode = "restore-point" stores no data:
+for it, show prints the settings to give your own recovery tool (PostgreSQL:
+recovery_target_name, or recovery_target_lsn, with restore_command and
+recovery_target_timeline; MySQL/MariaDB: mysqlbinlog --stop-position, GTID and
+--stop-datetime hints). With --json they are under "recovery", by target name."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +41,13 @@ def run(args: argparse.Namespace) -> int:
     if row is not None and row.status != "complete":
         raise TxbackupError(f"set {args.set_id} is {row.status}, not complete: {row.error or 'no manifest'}")
     manifest = read_manifest(storage, args.set_id, keyring=open_keyring(args, storage))
+    # read_manifest checked every restore point's fields (they go into commands users paste)
+    points = [t for t in manifest.targets if t.kind in POINT_KINDS and is_point(t.position)]
     if args.json:
-        print_json(manifest.to_dict())
+        data = manifest.to_dict()
+        if points:
+            data["recovery"] = {t.name: recovery(t.kind, t.position, manifest.restore_point) for t in points}
+        print_json(data)
         return 0
     t = manifest.timings
     print(f"set            {manifest.set_id} (complete)")
@@ -49,4 +62,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {key}: {value}")
         for a in target.artifacts:
             print(f"  {a.path}  {a.size} bytes, stored {a.stored_size}, sha256 {a.sha256[:16]}...")
+        if target in points:
+            print("\n".join(recovery_lines(target.kind, target.position, manifest.restore_point)))
     return 0

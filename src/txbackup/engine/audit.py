@@ -82,6 +82,7 @@ from txbackup.repository.crypto import Keyring
 from txbackup.storage.base import Storage
 from txbackup.targets.audit_tables import KINDS, LIVE, AuditKind
 from txbackup.targets.base import Target
+from txbackup.targets.restore_points import is_point
 
 PREPARED, DELETED, COMMITTED, ABORTED, UNKNOWN = 1, 2, 3, 4, 5
 STATE_NAMES = {PREPARED: "PREPARED", DELETED: "DELETED", COMMITTED: "COMMITTED", ABORTED: "ABORTED",
@@ -533,6 +534,13 @@ def audit_set(plan: AuditPlan) -> AuditReport:
             kind = KINDS.get(record.kind)
             if kind is None:
                 auditor.not_audited(record.name, f"not audited (kind {record.kind}: not read by the audit)")
+                continue
+            if is_point(record.position):  # no data in the set: the user's recovery has it
+                auditor.not_audited(
+                    record.name,
+                    "not audited (a restore point: recover it with your own tool, then audit the copy"
+                    " with audit --live)",
+                )
                 continue
             report.event("target", name=record.name, phase="reading", kind=record.kind)
             started = time.monotonic()

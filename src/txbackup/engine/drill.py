@@ -43,6 +43,7 @@ from txbackup.secrets import REDACTED, resolve_secret
 from txbackup.storage.base import Storage
 from txbackup.targets import drill_places
 from txbackup.targets.base import Drillable, Target
+from txbackup.targets.restore_points import RESTORE_POINT
 
 OUTPUT_BYTES = 4096
 """The end of a command's output kept in the result (a drill runs unattended: bounded)."""
@@ -82,6 +83,11 @@ def resolve_places(targets: Sequence[Target], sections: Mapping[str, Mapping[str
             raise UsageError(
                 f"drill: target {target.name} ({target.kind}): a drill restores postgres, mysql and sqlite"
                 " targets only"
+            )
+        if target.describe().get("mode") == RESTORE_POINT:  # its sets hold no data to restore
+            raise UsageError(
+                f'drill: target {target.name} ({target.kind}) is in mode = "{RESTORE_POINT}": its sets'
+                " hold no data a drill could restore; drill your own recovery of its point instead"
             )
         for key in target.places():
             production[key] = target.name

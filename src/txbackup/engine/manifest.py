@@ -21,7 +21,8 @@ nested deeper than ``MAX_DEPTH``, duplicate JSON keys, unknown fields, wrong
 types (sizes are non-negative integers, never booleans; checksums 64 lowercase
 hex digits), unknown target kinds, duplicate targets or artifacts, and any
 artifact whose name does not fit its kind's layout (``txbackup.targets.layouts``)
-or whose storage path is not the one derived from its name. The engine checks
+or whose storage path is not the one derived from its name, and a restore point
+(``targets.restore_points``) with artifacts or a field of the wrong syntax. The engine checks
 the same again on the ``Manifest`` it is given (``check_manifest``).
 
 In an encrypted repository (``repository.crypto``) the same JSON is stored as
@@ -55,6 +56,8 @@ from txbackup.safepaths import name_problem, shown
 from txbackup.storage.base import Storage, load_bytes, save_bytes
 from txbackup.strictjson import MAX_DEPTH  # a manifest needs about 8 levels
 from txbackup.targets.layouts import LAYOUTS
+from txbackup.targets.restore_points import KINDS as POINT_KINDS
+from txbackup.targets.restore_points import check_position, is_point
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -258,6 +261,12 @@ def _check_contents(manifest: Manifest) -> None:
             known = ", ".join(sorted(LAYOUTS))
             kind = shown(target.kind)
             raise ValueError(f"target {shown(target.name)}: unknown kind {kind} (known: {known})")
+        if target.kind in POINT_KINDS and is_point(target.position):
+            # a restore point: no artifact, and fields that end up in commands users paste
+            try:
+                check_position(target.kind, target.position, len(target.artifacts))
+            except ValueError as exc:
+                raise ValueError(f"target {shown(target.name)} ({target.kind}): {exc}") from None
         names: set[str] = set()
         for artifact in target.artifacts:
             culprit = f"target {shown(target.name)} ({target.kind}): artifact {shown(artifact.name)}"

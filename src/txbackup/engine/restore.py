@@ -36,6 +36,7 @@ from txbackup.safepaths import shown
 from txbackup.secrets import resolve_secret
 from txbackup.storage.base import Storage
 from txbackup.targets.base import RENAME, CheckedDestination, DestinationCheck, Recorded, Target
+from txbackup.targets.restore_points import is_point, refusal
 
 TARGET_DONE = "restored"  # the journal step that marks a whole target restored
 
@@ -187,6 +188,8 @@ def _chosen(plan: RestorePlan) -> list[tuple[TargetRecord, Target]]:
             raise UsageError(
                 f"target {name!r}: the set holds a {record.kind} backup, the cluster file says {target.kind}"
             )
+        if is_point(record.position):  # nothing stored to restore: say where the point is
+            raise UsageError(refusal(plan.manifest.set_id, name, len(plan.manifest.targets) > 1))
         chosen.append((record, target))
     for record, target in chosen:  # every one before verify reads anything
         check_scope(plan.manifest.set_id, record, target)

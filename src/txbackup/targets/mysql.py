@@ -143,6 +143,7 @@ from txbackup.settings import (
 )
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, iter_chunks
 from txbackup.targets.mysql_script import ScriptGuard, version_id
+from txbackup.targets.restore_points import RESTORE_POINT, read_mode
 from txbackup.targets.sqlcommon import (
     Prepared,
     ServerPassword,
@@ -164,6 +165,7 @@ _KEYS = {
     "system_database",
     "batch_bytes",
     "bin_dir",
+    "mode",  # restore points: targets.restore_points
 }
 _CONNECT_TIMEOUT = 10
 _LONG = 86400  # seconds: a slow storage must not make the server drop our session
@@ -1076,4 +1078,10 @@ def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
     batch = setting_int(conf, "batch_bytes", 1 << 20, culprit=culprit, minimum=1024, maximum=64 << 20)
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
     server = Server(host, port, user, secret_conf=secret, culprit=culprit)
-    return MysqlTarget(name, server, databases, coordinator, batch, bin_dir, system)
+    # -- mode = "restore-point" (targets.restore_points): no dump, a binary log position
+    if read_mode(conf, culprit) != RESTORE_POINT:
+        return MysqlTarget(name, server, databases, coordinator, batch, bin_dir, system)
+    # imported here: that module imports this one
+    from txbackup.targets.mysql_restore_point import MysqlPointTarget
+
+    return MysqlPointTarget(name, server, databases, coordinator, batch, bin_dir, system)

@@ -104,12 +104,14 @@ from txbackup.safepaths import join_inside, shown
 from txbackup.scratch import private_dir
 from txbackup.settings import (
     check_keys,
+    setting_duration,
     setting_int,
     setting_opt_str,
     setting_optional_name,
     setting_str_list,
 )
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
+from txbackup.targets.restore_points import RESTORE_POINT, read_mode
 from txbackup.targets.sqlcommon import (
     Prepared,
     ServerPassword,
@@ -133,6 +135,8 @@ _KEYS = {
     "system_namespace",
     "jobs",
     "bin_dir",
+    "mode",  # restore points: targets.restore_points
+    "archive_wait",
 }
 _CONNECT_TIMEOUT = 10
 _APP = "txbackup"
@@ -771,4 +775,20 @@ def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
     jobs = setting_int(conf, "jobs", 1, culprit=culprit, minimum=1, maximum=64)
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
     server = Server({"host": host, "port": str(port), "user": user}, secret_conf=secret, culprit=culprit)
-    return PostgresTarget(name, server, databases, include, coordinator, jobs, bin_dir, system)
+    # -- mode = "restore-point" (targets.restore_points): no dump, a named point in the WAL
+    mode = read_mode(conf, culprit)
+    if mode != RESTORE_POINT:
+        if "archive_wait" in conf:
+            raise UsageError(f'{culprit}: archive_wait applies to mode = "{RESTORE_POINT}" only')
+        return PostgresTarget(name, server, databases, include, coordinator, jobs, bin_dir, system)
+    if conf.get("include") is not None:
+        raise UsageError(
+            f'{culprit}: include does not apply to mode = "{RESTORE_POINT}": a restore point covers'
+            " the whole server"
+        )
+    # imported here: that module imports this one
+    from txbackup.targets.pg_restore_point import PostgresPointTarget
+
+    target = PostgresPointTarget(name, server, databases, include, coordinator, jobs, bin_dir, system)
+    target.archive_wait_s = setting_duration(conf, "archive_wait", "5m", culprit=culprit, minimum=1.0)
+    return target
