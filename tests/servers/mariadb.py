@@ -57,7 +57,8 @@ def missing_reason() -> str | None:
 class MariaDBServer:
     """Start with ``start()`` (or ``with``), stop with ``stop()``."""
 
-    def __init__(self, *, password: str = "maria-test-secret") -> None:
+    def __init__(self, *, password: str = "maria-test-secret", log_bin: bool = True) -> None:
+        """``log_bin``: binary logging on (files ``binlog.NNNNNN`` in the server's folder)."""
         server = _which("mariadbd", "mysqld")
         install = _which("mariadb-install-db", "mysql_install_db")
         if server is None or install is None:
@@ -66,6 +67,7 @@ class MariaDBServer:
         self.install_bin = install
         self.user = "root"
         self.password = password
+        self.log_bin = log_bin
         self.host = "127.0.0.1"
         self.port = 0
         self.root: Path | None = None
@@ -119,10 +121,8 @@ class MariaDBServer:
                     "--bind-address=127.0.0.1",
                     "--skip-name-resolve",
                     *user,
-                    f"--log-bin={self.root / 'binlog'}",
+                    *self._binlog_options(),
                     "--server-id=1",
-                    "--binlog-format=ROW",
-                    "--sync-binlog=0",
                     "--innodb-flush-log-at-trx-commit=0",
                     "--innodb-doublewrite=0",
                     "--innodb-log-file-size=16M",
@@ -141,6 +141,12 @@ class MariaDBServer:
             self._terminate()
         self.stop()
         raise RuntimeError(f"MariaDB did not start: {last}")
+
+    def _binlog_options(self) -> list[str]:
+        if not self.log_bin:
+            return []
+        assert self.root is not None
+        return [f"--log-bin={self.root / 'binlog'}", "--binlog-format=ROW", "--sync-binlog=0"]
 
     def _wait_ready(self, timeout: float = 60) -> bool:
         """Wait until root (no password yet) can log in through the socket."""

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -62,13 +63,17 @@ def missing_reason() -> str | None:
 class PostgresServer:
     """Start with ``start()`` (or ``with``), stop with ``stop()``."""
 
-    def __init__(self, *, user: str = "postgres", password: str = "pg-test-secret") -> None:
+    def __init__(
+        self, *, user: str = "postgres", password: str = "pg-test-secret", options: Sequence[str] = ()
+    ) -> None:
+        """``options``: more server settings (``"archive_mode=on"``...), after the defaults."""
         bindir = find_postgres_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found")
         self.bindir = bindir
         self.user = user
         self.password = password
+        self.options = list(options)
         self.host = "127.0.0.1"
         self.port = 0
         self.root: Path | None = None
@@ -123,6 +128,7 @@ class PostgresServer:
                     "-c full_page_writes=off",
                     "-c max_connections=60",
                     "-c shared_buffers=64MB",
+                    *(f"-c {option}" for option in self.options),
                 ]
             )
             try:
