@@ -188,6 +188,8 @@ def test_postgres_recovery_settings() -> None:
     assert found["settings"]["recovery_target_timeline"] == "1"
     assert found["settings"]["recovery_target_action"] == "promote"
     assert found["alternative"]["recovery_target_lsn"] == "0/3000090"
+    assert found["by_time"] == {"recovery_target_time": "2026-11-28T10:15:01.100Z"}
+    assert "by_time" not in recovery("postgres", PG_POINT, None)
     lines = recovery_lines("postgres", PG_POINT, None)
     assert f"    recovery_target_name = 'txbackup-{SET_ID}'" in lines
     assert any("recovery_target_lsn = '0/3000090'" in line for line in lines)
@@ -202,6 +204,8 @@ def test_mysql_recovery_commands() -> None:
     mysql = recovery("mysql", MYSQL_POINT, None)
     assert f"--include-gtids='{MYSQL_POINT['gtid_executed']}'" in "\n".join(mysql["commands"])
     assert "stop_datetime_utc" not in mysql
+    for command in [*mysql["commands"], *maria["commands"]]:  # each pastes into a shell as one
+        assert command.count("'") % 2 == 0, command
     assert recovery_lines("mysql", MARIA_POINT, None)[0].endswith("binlog.000002 position 1234:")
 
 

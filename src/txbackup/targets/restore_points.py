@@ -167,6 +167,8 @@ def recovery(kind: str, position: Mapping[str, Any], restore_point: str | None) 
                 "recovery_target_action": "promote",
             },
             "alternative": {"recovery_target_lsn": position["lsn"], "recovery_target_inclusive": "on"},
+            # commit times: the pause midpoint is between the last commit before and the first after
+            **({"by_time": {"recovery_target_time": restore_point}} if restore_point else {}),
             "wal_file": position["wal_file"],
             "notes": [
                 "start from a base backup (pg_basebackup, your tool's) taken before the point",
@@ -180,8 +182,8 @@ def recovery(kind: str, position: Mapping[str, Any], restore_point: str | None) 
         "binlog_file": file,
         "stop_position": stop,
         "commands": [
-            f"mysqlbinlog --start-position=<your full backup's position> <binlog files from your full "
-            f"backup's through {file}> --stop-position={stop} | mysql",
+            f"mysqlbinlog --start-position=<position of your full backup> <binlog files from that of your "
+            f"full backup through {file}> --stop-position={stop} | mysql",
         ],
         "notes": [
             f"--stop-position applies to the last file given: end the list with {file}",
@@ -198,14 +200,14 @@ def recovery(kind: str, position: Mapping[str, Any], restore_point: str | None) 
         gtid = position["gtid_binlog_pos"]
         found["gtid_binlog_pos"] = gtid
         found["commands"].append(
-            f"mysqlbinlog --start-position=<your full backup's gtid_binlog_pos> --stop-position={gtid}"
+            f"mysqlbinlog --start-position=<gtid_binlog_pos of your full backup> --stop-position={gtid}"
             " <binlog files> | mariadb   # MariaDB 10.8+: GTID positions"
         )
     if position.get("gtid_executed"):
         gtid = position["gtid_executed"]
         found["gtid_executed"] = gtid
         found["commands"].append(
-            f"mysqlbinlog --include-gtids='{gtid}' --exclude-gtids='<your full backup's gtid_executed>'"
+            f"mysqlbinlog --include-gtids='{gtid}' --exclude-gtids=<gtid_executed of your full backup>"
             " <binlog files> | mysql"
         )
     return found
@@ -229,6 +231,8 @@ def recovery_lines(kind: str, position: Mapping[str, Any], restore_point: str | 
                  " plus an empty recovery.signal):"]  # fmt: skip
         lines += [f"    {k} = '{v}'" for k, v in found["settings"].items()]
         lines.append(f"    # or by position: recovery_target_lsn = '{position['lsn']}'")
+        if restore_point:
+            lines.append(f"    # or by time (commit times): recovery_target_time = '{restore_point}'")
         lines.append(f"    # the archive must hold WAL up to segment {position['wal_file']}")
         lines.append("    # restore_command above is an example: use your archive's")
         return lines
