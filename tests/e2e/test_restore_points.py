@@ -30,6 +30,9 @@ from tests.servers import postgres as postgres_servers
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import RUN_AS, PostgresServer, free_port
 from tests.servers.processes import sample_server_process, txbackup
+from txbackup.errors import TargetError
+from txbackup.targets.mysql import from_config as mysql_from_config
+from txbackup.targets.postgres import from_config as pg_from_config
 
 _CATALOG = '\n[catalog]\npath = "catalog.db"\n'
 
@@ -96,7 +99,10 @@ def archiving_postgres() -> Iterator[tuple[PostgresServer, Path]]:
     require(postgres_servers.missing_reason())
     folder = _owned_by_postgres(Path(tempfile.mkdtemp(prefix="txb-wal-")))
     archive = _owned_by_postgres(folder / "archive")
-    options = ["wal_level=replica", "archive_mode=on", f"archive_command='cp %p {archive}/%f'"]
+    # a file "blocked" next to the archive makes archiving fail (command-line settings beat
+    # ALTER SYSTEM, so the command cannot be swapped while the server runs)
+    command = f"test ! -e {folder}/blocked && cp %p {archive}/%f"
+    options = ["wal_level=replica", "archive_mode=on", f"archive_command='{command}'"]
     try:
         with PostgresServer(options=options) as server:
             yield server, archive
@@ -346,3 +352,52 @@ def test_mariadb_without_binary_log_is_refused_before_the_pause(
         )
         error = _refused_without_pause(config, env)
     assert 'target "orders"' in error and "log_bin is OFF" in error
+
+
+# -- the target alone: what the CLI tests above do not reach ----------------------------------------
+@pytest.mark.mariadb
+def test_mariadb_user_without_binlog_monitor_is_refused_at_preflight(
+    maria_pair: tuple[MariaDBServer, MariaDBServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, _ = maria_pair
+    db = source.create_database("orders")
+    source.execute("CREATE USER IF NOT EXISTS nobinlog@'127.0.0.1' IDENTIFIED BY 'nobinlog-pw'")
+    source.execute(f"GRANT SELECT ON `{db}`.* TO nobinlog@'127.0.0.1'")
+    monkeypatch.setenv("TXB_MARIA_PW", "nobinlog-pw")
+    conf = {"port": source.port, "user": "nobinlog", "password_env": "TXB_MARIA_PW", "databases": [db],
+            "mode": "restore-point"}  # fmt: skip
+    target = mysql_from_config("orders", conf)
+    with pytest.raises(TargetError) as err:
+        target.preflight()
+    assert "cannot read the binary log position (SHOW MASTER STATUS:" in str(err.value)
+    assert "grant the user BINLOG MONITOR" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.postgres
+def test_postgres_point_not_archived_in_time_fails_the_export_naming_the_failure(
+    archiving_postgres: tuple[PostgresServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # last of the module: a failing archive_command makes the archiver back off for a minute
+    server, archive = archiving_postgres
+    db = server.create_database("ledger")
+    monkeypatch.setenv("TXB_PG_PW", server.password)
+    conf = {"port": server.port, "password_env": "TXB_PG_PW", "databases": [db], "mode": "restore-point",
+            "archive_wait": "2s"}  # fmt: skip
+    target = pg_from_config("ledger", conf)
+    blocked = archive.parent / "blocked"
+    blocked.touch()
+    try:
+        target.preflight()
+        capture = target.capture("20261128T101500Z-ab12")
+        try:
+            assert capture.position()["name"] == "txbackup-20261128T101500Z-ab12"
+            with pytest.raises(TargetError) as err:
+                capture.export(None)  # type: ignore[arg-type]  # writes nothing
+        finally:
+            capture.release()
+    finally:
+        blocked.unlink()
+    wal_file = capture.position()["wal_file"]
+    message = str(err.value)
+    assert f"WAL segment {wal_file} holding the restore point was not archived within 2s" in message
+    assert "last failure: " in message and "\n" not in message

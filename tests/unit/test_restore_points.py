@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from txbackup.config import load_cluster
+from txbackup.engine.drill import resolve_places
 from txbackup.engine.manifest import (
     Manifest,
     PauseWindow,
@@ -225,3 +226,10 @@ def test_mysql_recovery_commands() -> None:
 )
 def test_the_archived_segment_is_read_from_pg_stat_archiver(last: object, expected: bool) -> None:
     assert archived(last, "000000010000000000000003") is expected
+
+
+def test_a_drill_refuses_a_target_in_restore_point_mode(tmp_path: Path) -> None:
+    maria = 'kind = "mysql"\ndatabases = ["orders"]\nmode = "restore-point"'
+    config = load_cluster(_cluster(tmp_path, maria))
+    with pytest.raises(UsageError, match=r'drill: target t \(mysql\) is in mode = "restore-point"'):
+        resolve_places(config.targets, {"t": {"dsn": "mysql://root@elsewhere/orders"}})
