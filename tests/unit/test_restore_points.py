@@ -107,6 +107,7 @@ def test_bad_modes_are_refused_when_the_file_is_read(tmp_path: Path, target: str
 )
 def test_recorded_points_pass(kind: str, point: dict[str, Any]) -> None:
     check_position(kind, point)
+    check_position(kind, {**point, "server_version": "15.3, compiled by Visual C++ build 1914, 64-bit"})
 
 
 @pytest.mark.parametrize(
@@ -120,6 +121,7 @@ def test_recorded_points_pass(kind: str, point: dict[str, Any]) -> None:
         ("postgres", {"timeline": True}, "timeline"),
         ("postgres", {"databases": "ledger"}, "databases"),
         ("postgres", {"extra": 1}, "unknown field 'extra'"),
+        ("postgres", {"server_version": "15.3\nrecovery_target_action = 'shutdown'"}, "server_version"),
         ("mysql", {"binlog_file": "/var/lib/mysql/binlog.000002"}, "binlog_file"),
         ("mysql", {"binlog_file": "binlog.000002 | sh"}, "binlog_file"),
         ("mysql", {"binlog_position": "1234"}, "binlog_position"),

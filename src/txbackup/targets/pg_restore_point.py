@@ -12,13 +12,15 @@ statement creates the restore point ``txbackup-<set>`` and reads the WAL
 position. A restore point is a record in the cluster's WAL, so one covers every
 database of the server. Export, after the unpause: ``pg_switch_wal()`` closes the
 segment holding the point, then ``pg_stat_archiver`` is polled until that
-segment is archived (``archive_wait``). Sets taken in ``dump`` mode earlier are
+segment is archived (``archive_wait``; with ``--verbose``, a line every 15 s while
+waiting). Sets taken in ``dump`` mode earlier are
 still restored as before (this target is a postgres target in every other way).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -44,6 +46,8 @@ FROM pg_create_restore_point(%s) AS p
 """
 _ARCHIVER = "SELECT last_archived_wal, last_failed_wal, last_failed_time FROM pg_stat_archiver"
 _POLL_S = 0.2
+_PROGRESS_S = 15.0
+log = logging.getLogger(__name__)
 
 
 class PostgresPointCapture:
@@ -206,7 +210,8 @@ class PostgresPointTarget(PostgresTarget):
     def wait_archived(self, conn: psycopg.Connection[Any], wal_file: str) -> None:
         """Return once ``pg_stat_archiver`` shows ``wal_file`` archived; TargetError after
         ``archive_wait_s``, naming the archiver's last failure if it has one."""
-        deadline = time.monotonic() + self.archive_wait_s
+        started = time.monotonic()
+        deadline, shown = started + self.archive_wait_s, started
         while True:
             try:
                 row = conn.execute(_ARCHIVER).fetchone()
@@ -222,6 +227,11 @@ class PostgresPointTarget(PostgresTarget):
                     f"WAL segment {wal_file} holding the restore point was not archived within"
                     f" {self.archive_wait_s:g}s (last archived: {last or 'none'}){failure}"
                 )
+            if time.monotonic() - shown >= _PROGRESS_S:  # the same cadence as the Azure waits (--verbose)
+                shown = time.monotonic()
+                elapsed = round(shown - started)
+                log.info("%s: waiting %ds for %s to be archived (last archived: %s)", self.label, elapsed,
+                         wal_file, last or "none")  # fmt: skip
             time.sleep(_POLL_S)
 
     # -- restore ---------------------------------------------------------------------------------

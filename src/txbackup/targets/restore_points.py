@@ -44,7 +44,8 @@ KINDS = ("postgres", "mysql")
 _LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
 _WAL_FILE = re.compile(r"[0-9A-F]{24}")
 _POINT_NAME = re.compile(r"txbackup-[0-9A-Za-z_.-]{1,120}")
-_VERSION = re.compile(r"[0-9A-Za-z_.+~ ()-]{1,120}")
+# shown, never pasted: any printable text (builds write "15.3, compiled by Visual C++ ...")
+_VERSION = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 # a binlog file name: the server's log_bin basename (no path) and a numeric extension
 _BINLOG_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.[0-9]{6,10}")
 _DOMAIN_GTID = r"[0-9]{1,10}-[0-9]{1,10}-[0-9]{1,20}"  # MariaDB: domain-server-sequence
