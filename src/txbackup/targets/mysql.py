@@ -14,6 +14,7 @@ Settings::
     system_database = "scalardb"          # ScalarDB's metadata; included when it exists ("" for none)
     batch_bytes = 1048576                 # size of one multi-row INSERT in the dump
     bin_dir = "/usr/bin"                  # optional: where the mariadb/mysql client lives
+    mode = "dump"                         # or "restore-point": no dump (targets.mysql_restore_point)
 
 The backup user needs SELECT, SHOW VIEW and TRIGGER on the databases
 (database-level grants: a table the user cannot see is not dumped), and SELECT

@@ -15,6 +15,7 @@ Settings::
     system_namespace = "scalardb"      # ScalarDB's metadata; always included ("" for none)
     jobs = 1                           # > 1: parallel pg_dump/pg_restore (directory format)
     bin_dir = "/usr/lib/postgresql/16/bin"  # optional: where pg_dump/pg_restore live
+    mode = "dump"                      # or "restore-point": no dump (targets.pg_restore_point)
 
 Needs PostgreSQL 12 or newer, and pg_dump/pg_restore of at least the server's
 major version (checked at preflight, with SELECT on every included table and
