@@ -232,6 +232,20 @@ def test_postgres_without_archiving_is_refused_before_the_pause(
 
 
 @pytest.mark.postgres
+def test_postgres_archive_mode_on_without_a_command_is_refused_at_preflight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require(postgres_servers.missing_reason())
+    with PostgresServer(options=["wal_level=replica", "archive_mode=on"]) as server:
+        monkeypatch.setenv("TXB_PG_PW", server.password)
+        conf = {"port": server.port, "password_env": "TXB_PG_PW", "databases": ["postgres"],
+                "mode": "restore-point"}  # fmt: skip
+        with pytest.raises(TargetError) as err:
+            pg_from_config("ledger", conf).preflight()
+    assert "archive_mode is on but archive_command and archive_library are empty" in str(err.value)
+
+
+@pytest.mark.postgres
 def test_postgres_user_without_the_grant_is_refused_before_the_pause(
     archiving_postgres: tuple[PostgresServer, Path], tmp_path: Path
 ) -> None:

@@ -2,8 +2,9 @@
 
 Preflight (nothing is paused if it fails, one line each): every database of the
 target exists; the server is a primary (a standby cannot create restore points);
-``wal_level`` is ``replica`` or ``logical`` and ``archive_mode`` is ``on`` or
-``always`` (otherwise no archive would hold the point); the user may run
+``wal_level`` is ``replica`` or ``logical``, ``archive_mode`` is ``on`` or
+``always`` and ``archive_command`` (or ``archive_library``) is set (otherwise no
+archive would hold the point); the user may run
 ``pg_create_restore_point`` and ``pg_switch_wal`` (a superuser, or ``GRANT
 EXECUTE`` on both). ``pg_dump`` is not needed.
 
@@ -35,7 +36,9 @@ from txbackup.targets.restore_points import RESTORE_POINT, check_position, is_po
 _SETTINGS = """
 SELECT current_setting('wal_level'), current_setting('archive_mode'), pg_is_in_recovery(),
        has_function_privilege('pg_create_restore_point(text)', 'EXECUTE'),
-       has_function_privilege('pg_switch_wal()', 'EXECUTE'), current_user
+       has_function_privilege('pg_switch_wal()', 'EXECUTE'), current_user,
+       (SELECT coalesce(bool_and(setting = ''), false) FROM pg_settings
+        WHERE name IN ('archive_command', 'archive_library'))
 """
 _SCHEMAS = "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)"
 # one round trip inside the pause: the point, then where the WAL is
@@ -133,7 +136,7 @@ class PostgresPointTarget(PostgresTarget):
         except psycopg.Error as exc:
             raise self.error(_message(exc)) from None
         assert row is not None
-        wal_level, archive_mode, in_recovery, may_mark, may_switch, user = row
+        wal_level, archive_mode, in_recovery, may_mark, may_switch, user, no_command = row
         if in_recovery:
             raise self.error(
                 "the server is a standby (in recovery): restore points are created on the primary;"
@@ -148,6 +151,11 @@ class PostgresPointTarget(PostgresTarget):
             raise self.error(
                 f"archive_mode is {archive_mode}: WAL is not archived, so no recovery could reach a"
                 ' restore point; set archive_mode = on and archive_command, or use mode = "dump"'
+            )
+        if no_command:  # (false when the settings are hidden from this user: not checked then)
+            raise self.error(
+                "archive_mode is on but archive_command and archive_library are empty: WAL is kept, not"
+                " archived, so no recovery could reach a restore point; set archive_command"
             )
         if not (may_mark and may_switch):
             raise self.error(
