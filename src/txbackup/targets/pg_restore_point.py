@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 class PostgresPointCapture:
     """The restore point made in the pause; the export waits for it to be archived."""
 
-    def __init__(self, target: PostgresPointTarget, conn: psycopg.Connection[Any], position: dict[str, Any]):
+    def __init__(
+        self, target: PostgresPointTarget, conn: psycopg.Connection[Any], position: dict[str, Any]
+    ) -> None:
         self.target = target
         self.conn: psycopg.Connection[Any] | None = conn
         self._position = position
