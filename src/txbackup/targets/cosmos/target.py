@@ -37,7 +37,7 @@ instance id (its restorable account, the restore source), consistency, kind,
 backup tier and the databases/containers, in the manifest and in the
 artifact ``account.json``.
 
-Restore (``cosmos_restore``) creates a **new** account from the restorable
+Restore (``cosmos.restore``) creates a **new** account from the restorable
 account at the restore point (create mode Restore, point in time), waits until
 it is online, sets its default consistency to Strong and reads it back, then
 runs ``after_restore`` or says what is left to do: ScalarDB's stored procedures
@@ -68,7 +68,7 @@ from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warning
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
-    from txbackup.targets.cosmos_azure import Arm, CredentialFactory
+    from txbackup.targets.cosmos.azure import Arm, CredentialFactory
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,9 @@ Databases = dict[str, list[str]]
 
 
 def azure() -> ModuleType:
-    """The Azure side of this target (``cosmos_azure``): the SDK is needed from here on."""
+    """The Azure side of this target (``cosmos.azure``): the SDK is needed from here on."""
     try:
-        from txbackup.targets import cosmos_azure
+        from txbackup.targets.cosmos import azure as cosmos_azure
     except ImportError as exc:
         raise TargetError(
             f"cosmos targets need azure-mgmt-cosmosdb and azure-identity ({exc}): "
@@ -404,7 +404,7 @@ class CosmosTarget:
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
         azure()
-        from txbackup.targets.cosmos_restore import RestoreJob
+        from txbackup.targets.cosmos.restore import Options, RestoreJob
 
         name = self._account(dest)
         position = src.position
@@ -419,7 +419,16 @@ class CosmosTarget:
                 raise self.error("the backup set records no set id: name the new account with --to")
             name = restored_name(self.restored_account_name, self.account, set_id, self.label)
         journal: StepJournal = getattr(src, "journal", None) or MemoryJournal()
-        RestoreJob(self, journal, position, src.restore_point, name).run()
+        options = Options(
+            self.label,
+            self.location,
+            self.poll_s,
+            self.wait_timeout_s,
+            self.window_wait_s,
+            self.after_restore,
+            self.after_restore_timeout_s,
+        )
+        RestoreJob(options, self.arm(), journal, position, src.restore_point, name).run()
 
 
 def default_credential() -> TokenCredential:

@@ -17,7 +17,6 @@ and changes only what differs, so re-applying is always safe.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,17 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from txbackup.errors import TargetError, UsageError
+from txbackup.targets.pitr.polling import Poller, Probe, Stopped
+
+__all__ = [
+    "Aws",
+    "AwsError",
+    "Credentials",
+    "Stopped",
+    "apply_settings",
+    "read_settings",
+    "restore_overrides",
+]
 
 try:
     import boto3  # type: ignore[import-untyped]
@@ -64,10 +74,6 @@ class AwsError(TargetError):
         self.code = code
 
 
-class Stopped(TargetError):
-    """Another table of the same job failed: this one stops at its next step."""
-
-
 @dataclass(frozen=True)
 class Credentials:
     access_key_id: str | None = None
@@ -94,7 +100,8 @@ class Aws:
         self.endpoint_url = endpoint_url
         self.poll_s = poll_s
         self.wait_timeout_s = wait_timeout_s
-        self.stop = threading.Event()
+        self.poller = Poller(label, poll_s, wait_timeout_s)
+        self.stop = self.poller.stop  # set when one table of a job fails: the others stop
         session = boto3.session.Session(
             aws_access_key_id=credentials.access_key_id,
             aws_secret_access_key=credentials.secret_access_key,
@@ -166,22 +173,11 @@ class Aws:
             self.sleep()
 
     def sleep(self) -> None:
-        if self.stop.wait(self.poll_s):
-            raise Stopped(f"{self.label}: stopped (another table of this restore failed)")
+        self.poller.sleep()
 
-    def wait(self, what: str, probe: Callable[[], tuple[bool, str]], timeout_s: float | None = None) -> None:
+    def wait(self, what: str, probe: Probe, timeout_s: float | None = None) -> None:
         """Poll ``probe`` (returns (done, state)) until done; TargetError after the timeout."""
-        limit = self.wait_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + limit
-        while True:
-            done, state = probe()
-            if done:
-                return
-            if time.monotonic() >= deadline:
-                raise TargetError(
-                    f"{self.label}: timed out after {limit:g}s waiting for {what} (still {state})"
-                )
-            self.sleep()
+        self.poller.wait(what, probe, timeout_s)
 
     # -- tables -------------------------------------------------------------
 

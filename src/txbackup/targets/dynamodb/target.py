@@ -48,7 +48,7 @@ policies, TTL, stream, tags, PITR, encryption, deletion protection) in the
 manifest and in the artifact ``tables.json``.
 
 Restore follows the ScalarDB guide's procedure as a resumable job (see
-``dynamodb_restore``): restore each table at the point into an alias table,
+``dynamodb.restore``): restore each table at the point into an alias table,
 back the alias up, delete the original only once that backup is AVAILABLE,
 restore the original from it, re-apply every recorded setting, delete the
 alias. ``--to NAME=suffix:-restored`` (or ``prefix:restored_``) restores into
@@ -90,16 +90,16 @@ from txbackup.settings import (
     setting_str_list,
 )
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
-from txbackup.targets.dynamodb_aws import Aws, AwsError, Credentials, read_settings
-from txbackup.targets.dynamodb_restore import (
+from txbackup.targets.dynamodb.aws import Aws, AwsError, Credentials, read_settings
+from txbackup.targets.dynamodb.restore import (
     ON_DEMAND,
     PITR,
-    FaultHook,
     RestoreJob,
     check_table_name,
     parse_destination,
 )
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings, window_text
+from txbackup.targets.pitr.journal import FaultHook
 
 log = logging.getLogger(__name__)
 
