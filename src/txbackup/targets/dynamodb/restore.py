@@ -160,7 +160,9 @@ class RestoreJob(PointInTimeJob):
     def _check(self) -> dict[str, Any]:
         if self.mode == PITR:
             for table in sorted(self.settings):
-                self.check_window(f"table {table}", functools.partial(self._window, table), self.window_wait_s)
+                self.check_window(
+                    f"table {table}", functools.partial(self._window, table), self.window_wait_s
+                )
         else:
             self._check_backups()
         if self.rename is not None:
