@@ -48,6 +48,7 @@ TARGET_KINDS = {
     "cassandra": "txbackup.targets.cassandra",
     "dynamodb": "txbackup.targets.dynamodb",
     "cosmos": "txbackup.targets.cosmos",
+    "rds": "txbackup.targets.rds",
 }
 
 MAX_FILE_BYTES = 4 << 20
@@ -264,6 +265,7 @@ SCALARDB_KEYS = {
     "cosmos": ("coordinator_database", "system_database"),
     "dynamodb": ("coordinator_table", ""),
     "sqlite": ("", ""),
+    "rds": ("", ""),
 }
 """Each kind's settings naming ScalarDB's coordinator and system namespace ("": the kind has
 none; an SQLite file holds every namespace, a DynamoDB target lists the system tables)."""

@@ -59,6 +59,7 @@ from txbackup.targets import cosmos as cosmos_target
 from txbackup.targets import dynamodb as dynamodb_target
 from txbackup.targets import mysql as mysql_target
 from txbackup.targets import postgres as postgres_target
+from txbackup.targets import rds as rds_target
 from txbackup.targets import sqlite as sqlite_target
 from txbackup.targets.base import Target
 from txbackup.targets.layouts import LAYOUTS
@@ -145,7 +146,7 @@ def sstable_files(storage: LocalStorage) -> list[dict[str, Any]]:
 
 STORE = blobs.store_prefix("test-cluster")
 TARGET = {"sqlite": "cache", "postgres": "pg", "mysql": "my", "cassandra": "cass", "dynamodb": "ddb",
-          "cosmos": "cosmos"}  # fmt: skip
+          "cosmos": "cosmos", "rds": "bank-db"}  # fmt: skip
 CLOSED_PORT = 9  # discard: nothing listens there on a test machine; nothing here contacts it anyway
 
 
@@ -164,6 +165,8 @@ def configured(kind: str) -> Target:
         )
     if kind == "dynamodb":
         return dynamodb_target.from_config(name, {"region": "eu-west-1", "tables": ["bank.accounts"]})
+    if kind == "rds":
+        return rds_target.from_config(name, {"region": "eu-west-1", "instance": "bank-db"})
     conf = {"subscription_id": "s-1", "resource_group": "rg", "account": "bank", "databases": ["bank"]}
     return cosmos_target.from_config(name, conf)
 
@@ -183,6 +186,10 @@ def artifacts_of(kind: str, storage: LocalStorage) -> tuple[dict[str, bytes], di
         return {"nodes/127.0.0.1.json": listing, "schema.json": b"[]", "schema.cql": b""}, position
     if kind == "dynamodb":
         return {"tables.json": b"{}"}, {"tables": {}}
+    if kind == "rds":
+        instance = {"identifier": "bank-db"}
+        position = {"kind": "instance", "region": "eu-west-1", "set_id": SET, "instance": instance}
+        return {"rds.json": b"{}"}, position
     source = "/subscriptions/s-1/providers/Microsoft.DocumentDB/locations/x/restorableDatabaseAccounts/i-1"
     return {"account.json": b"{}"}, {"account": "bank", "restore_source": source, "instance_id": "i-1"}
 

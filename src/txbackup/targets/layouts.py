@@ -66,3 +66,4 @@ register(
 )
 register("dynamodb", "tables.json", r"tables\.json")
 register("cosmos", "account.json", r"account\.json")
+register("rds", "rds.json", r"rds\.json")
