@@ -187,9 +187,8 @@ def artifacts_of(kind: str, storage: LocalStorage) -> tuple[dict[str, bytes], di
     if kind == "dynamodb":
         return {"tables.json": b"{}"}, {"tables": {}}
     if kind == "rds":
-        instance = {"identifier": "bank-db"}
-        position = {"kind": "instance", "region": "eu-west-1", "set_id": SET, "instance": instance}
-        return {"rds.json": b"{}"}, position
+        recorded: dict[str, Any] = {"kind": "instance", "region": "eu-west-1", "set_id": SET}
+        return {"rds.json": b"{}"}, {**recorded, "instance": {"identifier": "bank-db"}}
     source = "/subscriptions/s-1/providers/Microsoft.DocumentDB/locations/x/restorableDatabaseAccounts/i-1"
     return {"account.json": b"{}"}, {"account": "bank", "restore_source": source, "instance_id": "i-1"}
 
