@@ -49,6 +49,8 @@ TARGET_KINDS = {
     "dynamodb": "txbackup.targets.dynamodb",
     "cosmos": "txbackup.targets.cosmos",
     "rds": "txbackup.targets.rds",
+    "azure-postgres": "txbackup.targets.azuredb.postgres",
+    "azure-mysql": "txbackup.targets.azuredb.mysql",
 }
 
 MAX_FILE_BYTES = 4 << 20
@@ -266,6 +268,8 @@ SCALARDB_KEYS = {
     "dynamodb": ("coordinator_table", ""),
     "sqlite": ("", ""),
     "rds": ("", ""),
+    "azure-postgres": ("", ""),
+    "azure-mysql": ("", ""),
 }
 """Each kind's settings naming ScalarDB's coordinator and system namespace ("": the kind has
 none; an SQLite file holds every namespace, a DynamoDB target lists the system tables)."""

@@ -388,6 +388,7 @@ def test_every_kind_declares_its_artifacts_and_targets_write_only_those():
         "dynamodb": ["tables.json"],
         "cosmos": ["account.json"],
         "rds": ["rds.json"],
+        "azure-postgres": ["server.json"],
     }
     for kind, names in written.items():
         assert all(LAYOUTS[kind].fits(n) for n in names), kind

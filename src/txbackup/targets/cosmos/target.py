@@ -60,13 +60,13 @@ from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.safepaths import shown
-from txbackup.secrets import check_secret, resolve_secret
+from txbackup.secrets import check_secret
 from txbackup.settings import check_keys, name_list, setting_duration, setting_opt_str, setting_str
+from txbackup.targets.azureauth import default_credential, read_credential
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings
 
 if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
 
     from txbackup.targets.cosmos.azure import Arm, CredentialFactory
 
@@ -431,21 +431,6 @@ class CosmosTarget:
         RestoreJob(options, self.arm(), journal, position, src.restore_point, name).run()
 
 
-def default_credential() -> TokenCredential:
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential()
-
-
-def _secret_credential(tenant_id: str, client_id: str, secret: str) -> CredentialFactory:
-    def make() -> TokenCredential:
-        from azure.identity import ClientSecretCredential
-
-        return ClientSecretCredential(tenant_id, client_id, secret)
-
-    return make
-
-
 def parse_databases(conf: Mapping[str, Any], culprit: str) -> Databases | None:
     """``databases``: a table {database = [containers]} or a list of whole databases;
     ScalarDB's coordinator and system databases are added (whole) unless set to ""."""
@@ -475,23 +460,13 @@ def parse_databases(conf: Mapping[str, Any], culprit: str) -> Databases | None:
 
 def from_config(name: str, conf: Mapping[str, Any]) -> CosmosTarget:
     culprit = f'target "{name}"'
-    check_secret(conf, "client_secret", culprit=culprit)
+    check_secret(conf, "client_secret", culprit=culprit)  # a secret in the file: said before unknown keys
     check_keys(conf, _KEYS, culprit=culprit)
     account = check_account_name(setting_str(conf, "account", culprit=culprit), culprit)
     pattern = setting_str(conf, "restored_account_name", DEFAULT_RESTORED_NAME, culprit=culprit)
     if "restored_account_name" in conf:
         restored_name(pattern, account, _SAMPLE_SET_ID, culprit)
-    tenant = setting_opt_str(conf, "tenant_id", culprit=culprit)
-    client = setting_opt_str(conf, "client_id", culprit=culprit)
-    credential: CredentialFactory | None = None
-    if tenant or client or "client_secret_env" in conf or "client_secret_file" in conf:
-        secret = resolve_secret(conf, "client_secret", culprit=culprit)
-        if not (tenant and client and secret):
-            raise UsageError(
-                f"{culprit}: a service principal needs tenant_id, client_id and client_secret_env "
-                "(or client_secret_file); give none of them for DefaultAzureCredential"
-            )
-        credential = _secret_credential(tenant, client, secret)
+    credential = read_credential(conf, culprit)
     after = conf.get("after_restore")
     if isinstance(after, str):
         after = [after]
