@@ -528,3 +528,52 @@ def test_resume_refuses_a_copy_it_did_not_make(moto: MotoServer, tmp_path: Path)
     )
     with pytest.raises(TargetError, match="appeared meanwhile and is not this job's restore"):
         t.restore(source(tmp_path, position, point, journal), None, False)
+
+
+# -- through the engine -----------------------------------------------------------------------------
+
+
+async def test_engine_backup_then_restore_to_the_pause_midpoint(moto: MotoServer, tmp_path: Path) -> None:
+    """A real backup run (the sample pausable service, the pause held for min_pause) and a
+    restore job through the engine: the time sent is the set's restore point."""
+    from txbackup.admin.client import Endpoint
+    from txbackup.admin.fleet import Fleet
+    from txbackup.catalog import Catalog
+    from txbackup.demo.sample_service import start_sample_server
+    from txbackup.engine.backup import BackupPlan, run_backup
+    from txbackup.engine.restore import RestorePlan, restore_set
+    from txbackup.storage import LocalStorage
+
+    make_instance(moto)
+    t = target(moto, min_pause="0.3s")
+    app = await start_sample_server()
+    try:
+        plan = BackupPlan(
+            fleet=Fleet([Endpoint("127.0.0.1", app.port)]),
+            targets=[t],
+            storage=LocalStorage(str(tmp_path / "store")),
+            catalog=Catalog(str(tmp_path / "catalog.db")),
+            capture_deadline_s=5,
+        )
+        manifest = await run_backup(plan)
+    finally:
+        await app.stop()
+    assert manifest.timings.pause_ms >= 300
+    record = manifest.target("bank-db")
+    assert [a.name for a in record.artifacts] == ["rds.json"]
+    point = manifest.restore_point
+    assert point is not None
+    wire = WireLog(t)
+    restore = RestorePlan(
+        storage=LocalStorage(str(tmp_path / "store")),
+        manifest=manifest,
+        targets=[t],
+        jobs=JobStore(str(tmp_path / "catalog.db")),
+    )
+    job_id, names = restore_set(restore)
+    assert names == ["bank-db"] and restore.jobs.get(job_id).status == "complete"
+    (sent,) = wire.named("RestoreDBInstanceToPointInTime")
+    assert iso_ms(sent["RestoreTime"]) == point  # the pause midpoint, to the ms
+    new = f"{INSTANCE}-{manifest.set_id.lower()}"
+    assert sent["TargetDBInstanceIdentifier"] == new
+    assert moto.client("rds").describe_db_instances(DBInstanceIdentifier=new)["DBInstances"]
