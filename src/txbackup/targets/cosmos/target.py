@@ -62,13 +62,12 @@ from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.safepaths import shown
 from txbackup.secrets import check_secret
 from txbackup.settings import check_keys, name_list, setting_duration, setting_opt_str, setting_str
-from txbackup.targets.azureauth import default_credential, read_credential
+from txbackup.targets.azureauth import CredentialFactory, default_credential, read_credential
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings
 
 if TYPE_CHECKING:
-
-    from txbackup.targets.cosmos.azure import Arm, CredentialFactory
+    from txbackup.targets.cosmos.azure import Arm
 
 log = logging.getLogger(__name__)
 
