@@ -91,3 +91,28 @@ def test_polling_reports_progress_times_out_and_stops(caplog: pytest.LogCaptureF
     threading.Timer(0.05, stopping.stop.set).start()
     with pytest.raises(Stopped):
         stopping.wait("copy c", lambda: (False, "creating"))
+
+
+@pytest.mark.parametrize("kind", ["dynamodb", "cosmos", "rds", "azuredb"])
+def test_point_in_time_kinds_import_one_way(kind: str) -> None:
+    """target -> restore -> the cloud API, never back: a kind's restore and API modules
+    import neither its target module nor each other the wrong way (the old cosmos circle)."""
+    import ast
+    from pathlib import Path
+
+    import txbackup.targets
+
+    folder = Path(txbackup.targets.__file__).parent / kind
+    for module in ("restore", "aws", "azure", "arm"):
+        path = folder / f"{module}.py"
+        if not path.exists():
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module is not None
+        }
+        assert f"txbackup.targets.{kind}.target" not in imported, path
+        if module != "restore":
+            assert f"txbackup.targets.{kind}.restore" not in imported, path
