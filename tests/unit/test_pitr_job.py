@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -98,7 +99,6 @@ def test_point_in_time_kinds_import_one_way(kind: str) -> None:
     """target -> restore -> the cloud API, never back: a kind's restore and API modules
     import neither its target module nor each other the wrong way (the old cosmos circle)."""
     import ast
-    from pathlib import Path
 
     import txbackup.targets
 
@@ -116,3 +116,13 @@ def test_point_in_time_kinds_import_one_way(kind: str) -> None:
         assert f"txbackup.targets.{kind}.target" not in imported, path
         if module != "restore":
             assert f"txbackup.targets.{kind}.restore" not in imported, path
+
+
+def test_the_cli_shows_wait_progress_without_verbose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any command run: the polling progress lines pass the default WARNING level."""
+    from txbackup.cli import main
+
+    logger = logging.getLogger("txbackup.targets.pitr.polling")
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    main(["list", "--storage", str(tmp_path / "nothing-here")])
+    assert logger.getEffectiveLevel() == logging.INFO
