@@ -48,6 +48,9 @@ TARGET_KINDS = {
     "cassandra": "txbackup.targets.cassandra",
     "dynamodb": "txbackup.targets.dynamodb",
     "cosmos": "txbackup.targets.cosmos",
+    "rds": "txbackup.targets.rds",
+    "azure-postgres": "txbackup.targets.azuredb.postgres",
+    "azure-mysql": "txbackup.targets.azuredb.mysql",
 }
 
 MAX_FILE_BYTES = 4 << 20
@@ -264,6 +267,9 @@ SCALARDB_KEYS = {
     "cosmos": ("coordinator_database", "system_database"),
     "dynamodb": ("coordinator_table", ""),
     "sqlite": ("", ""),
+    "rds": ("", ""),
+    "azure-postgres": ("", ""),
+    "azure-mysql": ("", ""),
 }
 """Each kind's settings naming ScalarDB's coordinator and system namespace ("": the kind has
 none; an SQLite file holds every namespace, a DynamoDB target lists the system tables)."""

@@ -1,4 +1,5 @@
-"""A local fake of the few Azure Resource Manager calls the Cosmos DB target makes.
+"""A local fake of the few Azure Resource Manager calls the Cosmos DB and flexible-server
+targets make.
 
 No emulator of Azure's management plane exists, so this serves exactly the
 endpoints ``azure-mgmt-cosmosdb`` calls for us, on 127.0.0.1, over HTTPS with a
@@ -13,7 +14,16 @@ HTTP; the client is given the certificate through ``management_ca_file``):
 ``.../locations/{loc}/restorableDatabaseAccounts/{id}``     GET
 ``.../locations/{loc}/operationsStatus/{op}``               GET (Azure-AsyncOperation)
 ``.../locations/{loc}/operationResults/{op}``               GET (Location)
+``.../Microsoft.DBforPostgreSQL/flexibleServers/{name}``    GET PUT
+``.../Microsoft.DBforMySQL/flexibleServers/{name}``         GET PUT
 ==========================================================  ====================
+
+Flexible servers (Azure Database for PostgreSQL / MySQL): a PUT creates only
+by point-in-time restore (``createMode = "PointInTimeRestore"``), and like
+Azure each service wants its own time field (PostgreSQL ``pointInTimeUTC``,
+MySQL ``restorePointInTime``) between the source's ``earliestRestoreDate`` and
+now; the new server is Provisioning until its operation ends (looking at the
+server moves it on too), then Ready with a host name of its own.
 
 PUT, PATCH and DELETE answer at once with ``Azure-AsyncOperation`` and
 ``Location`` headers; the operation is ``InProgress`` for ``polls`` polls, then
@@ -50,14 +60,22 @@ SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 GOOD_TOKEN = "fake-arm-token"
 EXPIRED_TOKEN = "expired-arm-token"
 API = "Microsoft.DocumentDB"
+POSTGRES_API = "Microsoft.DBforPostgreSQL"
+MYSQL_API = "Microsoft.DBforMySQL"
+TIME_FIELD = {POSTGRES_API: "pointInTimeUTC", MYSQL_API: "restorePointInTime"}
 
 _ACCOUNT = re.compile(
     rf"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/{API}/databaseAccounts/(?P<name>[^/]+)"
     r"(?P<rest>/.*)?$",
     re.IGNORECASE,
 )
+_FLEX = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    rf"(?P<provider>{POSTGRES_API}|{MYSQL_API})/flexibleServers/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
 _LOCATIONS = re.compile(
-    rf"^/subscriptions/(?P<sub>[^/]+)/providers/{API}/locations/(?P<loc>[^/]+)/(?P<kind>[A-Za-z]+)/(?P<id>[^/]+)$",
+    rf"^/subscriptions/(?P<sub>[^/]+)/providers/(?:{API}|{POSTGRES_API}|{MYSQL_API})/locations/(?P<loc>[^/]+)/(?P<kind>[A-Za-z]+)/(?P<id>[^/]+)$",
     re.IGNORECASE,
 )
 
@@ -136,6 +154,9 @@ class FakeArm:
     restore_outcomes: list[Outcome] = field(default_factory=list)  # next restore PUTs, in order
     consistency_sticks: bool = True  # False: a PATCH succeeds but the consistency does not change
     latest_lag_s: float = 0.0  # latestRestorableTimestamp = now - lag
+    servers: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # flexible servers
+    server_ops: dict[tuple[str, str, str], str] = field(default_factory=dict)  # server -> its operation
+    server_outcomes: list[Outcome] = field(default_factory=list)  # next server restores, in order
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -191,6 +212,9 @@ class FakeArm:
             self.restore_outcomes.clear()
             self.consistency_sticks = True
             self.latest_lag_s = 0.0
+            self.servers.clear()
+            self.server_ops.clear()
+            self.server_outcomes.clear()
             self.polls = 2
 
     # -- the world ------------------------------------------------------------------
@@ -333,8 +357,10 @@ class FakeArm:
         self.operations[op.op_id] = op
         return op
 
-    def _op_headers(self, op: Operation, api_version: str, *, async_op: bool = True) -> dict[str, str]:
-        base = f"{self.url}/subscriptions/{self.subscription}/providers/{API}/locations/{op.location}"
+    def _op_headers(
+        self, op: Operation, api_version: str, *, async_op: bool = True, provider: str = API
+    ) -> dict[str, str]:
+        base = f"{self.url}/subscriptions/{self.subscription}/providers/{provider}/locations/{op.location}"
         headers = {"Location": f"{base}/operationResults/{op.op_id}?api-version={api_version}"}
         if async_op:
             headers["Azure-AsyncOperation"] = f"{base}/operationsStatus/{op.op_id}?api-version={api_version}"
@@ -368,6 +394,10 @@ class FakeArm:
             return self._account_request(
                 method, match["rg"], match["name"], match["rest"] or "", body, version
             )
+        match = _FLEX.match(path)
+        if match and match["sub"] == self.subscription:
+            provider = next(p for p in TIME_FIELD if p.lower() == match["provider"].lower())
+            return self._server_request(method, provider, match["rg"], match["name"], body, version)
         match = _LOCATIONS.match(path)
         if match and match["sub"] == self.subscription:
             kind, ident = match["kind"].lower(), match["id"]
@@ -538,6 +568,129 @@ class FakeArm:
                 }
             },
         }
+
+    # -- flexible servers --------------------------------------------------------------------
+
+    def server_id(self, provider: str, group: str, name: str) -> str:
+        group_id = f"/subscriptions/{self.subscription}/resourceGroups/{group}"
+        return f"{group_id}/providers/{provider}/flexibleServers/{name}"
+
+    def add_server(
+        self,
+        provider: str,
+        group: str,
+        name: str,
+        *,
+        location: str = "westeurope",
+        retention_days: int | None = 7,
+        earliest: dt.datetime | None = None,
+        state: str = "Ready",
+        network: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A source flexible server (its backups kept ``retention_days``, restorable from
+        ``earliest``, default: a day ago)."""
+        backup: dict[str, Any] = {"geoRedundantBackup": "Disabled"}
+        if retention_days is not None:
+            backup["backupRetentionDays"] = retention_days
+            backup["earliestRestoreDate"] = iso(earliest or now() - dt.timedelta(days=1))
+        server = {
+            "id": self.server_id(provider, group, name),
+            "name": name,
+            "type": f"{provider}/flexibleServers",
+            "location": location,
+            "sku": {"name": "Standard_D2ds_v4", "tier": "GeneralPurpose"},
+            "tags": {},
+            "properties": {
+                "state": state,
+                "version": "15" if provider == POSTGRES_API else "8.0.21",
+                "fullyQualifiedDomainName": f"{name}.{'postgres' if provider == POSTGRES_API else 'mysql'}"
+                ".database.azure.com",
+                "availabilityZone": "1",
+                "backup": backup,
+                "network": network or {"publicNetworkAccess": "Enabled"},
+            },
+        }
+        with self._lock:
+            self.servers[(provider, group, name)] = server
+        return server
+
+    def _server_request(
+        self, method: str, provider: str, group: str, name: str, body: Any, version: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        key = (provider, group, name)
+        if method == "GET":
+            op_id = self.server_ops.get(key)
+            if op_id is not None and op_id in self.operations:
+                self._advance(self.operations[op_id])  # a server looked at moves on, as in Azure
+            server = self.servers.get(key)
+            if server is None:
+                return _error(
+                    404,
+                    "ResourceNotFound",
+                    f"The Resource '{provider}/flexibleServers/{name}' was not found.",
+                )
+            return 200, server, {}
+        if method != "PUT":
+            return _error(405, "MethodNotAllowed", f"The fake ARM does not serve {method} on a server.")
+        if key in self.servers:
+            return _error(409, "Conflict", f"Server {name} exists already.")
+        props = (body or {}).get("properties") if isinstance(body, dict) else None
+        if not isinstance(props, dict) or props.get("createMode") != "PointInTimeRestore":
+            return _error(
+                400, "BadRequest", "The fake ARM only creates flexible servers by point-in-time restore."
+            )
+        source = next(
+            (
+                s
+                for s in self.servers.values()
+                if s["id"].lower() == str(props.get("sourceServerResourceId")).lower()
+            ),
+            None,
+        )
+        if source is None:
+            return _error(
+                404, "ResourceNotFound", f"Source server {props.get('sourceServerResourceId')} not found."
+            )
+        field_name = TIME_FIELD[provider]
+        wanted = props.get(field_name)
+        if not isinstance(wanted, str):
+            return _error(400, "InvalidParameterValue", f"Invalid value given for parameter {field_name}.")
+        try:
+            point = dt.datetime.fromisoformat(wanted.replace("Z", "+00:00"))
+        except ValueError:
+            return _error(400, "InvalidParameterValue", f"{field_name} {wanted!r} is not a date-time.")
+        earliest = dt.datetime.fromisoformat(
+            source["properties"]["backup"]["earliestRestoreDate"].replace("Z", "+00:00")
+        )
+        if not earliest <= point <= now():
+            return _error(
+                400,
+                "PointInTimeRestoreTimeInvalid",
+                f"The restore time {wanted} is outside the restore window.",
+            )
+        server = json.loads(json.dumps(source))
+        server.update(
+            id=self.server_id(provider, group, name),
+            name=name,
+            location=str(body.get("location") or source["location"]),
+            tags=dict(body.get("tags") or {}),
+        )
+        service = "postgres" if provider == POSTGRES_API else "mysql"
+        server["properties"].update(
+            state="Provisioning", fullyQualifiedDomainName=f"{name}.{service}.database.azure.com"
+        )
+        self.servers[key] = server
+        outcome = self.server_outcomes.pop(0) if self.server_outcomes else Outcome("ok")
+
+        def ready() -> None:
+            server["properties"]["state"] = "Ready"
+
+        def failed() -> None:
+            self.servers.pop(key, None)
+
+        op = self._operation(str(server["location"]), outcome, ready, failed)
+        self.server_ops[key] = op.op_id
+        return 202, None, self._op_headers(op, version, provider=provider)
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, Any, dict[str, str]]:

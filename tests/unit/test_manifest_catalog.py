@@ -387,6 +387,8 @@ def test_every_kind_declares_its_artifacts_and_targets_write_only_those():
         "cassandra": ["nodes/127.0.0.1.json", "nodes/::1.json", "schema.json", "schema.cql"],
         "dynamodb": ["tables.json"],
         "cosmos": ["account.json"],
+        "rds": ["rds.json"],
+        "azure-postgres": ["server.json"],
     }
     for kind, names in written.items():
         assert all(LAYOUTS[kind].fits(n) for n in names), kind

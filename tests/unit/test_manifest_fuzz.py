@@ -59,7 +59,9 @@ from txbackup.targets import cosmos as cosmos_target
 from txbackup.targets import dynamodb as dynamodb_target
 from txbackup.targets import mysql as mysql_target
 from txbackup.targets import postgres as postgres_target
+from txbackup.targets import rds as rds_target
 from txbackup.targets import sqlite as sqlite_target
+from txbackup.targets.azuredb import target as azuredb_target
 from txbackup.targets.base import Target
 from txbackup.targets.layouts import LAYOUTS
 
@@ -145,7 +147,8 @@ def sstable_files(storage: LocalStorage) -> list[dict[str, Any]]:
 
 STORE = blobs.store_prefix("test-cluster")
 TARGET = {"sqlite": "cache", "postgres": "pg", "mysql": "my", "cassandra": "cass", "dynamodb": "ddb",
-          "cosmos": "cosmos"}  # fmt: skip
+          "cosmos": "cosmos", "rds": "bank-db", "azure-postgres": "azpg",
+          "azure-mysql": "azmy"}  # fmt: skip
 CLOSED_PORT = 9  # discard: nothing listens there on a test machine; nothing here contacts it anyway
 
 
@@ -164,6 +167,11 @@ def configured(kind: str) -> Target:
         )
     if kind == "dynamodb":
         return dynamodb_target.from_config(name, {"region": "eu-west-1", "tables": ["bank.accounts"]})
+    if kind == "rds":
+        return rds_target.from_config(name, {"region": "eu-west-1", "instance": "bank-db"})
+    if kind.startswith("azure-"):
+        server = {"subscription_id": "s-1", "resource_group": "rg", "server": "bank"}
+        return azuredb_target.from_config(kind, name, server)
     conf = {"subscription_id": "s-1", "resource_group": "rg", "account": "bank", "databases": ["bank"]}
     return cosmos_target.from_config(name, conf)
 
@@ -183,6 +191,13 @@ def artifacts_of(kind: str, storage: LocalStorage) -> tuple[dict[str, bytes], di
         return {"nodes/127.0.0.1.json": listing, "schema.json": b"[]", "schema.cql": b""}, position
     if kind == "dynamodb":
         return {"tables.json": b"{}"}, {"tables": {}}
+    if kind == "rds":
+        recorded: dict[str, Any] = {"kind": "instance", "region": "eu-west-1", "set_id": SET}
+        return {"rds.json": b"{}"}, {**recorded, "instance": {"identifier": "bank-db"}}
+    if kind.startswith("azure-"):
+        provider = "Microsoft.DBforPostgreSQL" if kind == "azure-postgres" else "Microsoft.DBforMySQL"
+        server_id = f"/subscriptions/s-1/resourceGroups/rg/providers/{provider}/flexibleServers/bank"
+        return {"server.json": b"{}"}, {"server": "bank", "id": server_id, "set_id": SET}
     source = "/subscriptions/s-1/providers/Microsoft.DocumentDB/locations/x/restorableDatabaseAccounts/i-1"
     return {"account.json": b"{}"}, {"account": "bank", "restore_source": source, "instance_id": "i-1"}
 

@@ -131,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # the progress of long waits on a cloud service (a restore to a point can take hours):
+    # shown without -v, one line a minute, so a long wait never looks like a hang
+    logging.getLogger("txbackup.targets.pitr.polling").setLevel(logging.INFO)
     try:
         with _sigterm_raises():
             code: int = args._run(args)

@@ -66,3 +66,6 @@ register(
 )
 register("dynamodb", "tables.json", r"tables\.json")
 register("cosmos", "account.json", r"account\.json")
+register("rds", "rds.json", r"rds\.json")
+register("azure-postgres", "server.json", r"server\.json")
+register("azure-mysql", "server.json", r"server\.json")

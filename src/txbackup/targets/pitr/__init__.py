@@ -1,5 +1,7 @@
 """What every point-in-time-restore target shares (DynamoDB PITR, Cosmos DB
-continuous backup...): the pause rule, the restore point, the restorable window.
+continuous backup, RDS/Aurora, Azure Database flexible servers): the pause rule,
+the restore point, the restorable window (here); the one journaled restore job
+(``job``), its journal (``journal``) and the polling with progress (``polling``).
 
 The ScalarDB guide's rule: pause for at least 10 seconds and restore to the
 midpoint of the pause. A PITR target sets ``min_pause_s`` (the engine holds the

@@ -48,7 +48,7 @@ policies, TTL, stream, tags, PITR, encryption, deletion protection) in the
 manifest and in the artifact ``tables.json``.
 
 Restore follows the ScalarDB guide's procedure as a resumable job (see
-``dynamodb_restore``): restore each table at the point into an alias table,
+``dynamodb.restore``): restore each table at the point into an alias table,
 back the alias up, delete the original only once that backup is AVAILABLE,
 restore the original from it, re-apply every recorded setting, delete the
 alias. ``--to NAME=suffix:-restored`` (or ``prefix:restored_``) restores into
@@ -78,7 +78,6 @@ from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.safepaths import shown
-from txbackup.secrets import resolve_secret
 from txbackup.settings import (
     check_keys,
     setting_bool,
@@ -89,17 +88,18 @@ from txbackup.settings import (
     setting_str,
     setting_str_list,
 )
+from txbackup.targets.awsapi import read_credentials
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
-from txbackup.targets.dynamodb_aws import Aws, AwsError, Credentials, read_settings
-from txbackup.targets.dynamodb_restore import (
+from txbackup.targets.dynamodb.aws import Aws, AwsError, Credentials, read_settings
+from txbackup.targets.dynamodb.restore import (
     ON_DEMAND,
     PITR,
-    FaultHook,
     RestoreJob,
     check_table_name,
     parse_destination,
 )
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings, window_text
+from txbackup.targets.pitr.journal import FaultHook
 
 log = logging.getLogger(__name__)
 
@@ -450,11 +450,6 @@ def from_config(name: str, conf: Mapping[str, Any]) -> DynamoTarget:
     mode = setting_str(conf, "mode", PITR, culprit=culprit)
     if mode not in (PITR, ON_DEMAND):
         raise UsageError(f'{culprit}: mode must be "{PITR}" or "{ON_DEMAND}", not {mode!r}')
-    key_id = resolve_secret(conf, "access_key_id", culprit=culprit)
-    secret = resolve_secret(conf, "secret_access_key", culprit=culprit)
-    if (key_id is None) != (secret is None):
-        raise UsageError(f"{culprit}: give both access_key_id_* and secret_access_key_*, or neither")
-    token = resolve_secret(conf, "session_token", culprit=culprit)
     return DynamoTarget(
         name,
         region,
@@ -462,7 +457,7 @@ def from_config(name: str, conf: Mapping[str, Any]) -> DynamoTarget:
         mode,
         endpoint_url=setting_opt_str(conf, "endpoint_url", culprit=culprit),
         autoscaling_endpoint_url=setting_opt_str(conf, "autoscaling_endpoint_url", culprit=culprit),
-        credentials=Credentials(key_id, secret, token),
+        credentials=read_credentials(conf, culprit),
         min_pause_s=setting_duration(conf, "min_pause", "10s", culprit=culprit, maximum=MAX_CALL_S),
         # the pause holds twice the settle time: bounded like every wait on a pause
         settle_s=setting_duration(conf, "backup_settle", "60s", culprit=culprit, maximum=MAX_CALL_S / 4),

@@ -16,35 +16,31 @@ and changes only what differs, so re-applying is always safe.
 
 from __future__ import annotations
 
-import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from txbackup.errors import TargetError, UsageError
+from txbackup.targets.pitr.polling import Poller, Probe, Stopped
+
+__all__ = [
+    "Aws",
+    "AwsError",
+    "Credentials",
+    "Stopped",
+    "apply_settings",
+    "read_settings",
+    "restore_overrides",
+]
 
 try:
-    import boto3  # type: ignore[import-untyped]
-    import botocore.config  # type: ignore[import-untyped]
-    import botocore.exceptions  # type: ignore[import-untyped]
+    from txbackup.targets import awsapi
+    from txbackup.targets.awsapi import AwsError, Credentials
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise UsageError(f"the dynamodb target needs boto3 (pip install 'txbackup[dynamodb]'): {exc}") from None
 
 NOT_FOUND = frozenset({"ResourceNotFoundException", "TableNotFoundException", "BackupNotFoundException"})
-CREDENTIALS = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "InvalidClientTokenId",
-        "ExpiredTokenException",
-        "AccessDeniedException",
-        "MissingAuthenticationTokenException",
-        "IncompleteSignature",
-    }
-)
 # worth waiting out: too many control-plane operations at once, table busy, backups being enabled
 RETRYABLE = frozenset(
     {
@@ -54,25 +50,6 @@ RETRYABLE = frozenset(
         "BackupInUseException",
     }
 )
-
-
-class AwsError(TargetError):
-    """A failed AWS call; ``code`` is the AWS error code (or a botocore error name)."""
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class Stopped(TargetError):
-    """Another table of the same job failed: this one stops at its next step."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
 
 
 class Aws:
@@ -94,65 +71,34 @@ class Aws:
         self.endpoint_url = endpoint_url
         self.poll_s = poll_s
         self.wait_timeout_s = wait_timeout_s
-        self.stop = threading.Event()
-        session = boto3.session.Session(
-            aws_access_key_id=credentials.access_key_id,
-            aws_secret_access_key=credentials.secret_access_key,
-            aws_session_token=credentials.session_token,
-            region_name=region,
-        )
-        config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
-            connect_timeout=10,
-            read_timeout=60,
-            user_agent_extra="txbackup",
-        )
-        self.dynamodb: Any = session.client("dynamodb", endpoint_url=endpoint_url, config=config)
-        self.autoscaling: Any = session.client(
-            "application-autoscaling", endpoint_url=autoscaling_endpoint_url, config=config
+        self.poller = Poller(label, poll_s, wait_timeout_s)
+        self.stop = self.poller.stop  # set when one table of a job fails: the others stop
+        self.dynamodb: Any = awsapi.client("dynamodb", region, credentials, endpoint_url, max_attempts)
+        self.autoscaling: Any = awsapi.client(
+            "application-autoscaling", region, credentials, autoscaling_endpoint_url, max_attempts
         )
 
     # -- calls and errors -------------------------------------------------
 
     def where(self) -> str:
-        return f"region {self.region}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+        return awsapi.where(self.region, self.endpoint_url)
 
     def call(
         self, operation: str, subject: str = "", *, service: str = "dynamodb", **params: Any
     ) -> dict[str, Any]:
         """``client.<operation>(**params)``; any failure is an ``AwsError`` about ``subject``."""
         client = self.dynamodb if service == "dynamodb" else self.autoscaling
-        about = f" {subject}" if subject else ""
-        try:
-            return cast(dict[str, Any], getattr(client, operation)(**params))
-        except botocore.exceptions.ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", "ClientError"))
-            text = str(error.get("Message", exc))
-            if code.isdigit():  # an XML error document where JSON was expected (proxies, emulators)
-                found = re.search(r"<Code>([^<]+)</Code>", text)
-                message = re.search(r"<Message>([^<]*)</Message>", text)
-                code = found.group(1) if found else f"HTTP {code}"
-                text = message.group(1) if message else text
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            hint = ""
-            if code in CREDENTIALS or status == 403:
-                hint = f" (credentials rejected in {self.where()}: check the access key, secret and region)"
-            elif code in NOT_FOUND:
-                hint = f" (not found in {self.where()}: wrong region or table name?)"
-            raise AwsError(f"{self.label}: {operation}{about}: {code}: {text}{hint}", code) from None
-        except botocore.exceptions.NoCredentialsError:
-            raise AwsError(
-                f"{self.label}: no AWS credentials found (set access_key_id_env and "
-                "secret_access_key_env, or configure the standard AWS credential chain)",
-                "NoCredentialsError",
-            ) from None
-        except botocore.exceptions.EndpointConnectionError as exc:
-            raise AwsError(
-                f"{self.label}: cannot reach DynamoDB in {self.where()}: {exc}", "EndpointConnectionError"
-            ) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise AwsError(f"{self.label}: {operation}{about}: {exc}", type(exc).__name__) from None
+        name = "DynamoDB" if service == "dynamodb" else "Application Auto Scaling"
+        return awsapi.call(
+            self.label,
+            getattr(client, operation),
+            operation,
+            subject,
+            service=name,
+            place=self.where(),
+            not_found=NOT_FOUND,
+            **params,
+        )
 
     def call_retrying(self, operation: str, subject: str = "", **params: Any) -> dict[str, Any]:
         """``call``, waiting out busy tables and AWS's limits on concurrent operations."""
@@ -166,22 +112,11 @@ class Aws:
             self.sleep()
 
     def sleep(self) -> None:
-        if self.stop.wait(self.poll_s):
-            raise Stopped(f"{self.label}: stopped (another table of this restore failed)")
+        self.poller.sleep()
 
-    def wait(self, what: str, probe: Callable[[], tuple[bool, str]], timeout_s: float | None = None) -> None:
+    def wait(self, what: str, probe: Probe, timeout_s: float | None = None) -> None:
         """Poll ``probe`` (returns (done, state)) until done; TargetError after the timeout."""
-        limit = self.wait_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + limit
-        while True:
-            done, state = probe()
-            if done:
-                return
-            if time.monotonic() >= deadline:
-                raise TargetError(
-                    f"{self.label}: timed out after {limit:g}s waiting for {what} (still {state})"
-                )
-            self.sleep()
+        self.poller.wait(what, probe, timeout_s)
 
     # -- tables -------------------------------------------------------------
 

@@ -37,7 +37,7 @@ instance id (its restorable account, the restore source), consistency, kind,
 backup tier and the databases/containers, in the manifest and in the
 artifact ``account.json``.
 
-Restore (``cosmos_restore``) creates a **new** account from the restorable
+Restore (``cosmos.restore``) creates a **new** account from the restorable
 account at the restore point (create mode Restore, point in time), waits until
 it is online, sets its default consistency to Strong and reads it back, then
 runs ``after_restore`` or says what is left to do: ScalarDB's stored procedures
@@ -60,15 +60,14 @@ from txbackup.durations import MAX_CALL_S
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.safepaths import shown
-from txbackup.secrets import check_secret, resolve_secret
+from txbackup.secrets import check_secret
 from txbackup.settings import check_keys, name_list, setting_duration, setting_opt_str, setting_str
+from txbackup.targets.azureauth import CredentialFactory, default_credential, read_credential
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings
 
 if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
-
-    from txbackup.targets.cosmos_azure import Arm, CredentialFactory
+    from txbackup.targets.cosmos.azure import Arm
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +112,9 @@ Databases = dict[str, list[str]]
 
 
 def azure() -> ModuleType:
-    """The Azure side of this target (``cosmos_azure``): the SDK is needed from here on."""
+    """The Azure side of this target (``cosmos.azure``): the SDK is needed from here on."""
     try:
-        from txbackup.targets import cosmos_azure
+        from txbackup.targets.cosmos import azure as cosmos_azure
     except ImportError as exc:
         raise TargetError(
             f"cosmos targets need azure-mgmt-cosmosdb and azure-identity ({exc}): "
@@ -404,7 +403,7 @@ class CosmosTarget:
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
         azure()
-        from txbackup.targets.cosmos_restore import RestoreJob
+        from txbackup.targets.cosmos.restore import Options, RestoreJob
 
         name = self._account(dest)
         position = src.position
@@ -419,22 +418,16 @@ class CosmosTarget:
                 raise self.error("the backup set records no set id: name the new account with --to")
             name = restored_name(self.restored_account_name, self.account, set_id, self.label)
         journal: StepJournal = getattr(src, "journal", None) or MemoryJournal()
-        RestoreJob(self, journal, position, src.restore_point, name).run()
-
-
-def default_credential() -> TokenCredential:
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential()
-
-
-def _secret_credential(tenant_id: str, client_id: str, secret: str) -> CredentialFactory:
-    def make() -> TokenCredential:
-        from azure.identity import ClientSecretCredential
-
-        return ClientSecretCredential(tenant_id, client_id, secret)
-
-    return make
+        options = Options(
+            self.label,
+            self.location,
+            self.poll_s,
+            self.wait_timeout_s,
+            self.window_wait_s,
+            self.after_restore,
+            self.after_restore_timeout_s,
+        )
+        RestoreJob(options, self.arm(), journal, position, src.restore_point, name).run()
 
 
 def parse_databases(conf: Mapping[str, Any], culprit: str) -> Databases | None:
@@ -466,23 +459,13 @@ def parse_databases(conf: Mapping[str, Any], culprit: str) -> Databases | None:
 
 def from_config(name: str, conf: Mapping[str, Any]) -> CosmosTarget:
     culprit = f'target "{name}"'
-    check_secret(conf, "client_secret", culprit=culprit)
+    check_secret(conf, "client_secret", culprit=culprit)  # a secret in the file: said before unknown keys
     check_keys(conf, _KEYS, culprit=culprit)
     account = check_account_name(setting_str(conf, "account", culprit=culprit), culprit)
     pattern = setting_str(conf, "restored_account_name", DEFAULT_RESTORED_NAME, culprit=culprit)
     if "restored_account_name" in conf:
         restored_name(pattern, account, _SAMPLE_SET_ID, culprit)
-    tenant = setting_opt_str(conf, "tenant_id", culprit=culprit)
-    client = setting_opt_str(conf, "client_id", culprit=culprit)
-    credential: CredentialFactory | None = None
-    if tenant or client or "client_secret_env" in conf or "client_secret_file" in conf:
-        secret = resolve_secret(conf, "client_secret", culprit=culprit)
-        if not (tenant and client and secret):
-            raise UsageError(
-                f"{culprit}: a service principal needs tenant_id, client_id and client_secret_env "
-                "(or client_secret_file); give none of them for DefaultAzureCredential"
-            )
-        credential = _secret_credential(tenant, client, secret)
+    credential = read_credential(conf, culprit)
     after = conf.get("after_restore")
     if isinstance(after, str):
         after = [after]

@@ -41,30 +41,25 @@ the restored tables are trusted.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
+import functools
 import logging
 import re
 import secrets
-import threading
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from txbackup.clock import iso_ms
 from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import StepJournal
-from txbackup.targets.dynamodb_aws import Aws, AwsError, Stopped, apply_settings, restore_overrides
-from txbackup.targets.pitr import outside_window, parse_restore_point
+from txbackup.targets.dynamodb.aws import Aws, AwsError, Stopped, apply_settings, restore_overrides
+from txbackup.targets.pitr.job import PointInTimeJob
+from txbackup.targets.pitr.journal import FaultHook
 
 log = logging.getLogger(__name__)
 
 PITR = "pitr"
 ON_DEMAND = "on-demand"
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
-
-FaultHook = Callable[[str, str], None]
-"""Called as ``hook(step, "acted")`` after a step took effect and ``hook(step,
-"done")`` after it was recorded (tests raise from it to simulate a crash)."""
 
 
 def check_table_name(name: str, culprit: str) -> str:
@@ -86,33 +81,7 @@ def parse_destination(value: str, culprit: str) -> tuple[str, str]:
     return kind, text
 
 
-class _Journal:
-    """The job's journal, serialised between the tables' threads."""
-
-    def __init__(self, inner: StepJournal, hook: FaultHook | None) -> None:
-        self._inner = inner
-        self._lock = threading.Lock()
-        self._hook = hook
-
-    def is_done(self, step: str) -> bool:
-        with self._lock:
-            return self._inner.is_done(step)
-
-    def data(self, step: str) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._inner.data(step) or {})
-
-    def done(self, step: str, data: Mapping[str, Any] | None = None) -> None:
-        if self._hook is not None:
-            self._hook(step, "acted")
-        with self._lock:
-            self._inner.mark_done(step, data)
-        log.info("%s: done", step)
-        if self._hook is not None:
-            self._hook(step, "done")
-
-
-class RestoreJob:
+class RestoreJob(PointInTimeJob):
     """One restore of one DynamoDB target (see the module doc)."""
 
     def __init__(
@@ -127,23 +96,21 @@ class RestoreJob:
         window_wait_s: float,
         hook: FaultHook | None = None,
     ) -> None:
+        mode = str(position.get("mode", ""))
+        if mode not in (PITR, ON_DEMAND):
+            raise TargetError(f"{aws.label}: the backup set records no capture mode (not a dynamodb set?)")
+        super().__init__(aws.label, journal, restore_point, aws.poller, hook=hook, needs_point=mode == PITR)
         self.aws = aws
-        self.label = aws.label
-        self.journal = _Journal(journal, hook)
-        self.mode = str(position.get("mode", ""))
-        if self.mode not in (PITR, ON_DEMAND):
-            raise TargetError(f"{self.label}: the backup set records no capture mode (not a dynamodb set?)")
+        self.mode = mode
         self.settings: dict[str, dict[str, Any]] = dict(position.get("tables") or {})
         self.backups: dict[str, str] = dict(position.get("backups") or {})
         if not self.settings:
             raise TargetError(f"{self.label}: the backup set records no tables")
-        self.restore_point = restore_point
         self.rename = rename
         self.force = force
         self.parallel = parallel
         self.window_wait_s = window_wait_s
         self.token = ""
-        self.point: datetime | None = None
 
     def new_name(self, table: str) -> str:
         if self.rename is None:
@@ -182,19 +149,20 @@ class RestoreJob:
 
     def _plan(self) -> None:
         """Check everything before the first change; record the job's token."""
+        planned = self.plan(self._check)
+        self.token = str(planned["token"])
+        if planned.get("rename") != (list(self.rename) if self.rename else None):
+            raise UsageError(
+                f"{self.label}: this restore job was started with destination {planned.get('rename')}; "
+                "resume it with the same --to"
+            )
+
+    def _check(self) -> dict[str, Any]:
         if self.mode == PITR:
-            self.point = parse_restore_point(self.restore_point, self.label)
-        if self.journal.is_done("plan"):
-            planned = self.journal.data("plan")
-            self.token = str(planned["token"])
-            if planned.get("rename") != (list(self.rename) if self.rename else None):
-                raise UsageError(
-                    f"{self.label}: this restore job was started with destination {planned.get('rename')}; "
-                    "resume it with the same --to"
+            for table in sorted(self.settings):
+                self.check_window(
+                    f"table {table}", functools.partial(self._window, table), self.window_wait_s
                 )
-            return
-        if self.mode == PITR:
-            self._check_windows()
         else:
             self._check_backups()
         if self.rename is not None:
@@ -214,60 +182,28 @@ class RestoreJob:
                     "(each is deleted only once a backup of its restored copy is AVAILABLE): add --force, "
                     "or restore next to them with --to NAME=suffix:-restored"
                 )
-        token = secrets.token_hex(4)
-        self.journal.done(
-            "plan",
-            {
-                "token": token,
-                "mode": self.mode,
-                "restore_point": iso_ms(self.point) if self.point else None,
-                "rename": list(self.rename) if self.rename else None,
-            },
-        )
-        self.token = token
+        return {
+            "token": secrets.token_hex(4),
+            "mode": self.mode,
+            "rename": list(self.rename) if self.rename else None,
+        }
 
-    def _check_windows(self) -> None:
-        """Every source table has PITR enabled and the restore point in its window.
+    def _window(self, table: str) -> tuple[datetime, datetime]:
+        """The source table's PITR window (it must exist and have PITR on).
 
-        LatestRestorableDateTime trails the present by about five minutes: a
-        restore point that is past but not yet restorable is waited for (up to
-        ``restore_window_wait``)."""
-        assert self.point is not None
-        point = self.point
-        for table in sorted(self.settings):
-            if self.aws.describe_table(table) is None:
-                raise TargetError(
-                    f"{self.label}: table {table} does not exist: a point-in-time restore needs it "
-                    f"(a deleted table's last state is in its system backup {table}$DeletedTableBackup)"
-                )
-            window = self.aws.pitr_window(table)
-            if window is None:
-                raise TargetError(
-                    f"{self.label}: point-in-time recovery is not enabled on table {table}: cannot restore it"
-                )
-            earliest, latest = window
-            if point > latest and point <= datetime.now(UTC):
-
-                def caught_up(table: str = table) -> tuple[bool, str]:
-                    now = self.aws.pitr_window(table)
-                    return now is not None and now[1] >= point, "behind"
-
-                with contextlib.suppress(TargetError):
-                    self.aws.wait(
-                        f"table {table}'s latest restorable time to pass {iso_ms(point)}",
-                        caught_up,
-                        self.window_wait_s,
-                    )
-                window = self.aws.pitr_window(table) or window
-                earliest, latest = window
-            problem = outside_window(point, earliest, latest)
-            if problem:
-                hint = (
-                    " (the latest restorable time trails the present by about 5 minutes: retry later)"
-                    if latest < point <= datetime.now(UTC)
-                    else ""
-                )
-                raise TargetError(f"{self.label}: table {table}: {problem}; refusing to restore{hint}")
+        LatestRestorableDateTime trails the present by about five minutes: the
+        shared ``check_window`` waits for a point that is past but not yet restorable."""
+        if self.aws.describe_table(table) is None:
+            raise TargetError(
+                f"{self.label}: table {table} does not exist: a point-in-time restore needs it "
+                f"(a deleted table's last state is in its system backup {table}$DeletedTableBackup)"
+            )
+        window = self.aws.pitr_window(table)
+        if window is None:
+            raise TargetError(
+                f"{self.label}: point-in-time recovery is not enabled on table {table}: cannot restore it"
+            )
+        return window
 
     def _check_backups(self) -> None:
         for table in sorted(self.settings):
@@ -292,13 +228,12 @@ class RestoreJob:
         """Start restoring ``source`` (at the point, or from the set's backup) into table ``target``."""
         overrides = restore_overrides(self.settings[source])
         if self.mode == PITR:
-            assert self.point is not None
             return self.aws.call_retrying(
                 "restore_table_to_point_in_time",
                 source,
                 SourceTableName=source,
                 TargetTableName=target,
-                RestoreDateTime=self.point,
+                RestoreDateTime=self.at,
                 **overrides,
             )
         return self.aws.call_retrying(

@@ -40,6 +40,7 @@ from azure.mgmt.cosmosdb.models import (
 )
 
 from txbackup.errors import TargetError
+from txbackup.targets.pitr.polling import log as progress  # the progress of long waits, shown by default
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ class Arm:
                 if time.monotonic() - last_log >= progress_s:
                     last_log = time.monotonic()
                     elapsed = round(last_log - started)
-                    log.info("%s: %s: %s for %ds", self.label, what, poller.status(), elapsed)
+                    progress.info("%s: %s: %s for %ds", self.label, what, poller.status(), elapsed)
             return poller.result()
         except HttpResponseError as exc:
             raise AzureFailed(f"{self.label}: {what} failed in Azure: {azure_message(exc)}") from None

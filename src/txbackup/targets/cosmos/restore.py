@@ -35,8 +35,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from azure.core.polling import LROPoller
 from azure.mgmt.cosmosdb.models import (
@@ -54,14 +55,12 @@ from azure.mgmt.cosmosdb.models import (
 )
 
 from txbackup import procs
-from txbackup.clock import iso_ms
+from txbackup.clock import iso_ms, utc_now
 from txbackup.errors import TargetError
 from txbackup.jobs import StepJournal
-from txbackup.targets.cosmos_azure import FAILED_STATES, SUCCEEDED, AzureFailed, parse_azure_time, text
-from txbackup.targets.pitr import outside_window, parse_restore_point
-
-if TYPE_CHECKING:
-    from txbackup.targets.cosmos import CosmosTarget
+from txbackup.targets.cosmos.azure import FAILED_STATES, SUCCEEDED, Arm, AzureFailed, parse_azure_time, text
+from txbackup.targets.pitr.job import PointInTimeJob
+from txbackup.targets.pitr.polling import Poller
 
 log = logging.getLogger(__name__)
 
@@ -77,33 +76,46 @@ def _consistency(account: DatabaseAccountGetResults) -> str:
     return text(policy.default_consistency_level) or "unknown" if policy is not None else "unknown"
 
 
-class RestoreJob:
+@dataclass(frozen=True)
+class Options:
+    """What a restore takes from the target's settings (the target builds it: this
+    module knows nothing of the target, so the two do not import each other)."""
+
+    label: str
+    location: str | None
+    poll_s: float
+    wait_timeout_s: float
+    window_wait_s: float
+    after_restore: list[str] | None
+    after_restore_timeout_s: float
+
+
+class RestoreJob(PointInTimeJob):
     """One restore of one Cosmos DB target (see the module doc)."""
 
     def __init__(
         self,
-        target: CosmosTarget,
+        options: Options,
+        arm: Arm,
         journal: StepJournal,
         position: Mapping[str, Any],
         restore_point: str | None,
         name: str,
     ) -> None:
-        self.target = target
-        self.arm = target.arm()
-        self.label = target.label
-        self.journal = journal
         self.position = dict(position)
         for key in ("restore_source", "instance_id", "location", "account"):
             if not self.position.get(key):
-                raise TargetError(f"{self.label}: the backup set records no {key} (not a cosmos set?)")
-        self.point = parse_restore_point(restore_point, self.label)
+                raise TargetError(f"{options.label}: the backup set records no {key} (not a cosmos set?)")
+        poller = Poller(options.label, options.poll_s, options.wait_timeout_s)
+        super().__init__(options.label, journal, restore_point, poller)
+        self.target = options
+        self.arm = arm
         self.name = name
         self.source = str(self.position["restore_source"])
-        self.location = target.location or str(self.position["location"])
+        self.location = options.location or str(self.position["location"])
 
     def done(self, step: str, data: Mapping[str, Any] | None = None) -> None:
-        self.journal.mark_done(step, data)
-        log.info("%s: %s: done", self.label, step)
+        self.journal.done(step, data)
 
     def run(self) -> None:
         self._plan()
@@ -114,26 +126,20 @@ class RestoreJob:
     # -- plan ------------------------------------------------------------------
 
     def _plan(self) -> None:
-        if self.journal.is_done("plan"):
-            planned = self.journal.data("plan") or {}
-            self.name = str(planned["account"])  # the account this job started, whatever the pattern says now
-            self.location = str(planned["location"])
-            return
-        self._check_window()
+        planned = self.plan(self._check)
+        self.name = str(planned["account"])  # the account this job started, whatever the pattern says now
+        self.location = str(planned["location"])
+
+    def _check(self) -> dict[str, Any]:
+        self.check_window(
+            f"source account {self.position['account']}", self._window, self.target.window_wait_s
+        )
         if self.arm.account(self.name) is not None:
             raise TargetError(
                 f"{self.label}: account {self.name} exists already; a restore never replaces an account: "
                 "name another with --to NAME=accountname (or delete it first)"
             )
-        self.done(
-            "plan",
-            {
-                "account": self.name,
-                "location": self.location,
-                "restore_point": iso_ms(self.point),
-                "restore_source": self.source,
-            },
-        )
+        return {"account": self.name, "location": self.location, "restore_source": self.source}
 
     def _window(self) -> tuple[datetime, datetime]:
         """The source's restorable window now: oldest restorable time .. the latest
@@ -146,7 +152,7 @@ class RestoreJob:
                 f"{where}) is gone: past its retention, or the account was deleted long ago"
             )
         props = restorable.properties
-        now = datetime.now(UTC)
+        now = utc_now()
         earliest = (
             parse_azure_time(props.oldest_restorable_time) or parse_azure_time(props.creation_time) or now
         )
@@ -161,26 +167,6 @@ class RestoreJob:
                 if found is not None and (latest is None or found < latest):
                     latest = found
         return earliest, latest or now
-
-    def _check_window(self) -> None:
-        """Refuse a restore point outside the window; wait for a recent one to become restorable."""
-        earliest, latest = self._window()
-        if latest < self.point <= datetime.now(UTC):
-            deadline = time.monotonic() + self.target.window_wait_s
-            log.info(
-                "%s: waiting for the latest restorable time (%s) to pass %s",
-                self.label,
-                iso_ms(latest),
-                iso_ms(self.point),
-            )
-            while latest < self.point and time.monotonic() < deadline:
-                time.sleep(min(self.target.poll_s, max(0.0, deadline - time.monotonic())))
-                earliest, latest = self._window()
-        problem = outside_window(self.point, earliest, latest)
-        if problem:
-            raise TargetError(
-                f"{self.label}: source account {self.position['account']}: {problem}; refusing to restore"
-            )
 
     # -- the restored account ---------------------------------------------------
 
@@ -198,7 +184,7 @@ class RestoreJob:
             kind=str(self.position.get("kind") or "GlobalDocumentDB"),
             tags={
                 "txbackup-set": str(self.position.get("set_id") or ""),
-                "txbackup-restore-point": iso_ms(self.point),
+                "txbackup-restore-point": iso_ms(self.at),
             },
             properties=DatabaseAccountCreateUpdateProperties(
                 locations=[
@@ -208,7 +194,7 @@ class RestoreJob:
                 restore_parameters=RestoreParameters(
                     restore_mode="PointInTime",
                     restore_source=self.source,
-                    restore_timestamp_in_utc=self.point,
+                    restore_timestamp_in_utc=self.at,
                     databases_to_restore=databases,
                 ),
                 backup_policy=ContinuousModeBackupPolicy(
@@ -227,7 +213,7 @@ class RestoreJob:
         return (
             (text(restore.restore_source) or "").lower() == self.source.lower()
             and moment is not None
-            and abs((moment - self.point).total_seconds()) < 0.001
+            and abs((moment - self.at).total_seconds()) < 0.001
         )
 
     def _attempt(self) -> int:
@@ -254,7 +240,7 @@ class RestoreJob:
             if existing is not None and not self._ours(existing):
                 raise TargetError(
                     f"{self.label}: account {self.name} appeared meanwhile and is not this job's restore "
-                    f"of {self.position['account']} at {iso_ms(self.point)}; it is left alone"
+                    f"of {self.position['account']} at {iso_ms(self.at)}; it is left alone"
                 )
             if existing is not None and _state(existing) == "Deleting":  # a deletion cut short
                 self._watch(f"deletion of the failed account {self.name}", until_gone=True)
@@ -276,7 +262,7 @@ class RestoreJob:
                     self.label,
                     self.position["account"],
                     self.name,
-                    iso_ms(self.point),
+                    iso_ms(self.at),
                 )
                 poller = self.arm.call(
                     f"restore account {self.position['account']} as {self.name}",
@@ -322,7 +308,7 @@ class RestoreJob:
             if time.monotonic() >= deadline:
                 raise TimeoutError(what)
             log.info("%s: %s: %s", self.label, what, state)
-            time.sleep(self.target.poll_s)
+            self.poller.sleep()
 
     # -- Strong consistency --------------------------------------------------------
 
@@ -382,7 +368,7 @@ class RestoreJob:
                 "TXBACKUP_COSMOS_RESOURCE_GROUP": self.arm.resource_group,
                 "TXBACKUP_COSMOS_SUBSCRIPTION": self.arm.subscription_id,
                 "TXBACKUP_COSMOS_SOURCE_ACCOUNT": str(self.position["account"]),
-                "TXBACKUP_RESTORE_POINT": iso_ms(self.point),
+                "TXBACKUP_RESTORE_POINT": iso_ms(self.at),
             }
             procs.run(
                 argv,
@@ -405,7 +391,7 @@ class RestoreJob:
             "%s: account %s restored to %s with Strong consistency; left to do: 1) %s; 2) %s",
             self.label,
             self.name,
-            iso_ms(self.point),
+            iso_ms(self.at),
             left[0],
             left[1],
         )
