@@ -80,5 +80,7 @@ class Pushgateway(DaemonServer):
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as answer:
             return str(answer.read().decode())
 
-    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
-        return parse_samples(self.exposition(), name)
+    def samples(self, name: str, job: str | None = None) -> list[tuple[dict[str, str], float]]:
+        """The samples of ``name`` it serves (of the group ``job`` only, when given)."""
+        found = parse_samples(self.exposition(), name)
+        return [s for s in found if job is None or s[0].get("job") == job]
