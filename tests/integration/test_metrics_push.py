@@ -92,6 +92,9 @@ def test_backup_success_then_failure_as_a_cronjob_alert_sees_it(
     result = json.loads(ok.stdout.splitlines()[-1])
     labels = _labels(job, "backup")
 
+    def backup_samples(name: str) -> list[tuple[dict[str, str], float]]:
+        return [s for s in gateway.samples(name, job) if s[0]["command"] == "backup"]
+
     assert gateway.samples("txbackup_last_run_exit_code", job) == [(labels, 0.0)]
     [(_, success_at)] = gateway.samples("txbackup_last_success_timestamp_seconds", job)
     pause_s = result["timings"]["pause_ms"] / 1000
@@ -106,14 +109,25 @@ def test_backup_success_then_failure_as_a_cronjob_alert_sees_it(
         ({"command": "backup"}, success_at)
     ]
 
+    # verify has its own file beside the backup's, and its own group in the gateway
+    verified = txbackup("verify", "-c", str(config), result["set_id"])
+    assert verified.returncode == 0, verified.stderr
+    own = parse_samples((tmp_path / "node" / "m-verify.prom").read_text(), "txbackup_last_run_exit_code")
+    assert own == [({"command": "verify"}, 0.0)]
+    kept = parse_samples(textfile.read_text(), "txbackup_last_run_exit_code")
+    assert kept == [({"command": "backup"}, 0.0)]
+    assert gateway.samples("txbackup_last_run_success", job) == [
+        (labels, 1.0), (_labels(job, "verify"), 1.0)
+    ]
+
     # target b's database is gone: preflight fails, exit 1, nothing paused
     (tmp_path / "b.db").unlink()
     failed = txbackup("backup", "-c", str(config), "--json")
     assert failed.returncode == 1
-    assert gateway.samples("txbackup_last_run_exit_code", job) == [(labels, 1.0)]
-    assert gateway.samples("txbackup_last_run_success", job) == [(labels, 0.0)]
+    assert backup_samples("txbackup_last_run_exit_code") == [(labels, 1.0)]
+    assert backup_samples("txbackup_last_run_success") == [(labels, 0.0)]
     # the alert "no success for 26h" still sees the earlier success, in both places
-    assert gateway.samples("txbackup_last_success_timestamp_seconds", job) == [(labels, success_at)]
+    assert backup_samples("txbackup_last_success_timestamp_seconds") == [(labels, success_at)]
     text = textfile.read_text()
     backup = {"command": "backup"}
     assert parse_samples(text, "txbackup_last_success_timestamp_seconds") == [(backup, success_at)]

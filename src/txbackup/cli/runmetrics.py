@@ -138,7 +138,16 @@ class Run:
 
     @property
     def textfile(self) -> str | None:
-        return self.metrics_file or self.config.textfile
+        """``--metrics-file``, else ``[metrics] textfile`` for a backup and, for the other
+        commands, a file beside it named for the command (``txbackup.prom`` ->
+        ``txbackup-verify.prom``): each command owns its file, so a verify never erases
+        what the backup wrote, and node-exporter reads them all."""
+        if self.metrics_file is not None or self.config.textfile is None:
+            return self.metrics_file
+        if self.command == "backup":
+            return self.config.textfile
+        path = Path(self.config.textfile)
+        return str(path.with_name(f"{path.stem}-{self.command}{path.suffix}"))
 
     # -- the families -------------------------------------------------------------------------
     def families(self, ended: float, last_success: float | None) -> list[Family]:
@@ -239,6 +248,15 @@ class Run:
 
 def _stderr_warning(message: str) -> None:
     print(f"txbackup: warning: {message}", file=sys.stderr)
+
+
+def run_recorded(
+    command: str, args: argparse.Namespace, body: Callable[[argparse.Namespace, Run], int]
+) -> int:
+    """``body(args, run)`` inside :func:`recorded`: what it returns is the run's exit code."""
+    with recorded(command, args) as run:
+        run.returned = body(args, run)
+        return run.returned
 
 
 @contextmanager
