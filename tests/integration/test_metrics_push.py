@@ -154,6 +154,12 @@ def test_an_unreachable_pushgateway_is_a_warning_not_a_failure(tmp_path: Path) -
         rest = sqlite_targets(tmp_path, "a") + metrics
         config = write_cluster(tmp_path / "c.toml", endpoint, 'path = "store"', rest)
         result = txbackup("backup", "-c", str(config))
+        as_json = txbackup("backup", "-c", str(config), "--json")
     assert result.returncode == 0, result.stderr
     assert "warning: metrics not pushed: pushgateway " in result.stderr
     assert "backup set" in result.stdout
+    assert as_json.returncode == 0, as_json.stderr
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert events[-1]["event"] == "result"  # the warning comes before the result, as every event
+    [warning] = [e for e in events if e["event"] == "warning"]
+    assert warning["message"].startswith("metrics not pushed: pushgateway http://127.0.0.1:")

@@ -111,6 +111,7 @@ def _run(args: argparse.Namespace, metrics: Run) -> int:
     unverified = fleets[-1].window.unverified if fleets else []
     result = summary(manifest, unverified)
     metrics.summary = result
+    metrics.succeeded()
     if args.json:
         reporter.event("result", **result)
     else:

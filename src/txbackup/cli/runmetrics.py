@@ -106,6 +106,8 @@ class Run:
     targets: dict[str, _TargetSeen] = field(default_factory=dict)
     pause_ms: int | None = None
     phase_ms: dict[str, int] = field(default_factory=dict)
+    warn: Callable[[str], None] = field(default=lambda message: _stderr_warning(message))
+    emitted: bool = False
 
     @property
     def reporter(self) -> Reporter:
@@ -218,8 +220,17 @@ class Run:
                 export.add(seen.export_s, **labels)
         return [*families, success, size, stored, capture, export]
 
+    def succeeded(self) -> None:
+        """The run succeeded: its metrics go out now, before the command prints its result
+        (with --json the result stays the last event; a warning of ours comes before it)."""
+        self.exit_code = 0
+        self.emit(self.warn)
+
     # -- where they go ------------------------------------------------------------------------
     def emit(self, warn: Callable[[str], None]) -> None:
+        if self.emitted:
+            return
+        self.emitted = True
         ended = time.time()
         succeeded = self.exit_code == 0
         textfile = self.textfile
@@ -269,19 +280,21 @@ def recorded(command: str, args: argparse.Namespace, inner: Reporter | None = No
     if metrics_file is not None:
         check_textfile(metrics_file, what="--metrics-file")
     run = Run(command, time.time(), inner or SilentReporter(), metrics_file=metrics_file)
-    warn = _stderr_warning
     if inner is not None and not isinstance(inner, SilentReporter):
         reporter = inner
 
         def warn(message: str) -> None:
             reporter.event("warning", message=message)
 
+        run.warn = warn
     try:
         yield run
     except BaseException as exc:
-        run.exit_code = exit_code_of(exc)
-        run.emit(warn)
+        if not run.emitted:
+            run.exit_code = exit_code_of(exc)
+        run.emit(run.warn)
         raise
-    run.exit_code = run.returned
-    run.emit(warn)
+    if not run.emitted:
+        run.exit_code = run.returned
+    run.emit(run.warn)
 
