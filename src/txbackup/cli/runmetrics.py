@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from txbackup.cli import Terminated
 from txbackup.config import MetricsConfig
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.errors import TxbackupError
@@ -52,7 +53,7 @@ def exit_code_of(exc: BaseException | None) -> int:
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
         return 128 + signal.SIGINT
-    if type(exc).__name__ == "Terminated":  # txbackup.cli.Terminated (imported there, not here)
+    if isinstance(exc, Terminated):
         return 128 + signal.SIGTERM
     if isinstance(exc, SystemExit):
         return exc.code if isinstance(exc.code, int) else 1
