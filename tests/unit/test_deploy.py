@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ yaml = pytest.importorskip("yaml")
 
 from kubernetes.client import ApiClient  # noqa: E402
 
+from tests.conftest import require  # noqa: E402
 from txbackup.config import (  # noqa: E402
     METRICS,
     STORAGE,
@@ -34,6 +37,8 @@ from txbackup.config import (  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 MANIFESTS = DEPLOY / "kubernetes"
+CHART = DEPLOY / "helm" / "txbackup"
+HELM = ROOT / ".cache" / "helm" / "bin" / "helm"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY|CREDENTIAL", re.IGNORECASE)
 
 MODELS = {
@@ -63,6 +68,25 @@ def _manifests() -> dict[str, dict[str, Any]]:
     return found
 
 
+def helm_binary() -> str | None:
+    """helm on PATH, else the one tests/emulators/fetch builds from the Go module proxy."""
+    return shutil.which("helm") or (str(HELM) if HELM.exists() else None)
+
+
+def render_chart(*flags: str) -> subprocess.CompletedProcess[str]:
+    helm = helm_binary()
+    assert helm is not None
+    command = [helm, "template", "txbackup", str(CHART), "--namespace", "scalardb", *flags]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def _rendered(*flags: str) -> dict[str, dict[str, Any]]:
+    result = render_chart(*flags)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d is not None]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
 def _model(doc: dict[str, Any]) -> Any:
     api = ApiClient()
     name = MODELS[(doc["apiVersion"], doc["kind"])]
@@ -71,9 +95,16 @@ def _model(doc: dict[str, Any]) -> Any:
     return model
 
 
-@pytest.fixture(scope="module")
-def models() -> dict[str, Any]:
-    return {doc["kind"]: _model(doc) for doc in _manifests().values()}
+@pytest.fixture(scope="module", params=["kubernetes", "helm"])
+def models(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The objects of deploy/kubernetes, then those the Helm chart renders with its defaults,
+    as the client's models, by kind: every check below holds for both."""
+    if request.param == "helm":
+        require(None if helm_binary() else f"helm missing ({HELM}): run tests/emulators/fetch (needs go)")
+        docs = list(_rendered().values())
+    else:
+        docs = list(_manifests().values())
+    return {doc["kind"]: _model(doc) for doc in docs}
 
 
 def test_every_manifest_is_a_known_model_and_in_the_kustomization() -> None:
@@ -82,8 +113,9 @@ def test_every_manifest_is_a_known_model_and_in_the_kustomization() -> None:
     assert kinds == ["ConfigMap", "CronJob", "Role", "RoleBinding", "ServiceAccount"]
     kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(docs)
+    assert kustomization["namespace"], "the release's namespace: kustomize sets it on every object"
     for doc in docs.values():
-        assert "namespace" not in doc["metadata"], "the namespace is the release's: given at apply time"
+        assert "namespace" not in doc["metadata"], "the namespace is kustomization.yaml's, in one place"
 
 
 def test_the_model_round_trip_catches_a_misplaced_field() -> None:
@@ -101,8 +133,10 @@ def test_the_role_grants_get_and_list_on_pods_and_services_only(models: dict[str
     assert all(r.resource_names is None and r.non_resource_urls is None for r in role.rules)
     binding = models["RoleBinding"]
     assert (binding.role_ref.kind, binding.role_ref.name) == ("Role", role.metadata.name)
-    account = models["ServiceAccount"].metadata.name
-    assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [("ServiceAccount", account, None)]
+    account = models["ServiceAccount"].metadata
+    # plain manifests: kustomize's namespace (kustomization.yaml) fills both; the chart: the release's
+    subjects = [(s.kind, s.name, s.namespace) for s in binding.subjects]
+    assert subjects == [("ServiceAccount", account.name, account.namespace)]
 
 
 def test_the_cronjob_runs_backup_once_at_a_time_as_non_root(models: dict[str, Any]) -> None:
@@ -141,10 +175,10 @@ def test_no_secret_literal_in_any_manifest(models: dict[str, Any]) -> None:
     for var in pod.containers[0].env:
         if SECRET_NAME.search(var.name):
             assert var.value is None and var.value_from.secret_key_ref is not None, var.name
-    for path in MANIFESTS.glob("*.yaml"):
-        text = path.read_text()
-        assert not re.search(r"(?i)(password|secret|token)\s*[:=]\s*['\"]?[A-Za-z0-9+/]{8,}", text), path.name
-        assert "BEGIN " not in text and "AKIA" not in text, path.name
+    for kind, model in models.items():
+        text = json.dumps(ApiClient().sanitize_for_serialization(model))
+        assert not re.search(r"(?i)(password|secret|token)\s*[:=]\s*['\"]?[A-Za-z0-9+/]{8,}", text), kind
+        assert "BEGIN " not in text and "AKIA" not in text, kind
 
 
 def test_the_cluster_file_in_the_configmap(models: dict[str, Any], tmp_path: Path) -> None:
@@ -161,8 +195,8 @@ def test_the_cluster_file_in_the_configmap(models: dict[str, Any], tmp_path: Pat
     for i, target in enumerate(data["targets"]):
         build_target(target, i)
     STORAGE.read(data["storage"], where="configmap")
-    metrics = METRICS.read(data["metrics"], where="configmap")
-    assert metrics["pushgateway"].startswith("http")
+    if "metrics" in data:
+        assert METRICS.read(data["metrics"], where="configmap")["pushgateway"].startswith("http")
     named = {t["password_env"] for t in data["targets"] if "password_env" in t}
     pod = models["CronJob"].spec.job_template.spec.template.spec
     from_secrets = {e.name for e in pod.containers[0].env if e.value_from and e.value_from.secret_key_ref}
@@ -238,3 +272,45 @@ def test_the_image_installs_extras_that_exist() -> None:
                 wanted |= set(found.split(","))
     assert "kubernetes" in wanted
     assert wanted <= extras, wanted - extras
+
+
+# -- the Helm chart ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def helm() -> None:
+    require(None if helm_binary() else f"helm missing ({HELM}): run tests/emulators/fetch (needs go)")
+
+
+def test_the_chart_renders_what_the_plain_manifests_say(helm: None) -> None:
+    """The chart and deploy/kubernetes are two spellings of one deployment: the same kinds,
+    the same Role rules, the same pod security, in the release's namespace."""
+    rendered = {d["kind"]: d for d in _rendered().values()}
+    plain = {d["kind"]: d for d in _manifests().values()}
+    assert sorted(rendered) == sorted(plain)
+    assert rendered["Role"]["rules"] == plain["Role"]["rules"]
+    pod = rendered["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    plain_pod = plain["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == plain_pod["securityContext"]
+    assert pod["containers"][0]["securityContext"] == plain_pod["containers"][0]["securityContext"]
+    assert pod["containers"][0]["args"] == plain_pod["containers"][0]["args"]
+    assert {d["metadata"]["namespace"] for d in rendered.values()} == {"scalardb"}
+
+
+def test_the_chart_refuses_a_secret_as_a_plain_value(helm: None) -> None:
+    result = render_chart("--set", "env.DB_PASSWORD=hunter22")
+    assert result.returncode != 0
+    assert "env.DB_PASSWORD looks like a secret" in result.stderr and "hunter22" not in result.stderr
+
+
+def test_the_chart_with_an_existing_service_account_and_extra_args(helm: None) -> None:
+    docs = _rendered(
+        "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=backup-sa",
+        "--set-json", 'extraArgs=["--wait-lock", "10m"]', "--set", "env.LOG_FORMAT=json",
+    )  # fmt: skip
+    kinds = sorted(d["kind"] for d in docs.values())
+    assert kinds == ["ConfigMap", "CronJob", "Role", "RoleBinding"]
+    models = {d["kind"]: _model(d) for d in docs.values()}
+    assert [s.name for s in models["RoleBinding"].subjects] == ["backup-sa"]
+    pod = models["CronJob"].spec.job_template.spec.template.spec
+    assert pod.service_account_name == "backup-sa"
+    assert pod.containers[0].args[-2:] == ["--wait-lock", "10m"]
+    assert {e.name: e.value for e in pod.containers[0].env}["LOG_FORMAT"] == "json"
