@@ -225,3 +225,28 @@ def test_the_metrics_table(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match=message) as caught:
             load_cluster(_cluster(tmp_path, bad))
         assert "secret" not in str(caught.value).replace("secrets never", "")
+
+
+def _subclasses(cls: type[Exception]) -> list[type[Exception]]:
+    found: list[type[Exception]] = [cls]
+    for sub in cls.__subclasses__():
+        found += _subclasses(sub)
+    return found
+
+
+def test_the_readme_exit_code_table_is_true() -> None:
+    """Every exit code an error class can give is in the README's table (which alerts read)."""
+    import importlib
+    import re
+
+    from txbackup.cli import COMMAND_MODULES
+    from txbackup.errors import TxbackupError
+
+    for name in COMMAND_MODULES:  # every command's errors, defined anywhere they import
+        importlib.import_module(f"txbackup.cli.{name}")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n### ", 1)[0]
+    documented = {int(c) for row in re.findall(r"^\| ([0-9, ]+) \|", table, re.M) for c in row.split(",")}
+    assert documented == {0, 1, 2, 130, 143}
+    codes = {getattr(cls, "exit_code", None) for cls in _subclasses(TxbackupError)}
+    assert codes <= documented, codes - documented
