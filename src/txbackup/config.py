@@ -24,6 +24,7 @@ from txbackup.admin.discovery import check_dns_server, check_srv_name, from_list
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import UsageError
 from txbackup.extras import import_extra
+from txbackup.metrics import check_job, check_pushgateway, check_textfile
 from txbackup.safepaths import read_small_file
 from txbackup.safepaths import shown as shown_text
 from txbackup.secrets import check_dsn, dsn_secret
@@ -76,6 +77,16 @@ class Applications:
         return found
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The ``[metrics]`` table: a node-exporter textfile, a Pushgateway, or both."""
+
+    textfile: str | None = None
+    pushgateway: str | None = None
+    job: str = "txbackup"
+    timeout_s: float = 10.0
+
+
 @dataclass
 class ClusterConfig:
     path: Path
@@ -95,6 +106,8 @@ class ClusterConfig:
     drill: dict[str, Any] | None = None
     """The ``[drill]`` table (read): ``targets`` as :attr:`restore`, ``checks``, ``command``,
     ``timeout``; None when the file has none."""
+    metrics: MetricsConfig = field(default_factory=lambda: MetricsConfig())
+    """Where each run's metrics go (``[metrics]``): nowhere unless configured."""
 
     def coordinator(self) -> tuple[str, str] | None:
         """(target, namespace) of ScalarDB's coordinator, when ``[scalardb]`` places one."""
@@ -337,7 +350,35 @@ DRILL = Table(
         ),
     ),
 )  # fmt: skip
-TABLES = ("applications", "storage", "catalog", "backup", "targets", "restore", "scalardb", "drill")
+def _pushgateway(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> str | None:
+    if key not in conf:
+        return None
+    if not isinstance(conf[key], str):
+        raise UsageError(f"{culprit}: {key} must be a URL string")
+    return check_pushgateway(conf[key], what=f"{culprit}: {key}")
+
+
+def _job(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> str:
+    value = conf.get(key, "txbackup")
+    if not isinstance(value, str):
+        raise UsageError(f"{culprit}: {key} must be a string")
+    return check_job(value, what=f"{culprit}: {key}")
+
+
+METRICS = Table(
+    "[metrics]",
+    (
+        Setting("textfile", "path", help="write the run's metrics here for node-exporter (NAME.prom)"),
+        Setting("pushgateway", "custom", read=_pushgateway, help="push them to this Pushgateway (URL)"),
+        Setting("job", "custom", read=_job, help='the Pushgateway job name (default "txbackup")'),
+        Setting(
+            "timeout", "duration", "10s", "the deadline of the push", minimum=0.001, maximum=300.0,
+        ),
+    ),
+)  # fmt: skip
+TABLES = (
+    "applications", "storage", "catalog", "backup", "targets", "restore", "scalardb", "drill", "metrics",
+)  # fmt: skip
 """The top level of the file: only these tables, each read on its own."""
 
 RESTORE_LOCATION = ("dsn", "host", "port", "user", "database", "path", "dir")
@@ -671,6 +712,18 @@ def load_cluster(path: str | Path) -> ClusterConfig:
         scalardb=scalardb,
         restore=_restore_sections(data.get("restore"), names, where, base),
         drill=_drill(data.get("drill"), names, where, base),
+        metrics=_metrics(data.get("metrics"), where, base),
+    )
+
+
+def _metrics(value: object, where: str, base: Path) -> MetricsConfig:
+    if value is None:
+        return MetricsConfig()
+    read = METRICS.read(value, where=where, base=base)
+    if read["textfile"] is not None:
+        check_textfile(read["textfile"], what=f"{where} [metrics] textfile")
+    return MetricsConfig(
+        textfile=read["textfile"], pushgateway=read["pushgateway"], job=read["job"], timeout_s=read["timeout"]
     )
 
 

@@ -111,8 +111,12 @@ async def test_failing_check_and_command_fail_the_drill(app: SampleServer, tmp_p
     extra = '[[drill.checks]]\nname = "too-many"\ntarget = "a"\nsql = "SELECT 20 + 1"\nexpect = "20"\n'
     config = cluster(tmp_path, live, places, extra)
     env = {**os.environ, "CHECKER_EXIT": "3"}
-    result = txbackup("drill", "-c", str(config), set_id, env=env)
+    metrics = tmp_path / "drill.prom"
+    result = txbackup("drill", "-c", str(config), set_id, "--metrics-file", str(metrics), env=env)
     assert result.returncode == 1, result.stderr
+    # the failed drill is what a weekly alert sees
+    exit_code = [line for line in metrics.read_text().splitlines() if line.startswith("txbackup_last_run_ex")]
+    assert exit_code == ['txbackup_last_run_exit_code{command="drill"} 1']
     lines = [line for line in result.stderr.splitlines() if "drill failed" in line]
     assert lines == [
         "txbackup: drill failed: step check, target a: check too-many: answered '21', expected '20'",

@@ -7,6 +7,7 @@ import argparse
 from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
 from txbackup.cli.common import add_config, add_json, run_async
+from txbackup.cli.runmetrics import Run, add_metrics_arg, recorded
 from txbackup.config import check_places, load_cluster
 from txbackup.durations import parse_duration
 from txbackup.engine.backup import BackupPlan, run_backup
@@ -35,6 +36,12 @@ with a warning.
 Progress goes to stderr; with --json, one JSON object per event on stdout,
 the last one {"event": "result", ...}.
 
+Metrics: with --metrics-file or a [metrics] table, every run (failed ones too)
+leaves Prometheus metrics: last run and last success time, duration, exit code,
+pause window, bytes, and per target bytes, durations and status (README: Metrics).
+Exit codes: 0 set complete, 1 failed (nothing left paused), 2 bad input (nothing
+done), 130/143 stopped by SIGINT/SIGTERM (cleaned up).
+
 example: txbackup backup -c cluster.toml"""
 
 
@@ -46,6 +53,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         default="0s",
         help="if another backup holds the storage lock, wait up to this long (e.g. 10m; default 0s: fail)",
     )
+    add_metrics_arg(parser)
     add_json(parser)
 
 
@@ -64,11 +72,19 @@ def summary(manifest: Manifest, unverified: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    shown: Reporter = JsonReporter() if args.json else HumanReporter()
+    with recorded(NAME, args, shown) as metrics:  # every outcome leaves metrics, when configured
+        return _run(args, metrics)
+
+
+def _run(args: argparse.Namespace, metrics: Run) -> int:
     wait_lock = parse_duration(args.wait_lock)
     config = load_cluster(args.config)
+    metrics.configure(config.metrics)
+    metrics.expect_targets(config.targets)
     # before anything is paused
     check_places(config.storage, config.catalog, writable=True, options=config.storage_options)
-    reporter: Reporter = JsonReporter() if args.json else HumanReporter()
+    reporter = metrics.reporter  # the engine's events, also read for the metrics
     catalog = Catalog(config.catalog)
     apps = config.applications
     fleets: list[Fleet] = []  # the window is the fleet's, once paused
@@ -94,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = run_async(main())
     unverified = fleets[-1].window.unverified if fleets else []
     result = summary(manifest, unverified)
+    metrics.summary = result
+    metrics.succeeded()
     if args.json:
         reporter.event("result", **result)
     else:

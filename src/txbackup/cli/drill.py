@@ -15,6 +15,7 @@ from txbackup.cli.common import (
     print_json,
     set_id_arg,
 )
+from txbackup.cli.runmetrics import Run, add_metrics_arg, run_recorded
 from txbackup.config import load_cluster
 from txbackup.engine.audit import COORDINATOR_NAMESPACE as COORDINATOR
 from txbackup.engine.audit import SYSTEM_NAMESPACE, AuditOptions
@@ -69,13 +70,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latest", action="store_true", help="drill the newest complete set")
     parser.add_argument("--keep", action="store_true", help="leave the restored drill places in place")
     add_key_args(parser)
+    add_metrics_arg(parser)
     add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_recorded(NAME, args, _run)  # metrics of every outcome, when configured
+
+
+def _run(args: argparse.Namespace, metrics: Run) -> int:
     if bool(args.set_id) == bool(args.latest):
         raise UsageError("which set? give a set id (see txbackup list) or --latest, not both")
     config = load_cluster(args.config)
+    metrics.configure(config.metrics)
     if config.drill is None:
         raise UsageError(f"cluster file {config.path}: no [drill] table: say where each target is restored")
     drill = config.drill

@@ -18,6 +18,7 @@ from txbackup.cli.common import (
     run_async,
 )
 from txbackup.cli.prune import add_grace, add_wait_lock, finish, lock_args, say, targets_of
+from txbackup.cli.runmetrics import Run, add_metrics_arg, run_recorded
 from txbackup.durations import MAX_DURATION_S
 from txbackup.engine import retention
 from txbackup.engine.manifest import list_manifests
@@ -68,6 +69,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune", action="store_true", help="then run prune (under an exclusive lock)")
     add_grace(parser)
     add_wait_lock(parser)
+    add_metrics_arg(parser)
     add_json(parser)
 
 
@@ -86,6 +88,10 @@ def _within(text: str) -> retention.Within:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_recorded(NAME, args, _run)  # metrics of every outcome, when configured
+
+
+def _run(args: argparse.Namespace, metrics: Run) -> int:
     counts = {keep: getattr(args, f"keep_{keep}") for keep in KEEPS}
     policy = retention.Policy(**counts, within=args.keep_within)
     if policy.empty:
@@ -93,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     grace = flag_duration(args.grace, "--grace", maximum=366 * 86400.0)
     wait = flag_duration(args.wait_lock, "--wait-lock", maximum=MAX_DURATION_S)
     storage, catalog, config = open_repository(args)
+    if config is not None:
+        metrics.configure(config.metrics)
     keyring = open_keyring(args, storage)  # an encrypted repository's manifests need it
     targets = targets_of(config)
     report = Report(dry_run=args.dry_run)

@@ -19,6 +19,7 @@ from txbackup.cli.common import (
     print_json,
     run_async,
 )
+from txbackup.cli.runmetrics import Run, add_metrics_arg, run_recorded
 from txbackup.config import ClusterConfig
 from txbackup.durations import MAX_DURATION_S, format_duration
 from txbackup.engine.prune import GRACE_S, Report, prune
@@ -68,6 +69,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_grace(parser)
     parser.add_argument("--dry-run", action="store_true", help="only count what would be removed")
     add_wait_lock(parser)
+    add_metrics_arg(parser)
     add_json(parser)
 
 
@@ -102,9 +104,15 @@ def finish(report: Report, command: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_recorded(NAME, args, _run)  # metrics of every outcome, when configured
+
+
+def _run(args: argparse.Namespace, metrics: Run) -> int:
     grace = flag_duration(args.grace, "--grace", maximum=366 * 86400.0)
     wait = flag_duration(args.wait_lock, "--wait-lock", maximum=MAX_DURATION_S)
     storage, _, config = open_repository(args)
+    if config is not None:
+        metrics.configure(config.metrics)
     keyring = open_keyring(args, storage)  # an encrypted repository's manifests need it
     targets = targets_of(config)
     warnings: list[str] = []

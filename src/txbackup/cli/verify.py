@@ -15,6 +15,7 @@ from txbackup.cli.common import (
     print_json,
     set_id_arg,
 )
+from txbackup.cli.runmetrics import Run, add_metrics_arg, run_recorded
 from txbackup.engine.manifest import read_manifest
 from txbackup.engine.progress import human_size
 from txbackup.engine.restore import check_scope
@@ -67,6 +68,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="read a random N%% of the objects back (the others: as without options)",
     )  # fmt: skip
     add_key_args(parser)
+    add_metrics_arg(parser)
     add_json(parser)
 
 
@@ -85,9 +87,15 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_recorded(NAME, args, _run)  # metrics of every outcome, when configured
+
+
+def _run(args: argparse.Namespace, metrics: Run) -> int:
     if args.read_data and args.read_data_subset is not None:
         raise UsageError("verify: give --read-data or --read-data-subset, not both")
     storage, _, config = open_repository(args)
+    if config is not None:
+        metrics.configure(config.metrics)
     keyring = open_keyring(args, storage)  # an encrypted repository: decrypt to verify
     manifest = read_manifest(storage, args.set_id, keyring=keyring)
     problems = []
