@@ -187,6 +187,7 @@ _KEYSET = {
     "char", "varchar", "binary", "varbinary", "date", "datetime",
 }  # fmt: skip
 _MAX_CHUNK_ROWS = 100_000
+_FOOTER = b"SET FOREIGN_KEY_CHECKS=1;\nSET UNIQUE_CHECKS=1;\n-- txbackup dump complete\n"
 # the server's own databases: never a rename's destination
 _SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 _GENERATED = re.compile(r"(?i)\b(VIRTUAL|STORED|PERSISTENT)\b|ROW (START|END)")
@@ -402,8 +403,22 @@ class MysqlCapture:
             return rows
 
     def _dump_database(self, db: str, write: Callable[[bytes], object]) -> None:
-        # unqualified names in SHOW CREATE VIEW/TRIGGER output, so the dump loads into any name
+        """``<db>.sql`` (jobs = 1): the whole database in one script."""
         self.conn.select_db(db)
+        write(self._header(db, schema=True))
+        tables, columns, keys = self._catalog(db)
+        for table in tables:
+            if table.kind in ("BASE TABLE", "SYSTEM VERSIONED"):
+                write(self._table_ddl(db, table.name))
+                key = keys.get(table.name, (None, ""))[0]
+                self._dump_rows(db, table.name, columns.get(table.name, []), key, write)
+        self._dump_schema_rest(db, tables, write)
+        self._dump_triggers_and_routines(db, write)
+        write(_FOOTER)
+
+    def _header(self, db: str, *, schema: bool, what: str = "") -> bytes:
+        """The settings every script of the dump starts with (``schema``: and the database's
+        default character set); ``what`` names the part in the first comment."""
         charset, collation = self.schemas[db]
         pos = self._position
         where = ""
@@ -416,7 +431,7 @@ class MysqlCapture:
                 raise self.target.error(f'database "{db}": unexpected character set name {name!r}')
         header = [
             comment(
-                f"-- txbackup dump of database {ident(db)} ({pos['server_version']}), "
+                f"-- txbackup dump of database {ident(db)}{what} ({pos['server_version']}), "
                 f"one consistent snapshot{where}"
             ),
             "-- load with: mariadb --default-character-set=utf8mb4 DATABASE < this-file",
@@ -426,10 +441,17 @@ class MysqlCapture:
             "SET UNIQUE_CHECKS=0;",
             "SET SQL_MODE='NO_AUTO_VALUE_ON_ZERO';",
             "SET SQL_NOTES=0;",
-            f"ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};",
+            *([f"ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};"] if schema else []),
             "",
         ]
-        write("\n".join(header).encode())
+        return "\n".join(header).encode()
+
+    def _catalog(
+        self, db: str
+    ) -> tuple[list[Table], dict[str, list[tuple[str, str]]], dict[str, tuple[str, str]]]:
+        """(the database's tables, table -> its insertable (column, type)s, table -> the
+        single-column primary key its rows are walked by and its type, for the tables that
+        have one), read in the snapshot."""
         tables = [t for t in self.tables if t.database == db]
         columns: dict[str, list[tuple[str, str]]] = {}  # insertable ones
         types: dict[tuple[str, str], str] = {}
@@ -448,30 +470,42 @@ class MysqlCapture:
             (db,),
         ):
             primary.setdefault(str(table), []).append(str(column))
+        keys: dict[str, tuple[str, str]] = {}
         for table in tables:
-            if table.kind in ("BASE TABLE", "SYSTEM VERSIONED"):
-                pk = primary.get(table.name, [])
-                key = pk[0] if len(pk) == 1 and types.get((table.name, pk[0])) in _KEYSET else None
-                self._dump_table(db, table.name, columns.get(table.name, []), key, write)
+            pk = primary.get(table.name, [])
+            if len(pk) == 1 and types.get((table.name, pk[0])) in _KEYSET:
+                keys[table.name] = (pk[0], types[(table.name, pk[0])])
+        return tables, columns, keys
+
+    def _dump_schema_rest(self, db: str, tables: list[Table], write: Any) -> None:
+        """Sequences and views (the session's current database must be ``db``)."""
         for table in tables:
             if table.kind == "SEQUENCE":
                 self._dump_sequence(db, table.name, write)
         self._dump_views(db, [t.name for t in tables if t.kind == "VIEW"], write)
-        self._dump_triggers_and_routines(db, write)
-        write(b"SET FOREIGN_KEY_CHECKS=1;\nSET UNIQUE_CHECKS=1;\n-- txbackup dump complete\n")
 
-    def _dump_table(
-        self, db: str, name: str, columns: list[tuple[str, str]], key: str | None, write: Any
-    ) -> None:
+    def _table_ddl(self, db: str, name: str) -> bytes:
         ddl = str(self._query(f"SHOW CREATE TABLE {ident(db)}.{ident(name)}")[0][1])
-        write(
-            f"\n{comment(f'-- table {ident(name)}')}\nDROP TABLE IF EXISTS {ident(name)};\n{ddl};\n".encode()
-        )
+        drop = f"DROP TABLE IF EXISTS {ident(name)};"
+        return f"\n{comment(f'-- table {ident(name)}')}\n{drop}\n{ddl};\n".encode()
+
+    def _dump_rows(
+        self,
+        db: str,
+        name: str,
+        columns: list[tuple[str, str]],
+        key: str | None,
+        write: Any,
+        low: Any = None,
+        high: Any = None,
+    ) -> None:
+        """The table's rows as multi-row INSERTs; with ``key``, only those of ``low < key <=
+        high`` (None: no bound)."""
         if not columns:
             return
         row = f"CONCAT('(',CONCAT_WS(',',{','.join(column_expression(c, t) for c, t in columns)}),')')"
         head = f"INSERT INTO {ident(name)} ({','.join(ident(c) for c, _ in columns)}) VALUES\n"
-        chunks = self._by_key(db, name, row, key) if key else self._streamed(db, name, row)
+        chunks = self._by_key(db, name, row, key, low, high) if key else self._streamed(db, name, row)
         prefix = head.encode()
         for chunk in chunks:
             write(prefix + chunk + b";\n")
@@ -482,7 +516,9 @@ class MysqlCapture:
             "once written as SQL"
         )
 
-    def _by_key(self, db: str, name: str, row: str, key: str) -> Iterator[bytes]:
+    def _by_key(
+        self, db: str, name: str, row: str, key: str, low: Any = None, high: Any = None
+    ) -> Iterator[bytes]:
         """The rows as chunks of about ``batch_bytes``, two short queries per chunk.
 
         Walks the single-column primary key within the snapshot: the chunk's
@@ -495,18 +531,20 @@ class MysqlCapture:
         """
         table, k, escape = f"{ident(db)}.{ident(name)}", ident(key), self.conn.escape
         target = self.target.batch_bytes
-        rows, last = 64, None  # a first small chunk tells the rows' size
+        rows, last = 64, low  # a first small chunk tells the rows' size
+        end = "" if high is None else f"{k} <= {escape(high)}"  # the range's own end
         with self.conn.cursor() as cur:
             while True:
                 # no driver-side parameters: names may contain % signs
                 after = "" if last is None else f"{k} > {escape(last)}"
+                walk = " AND ".join(b for b in (after, end) if b)
                 cur.execute(
-                    f"SELECT {k} FROM {table}{' WHERE ' if after else ''}{after}"
+                    f"SELECT {k} FROM {table}{' WHERE ' if walk else ''}{walk}"
                     f" ORDER BY {k} LIMIT 1 OFFSET {rows - 1}"
                 )
                 found = cur.fetchone()
-                upper = None if found is None else found[0]  # None: the rest of the table
-                bounds = [b for b in (after, "" if upper is None else f"{k} <= {escape(upper)}") if b]
+                upper = None if found is None else found[0]  # None: the rest of the range
+                bounds = [b for b in (after, end if upper is None else f"{k} <= {escape(upper)}") if b]
                 cur.execute(
                     f"SELECT CAST(GROUP_CONCAT({row} SEPARATOR '\\0') AS BINARY), COUNT(*)"
                     f" FROM {table}{' WHERE ' if bounds else ''}{' AND '.join(bounds)}"
