@@ -142,6 +142,7 @@ from txbackup.settings import (
     setting_str_list,
 )
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, iter_chunks
+from txbackup.targets.layouts import mysql_artifact
 from txbackup.targets.mysql_script import ScriptGuard, version_id
 from txbackup.targets.sqlcommon import (
     Prepared,
@@ -164,8 +165,10 @@ _KEYS = {
     "system_database",
     "batch_bytes",
     "bin_dir",
+    "jobs",
 }
 _CONNECT_TIMEOUT = 10
+MAX_JOBS = 32
 _LONG = 86400  # seconds: a slow storage must not make the server drop our session
 _FETCH_ROWS = 2000
 PREPARED_TTL_S = 600.0
@@ -307,6 +310,9 @@ class MysqlCapture:
         self.schemas: dict[str, tuple[str, str]] = {}  # db -> (charset, collation)
         self._position: dict[str, Any] = {}
         self._concat_limit = 16 << 20
+        # jobs > 1: the other sessions holding the same snapshot, and what each one reported
+        self.others: list[Any] = []
+        self._reports: list[tuple[str, dict[str, str]]] = []
 
     # -- capture -----------------------------------------------------------------------------
     def _open(self, prepared: Any) -> None:
@@ -326,7 +332,7 @@ class MysqlCapture:
                 _close(prepared)
                 self.conn = t.session()
                 results = self._snapshot()
-        status_rows, (version, log_bin, gtid_pos), schema_rows, table_rows = results
+        before_rows, status_rows, (version, log_bin, gtid_pos), after_rows, schema_rows, table_rows = results
         status = {str(k).lower(): str(v) for k, v in status_rows}
         self.schemas = {str(r[0]): (str(r[1]), str(r[2])) for r in schema_rows}
         missing = [db for db in t.databases if db not in self.schemas]
@@ -348,33 +354,151 @@ class MysqlCapture:
             if gtid_pos:
                 key = "gtid_binlog_pos" if self.mariadb else "gtid_executed"
                 self._position[key] = str(gtid_pos)
+        if t.jobs > 1:
+            self._reports = [
+                ("before the first snapshot", {"trx": self._marker(before_rows)}),
+                ("session 1", self._report(status_rows, gtid_pos, after_rows)),
+            ]
 
-    def _snapshot(self) -> tuple[Any, Any, Any, Any]:
+    def _snapshot(self) -> tuple[Any, Any, Any, Any, Any, Any]:
         """One round trip: the snapshot, then what describes it (rows of each query)."""
         t = self.target
         self.mariadb = "mariadb" in self.conn.get_server_info().lower()
         gtid = "@@global.gtid_binlog_pos" if self.mariadb else "@@global.gtid_executed"
         names = ",".join(self.conn.escape(db) for db in t.all_databases())
+        # jobs > 1: InnoDB's transaction counter before and after (see _prove)
+        marker = _marker_sql(self.mariadb) if t.jobs > 1 else "DO 0"
         statements = [
+            marker,
             "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
             # -- the snapshot exists from here on; what follows only describes it
             "SHOW STATUS LIKE 'binlog_snapshot_%'",
             f"SELECT @@version, @@log_bin, {gtid}",
+            marker,
             "SELECT SCHEMA_NAME, DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME"
             f" FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({names})",
             "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, ENGINE FROM information_schema.TABLES"
             f" WHERE TABLE_SCHEMA IN ({names}) ORDER BY TABLE_SCHEMA, TABLE_NAME",
         ]
         try:
-            with self.conn.cursor() as cur:
-                cur.execute(";\n".join(statements))  # no parameters: the % stays as it is
-                results: list[Any] = []
-                while cur.nextset():
-                    results.append(cur.fetchall())
+            results = _results(self.conn, statements)
         except pymysql.MySQLError as exc:
             raise t.error(f"snapshot failed: {_message(exc)}") from None
-        status_rows, versions, schema_rows, table_rows = results
-        return status_rows, versions[0], schema_rows, table_rows
+        before_rows, _, status_rows, versions, after_rows, schema_rows, table_rows = results
+        return before_rows, status_rows, versions[0], after_rows, schema_rows, table_rows
+
+    # -- jobs > 1: more sessions on the same snapshot, and the proof that it is the same ---------
+    def _open_others(self, prepared: list[Any]) -> None:
+        """Start the snapshot on ``jobs - 1`` more sessions (the prepared ones, or new ones),
+        in parallel, then prove that every session holds the same one (``_prove``)."""
+        t = self.target
+        count = t.jobs - 1
+        held: list[Any] = [None] * count
+        reports: list[dict[str, str] | None] = [None] * count
+        failed: list[BaseException] = []
+        if _AFTER_FIRST_SNAPSHOT is not None:
+            _AFTER_FIRST_SNAPSHOT()  # tests only: a write the pause did not stop
+
+        def start(i: int) -> None:
+            conn = prepared[i] if i < len(prepared) and prepared[i].open else None
+            try:
+                try:
+                    held[i] = conn if conn is not None else t.session()
+                    reports[i] = self._snapshot_other(held[i])
+                except TargetError:
+                    if conn is None:
+                        raise
+                    # a prepared session that died since preflight: one more try, on a new one
+                    _close(conn)
+                    held[i] = t.session()
+                    reports[i] = self._snapshot_other(held[i])
+            except BaseException as exc:
+                failed.append(exc)
+
+        try:
+            if count == 1:
+                start(0)
+            else:
+                # in parallel: the pause waits for the slowest round trip, not for their sum
+                threads = [threading.Thread(target=start, args=(i,)) for i in range(count)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+        finally:
+            self.others = [c for c in held if c is not None]
+            for conn in prepared[count:]:
+                _close(conn)
+        if failed:
+            raise failed[0]
+        self._reports += [(f"session {i + 2}", r) for i, r in enumerate(reports) if r is not None]
+        self._prove()
+
+    def _snapshot_other(self, conn: Any) -> dict[str, str]:
+        gtid = "@@global.gtid_binlog_pos" if self.mariadb else "@@global.gtid_executed"
+        statements = [
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+            "SHOW STATUS LIKE 'binlog_snapshot_%'",
+            f"SELECT {gtid}",
+            _marker_sql(self.mariadb),
+        ]
+        try:
+            _, status_rows, gtid_rows, marker_rows = _results(conn, statements)
+        except pymysql.MySQLError as exc:
+            raise self.target.error(f"snapshot failed: {_message(exc)}") from None
+        return self._report(status_rows, gtid_rows[0][0], marker_rows)
+
+    def _report(self, status_rows: Any, gtid: Any, marker_rows: Any) -> dict[str, str]:
+        """What one session reports right after its snapshot (see ``_prove``)."""
+        report = {"trx": self._marker(marker_rows)}
+        status = {str(k).lower(): str(v) for k, v in status_rows}
+        if self._position.get("log_bin") and status.get("binlog_snapshot_file"):
+            report["binlog"] = f"{status['binlog_snapshot_file']}:{status.get('binlog_snapshot_position')}"
+        if gtid:
+            report["gtid"] = str(gtid)
+        return report
+
+    def _marker(self, rows: Any) -> str:
+        """InnoDB's transaction counter out of ``_marker_sql``'s rows."""
+        for row in rows or ():
+            if self.mariadb and len(row) == 2 and str(row[0]).lower() == "innodb_max_trx_id":
+                return str(row[1])
+            if not self.mariadb and len(row) == 3:
+                found = re.search(r"Trx id counter (\d+)", str(row[2]))
+                if found:
+                    return found.group(1)
+        raise self.target.error(
+            "cannot read InnoDB's transaction counter, which proves the snapshot sessions equal "
+            "(jobs > 1; MySQL: the backup user needs the PROCESS privilege)"
+        )
+
+    def _prove(self) -> None:
+        """Fail unless every session holds the same snapshot.
+
+        The applications are paused, so the sessions should see the same data;
+        this checks it. InnoDB's transaction counter (MariaDB's
+        ``Innodb_max_trx_id``, MySQL's "Trx id counter") moves whenever a
+        transaction starts writing or commits: read before the first snapshot
+        and again by every session right after its own, one value means that
+        no transaction changed anything visible between the first snapshot and
+        the last. With binary logging each session also reports its binlog
+        position (MariaDB's ``binlog_snapshot_file``/``_position``, exactly
+        that of its snapshot) and GTID position, which must agree too.
+        """
+        t = self.target
+        for key, what in (("trx", "InnoDB transaction counter"), ("binlog", "binlog position"),
+                          ("gtid", "GTID position")):  # fmt: skip
+            seen = [(who, report[key]) for who, report in self._reports if key in report]
+            differ = [(who, value) for who, value in seen if value != seen[0][1]]
+            if differ:
+                raise t.error(
+                    f"the {t.jobs} snapshot sessions do not hold the same data ({what}: "
+                    f"{seen[0][0]} {shown(seen[0][1], 60)}, {differ[0][0]} {shown(differ[0][1], 60)}): "
+                    "a transaction wrote while the applications were paused; nothing was exported"
+                )
+        first = self._reports[0][1]
+        self._position["snapshot_sessions"] = t.jobs
+        self._position["innodb_trx_counter"] = first["trx"]
 
     def position(self) -> Mapping[str, Any]:
         return dict(self._position)
@@ -385,6 +509,11 @@ class MysqlCapture:
             raise self.target.error("export after release")
         # room for one chunk of rows joined by the server (see _by_key), and no more
         self._concat_limit = max(4 * self.target.batch_bytes, 16 << 20)
+        if self.target.jobs > 1:
+            from txbackup.targets.mysql_parts import export_parts  # it builds on this module
+
+            export_parts(self, out)
+            return
         with self.conn.cursor() as cur:
             cur.execute(f"SET SESSION group_concat_max_len = {self._concat_limit}")
         for db in self._position["databases"]:
@@ -661,12 +790,13 @@ class MysqlCapture:
                 write(f"ALTER {kind} {ident(name)} COMMENT {self.conn.escape(note)};\n".encode())
 
     def release(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            with contextlib.suppress(Exception):
-                conn.close()
+        conns, self.conn, self.others = [self.conn, *self.others], None, []
+        for conn in conns:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                with contextlib.suppress(Exception):
+                    conn.close()
 
 
 class MysqlTarget:
@@ -681,8 +811,10 @@ class MysqlTarget:
         batch_bytes: int,
         bin_dir: str | None,
         system_database: str = "",
+        jobs: int = 1,
     ) -> None:
         self.name = name
+        self.jobs = jobs
         self.server = server
         self.databases = databases
         self.coordinator_database = coordinator_database
@@ -695,7 +827,8 @@ class MysqlTarget:
         self.restored_from: dict[str, str] = {}
         self.label = f'target "{name}" (mysql {server.address()})'
         # the session opened by preflight() for the next capture() (see the module's doc)
-        self._prepared: Prepared[Any] = Prepared(lambda: None, _close)
+        # (jobs of them: the first one takes the snapshot first, see MysqlCapture._open_others)
+        self._prepared: Prepared[list[Any]] = Prepared(list, _close_all)
 
     def error(self, message: str) -> TargetError:
         return TargetError(f"{self.label}: {message}")
@@ -709,6 +842,7 @@ class MysqlTarget:
             "databases": list(self.databases),
             "coordinator_database": self.coordinator_database,
             "system_database": self.system_database,
+            "jobs": self.jobs,
         }
 
     def scalardb_found(self) -> set[str]:
@@ -772,6 +906,7 @@ class MysqlTarget:
     def preflight(self) -> None:
         self.close()  # a session an earlier preflight prepared and no capture took
         conn = self._capture_connection()
+        held = [conn]
         try:
             with conn.cursor() as cur:
                 names = self.all_databases()
@@ -813,12 +948,19 @@ class MysqlTarget:
                             f"cannot read {t.database}.{t.name}: {_message(exc)}"
                         ) from None
             self._set_session(conn)
+            if self.jobs > 1:
+                # the proof needs InnoDB's transaction counter (see MysqlCapture._prove)
+                checker = MysqlCapture(self)
+                checker.mariadb = "mariadb" in conn.get_server_info().lower()
+                checker._marker(_results(conn, [_marker_sql(checker.mariadb)])[0])
+                while len(held) < self.jobs:
+                    held.append(self.session())
         except BaseException as exc:
-            _close(conn)
+            _close_all(held)
             if isinstance(exc, pymysql.MySQLError):
                 raise self.error(_message(exc)) from None
             raise
-        self._prepared.keep(conn, PREPARED_TTL_S)
+        self._prepared.keep(held, PREPARED_TTL_S)
 
     # -- capture ---------------------------------------------------------------------------------
     def capture(self, set_id: str) -> MysqlCapture:
@@ -826,11 +968,15 @@ class MysqlTarget:
         prepared = self._prepared.take()
         capture = MysqlCapture(self)
         try:
-            capture._open(prepared)
+            capture._open(prepared[0] if prepared else None)
+            if self.jobs > 1:
+                capture._open_others(prepared[1:])
         except BaseException:
+            held = [capture.conn, *capture.others]
             capture.release()
-            if capture.conn is not prepared:
-                _close(prepared)
+            for conn in prepared:
+                if all(conn is not h for h in held):
+                    _close(conn)
             raise
         return capture
 
@@ -901,6 +1047,7 @@ class MysqlTarget:
             self.batch_bytes,
             self.bin_dir,
             names.get(self.system_database, self.system_database),
+            self.jobs,
         )
         placed.restored_from = {new: old for old, new in names.items()}
         return placed
@@ -950,9 +1097,10 @@ class MysqlTarget:
         covered = set(self.all_databases())
         for name in record.names:
             where = f"artifact {shown(name, 80)}"
-            if not name.endswith(".sql") or "/" in name:
-                scope.fail(f"{where} is not <database>.sql")
-            scope.covered(name[: -len(".sql")], covered, where, "database")
+            parsed = mysql_artifact(name)
+            if parsed is None:
+                scope.fail(f"{where} is not <database>.sql or <database>.parts/<part>.sql")
+            scope.covered(parsed[0], covered, where, "database")
         where = "the position's databases"
         recorded = scope.sequence(record.position.get("databases"), where, required=False)
         scope.all_covered(recorded, covered, where, "database")
@@ -964,6 +1112,11 @@ class MysqlTarget:
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
+        if any("/" in name for name in src.names()):  # exported with jobs > 1
+            from txbackup.targets.mysql_parts import restore_parts  # it builds on this module
+
+            restore_parts(self, src, dest, force)
+            return
         sources: list[str] = []
         for name in src.names():
             if not name.endswith(".sql") or "/" in name:
@@ -1035,8 +1188,8 @@ class MysqlTarget:
 
 
 def _recorded(record: Recorded) -> set[str]:
-    """The databases a set's record holds (``<db>.sql`` artifacts)."""
-    return {n[: -len(".sql")] for n in record.names if n.endswith(".sql") and "/" not in n}
+    """The databases a set's record holds (``<db>.sql`` or ``<db>.parts/`` artifacts)."""
+    return {parsed[0] for parsed in map(mysql_artifact, record.names) if parsed is not None}
 
 
 class _Stopped(Exception):
@@ -1086,6 +1239,25 @@ def _write_behind(
         raise failed[0]
 
 
+def _results(conn: Any, statements: list[str]) -> list[Any]:
+    """The rows of each of ``statements``, run in one round trip (a multi-statement query)."""
+    with conn.cursor() as cur:
+        cur.execute(";\n".join(statements))  # no parameters: a % stays as it is
+        results: list[Any] = [cur.fetchall()]
+        while cur.nextset():
+            results.append(cur.fetchall())
+    return results
+
+
+def _marker_sql(mariadb: bool) -> str:
+    """The statement reading InnoDB's transaction counter (see ``MysqlCapture._prove``)."""
+    return "SHOW GLOBAL STATUS LIKE 'Innodb_max_trx_id'" if mariadb else "SHOW ENGINE INNODB STATUS"
+
+
+_AFTER_FIRST_SNAPSHOT: Callable[[], object] | None = None
+"""Tests only: runs between the first session's snapshot and the others' (a write the pause
+did not stop, which the proof must catch)."""
+
 _SANDBOX: dict[str, bool] = {}
 
 
@@ -1104,6 +1276,11 @@ def _close(conn: Any) -> None:
             conn.close()
 
 
+def _close_all(conns: list[Any]) -> None:
+    for conn in conns:
+        _close(conn)
+
+
 def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
     culprit = f'target "{name}"'
     check_keys(conf, _KEYS, culprit=culprit)
@@ -1113,5 +1290,6 @@ def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
     system = setting_optional_name(conf, "system_database", "scalardb", culprit=culprit)
     batch = setting_int(conf, "batch_bytes", 1 << 20, culprit=culprit, minimum=1024, maximum=64 << 20)
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
+    jobs = setting_int(conf, "jobs", 1, culprit=culprit, minimum=1, maximum=MAX_JOBS)
     server = Server(host, port, user, secret_conf=secret, culprit=culprit)
-    return MysqlTarget(name, server, databases, coordinator, batch, bin_dir, system)
+    return MysqlTarget(name, server, databases, coordinator, batch, bin_dir, system, jobs)
