@@ -14,6 +14,8 @@ Settings::
     system_database = "scalardb"          # ScalarDB's metadata; included when it exists ("" for none)
     batch_bytes = 1048576                 # size of one multi-row INSERT in the dump
     bin_dir = "/usr/bin"                  # optional: where the mariadb/mysql client lives
+    jobs = 1                              # 1-32; > 1: that many sessions on one snapshot,
+                                          # exported and restored in parallel (mysql_parts)
 
 The backup user needs SELECT, SHOW VIEW and TRIGGER on the databases
 (database-level grants: a table the user cannot see is not dumped), and SELECT
@@ -26,6 +28,22 @@ of exactly that snapshot) and ``@@gtid_binlog_pos`` when binary logging is on,
 and lists the tables, all in one round trip (one multi-statement query). One
 InnoDB snapshot covers every database of the target.
 
+With ``jobs = N > 1`` the same round trip first reads InnoDB's transaction
+counter, and N - 1 more sessions then start the snapshot at once (in
+parallel), each reporting its binlog snapshot position, GTID position and
+the counter right after. The applications are paused, so every session
+should see the same data; the capture *proves* it or fails (one line, the
+engine unpauses, nothing is exported): see ``MysqlCapture._prove``. Limits of
+that proof: the counter moves when a read-write transaction takes its id or
+its commit number, a few microseconds before the commit becomes visible to
+new snapshots, so a commit already in flight when the counter is first read
+can escape it (with binary logging, MariaDB's exact per-snapshot binlog
+position still catches it; MySQL's GTID set is read after the snapshot, not
+with it); and any read-write transaction on the server during those
+milliseconds fails the capture, even one in another database or InnoDB's own
+statistics update (a retry then succeeds): it errs on the side of failing.
+The export and restore of N sessions are in ``mysql_parts``.
+
 The session is opened *before* the pause: ``preflight()`` keeps the
 connection it checked the databases with (authenticated, session settings
 made, no transaction open) on the target, and the next ``capture()`` takes it
@@ -36,9 +54,10 @@ meanwhile) retries once on a new session. A prepared session never
 leaks: a failed preflight closes it, a new ``preflight()`` replaces (and
 closes) one an earlier run left unused (its backup never reached the capture),
 ``close()`` closes it at once, and if no capture comes within
-``PREPARED_TTL_S`` a timer closes it.
+``PREPARED_TTL_S`` a timer closes it. With ``jobs = N`` the preflight
+prepares N sessions the same way (and checks that the counter is readable).
 
-Export (after the unpause) reads **through that same session**, because an
+Export (after the unpause; ``jobs = 1``) reads **through that same session**, because an
 InnoDB snapshot lives only in the session that started it
 (``mysqldump --single-transaction`` would take a new snapshot when it starts,
 after the pause: not the captured point). For each database it writes
@@ -113,6 +132,11 @@ By hand::
 
     mariadb -h HOST -P PORT -u USER -p -e 'CREATE DATABASE IF NOT EXISTS `DB`'
     mariadb -h HOST -P PORT -u USER -p --default-character-set=utf8mb4 DB < DB.sql
+
+A set exported with ``jobs > 1`` holds ``DB.parts/`` instead of ``DB.sql``:
+``0-schema.sql``, then the ``1-data-*.sql`` parts (in any order, in
+parallel), then ``2-triggers-routines.sql``, each loaded the same way
+(``mysql_parts``).
 """
 
 from __future__ import annotations

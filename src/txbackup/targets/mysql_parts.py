@@ -63,7 +63,7 @@ from txbackup.targets.mysql_script import ScriptGuard, version_id
 
 SCHEMA = "0-schema.sql"
 POST = "2-triggers-routines.sql"
-PART_MIN_BYTES = 32 << 20
+PART_MIN_BYTES = 8 << 20
 """A table is split in ranges only when it is bigger than this (and than its share)."""
 MAX_RANGES = 256
 _INTEGERS = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
