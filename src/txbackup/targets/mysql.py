@@ -28,10 +28,10 @@ of exactly that snapshot) and ``@@gtid_binlog_pos`` when binary logging is on,
 and lists the tables, all in one round trip (one multi-statement query). One
 InnoDB snapshot covers every database of the target.
 
-With ``jobs = N > 1`` the same round trip first reads InnoDB's transaction
-counter, and N - 1 more sessions then start the snapshot at once (in
-parallel), each reporting its binlog snapshot position, GTID position and
-the counter right after. The applications are paused, so every session
+With ``jobs = N > 1``, N - 1 more sessions start the snapshot at the same
+time (one thread each: the pause waits for one round trip), each reading
+InnoDB's transaction counter right before and right after its snapshot and
+reporting its binlog snapshot position and GTID position. The applications are paused, so every session
 should see the same data; the capture *proves* it or fails (one line, the
 engine unpauses, nothing is exported): see ``MysqlCapture._prove``. Limits of
 that proof: the counter moves when a read-write transaction takes its id or
@@ -380,7 +380,7 @@ class MysqlCapture:
                 self._position[key] = str(gtid_pos)
         if t.jobs > 1:
             self._reports = [
-                ("before the first snapshot", {"trx": self._marker(before_rows)}),
+                ("session 1 before its snapshot", {"trx": self._marker(before_rows)}),
                 ("session 1", self._report(status_rows, gtid_pos, after_rows)),
             ]
 
@@ -412,65 +412,71 @@ class MysqlCapture:
         return before_rows, status_rows, versions[0], after_rows, schema_rows, table_rows
 
     # -- jobs > 1: more sessions on the same snapshot, and the proof that it is the same ---------
-    def _open_others(self, prepared: list[Any]) -> None:
+    def _start_others(self, prepared: list[Any]) -> Callable[[], None]:
         """Start the snapshot on ``jobs - 1`` more sessions (the prepared ones, or new ones),
-        in parallel, then prove that every session holds the same one (``_prove``)."""
+        each in a thread of its own, at once with the first session's (the pause waits
+        for the slowest round trip, not for their sum). Returns ``finish()``, which waits
+        for them and proves that every session holds the same snapshot (``_prove``)."""
         t = self.target
         count = t.jobs - 1
         held: list[Any] = [None] * count
-        reports: list[dict[str, str] | None] = [None] * count
+        raw: list[tuple[Any, Any, Any, Any] | None] = [None] * count
         failed: list[BaseException] = []
-        if _AFTER_FIRST_SNAPSHOT is not None:
-            _AFTER_FIRST_SNAPSHOT()  # tests only: a write the pause did not stop
 
         def start(i: int) -> None:
             conn = prepared[i] if i < len(prepared) and prepared[i].open else None
             try:
                 try:
                     held[i] = conn if conn is not None else t.session()
-                    reports[i] = self._snapshot_other(held[i])
+                    raw[i] = self._snapshot_other(held[i])
                 except TargetError:
                     if conn is None:
                         raise
                     # a prepared session that died since preflight: one more try, on a new one
                     _close(conn)
                     held[i] = t.session()
-                    reports[i] = self._snapshot_other(held[i])
+                    raw[i] = self._snapshot_other(held[i])
             except BaseException as exc:
                 failed.append(exc)
 
-        try:
-            if count == 1:
-                start(0)
-            else:
-                # in parallel: the pause waits for the slowest round trip, not for their sum
-                threads = [threading.Thread(target=start, args=(i,)) for i in range(count)]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-        finally:
+        threads = [threading.Thread(target=start, args=(i,), name="mysql-snapshot") for i in range(count)]
+        for thread in threads:
+            thread.start()
+
+        def finish() -> None:
+            for thread in threads:
+                thread.join()
             self.others = [c for c in held if c is not None]
             for conn in prepared[count:]:
                 _close(conn)
-        if failed:
-            raise failed[0]
-        self._reports += [(f"session {i + 2}", r) for i, r in enumerate(reports) if r is not None]
-        self._prove()
+            if failed:
+                raise failed[0]
+            for i, found in enumerate(raw, 2):
+                assert found is not None
+                before, status_rows, gtid, after = found
+                self._reports.append((f"session {i} before its snapshot", {"trx": self._marker(before)}))
+                self._reports.append((f"session {i}", self._report(status_rows, gtid, after)))
+            self._prove()
 
-    def _snapshot_other(self, conn: Any) -> dict[str, str]:
-        gtid = "@@global.gtid_binlog_pos" if self.mariadb else "@@global.gtid_executed"
+        return finish
+
+    def _snapshot_other(self, conn: Any) -> tuple[Any, Any, Any, Any]:
+        """(counter before, binlog snapshot status, GTID position, counter after) of a snapshot
+        started on ``conn``, in one round trip."""
+        mariadb = "mariadb" in conn.get_server_info().lower()
+        gtid = "@@global.gtid_binlog_pos" if mariadb else "@@global.gtid_executed"
         statements = [
+            _marker_sql(mariadb),
             "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
             "SHOW STATUS LIKE 'binlog_snapshot_%'",
             f"SELECT {gtid}",
-            _marker_sql(self.mariadb),
+            _marker_sql(mariadb),
         ]
         try:
-            _, status_rows, gtid_rows, marker_rows = _results(conn, statements)
+            before, _, status_rows, gtid_rows, after = _results(conn, statements)
         except pymysql.MySQLError as exc:
             raise self.target.error(f"snapshot failed: {_message(exc)}") from None
-        return self._report(status_rows, gtid_rows[0][0], marker_rows)
+        return before, status_rows, gtid_rows[0][0], after
 
     def _report(self, status_rows: Any, gtid: Any, marker_rows: Any) -> dict[str, str]:
         """What one session reports right after its snapshot (see ``_prove``)."""
@@ -502,10 +508,10 @@ class MysqlCapture:
         The applications are paused, so the sessions should see the same data;
         this checks it. InnoDB's transaction counter (MariaDB's
         ``Innodb_max_trx_id``, MySQL's "Trx id counter") moves whenever a
-        transaction starts writing or commits: read before the first snapshot
-        and again by every session right after its own, one value means that
-        no transaction changed anything visible between the first snapshot and
-        the last. With binary logging each session also reports its binlog
+        transaction starts writing or commits: every session reads it in the
+        round trip of its snapshot, right before and right after it, and one
+        value for all means that no transaction changed anything visible from
+        before the first snapshot to after the last. With binary logging each session also reports its binlog
         position (MariaDB's ``binlog_snapshot_file``/``_position``, exactly
         that of its snapshot) and GTID position, which must agree too.
         """
@@ -851,7 +857,7 @@ class MysqlTarget:
         self.restored_from: dict[str, str] = {}
         self.label = f'target "{name}" (mysql {server.address()})'
         # the session opened by preflight() for the next capture() (see the module's doc)
-        # (jobs of them: the first one takes the snapshot first, see MysqlCapture._open_others)
+        # (jobs of them: every one starts the snapshot, see MysqlCapture._start_others)
         self._prepared: Prepared[list[Any]] = Prepared(list, _close_all)
 
     def error(self, message: str) -> TargetError:
@@ -991,10 +997,22 @@ class MysqlTarget:
         """The snapshot, on the session the preflight prepared (or a new one)."""
         prepared = self._prepared.take()
         capture = MysqlCapture(self)
+        hook = _AFTER_FIRST_SNAPSHOT
         try:
-            capture._open(prepared[0] if prepared else None)
-            if self.jobs > 1:
-                capture._open_others(prepared[1:])
+            # jobs > 1: the other sessions start their snapshots at once with the first one
+            finish = capture._start_others(prepared[1:]) if self.jobs > 1 and hook is None else None
+            try:
+                capture._open(prepared[0] if prepared else None)
+            except BaseException:
+                if finish is not None:
+                    with contextlib.suppress(BaseException):
+                        finish()  # their sessions are the capture's, to release
+                raise
+            if self.jobs > 1 and hook is not None:
+                hook()  # tests only: after the first snapshot, before the others
+                finish = capture._start_others(prepared[1:])
+            if finish is not None:
+                finish()
         except BaseException:
             held = [capture.conn, *capture.others]
             capture.release()
@@ -1279,8 +1297,8 @@ def _marker_sql(mariadb: bool) -> str:
 
 
 _AFTER_FIRST_SNAPSHOT: Callable[[], object] | None = None
-"""Tests only: runs between the first session's snapshot and the others' (a write the pause
-did not stop, which the proof must catch)."""
+"""Tests only: when set, the other sessions start their snapshots after the first one's and
+after this runs (a write the pause did not stop, which the proof must catch)."""
 
 _SANDBOX: dict[str, bool] = {}
 
