@@ -329,3 +329,28 @@ def test_jobs_setting_and_layout_checks(mariadb_server, monkeypatch):
     assert mysql_parts.scripts([*ok, "a.parts/1-data-00002.sql"], "t")["a"][1] == [
         "a.parts/1-data-00001.sql", "a.parts/1-data-00002.sql",
     ]  # fmt: skip
+
+
+async def test_jobs_2_through_the_engine(
+    app, mariadb_server, mariadb_db, tmp_path, monkeypatch, small_parts
+):
+    """A real backup (pause, capture, unpause, export into storage, manifest) and restore
+    (verify, then restore) of a jobs = 2 set."""
+    from tests.integration.test_restore_rename import Store, _backup, _plan
+    from txbackup.engine.restore import restore_set
+    from txbackup.jobs import JobStore
+
+    seed(mariadb_server, mariadb_db, None, rows=300)
+    fill_more(mariadb_server, mariadb_db)
+    expected = contents(mariadb_server, mariadb_db)
+    target = make_target(mariadb_server, [mariadb_db], monkeypatch, jobs=2)
+    store = Store()
+    manifest = await _backup(app, target, store, tmp_path)
+    (recorded,) = manifest.targets
+    assert recorded.position["snapshot_sessions"] == 2
+    assert len([a for a in recorded.artifacts if "/1-data-" in a.name]) > 3
+    dest = unique("engine")
+    jobs = JobStore(str(tmp_path / "jobs.db"))
+    job_id, _ = restore_set(_plan(store, manifest, target, jobs, renames={"orders": {mariadb_db: dest}}))
+    assert jobs.get(job_id).status == "complete"
+    assert contents(mariadb_server, dest) == expected
