@@ -354,3 +354,37 @@ async def test_jobs_2_through_the_engine(
     job_id, _ = restore_set(_plan(store, manifest, target, jobs, renames={"orders": {mariadb_db: dest}}))
     assert jobs.get(job_id).status == "complete"
     assert contents(mariadb_server, dest) == expected
+
+
+@pytest.fixture(scope="module")
+def no_binlog_server():
+    """A MariaDB server without binary logging: the proof is InnoDB's counter alone."""
+    from tests.conftest import require
+    from tests.servers import mariadb as mariadb_servers
+
+    require(mariadb_servers.missing_reason())
+    with MariaDBServer(binlog=False) as server:
+        yield server
+
+
+def test_jobs_2_without_binlog(no_binlog_server, tmp_path, monkeypatch, small_parts):
+    server = no_binlog_server
+    db = server.create_database("nolog")
+    seed(server, db, None, rows=300)
+    fill_more(server, db)
+    expected = contents(server, db)
+    target = make_target(server, [db], monkeypatch, jobs=2)
+    position = backup(target, tmp_path / "out", lambda: write_more(server, db, None))
+    assert position["log_bin"] is False and "binlog_file" not in position
+    assert position["snapshot_sessions"] == 2 and int(position["innodb_trx_counter"]) > 0
+    dest = unique("nolog")
+    target.restore(DirReader(tmp_path / "out"), {"database": dest}, force=False)
+    assert contents(server, dest) == expected
+
+    def write() -> None:
+        server.execute("INSERT INTO other VALUES (99, 'late')", db)
+
+    monkeypatch.setattr(mysql_target, "_AFTER_FIRST_SNAPSHOT", write)
+    counter = r"InnoDB transaction counter: session 1 before its snapshot '\d+', "
+    with pytest.raises(TargetError, match=counter):
+        target.capture("s")

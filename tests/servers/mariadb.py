@@ -5,9 +5,9 @@
         name = db.create_database()
 
 The server lives in a fresh temporary folder (its own datadir, socket, pid
-file), listens on a free port of 127.0.0.1 only, has binary logging on, and
-its root user has a known password over TCP (``root@127.0.0.1``; names are not
-resolved). Durability is relaxed for speed.
+file), listens on a free port of 127.0.0.1 only, has binary logging on (unless
+``binlog=False``), and its root user has a known password over TCP
+(``root@127.0.0.1``; names are not resolved). Durability is relaxed for speed.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def missing_reason() -> str | None:
 class MariaDBServer:
     """Start with ``start()`` (or ``with``), stop with ``stop()``."""
 
-    def __init__(self, *, password: str = "maria-test-secret") -> None:
+    def __init__(self, *, password: str = "maria-test-secret", binlog: bool = True) -> None:
         server = _which("mariadbd", "mysqld")
         install = _which("mariadb-install-db", "mysql_install_db")
         if server is None or install is None:
@@ -66,6 +66,7 @@ class MariaDBServer:
         self.install_bin = install
         self.user = "root"
         self.password = password
+        self.binlog = binlog  # off: what a server without binary logging does (mysql jobs > 1)
         self.host = "127.0.0.1"
         self.port = 0
         self.root: Path | None = None
@@ -119,10 +120,7 @@ class MariaDBServer:
                     "--bind-address=127.0.0.1",
                     "--skip-name-resolve",
                     *user,
-                    f"--log-bin={self.root / 'binlog'}",
-                    "--server-id=1",
-                    "--binlog-format=ROW",
-                    "--sync-binlog=0",
+                    *(self._binlog_args() if self.binlog else []),
                     "--innodb-flush-log-at-trx-commit=0",
                     "--innodb-doublewrite=0",
                     "--innodb-log-file-size=16M",
@@ -141,6 +139,11 @@ class MariaDBServer:
             self._terminate()
         self.stop()
         raise RuntimeError(f"MariaDB did not start: {last}")
+
+    def _binlog_args(self) -> list[str]:
+        assert self.root is not None
+        log = self.root / "binlog"
+        return [f"--log-bin={log}", "--server-id=1", "--binlog-format=ROW", "--sync-binlog=0"]
 
     def _wait_ready(self, timeout: float = 60) -> bool:
         """Wait until root (no password yet) can log in through the socket."""
