@@ -40,8 +40,10 @@ new snapshots, so a commit already in flight when the counter is first read
 can escape it (with binary logging, MariaDB's exact per-snapshot binlog
 position still catches it; MySQL's GTID set is read after the snapshot, not
 with it); and any read-write transaction on the server during those
-milliseconds fails the capture, even one in another database or InnoDB's own
-statistics update (a retry then succeeds): it errs on the side of failing.
+milliseconds counts as a difference, even one in another database or InnoDB's
+own statistics update: it errs on the side of failing. A difference is tried
+once more on the same sessions, still inside the pause (the position then
+records ``snapshot_attempts: 2``); a second one fails the capture.
 The export and restore of N sessions are in ``mysql_parts``.
 
 The session is opened *before* the pause: ``preflight()`` keeps the
@@ -323,6 +325,13 @@ class Table:
     engine: str | None
 
 
+class _Differ(TargetError):
+    """The snapshot sessions do not hold the same data (``MysqlCapture._prove``)."""
+
+    def __init__(self, message: str, label: str) -> None:
+        super().__init__(f"{label}: {message}")
+
+
 class MysqlCapture:
     """The one session holding the InnoDB consistent snapshot."""
 
@@ -521,10 +530,12 @@ class MysqlCapture:
             seen = [(who, report[key]) for who, report in self._reports if key in report]
             differ = [(who, value) for who, value in seen if value != seen[0][1]]
             if differ:
-                raise t.error(
+                raise _Differ(
                     f"the {t.jobs} snapshot sessions do not hold the same data ({what}: "
                     f"{seen[0][0]} {shown(seen[0][1], 60)}, {differ[0][0]} {shown(differ[0][1], 60)}): "
-                    "a transaction wrote while the applications were paused; nothing was exported"
+                    "a transaction wrote while the applications were paused (twice); nothing was "
+                    "exported",
+                    t.label,
                 )
         first = self._reports[0][1]
         self._position["snapshot_sessions"] = t.jobs
@@ -994,25 +1005,21 @@ class MysqlTarget:
 
     # -- capture ---------------------------------------------------------------------------------
     def capture(self, set_id: str) -> MysqlCapture:
-        """The snapshot, on the session the preflight prepared (or a new one)."""
+        """The snapshot, on the session the preflight prepared (or a new one); with jobs > 1
+        on all the sessions it prepared, proved equal (see ``MysqlCapture._prove``)."""
         prepared = self._prepared.take()
         capture = MysqlCapture(self)
-        hook = _AFTER_FIRST_SNAPSHOT
         try:
-            # jobs > 1: the other sessions start their snapshots at once with the first one
-            finish = capture._start_others(prepared[1:]) if self.jobs > 1 and hook is None else None
             try:
-                capture._open(prepared[0] if prepared else None)
-            except BaseException:
-                if finish is not None:
-                    with contextlib.suppress(BaseException):
-                        finish()  # their sessions are the capture's, to release
-                raise
-            if self.jobs > 1 and hook is not None:
-                hook()  # tests only: after the first snapshot, before the others
-                finish = capture._start_others(prepared[1:])
-            if finish is not None:
-                finish()
+                self._snapshots(capture, prepared)
+            except _Differ:
+                # something wrote between the sessions' snapshots (a writer the pause does
+                # not stop, InnoDB's own statistics update...): once more, on the same
+                # sessions, still inside the pause; a second difference fails the capture
+                again = [capture.conn, *capture.others]
+                capture.conn, capture.others, capture._reports = None, [], []
+                self._snapshots(capture, again)
+                capture._position["snapshot_attempts"] = 2
         except BaseException:
             held = [capture.conn, *capture.others]
             capture.release()
@@ -1021,6 +1028,23 @@ class MysqlTarget:
                     _close(conn)
             raise
         return capture
+
+    def _snapshots(self, capture: MysqlCapture, prepared: list[Any]) -> None:
+        hook = _AFTER_FIRST_SNAPSHOT
+        # jobs > 1: the other sessions start their snapshots at once with the first one
+        finish = capture._start_others(prepared[1:]) if self.jobs > 1 and hook is None else None
+        try:
+            capture._open(prepared[0] if prepared else None)
+        except BaseException:
+            if finish is not None:
+                with contextlib.suppress(BaseException):
+                    finish()  # their sessions are the capture's, to release
+            raise
+        if self.jobs > 1 and hook is not None:
+            hook()  # tests only: after the first snapshot, before the others
+            finish = capture._start_others(prepared[1:])
+        if finish is not None:
+            finish()
 
     # -- restore ---------------------------------------------------------------------------------
     def rename_databases(self) -> list[str]:
