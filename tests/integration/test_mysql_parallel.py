@@ -407,3 +407,14 @@ def test_jobs_2_without_binlog(no_binlog_server, tmp_path, monkeypatch, small_pa
     counter = r"InnoDB transaction counter: session 1 before its snapshot '\d+', "
     with pytest.raises(TargetError, match=counter):
         target.capture("s")
+
+
+def test_artifact_names_read_back():
+    from txbackup.targets.audit_tables import _my_databases
+    from txbackup.targets.layouts import mysql_artifact
+
+    assert mysql_artifact("a.b.parts/1-data-00012.sql") == ("a.b", "1-data-00012.sql")
+    assert mysql_artifact("x.parts.sql") == ("x.parts", None)
+    assert mysql_artifact("x.parts/0-schema.sql.zst") is None and mysql_artifact("x/y.sql") is None
+    names = ["a.parts/0-schema.sql", "a.parts/1-data-00001.sql", "a.parts/2-triggers-routines.sql", "b.sql"]
+    assert _my_databases(names) == ["a", "b"]  # what the audit restores into its scratch server
