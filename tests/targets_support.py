@@ -26,6 +26,7 @@ class DirWriter:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.names: list[str] = []
+        self._lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
         path = (self.root / name).resolve()
@@ -34,9 +35,10 @@ class DirWriter:
         return path
 
     def _written(self, name: str) -> None:
-        self.names.append(name)
-        with open(self.root / ".names", "a", encoding="utf-8") as index:
-            index.write(name + "\n")
+        with self._lock:  # targets may write several artifacts at once (mysql jobs > 1)
+            self.names.append(name)
+            with open(self.root / ".names", "a", encoding="utf-8") as index:
+                index.write(name + "\n")
 
     @contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:

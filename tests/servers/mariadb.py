@@ -5,9 +5,9 @@
         name = db.create_database()
 
 The server lives in a fresh temporary folder (its own datadir, socket, pid
-file), listens on a free port of 127.0.0.1 only, has binary logging on, and
-its root user has a known password over TCP (``root@127.0.0.1``; names are not
-resolved). Durability is relaxed for speed.
+file), listens on a free port of 127.0.0.1 only, has binary logging on (unless
+``binlog=False``), and its root user has a known password over TCP
+(``root@127.0.0.1``; names are not resolved). Durability is relaxed for speed.
 """
 
 from __future__ import annotations

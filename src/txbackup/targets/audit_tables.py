@@ -26,6 +26,7 @@ from txbackup.errors import TargetError, UsageError
 from txbackup.extras import import_extra
 from txbackup.scratch import private_dir
 from txbackup.targets.base import ArtifactReader
+from txbackup.targets.layouts import mysql_artifact
 
 SQLITE_NAMESPACE_SEPARATOR = "$"  # RdbEngineSqlite.NAMESPACE_SEPARATOR
 FETCH_ROWS = 10_000
@@ -332,7 +333,9 @@ def _my_server(target: str, scratch: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _my_databases(names: Sequence[str]) -> list[str]:
-    return [name.removesuffix(".sql") for name in names if name.endswith(".sql")]
+    """The databases of a mysql set (``<db>.sql``, or ``<db>.parts/...`` with jobs > 1)."""
+    found = (mysql_artifact(name) for name in names)
+    return list(dict.fromkeys(f[0] for f in found if f is not None))
 
 
 def _my_open(target: str, src: ArtifactReader, scratch: Mapping[str, str] | None) -> Any:

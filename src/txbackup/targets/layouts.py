@@ -56,7 +56,15 @@ register(
     rf"{_SEGMENT}\.dump",
     rf"{_SEGMENT}\.dir/{_PG_DIR_FILE}",
 )
-register("mysql", "<database>.sql", rf"{_SEGMENT}\.sql")
+# jobs = 1: one script per database; jobs > 1: per database a folder of scripts restored
+# in name order (0-schema, the 1-data parts in any order or in parallel, 2-triggers-routines)
+_MYSQL_PART = r"(?:0-schema|1-data-[0-9]{5,9}|2-triggers-routines)\.sql"
+register(
+    "mysql",
+    "<database>.sql or <database>.parts/{0-schema,1-data-NNNNN,2-triggers-routines}.sql",
+    rf"{_SEGMENT}\.sql",
+    rf"{_SEGMENT}\.parts/{_MYSQL_PART}",
+)
 register(
     "cassandra",
     "nodes/<node address>.json, schema.json or schema.cql",
@@ -69,3 +77,17 @@ register("cosmos", "account.json", r"account\.json")
 register("rds", "rds.json", r"rds\.json")
 register("azure-postgres", "server.json", r"server\.json")
 register("azure-mysql", "server.json", r"server\.json")
+
+
+_MYSQL_NAME = re.compile(rf"({_SEGMENT})\.sql|({_SEGMENT})\.parts/({_MYSQL_PART})")
+
+
+def mysql_artifact(name: str) -> tuple[str, str | None] | None:
+    """A mysql artifact name -> (database, part): ``part`` is None for ``<db>.sql`` and the
+    file name (``0-schema.sql``...) for ``<db>.parts/...``; None for a name of neither form."""
+    found = _MYSQL_NAME.fullmatch(name)
+    if found is None:
+        return None
+    if found.group(1) is not None:
+        return found.group(1), None
+    return found.group(2), found.group(3)

@@ -15,6 +15,8 @@ Settings::
     batch_bytes = 1048576                 # size of one multi-row INSERT in the dump
     bin_dir = "/usr/bin"                  # optional: where the mariadb/mysql client lives
     mode = "dump"                         # or "restore-point": no dump (targets.mysql_restore_point)
+    jobs = 1                              # 1-32; > 1: that many sessions on one snapshot,
+                                          # exported and restored in parallel (mysql_parts)
 
 The backup user needs SELECT, SHOW VIEW and TRIGGER on the databases
 (database-level grants: a table the user cannot see is not dumped), and SELECT
@@ -27,6 +29,24 @@ of exactly that snapshot) and ``@@gtid_binlog_pos`` when binary logging is on,
 and lists the tables, all in one round trip (one multi-statement query). One
 InnoDB snapshot covers every database of the target.
 
+With ``jobs = N > 1``, N - 1 more sessions start the snapshot at the same
+time (one thread each: the pause waits for one round trip), each reading
+InnoDB's transaction counter right before and right after its snapshot and
+reporting its binlog snapshot position and GTID position. The applications are paused, so every session
+should see the same data; the capture *proves* it or fails (one line, the
+engine unpauses, nothing is exported): see ``MysqlCapture._prove``. Limits of
+that proof: the counter moves when a read-write transaction takes its id or
+its commit number, a few microseconds before the commit becomes visible to
+new snapshots, so a commit already in flight when the counter is first read
+can escape it (with binary logging, MariaDB's exact per-snapshot binlog
+position still catches it; MySQL's GTID set is read after the snapshot, not
+with it); and any read-write transaction on the server during those
+milliseconds counts as a difference, even one in another database or InnoDB's
+own statistics update: it errs on the side of failing. A difference is tried
+once more on the same sessions, still inside the pause (the position then
+records ``snapshot_attempts: 2``); a second one fails the capture.
+The export and restore of N sessions are in ``mysql_parts``.
+
 The session is opened *before* the pause: ``preflight()`` keeps the
 connection it checked the databases with (authenticated, session settings
 made, no transaction open) on the target, and the next ``capture()`` takes it
@@ -37,9 +57,10 @@ meanwhile) retries once on a new session. A prepared session never
 leaks: a failed preflight closes it, a new ``preflight()`` replaces (and
 closes) one an earlier run left unused (its backup never reached the capture),
 ``close()`` closes it at once, and if no capture comes within
-``PREPARED_TTL_S`` a timer closes it.
+``PREPARED_TTL_S`` a timer closes it. With ``jobs = N`` the preflight
+prepares N sessions the same way (and checks that the counter is readable).
 
-Export (after the unpause) reads **through that same session**, because an
+Export (after the unpause; ``jobs = 1``) reads **through that same session**, because an
 InnoDB snapshot lives only in the session that started it
 (``mysqldump --single-transaction`` would take a new snapshot when it starts,
 after the pause: not the captured point). For each database it writes
@@ -114,6 +135,11 @@ By hand::
 
     mariadb -h HOST -P PORT -u USER -p -e 'CREATE DATABASE IF NOT EXISTS `DB`'
     mariadb -h HOST -P PORT -u USER -p --default-character-set=utf8mb4 DB < DB.sql
+
+A set exported with ``jobs > 1`` holds ``DB.parts/`` instead of ``DB.sql``:
+``0-schema.sql``, then the ``1-data-*.sql`` parts (in any order, in
+parallel), then ``2-triggers-routines.sql``, each loaded the same way
+(``mysql_parts``).
 """
 
 from __future__ import annotations
@@ -143,6 +169,7 @@ from txbackup.settings import (
     setting_str_list,
 )
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, iter_chunks
+from txbackup.targets.layouts import mysql_artifact
 from txbackup.targets.mysql_script import ScriptGuard, version_id
 from txbackup.targets.restore_points import RESTORE_POINT, read_mode
 from txbackup.targets.sqlcommon import (
@@ -167,8 +194,10 @@ _KEYS = {
     "batch_bytes",
     "bin_dir",
     "mode",  # restore points: targets.restore_points
+    "jobs",
 }
 _CONNECT_TIMEOUT = 10
+MAX_JOBS = 32
 _LONG = 86400  # seconds: a slow storage must not make the server drop our session
 _FETCH_ROWS = 2000
 PREPARED_TTL_S = 600.0
@@ -190,6 +219,7 @@ _KEYSET = {
     "char", "varchar", "binary", "varbinary", "date", "datetime",
 }  # fmt: skip
 _MAX_CHUNK_ROWS = 100_000
+_FOOTER = b"SET FOREIGN_KEY_CHECKS=1;\nSET UNIQUE_CHECKS=1;\n-- txbackup dump complete\n"
 # the server's own databases: never a rename's destination
 _SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 _GENERATED = re.compile(r"(?i)\b(VIRTUAL|STORED|PERSISTENT)\b|ROW (START|END)")
@@ -298,6 +328,13 @@ class Table:
     engine: str | None
 
 
+class _Differ(TargetError):
+    """The snapshot sessions do not hold the same data (``MysqlCapture._prove``)."""
+
+    def __init__(self, message: str, label: str) -> None:
+        super().__init__(f"{label}: {message}")
+
+
 class MysqlCapture:
     """The one session holding the InnoDB consistent snapshot."""
 
@@ -309,6 +346,9 @@ class MysqlCapture:
         self.schemas: dict[str, tuple[str, str]] = {}  # db -> (charset, collation)
         self._position: dict[str, Any] = {}
         self._concat_limit = 16 << 20
+        # jobs > 1: the other sessions holding the same snapshot, and what each one reported
+        self.others: list[Any] = []
+        self._reports: list[tuple[str, dict[str, str]]] = []
 
     # -- capture -----------------------------------------------------------------------------
     def _open(self, prepared: Any) -> None:
@@ -328,7 +368,7 @@ class MysqlCapture:
                 _close(prepared)
                 self.conn = t.session()
                 results = self._snapshot()
-        status_rows, (version, log_bin, gtid_pos), schema_rows, table_rows = results
+        before_rows, status_rows, (version, log_bin, gtid_pos), after_rows, schema_rows, table_rows = results
         status = {str(k).lower(): str(v) for k, v in status_rows}
         self.schemas = {str(r[0]): (str(r[1]), str(r[2])) for r in schema_rows}
         missing = [db for db in t.databases if db not in self.schemas]
@@ -350,33 +390,159 @@ class MysqlCapture:
             if gtid_pos:
                 key = "gtid_binlog_pos" if self.mariadb else "gtid_executed"
                 self._position[key] = str(gtid_pos)
+        if t.jobs > 1:
+            self._reports = [
+                ("session 1 before its snapshot", {"trx": self._marker(before_rows)}),
+                ("session 1", self._report(status_rows, gtid_pos, after_rows)),
+            ]
 
-    def _snapshot(self) -> tuple[Any, Any, Any, Any]:
+    def _snapshot(self) -> tuple[Any, Any, Any, Any, Any, Any]:
         """One round trip: the snapshot, then what describes it (rows of each query)."""
         t = self.target
         self.mariadb = "mariadb" in self.conn.get_server_info().lower()
         gtid = "@@global.gtid_binlog_pos" if self.mariadb else "@@global.gtid_executed"
         names = ",".join(self.conn.escape(db) for db in t.all_databases())
+        # jobs > 1: InnoDB's transaction counter before and after (see _prove)
+        marker = _marker_sql(self.mariadb) if t.jobs > 1 else "DO 0"
         statements = [
+            marker,
             "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
             # -- the snapshot exists from here on; what follows only describes it
             "SHOW STATUS LIKE 'binlog_snapshot_%'",
             f"SELECT @@version, @@log_bin, {gtid}",
+            marker,
             "SELECT SCHEMA_NAME, DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME"
             f" FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({names})",
             "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, ENGINE FROM information_schema.TABLES"
             f" WHERE TABLE_SCHEMA IN ({names}) ORDER BY TABLE_SCHEMA, TABLE_NAME",
         ]
         try:
-            with self.conn.cursor() as cur:
-                cur.execute(";\n".join(statements))  # no parameters: the % stays as it is
-                results: list[Any] = []
-                while cur.nextset():
-                    results.append(cur.fetchall())
+            results = _results(self.conn, statements)
         except pymysql.MySQLError as exc:
             raise t.error(f"snapshot failed: {_message(exc)}") from None
-        status_rows, versions, schema_rows, table_rows = results
-        return status_rows, versions[0], schema_rows, table_rows
+        before_rows, _, status_rows, versions, after_rows, schema_rows, table_rows = results
+        return before_rows, status_rows, versions[0], after_rows, schema_rows, table_rows
+
+    # -- jobs > 1: more sessions on the same snapshot, and the proof that it is the same ---------
+    def _start_others(self, prepared: list[Any]) -> Callable[[], None]:
+        """Start the snapshot on ``jobs - 1`` more sessions (the prepared ones, or new ones),
+        each in a thread of its own, at once with the first session's (the pause waits
+        for the slowest round trip, not for their sum). Returns ``finish()``, which waits
+        for them and proves that every session holds the same snapshot (``_prove``)."""
+        t = self.target
+        count = t.jobs - 1
+        held: list[Any] = [None] * count
+        raw: list[tuple[Any, Any, Any, Any] | None] = [None] * count
+        failed: list[BaseException] = []
+
+        def start(i: int) -> None:
+            conn = prepared[i] if i < len(prepared) and prepared[i].open else None
+            try:
+                try:
+                    held[i] = conn if conn is not None else t.session()
+                    raw[i] = self._snapshot_other(held[i])
+                except TargetError:
+                    if conn is None:
+                        raise
+                    # a prepared session that died since preflight: one more try, on a new one
+                    _close(conn)
+                    held[i] = t.session()
+                    raw[i] = self._snapshot_other(held[i])
+            except BaseException as exc:
+                failed.append(exc)
+
+        threads = [threading.Thread(target=start, args=(i,), name="mysql-snapshot") for i in range(count)]
+        for thread in threads:
+            thread.start()
+
+        def finish() -> None:
+            for thread in threads:
+                thread.join()
+            self.others = [c for c in held if c is not None]
+            for conn in prepared[count:]:
+                _close(conn)
+            if failed:
+                raise failed[0]
+            for i, found in enumerate(raw, 2):
+                assert found is not None
+                before, status_rows, gtid, after = found
+                self._reports.append((f"session {i} before its snapshot", {"trx": self._marker(before)}))
+                self._reports.append((f"session {i}", self._report(status_rows, gtid, after)))
+            self._prove()
+
+        return finish
+
+    def _snapshot_other(self, conn: Any) -> tuple[Any, Any, Any, Any]:
+        """(counter before, binlog snapshot status, GTID position, counter after) of a snapshot
+        started on ``conn``, in one round trip."""
+        mariadb = "mariadb" in conn.get_server_info().lower()
+        gtid = "@@global.gtid_binlog_pos" if mariadb else "@@global.gtid_executed"
+        statements = [
+            _marker_sql(mariadb),
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+            "SHOW STATUS LIKE 'binlog_snapshot_%'",
+            f"SELECT {gtid}",
+            _marker_sql(mariadb),
+        ]
+        try:
+            before, _, status_rows, gtid_rows, after = _results(conn, statements)
+        except pymysql.MySQLError as exc:
+            raise self.target.error(f"snapshot failed: {_message(exc)}") from None
+        return before, status_rows, gtid_rows[0][0], after
+
+    def _report(self, status_rows: Any, gtid: Any, marker_rows: Any) -> dict[str, str]:
+        """What one session reports right after its snapshot (see ``_prove``)."""
+        report = {"trx": self._marker(marker_rows)}
+        status = {str(k).lower(): str(v) for k, v in status_rows}
+        if self._position.get("log_bin") and status.get("binlog_snapshot_file"):
+            report["binlog"] = f"{status['binlog_snapshot_file']}:{status.get('binlog_snapshot_position')}"
+        if gtid:
+            report["gtid"] = str(gtid)
+        return report
+
+    def _marker(self, rows: Any) -> str:
+        """InnoDB's transaction counter out of ``_marker_sql``'s rows."""
+        for row in rows or ():
+            if self.mariadb and len(row) == 2 and str(row[0]).lower() == "innodb_max_trx_id":
+                return str(row[1])
+            if not self.mariadb and len(row) == 3:
+                found = re.search(r"Trx id counter (\d+)", str(row[2]))
+                if found:
+                    return found.group(1)
+        raise self.target.error(
+            "cannot read InnoDB's transaction counter, which proves the snapshot sessions equal "
+            "(jobs > 1; MySQL: the backup user needs the PROCESS privilege)"
+        )
+
+    def _prove(self) -> None:
+        """Fail unless every session holds the same snapshot.
+
+        The applications are paused, so the sessions should see the same data;
+        this checks it. InnoDB's transaction counter (MariaDB's
+        ``Innodb_max_trx_id``, MySQL's "Trx id counter") moves whenever a
+        transaction starts writing or commits: every session reads it in the
+        round trip of its snapshot, right before and right after it, and one
+        value for all means that no transaction changed anything visible from
+        before the first snapshot to after the last. With binary logging each session also reports its binlog
+        position (MariaDB's ``binlog_snapshot_file``/``_position``, exactly
+        that of its snapshot) and GTID position, which must agree too.
+        """
+        t = self.target
+        for key, what in (("trx", "InnoDB transaction counter"), ("binlog", "binlog position"),
+                          ("gtid", "GTID position")):  # fmt: skip
+            seen = [(who, report[key]) for who, report in self._reports if key in report]
+            differ = [(who, value) for who, value in seen if value != seen[0][1]]
+            if differ:
+                raise _Differ(
+                    f"the {t.jobs} snapshot sessions do not hold the same data ({what}: "
+                    f"{seen[0][0]} {shown(seen[0][1], 60)}, {differ[0][0]} {shown(differ[0][1], 60)}): "
+                    "a transaction wrote while the applications were paused (twice); nothing was "
+                    "exported",
+                    t.label,
+                )
+        first = self._reports[0][1]
+        self._position["snapshot_sessions"] = t.jobs
+        self._position["innodb_trx_counter"] = first["trx"]
 
     def position(self) -> Mapping[str, Any]:
         return dict(self._position)
@@ -387,6 +553,11 @@ class MysqlCapture:
             raise self.target.error("export after release")
         # room for one chunk of rows joined by the server (see _by_key), and no more
         self._concat_limit = max(4 * self.target.batch_bytes, 16 << 20)
+        if self.target.jobs > 1:
+            from txbackup.targets.mysql_parts import export_parts  # it builds on this module
+
+            export_parts(self, out)
+            return
         with self.conn.cursor() as cur:
             cur.execute(f"SET SESSION group_concat_max_len = {self._concat_limit}")
         for db in self._position["databases"]:
@@ -405,8 +576,22 @@ class MysqlCapture:
             return rows
 
     def _dump_database(self, db: str, write: Callable[[bytes], object]) -> None:
-        # unqualified names in SHOW CREATE VIEW/TRIGGER output, so the dump loads into any name
+        """``<db>.sql`` (jobs = 1): the whole database in one script."""
         self.conn.select_db(db)
+        write(self._header(db, schema=True))
+        tables, columns, keys = self._catalog(db)
+        for table in tables:
+            if table.kind in ("BASE TABLE", "SYSTEM VERSIONED"):
+                write(self._table_ddl(db, table.name))
+                key = keys.get(table.name, (None, ""))[0]
+                self._dump_rows(db, table.name, columns.get(table.name, []), key, write)
+        self._dump_schema_rest(db, tables, write)
+        self._dump_triggers_and_routines(db, write)
+        write(_FOOTER)
+
+    def _header(self, db: str, *, schema: bool, what: str = "") -> bytes:
+        """The settings every script of the dump starts with (``schema``: and the database's
+        default character set); ``what`` names the part in the first comment."""
         charset, collation = self.schemas[db]
         pos = self._position
         where = ""
@@ -419,7 +604,7 @@ class MysqlCapture:
                 raise self.target.error(f'database "{db}": unexpected character set name {name!r}')
         header = [
             comment(
-                f"-- txbackup dump of database {ident(db)} ({pos['server_version']}), "
+                f"-- txbackup dump of database {ident(db)}{what} ({pos['server_version']}), "
                 f"one consistent snapshot{where}"
             ),
             "-- load with: mariadb --default-character-set=utf8mb4 DATABASE < this-file",
@@ -429,10 +614,17 @@ class MysqlCapture:
             "SET UNIQUE_CHECKS=0;",
             "SET SQL_MODE='NO_AUTO_VALUE_ON_ZERO';",
             "SET SQL_NOTES=0;",
-            f"ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};",
+            *([f"ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};"] if schema else []),
             "",
         ]
-        write("\n".join(header).encode())
+        return "\n".join(header).encode()
+
+    def _catalog(
+        self, db: str
+    ) -> tuple[list[Table], dict[str, list[tuple[str, str]]], dict[str, tuple[str, str]]]:
+        """(the database's tables, table -> its insertable (column, type)s, table -> the
+        single-column primary key its rows are walked by and its type, for the tables that
+        have one), read in the snapshot."""
         tables = [t for t in self.tables if t.database == db]
         columns: dict[str, list[tuple[str, str]]] = {}  # insertable ones
         types: dict[tuple[str, str], str] = {}
@@ -451,30 +643,42 @@ class MysqlCapture:
             (db,),
         ):
             primary.setdefault(str(table), []).append(str(column))
+        keys: dict[str, tuple[str, str]] = {}
         for table in tables:
-            if table.kind in ("BASE TABLE", "SYSTEM VERSIONED"):
-                pk = primary.get(table.name, [])
-                key = pk[0] if len(pk) == 1 and types.get((table.name, pk[0])) in _KEYSET else None
-                self._dump_table(db, table.name, columns.get(table.name, []), key, write)
+            pk = primary.get(table.name, [])
+            if len(pk) == 1 and types.get((table.name, pk[0])) in _KEYSET:
+                keys[table.name] = (pk[0], types[(table.name, pk[0])])
+        return tables, columns, keys
+
+    def _dump_schema_rest(self, db: str, tables: list[Table], write: Any) -> None:
+        """Sequences and views (the session's current database must be ``db``)."""
         for table in tables:
             if table.kind == "SEQUENCE":
                 self._dump_sequence(db, table.name, write)
         self._dump_views(db, [t.name for t in tables if t.kind == "VIEW"], write)
-        self._dump_triggers_and_routines(db, write)
-        write(b"SET FOREIGN_KEY_CHECKS=1;\nSET UNIQUE_CHECKS=1;\n-- txbackup dump complete\n")
 
-    def _dump_table(
-        self, db: str, name: str, columns: list[tuple[str, str]], key: str | None, write: Any
-    ) -> None:
+    def _table_ddl(self, db: str, name: str) -> bytes:
         ddl = str(self._query(f"SHOW CREATE TABLE {ident(db)}.{ident(name)}")[0][1])
-        write(
-            f"\n{comment(f'-- table {ident(name)}')}\nDROP TABLE IF EXISTS {ident(name)};\n{ddl};\n".encode()
-        )
+        drop = f"DROP TABLE IF EXISTS {ident(name)};"
+        return f"\n{comment(f'-- table {ident(name)}')}\n{drop}\n{ddl};\n".encode()
+
+    def _dump_rows(
+        self,
+        db: str,
+        name: str,
+        columns: list[tuple[str, str]],
+        key: str | None,
+        write: Any,
+        low: Any = None,
+        high: Any = None,
+    ) -> None:
+        """The table's rows as multi-row INSERTs; with ``key``, only those of ``low < key <=
+        high`` (None: no bound)."""
         if not columns:
             return
         row = f"CONCAT('(',CONCAT_WS(',',{','.join(column_expression(c, t) for c, t in columns)}),')')"
         head = f"INSERT INTO {ident(name)} ({','.join(ident(c) for c, _ in columns)}) VALUES\n"
-        chunks = self._by_key(db, name, row, key) if key else self._streamed(db, name, row)
+        chunks = self._by_key(db, name, row, key, low, high) if key else self._streamed(db, name, row)
         prefix = head.encode()
         for chunk in chunks:
             write(prefix + chunk + b";\n")
@@ -485,7 +689,9 @@ class MysqlCapture:
             "once written as SQL"
         )
 
-    def _by_key(self, db: str, name: str, row: str, key: str) -> Iterator[bytes]:
+    def _by_key(
+        self, db: str, name: str, row: str, key: str, low: Any = None, high: Any = None
+    ) -> Iterator[bytes]:
         """The rows as chunks of about ``batch_bytes``, two short queries per chunk.
 
         Walks the single-column primary key within the snapshot: the chunk's
@@ -498,18 +704,20 @@ class MysqlCapture:
         """
         table, k, escape = f"{ident(db)}.{ident(name)}", ident(key), self.conn.escape
         target = self.target.batch_bytes
-        rows, last = 64, None  # a first small chunk tells the rows' size
+        rows, last = 64, low  # a first small chunk tells the rows' size
+        end = "" if high is None else f"{k} <= {escape(high)}"  # the range's own end
         with self.conn.cursor() as cur:
             while True:
                 # no driver-side parameters: names may contain % signs
                 after = "" if last is None else f"{k} > {escape(last)}"
+                walk = " AND ".join(b for b in (after, end) if b)
                 cur.execute(
-                    f"SELECT {k} FROM {table}{' WHERE ' if after else ''}{after}"
+                    f"SELECT {k} FROM {table}{' WHERE ' if walk else ''}{walk}"
                     f" ORDER BY {k} LIMIT 1 OFFSET {rows - 1}"
                 )
                 found = cur.fetchone()
-                upper = None if found is None else found[0]  # None: the rest of the table
-                bounds = [b for b in (after, "" if upper is None else f"{k} <= {escape(upper)}") if b]
+                upper = None if found is None else found[0]  # None: the rest of the range
+                bounds = [b for b in (after, end if upper is None else f"{k} <= {escape(upper)}") if b]
                 cur.execute(
                     f"SELECT CAST(GROUP_CONCAT({row} SEPARATOR '\\0') AS BINARY), COUNT(*)"
                     f" FROM {table}{' WHERE ' if bounds else ''}{' AND '.join(bounds)}"
@@ -626,12 +834,13 @@ class MysqlCapture:
                 write(f"ALTER {kind} {ident(name)} COMMENT {self.conn.escape(note)};\n".encode())
 
     def release(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            with contextlib.suppress(Exception):
-                conn.close()
+        conns, self.conn, self.others = [self.conn, *self.others], None, []
+        for conn in conns:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                with contextlib.suppress(Exception):
+                    conn.close()
 
 
 class MysqlTarget:
@@ -646,8 +855,10 @@ class MysqlTarget:
         batch_bytes: int,
         bin_dir: str | None,
         system_database: str = "",
+        jobs: int = 1,
     ) -> None:
         self.name = name
+        self.jobs = jobs
         self.server = server
         self.databases = databases
         self.coordinator_database = coordinator_database
@@ -660,7 +871,8 @@ class MysqlTarget:
         self.restored_from: dict[str, str] = {}
         self.label = f'target "{name}" (mysql {server.address()})'
         # the session opened by preflight() for the next capture() (see the module's doc)
-        self._prepared: Prepared[Any] = Prepared(lambda: None, _close)
+        # (jobs of them: every one starts the snapshot, see MysqlCapture._start_others)
+        self._prepared: Prepared[list[Any]] = Prepared(list, _close_all)
 
     def error(self, message: str) -> TargetError:
         return TargetError(f"{self.label}: {message}")
@@ -674,6 +886,7 @@ class MysqlTarget:
             "databases": list(self.databases),
             "coordinator_database": self.coordinator_database,
             "system_database": self.system_database,
+            "jobs": self.jobs,
         }
 
     def scalardb_found(self) -> set[str]:
@@ -737,6 +950,7 @@ class MysqlTarget:
     def preflight(self) -> None:
         self.close()  # a session an earlier preflight prepared and no capture took
         conn = self._capture_connection()
+        held = [conn]
         try:
             with conn.cursor() as cur:
                 names = self.all_databases()
@@ -778,26 +992,62 @@ class MysqlTarget:
                             f"cannot read {t.database}.{t.name}: {_message(exc)}"
                         ) from None
             self._set_session(conn)
+            if self.jobs > 1:
+                # the proof needs InnoDB's transaction counter (see MysqlCapture._prove)
+                checker = MysqlCapture(self)
+                checker.mariadb = "mariadb" in conn.get_server_info().lower()
+                checker._marker(_results(conn, [_marker_sql(checker.mariadb)])[0])
+                while len(held) < self.jobs:
+                    held.append(self.session())
         except BaseException as exc:
-            _close(conn)
+            _close_all(held)
             if isinstance(exc, pymysql.MySQLError):
                 raise self.error(_message(exc)) from None
             raise
-        self._prepared.keep(conn, PREPARED_TTL_S)
+        self._prepared.keep(held, PREPARED_TTL_S)
 
     # -- capture ---------------------------------------------------------------------------------
     def capture(self, set_id: str) -> MysqlCapture:
-        """The snapshot, on the session the preflight prepared (or a new one)."""
+        """The snapshot, on the session the preflight prepared (or a new one); with jobs > 1
+        on all the sessions it prepared, proved equal (see ``MysqlCapture._prove``)."""
         prepared = self._prepared.take()
         capture = MysqlCapture(self)
         try:
-            capture._open(prepared)
+            try:
+                self._snapshots(capture, prepared)
+            except _Differ:
+                # something wrote between the sessions' snapshots (a writer the pause does
+                # not stop, InnoDB's own statistics update...): once more, on the same
+                # sessions, still inside the pause; a second difference fails the capture
+                again = [capture.conn, *capture.others]
+                capture.conn, capture.others, capture._reports = None, [], []
+                self._snapshots(capture, again)
+                capture._position["snapshot_attempts"] = 2
         except BaseException:
+            held = [capture.conn, *capture.others]
             capture.release()
-            if capture.conn is not prepared:
-                _close(prepared)
+            for conn in prepared:
+                if all(conn is not h for h in held):
+                    _close(conn)
             raise
         return capture
+
+    def _snapshots(self, capture: MysqlCapture, prepared: list[Any]) -> None:
+        hook = _AFTER_FIRST_SNAPSHOT
+        # jobs > 1: the other sessions start their snapshots at once with the first one
+        finish = capture._start_others(prepared[1:]) if self.jobs > 1 and hook is None else None
+        try:
+            capture._open(prepared[0] if prepared else None)
+        except BaseException:
+            if finish is not None:
+                with contextlib.suppress(BaseException):
+                    finish()  # their sessions are the capture's, to release
+            raise
+        if self.jobs > 1 and hook is not None:
+            hook()  # tests only: after the first snapshot, before the others
+            finish = capture._start_others(prepared[1:])
+        if finish is not None:
+            finish()
 
     # -- restore ---------------------------------------------------------------------------------
     def rename_databases(self) -> list[str]:
@@ -866,6 +1116,7 @@ class MysqlTarget:
             self.batch_bytes,
             self.bin_dir,
             names.get(self.system_database, self.system_database),
+            self.jobs,
         )
         placed.restored_from = {new: old for old, new in names.items()}
         return placed
@@ -915,9 +1166,10 @@ class MysqlTarget:
         covered = set(self.all_databases())
         for name in record.names:
             where = f"artifact {shown(name, 80)}"
-            if not name.endswith(".sql") or "/" in name:
-                scope.fail(f"{where} is not <database>.sql")
-            scope.covered(name[: -len(".sql")], covered, where, "database")
+            parsed = mysql_artifact(name)
+            if parsed is None:
+                scope.fail(f"{where} is not <database>.sql or <database>.parts/<part>.sql")
+            scope.covered(parsed[0], covered, where, "database")
         where = "the position's databases"
         recorded = scope.sequence(record.position.get("databases"), where, required=False)
         scope.all_covered(recorded, covered, where, "database")
@@ -929,6 +1181,11 @@ class MysqlTarget:
 
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
+        if any("/" in name for name in src.names()):  # exported with jobs > 1
+            from txbackup.targets.mysql_parts import restore_parts  # it builds on this module
+
+            restore_parts(self, src, dest, force)
+            return
         sources: list[str] = []
         for name in src.names():
             if not name.endswith(".sql") or "/" in name:
@@ -1000,8 +1257,8 @@ class MysqlTarget:
 
 
 def _recorded(record: Recorded) -> set[str]:
-    """The databases a set's record holds (``<db>.sql`` artifacts)."""
-    return {n[: -len(".sql")] for n in record.names if n.endswith(".sql") and "/" not in n}
+    """The databases a set's record holds (``<db>.sql`` or ``<db>.parts/`` artifacts)."""
+    return {parsed[0] for parsed in map(mysql_artifact, record.names) if parsed is not None}
 
 
 class _Stopped(Exception):
@@ -1051,6 +1308,25 @@ def _write_behind(
         raise failed[0]
 
 
+def _results(conn: Any, statements: list[str]) -> list[Any]:
+    """The rows of each of ``statements``, run in one round trip (a multi-statement query)."""
+    with conn.cursor() as cur:
+        cur.execute(";\n".join(statements))  # no parameters: a % stays as it is
+        results: list[Any] = [cur.fetchall()]
+        while cur.nextset():
+            results.append(cur.fetchall())
+    return results
+
+
+def _marker_sql(mariadb: bool) -> str:
+    """The statement reading InnoDB's transaction counter (see ``MysqlCapture._prove``)."""
+    return "SHOW GLOBAL STATUS LIKE 'Innodb_max_trx_id'" if mariadb else "SHOW ENGINE INNODB STATUS"
+
+
+_AFTER_FIRST_SNAPSHOT: Callable[[], object] | None = None
+"""Tests only: when set, the other sessions start their snapshots after the first one's and
+after this runs (a write the pause did not stop, which the proof must catch)."""
+
 _SANDBOX: dict[str, bool] = {}
 
 
@@ -1069,6 +1345,11 @@ def _close(conn: Any) -> None:
             conn.close()
 
 
+def _close_all(conns: list[Any]) -> None:
+    for conn in conns:
+        _close(conn)
+
+
 def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
     culprit = f'target "{name}"'
     check_keys(conf, _KEYS, culprit=culprit)
@@ -1078,11 +1359,14 @@ def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
     system = setting_optional_name(conf, "system_database", "scalardb", culprit=culprit)
     batch = setting_int(conf, "batch_bytes", 1 << 20, culprit=culprit, minimum=1024, maximum=64 << 20)
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
+    jobs = setting_int(conf, "jobs", 1, culprit=culprit, minimum=1, maximum=MAX_JOBS)
     server = Server(host, port, user, secret_conf=secret, culprit=culprit)
     # -- mode = "restore-point" (targets.restore_points): no dump, a binary log position
     if read_mode(conf, culprit) != RESTORE_POINT:
-        return MysqlTarget(name, server, databases, coordinator, batch, bin_dir, system)
+        return MysqlTarget(name, server, databases, coordinator, batch, bin_dir, system, jobs)
     # imported here: that module imports this one
     from txbackup.targets.mysql_restore_point import MysqlPointTarget
 
+    if "jobs" in conf:  # nothing is exported: a silent no-op setting would mislead
+        raise UsageError(f'{culprit}: jobs does not apply to mode = "{RESTORE_POINT}": nothing is dumped')
     return MysqlPointTarget(name, server, databases, coordinator, batch, bin_dir, system)

@@ -66,7 +66,7 @@ class MysqlPointTarget(MysqlTarget):
         except BaseException:
             _close(conn)
             raise
-        self._prepared.keep(conn, PREPARED_TTL_S)
+        self._prepared.keep([conn], PREPARED_TTL_S)  # the dump target's shape: its sessions
 
     def _check_point(self, conn: Any) -> None:
         names = self.all_databases()
@@ -109,7 +109,8 @@ class MysqlPointTarget(MysqlTarget):
     # -- capture ---------------------------------------------------------------------------------
     def capture(self, set_id: str) -> MysqlPointCapture:  # type: ignore[override]  # another Capture
         """The binary log position, on the session the preflight prepared (or a new one)."""
-        conn = self._prepared.take()
+        held = self._prepared.take()
+        conn = held[0] if held else None
         try:
             if conn is None or not conn.open:
                 conn = self._capture_connection()

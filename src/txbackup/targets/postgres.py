@@ -782,6 +782,8 @@ def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
         if "archive_wait" in conf:
             raise UsageError(f'{culprit}: archive_wait applies to mode = "{RESTORE_POINT}" only')
         return PostgresTarget(name, server, databases, include, coordinator, jobs, bin_dir, system)
+    if "jobs" in conf:  # nothing is dumped: a silent no-op setting would mislead
+        raise UsageError(f'{culprit}: jobs does not apply to mode = "{RESTORE_POINT}": nothing is dumped')
     if conf.get("include") is not None:
         raise UsageError(
             f'{culprit}: include does not apply to mode = "{RESTORE_POINT}": a restore point covers'
