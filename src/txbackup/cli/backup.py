@@ -6,7 +6,7 @@ import argparse
 
 from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
-from txbackup.cli.common import add_config, add_json, run_async
+from txbackup.cli.common import add_config, add_json, add_k8s_args, fleet_of, run_async, with_k8s_flags
 from txbackup.config import check_places, load_cluster
 from txbackup.durations import parse_duration
 from txbackup.engine.backup import BackupPlan, run_backup
@@ -40,6 +40,7 @@ example: txbackup backup -c cluster.toml"""
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_config(parser, required=True)
+    add_k8s_args(parser.add_argument_group("applications on Kubernetes (instead of the file's)"))  # type: ignore[arg-type]
     parser.add_argument(
         "--wait-lock",
         metavar="DURATION",
@@ -70,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     check_places(config.storage, config.catalog, writable=True, options=config.storage_options)
     reporter: Reporter = JsonReporter() if args.json else HumanReporter()
     catalog = Catalog(config.catalog)
-    apps = config.applications
+    apps = with_k8s_flags(config.applications, args)
     fleets: list[Fleet] = []  # the window is the fleet's, once paused
 
     async def main() -> Manifest:
-        fleet = Fleet(apps.resolve(), apps.options)
+        fleet = fleet_of(apps)  # Kubernetes pods found now, before anything is paused
         fleets.append(fleet)
         plan = BackupPlan(
             fleet=fleet,
