@@ -73,7 +73,7 @@ _SUBDOMAIN = re.compile(rf"(?=.{{1,253}}$){_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 _LABEL = re.compile(_DNS_LABEL)
 _LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 _UID = re.compile(r"[A-Za-z0-9-]{1,128}")
-_PORT_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,13}[a-z0-9])?")
+_PORT_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,13}[a-z0-9])?")  # a container port's (IANA_SVC_NAME)
 _CONTEXT = re.compile(r"[^\x00-\x1f\x7f]{1,253}")
 
 
@@ -288,8 +288,8 @@ def parse_service(item: object) -> Service:
     spec = _obj(service.get("spec"), f"service {name} spec")
     for port in _list(spec.get("ports"), f"service {name} ports"):
         port = _obj(port, f"service {name} port")
-        port_name = port.get("name", "")
-        if not isinstance(port_name, str) or (port_name and not _PORT_NAME.fullmatch(port_name)):
+        port_name = port.get("name", "")  # a Service's port names are DNS labels (up to 63)
+        if not isinstance(port_name, str) or (port_name and not _LABEL.fullmatch(port_name)):
             raise _Bad(f"service {name} has a malformed port name {shown(port_name, 40)}")
         number = _int(port.get("port"), f"service {name} port {port_name}", 1, 65535)
         target = port.get("targetPort", number)  # Kubernetes' default: the port itself
