@@ -170,6 +170,28 @@ async def test_pod_without_ip_or_not_ready_fails_before_anything_is_paused(
     assert sum(pods.pauses.values()) == 0
 
 
+async def test_status_and_unpause_reach_pods_that_are_not_ready(
+    api: FakeKubernetes, pods: Pods, tmp_path: Path
+) -> None:
+    """Recovery after an interrupted pause: a paused pod may fail its readiness probe."""
+    release_of(api, pods)
+    api.set_ready(NS, "scalardb-cluster-node-0", False)
+    api.add_pod(NS, "scalardb-cluster-node-3", release=RELEASE, app="scalardb-cluster", ip=None)
+    await pods.servers[0].gate.pause(wait_outstanding=False, max_wait_ms=None)
+    kubeconfig = api.kubeconfig(tmp_path / "kc", token=api.token())
+    flags = ["--k8s-release", RELEASE, "--k8s-namespace", NS, "--kubeconfig", str(kubeconfig)]
+    code, out, err = await run_cli("status", *flags, "--json")
+    assert code == 0, err
+    assert [(r["pod"], r["state"]) for r in json.loads(out)] == [
+        ("scalardb-cluster-node-0", "paused"), ("scalardb-cluster-node-1", "serving"),
+        ("scalardb-cluster-node-2", "serving"),
+    ]  # fmt: skip
+    assert "pod scalardb-cluster-node-3 has no IP: left out" in err
+    code, out, err = await run_cli("unpause", *flags)
+    assert code == 0, err
+    assert pods.paused() == [False, False, False]
+
+
 async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """``txbackup ARGS`` in a process, while this loop keeps serving the pods."""
     process = await asyncio.create_subprocess_exec(

@@ -317,6 +317,8 @@ class Found:
     """Each pod's admin endpoint -> the pod's name."""
     skipped: tuple[str, ...] = ()
     """Pods of the release that are not the product's (Envoy): not paused."""
+    unreachable: tuple[str, ...] = ()
+    """Product pods left out (no IP), when found with ``strict=False``."""
 
 
 def product_of(release: Release, pods: Sequence[Pod]) -> tuple[Product, tuple[Pod, ...], tuple[str, ...]]:
@@ -347,9 +349,15 @@ def product_of(release: Release, pods: Sequence[Pod]) -> tuple[Product, tuple[Po
     return product, chosen, skipped
 
 
-def select(release: Release, pods: Sequence[Pod], services: Sequence[Service]) -> Found:
+def select(
+    release: Release, pods: Sequence[Pod], services: Sequence[Service], *, strict: bool = True
+) -> Found:
     """The product's pods and their admin endpoints, by the anchor's rules and ours (see the
-    module docstring); ``KubernetesError`` naming the release and the culprit otherwise."""
+    module docstring); ``KubernetesError`` naming the release and the culprit otherwise.
+
+    ``strict=False`` (status, unpause: a paused pod may fail its readiness probe, and
+    recovery must still reach it) keeps every pod that has an IP and lists the others in
+    ``Found.unreachable`` instead of failing."""
     where = str(release)
     product, chosen, skipped = product_of(release, pods)
     unusable = [
@@ -357,10 +365,12 @@ def select(release: Release, pods: Sequence[Pod], services: Sequence[Service]) -
         for p in chosen
         if p.deleting or p.ip is None or not p.ready
     ]
-    if unusable:
+    unreachable = tuple(f"pod {p.name} has no IP" for p in chosen if p.ip is None)
+    if unusable and strict:
         raise KubernetesError(
             f"{where}: not every {product.title} pod can be paused: pod {'; pod '.join(unusable)}"
         )
+    chosen = tuple(p for p in chosen if p.ip is not None)
     headless = [s for s in services if s.name.endswith(HEADLESS_SUFFIX)]
     if len(headless) != 1:
         names = ", ".join(s.name for s in headless) or "none"
@@ -385,7 +395,7 @@ def select(release: Release, pods: Sequence[Pod], services: Sequence[Service]) -
         if endpoint in endpoints:
             raise KubernetesError(f"{where}: pods {endpoints[endpoint]} and {pod.name} have the same address")
         endpoints[endpoint] = pod.name
-    return Found(release, product, service.name, chosen, endpoints, skipped)
+    return Found(release, product, service.name, chosen, endpoints, skipped, unreachable)
 
 
 def changes(before: Found, after: Sequence[Pod]) -> list[str]:
@@ -564,11 +574,12 @@ class Api:
         except _Bad as exc:
             raise KubernetesError(f"Kubernetes API {self.server}: {self.release}: {exc}") from None
 
-    def find(self) -> Found:
-        """The release's product pods, every one Ready with an IP, and their admin endpoints."""
+    def find(self, strict: bool = True) -> Found:
+        """The release's product pods, every one Ready with an IP, and their admin endpoints
+        (``strict``: see :func:`select`)."""
         pods = self.pods()
         product, _, _ = product_of(self.release, pods)  # which Service to read
-        return select(self.release, pods, self.services(product))
+        return select(self.release, pods, self.services(product), strict=strict)
 
 
 def describe_failure(exc: BaseException, release: Release) -> str:
@@ -634,15 +645,20 @@ class Watch:
 
 
 def discover(
-    releases: Sequence[Release], timeout: float = 10.0, *, service_account_dir: str | None = None
+    releases: Sequence[Release],
+    timeout: float = 10.0,
+    *,
+    strict: bool = True,
+    service_account_dir: str | None = None,
 ) -> list[Watch]:
-    """Every release found (before anything is paused): one :class:`Watch` each."""
+    """Every release found (before anything is paused): one :class:`Watch` each (``strict``:
+    see :func:`select`)."""
     watches = []
     try:
         for release in releases:
             api = Api.connect(release, timeout, service_account_dir=service_account_dir)
             try:
-                watches.append(Watch(api, api.find()))
+                watches.append(Watch(api, api.find(strict)))
             except BaseException:
                 api.close()
                 raise

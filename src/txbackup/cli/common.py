@@ -316,21 +316,27 @@ def flag_duration(text: str, flag: str, maximum: float = MAX_CALL_S) -> float:
         raise UsageError(f"{flag}: {exc}") from None
 
 
-def fleet_of(apps: Applications) -> Fleet:
+def fleet_of(apps: Applications, *, strict: bool = True) -> Fleet:
     """The fleet of ``apps``: its endpoints, the SRV name's, and every Kubernetes release's pods
     (found now: a pod not Ready or without an IP fails here, before anything is paused), with
-    a window check per release that fails the pause if its pods change meanwhile."""
+    a window check per release that fails the pause if its pods change meanwhile.
+
+    ``strict=False`` (status, unpause) keeps the pods that have an IP, Ready or not, and warns
+    on stderr about the others: recovering from an interrupted pause must not wait for them."""
     endpoints = apps.resolve()
-    watches = discover(apps.kubernetes, apps.options.timeout) if apps.kubernetes else []
+    watches = discover(apps.kubernetes, apps.options.timeout, strict=strict) if apps.kubernetes else []
     names: dict[Endpoint, str] = {}
     for watch in watches:
         names.update(watch.found.endpoints)
+        for problem in watch.found.unreachable:
+            print(f"txbackup: warning: {watch.found.release}: {problem}: left out", file=sys.stderr)
     return Fleet(endpoints + list(names), apps.options, window_checks=watches, names=names)
 
 
-def fleet_from_args(args: argparse.Namespace) -> tuple[Fleet, Applications]:
+def fleet_from_args(args: argparse.Namespace, *, strict: bool = True) -> tuple[Fleet, Applications]:
+    """The fleet named by the command line (``strict``: see :func:`fleet_of`)."""
     apps = applications_from_args(args)
-    return fleet_of(apps), apps
+    return fleet_of(apps, strict=strict), apps
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

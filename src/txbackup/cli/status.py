@@ -32,7 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fleet, _ = fleet_from_args(args)
+    fleet, _ = fleet_from_args(args, strict=False)  # a paused pod may not be Ready
 
     async def main() -> list[EndpointStatus]:
         try:
