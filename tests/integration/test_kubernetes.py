@@ -335,6 +335,32 @@ async def test_backup_set_fails_when_a_pod_restarts_in_the_pause(
     assert [s.status for s in catalog.list()] == ["failed"]
 
 
+async def test_cli_backup_with_the_files_release(api: FakeKubernetes, pods: Pods, tmp_path: Path) -> None:
+    """``[applications] kubernetes`` in the cluster file; --k8s-namespace overrides its namespace."""
+    import sqlite3
+
+    release_of(api, pods)
+    with sqlite3.connect(tmp_path / "app.db") as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("create table t (x)")
+    kubeconfig = api.kubeconfig(tmp_path / "kc", token=api.token())
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        "[applications]\n"
+        f'kubernetes = {{ release = "{RELEASE}", namespace = "staging", kubeconfig = "kc" }}\n'
+        '[storage]\npath = "repo"\n'
+        '[[targets]]\nname = "app"\nkind = "sqlite"\npath = "app.db"\n'
+    )
+    code, out, err = await run_cli("backup", "-c", str(config), "--json")
+    assert code == 1 and f"release {RELEASE} in namespace staging: no pod has the label" in err
+    assert sum(pods.pauses.values()) == 0
+    code, out, err = await run_cli("backup", "-c", str(config), "--k8s-namespace", NS, "--json")
+    assert code == 0, err
+    result = json.loads(out.splitlines()[-1])
+    assert result["event"] == "result" and result["pause"]["verified"] is True
+    assert all(n == 1 for n in pods.pauses.values()) and pods.paused() == [False, False, False]
+
+
 def test_release_and_namespace_are_checked() -> None:
     for bad in ("Scalar", "a_b", "x" * 54, "", "-a"):
         with pytest.raises(UsageError, match="not a Helm release name"):
