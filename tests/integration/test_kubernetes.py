@@ -343,7 +343,7 @@ async def test_cli_backup_with_the_files_release(api: FakeKubernetes, pods: Pods
     with sqlite3.connect(tmp_path / "app.db") as conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("create table t (x)")
-    kubeconfig = api.kubeconfig(tmp_path / "kc", token=api.token())
+    api.kubeconfig(tmp_path / "kc", token=api.token())  # named relative to the cluster file
     config = tmp_path / "cluster.toml"
     config.write_text(
         "[applications]\n"
