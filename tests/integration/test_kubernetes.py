@@ -361,6 +361,27 @@ async def test_cli_backup_with_the_files_release(api: FakeKubernetes, pods: Pods
     assert all(n == 1 for n in pods.pauses.values()) and pods.paused() == [False, False, False]
 
 
+async def test_hostile_answers_are_refused_in_one_line(
+    api: FakeKubernetes, pods: Pods, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release_of(api, pods)
+    release = Release(RELEASE, NS, str(api.kubeconfig(tmp_path / "kc", token=api.token())))
+    pod = api.objects["pods"][(NS, "scalardb-cluster-node-1")]
+    pod["status"]["podIP"] = "10.0.0.1; rm -rf /"
+    with pytest.raises(KubernetesError) as info:
+        discover([release], timeout=5)
+    assert "pod scalardb-cluster-node-1 has a malformed IP '10.0.0.1; rm -rf /'" in str(info.value)
+    pod["status"]["podIP"] = pods.servers[1].host
+    api.objects["services"][(NS, "scalardb-cluster-headless")]["spec"]["ports"][0]["targetPort"] = 0
+    with pytest.raises(KubernetesError, match="targetPort 0 is not a whole number in 1-65535"):
+        discover([release], timeout=5)
+    api.objects["services"][(NS, "scalardb-cluster-headless")]["spec"]["ports"][0]["targetPort"] = pods.port
+    monkeypatch.setattr("txbackup.admin.kubernetes.MAX_LIST_BYTES", 1000)  # 5 pods: about 3 KB
+    with pytest.raises(KubernetesError, match="list pods in namespace prod: the answer is larger than 1,000"):
+        discover([release], timeout=5)
+    assert sum(pods.pauses.values()) == 0
+
+
 def test_release_and_namespace_are_checked() -> None:
     for bad in ("Scalar", "a_b", "x" * 54, "", "-a"):
         with pytest.raises(UsageError, match="not a Helm release name"):

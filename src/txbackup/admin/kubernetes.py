@@ -543,7 +543,7 @@ class Api:
             raise KubernetesError(f"Kubernetes API {self.server}: {what}: HTTP {status}")
         if len(data) > MAX_LIST_BYTES:
             raise KubernetesError(
-                f"Kubernetes API {self.server}: {what}: the answer is larger than {MAX_LIST_BYTES >> 20} MiB"
+                f"Kubernetes API {self.server}: {what}: the answer is larger than {MAX_LIST_BYTES:,} bytes"
             )
         try:
             body = loads(data, max_depth=MAX_DEPTH)
