@@ -30,12 +30,16 @@ with --wait-lock. Then it cleans what killed runs left (see txbackup cleanup).
 Before unpausing, every application must confirm it is still paused: if one
 was unpaused meanwhile (by someone else, its lease, a restart) the set fails
 naming it. Older servers without CheckPaused cannot confirm: the set is kept
-with a warning.
+with a warning. On Kubernetes (--k8s-release, or [applications] kubernetes)
+the release's pods are found first (one not Ready or without an IP fails
+before anything is paused) and listed again before the unpause: a pod
+restarted, replaced, added or vanished fails the set, naming it.
 
 Progress goes to stderr; with --json, one JSON object per event on stdout,
 the last one {"event": "result", ...}.
 
-example: txbackup backup -c cluster.toml"""
+example: txbackup backup -c cluster.toml
+         txbackup backup -c cluster.toml --k8s-release scalardb --k8s-namespace prod"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
