@@ -19,6 +19,7 @@ from txbackup.admin.kubernetes import (
     Service,
     ServicePort,
     _Bad,
+    _shown_server,
     changes,
     describe_failure,
     parse_pod,
@@ -166,6 +167,11 @@ def test_missing_kubeconfig_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(UsageError) as err:
         Api.connect(Release("scalardb", kubeconfig=str(broken)))
     assert str(err.value).startswith(f"kubeconfig {broken}: ") and "\n" not in str(err.value)
+
+
+def test_server_url_shown_without_userinfo() -> None:
+    assert _shown_server("https://admin:s3cret@10.0.0.1:6443/x") == "https://10.0.0.1:6443"
+    assert _shown_server("") == "(no server)"
 
 
 def test_failure_reasons_hold_no_secret() -> None:

@@ -43,6 +43,7 @@ import asyncio
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -513,7 +514,7 @@ class Api:
 
         config.retries = urllib3.Retry(total=2, redirect=0, status=0, backoff_factor=0.1)
         client = k8s.client.ApiClient(config)
-        return cls(replace(release, namespace=namespace), str(config.host), client, timeout)
+        return cls(replace(release, namespace=namespace), _shown_server(config.host), client, timeout)
 
     def close(self) -> None:
         self.client.close()
@@ -580,6 +581,14 @@ class Api:
         pods = self.pods()
         product, _, _ = product_of(self.release, pods)  # which Service to read
         return select(self.release, pods, self.services(product), strict=strict)
+
+
+def _shown_server(host: object) -> str:
+    """The API server's URL as messages show it: scheme, host and port only (a URL written
+    with ``user:password@`` in a kubeconfig must not reach a log)."""
+    parts = urllib.parse.urlsplit(str(host))
+    netloc = parts.netloc.rpartition("@")[2]
+    return shown(f"{parts.scheme}://{netloc}", 200).strip("'\"") if netloc else "(no server)"
 
 
 def describe_failure(exc: BaseException, release: Release) -> str:
