@@ -224,6 +224,25 @@ async def test_cli_pause_and_status_list_pods(api: FakeKubernetes, pods: Pods, t
     assert "scalardb-cluster-node-2" in out and "scalardb-envoy" not in out
 
 
+async def test_cli_pause_fails_when_a_pod_is_replaced_in_the_hold(
+    api: FakeKubernetes, pods: Pods, tmp_path: Path
+) -> None:
+    release_of(api, pods)
+    kubeconfig = api.kubeconfig(tmp_path / "kc", token=api.token())
+    run = asyncio.create_task(run_cli("pause", "--k8s-release", RELEASE, "--k8s-namespace", NS,
+                                      "--kubeconfig", str(kubeconfig), "--hold", "3s"))  # fmt: skip
+    for _ in range(300):  # until every pod is paused (the process starts, lists, pauses)
+        if pods.paused() == [True, True, True]:
+            break
+        await asyncio.sleep(0.05)
+    assert pods.paused() == [True, True, True]
+    api.replace(NS, "scalardb-cluster-node-0")
+    code, out, err = await run
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "pause window not held" in err and "pod scalardb-cluster-node-0: replaced (uid" in err
+    assert pods.paused() == [False, False, False]
+
+
 async def test_rbac_403_one_line_nothing_paused(api: FakeKubernetes, pods: Pods, tmp_path: Path) -> None:
     release_of(api, pods)
     token = api.token(allowed=False)
