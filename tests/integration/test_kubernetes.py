@@ -21,7 +21,7 @@ from txbackup.admin.client import Endpoint
 from txbackup.admin.fleet import Fleet, PauseWindowBroken, paused
 from txbackup.admin.kubernetes import KubernetesError, Release, discover
 from txbackup.demo.sample_service import SampleServer, start_sample_server
-from txbackup.errors import TxbackupError, UsageError
+from txbackup.errors import PauseError, TxbackupError, UsageError
 
 NS = "prod"
 RELEASE = "scalardb"
@@ -151,6 +151,18 @@ async def test_churn_during_the_pause_breaks_the_window_after_unpausing(
     assert expected in message and f"release {RELEASE} in namespace {NS}" in message
     assert "\n" not in message
     assert pods.paused() == [False, False, False]  # every paused pod was unpaused
+
+
+async def test_a_pod_that_cannot_pause_is_named(api: FakeKubernetes, pods: Pods, tmp_path: Path) -> None:
+    release_of(api, pods)
+    fleet = fleet_for(api.kubeconfig(tmp_path / "kc", token=api.token()))
+    dead = pods.servers[2]
+    await dead.stop()  # Ready in the API, gone in fact
+    with pytest.raises(PauseError) as info:
+        await fleet.pause()
+    await fleet.close()
+    assert f"{dead.host}:{dead.port} (pod scalardb-cluster-node-2): connection refused" in str(info.value)
+    assert pods.paused()[:2] == [False, False]
 
 
 @pytest.mark.parametrize(

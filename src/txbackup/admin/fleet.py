@@ -119,6 +119,11 @@ class Fleet:
         self.endpoints = sorted(set(self.endpoints))
         self._clients: dict[Endpoint, AdminClient] = {}
 
+    def label(self, endpoint: Endpoint) -> str:
+        """``endpoint`` as messages name it: with its pod's name when discovery knows it."""
+        name = self.names.get(endpoint)
+        return f"{endpoint} (pod {name})" if name else str(endpoint)
+
     def _client(self, endpoint: Endpoint) -> AdminClient:
         if endpoint not in self._clients:
             self._clients[endpoint] = AdminClient(endpoint, self.options)
@@ -158,7 +163,8 @@ class Fleet:
             raise
         if failures:
             await asyncio.shield(self._unpause_all(quiet=True))
-            raise PauseError("pause failed: " + "; ".join(f"{e}: {r}" for e, r in sorted(failures.items())))
+            failed = "; ".join(f"{self.label(e)}: {r}" for e, r in sorted(failures.items()))
+            raise PauseError(f"pause failed: {failed}")
         self.window.started_at = max(confirmed.values()) if confirmed else utc_now()
         return self.window
 
@@ -168,7 +174,7 @@ class Fleet:
         if failures:
             raise PauseError(
                 "unpause failed, these may STILL BE PAUSED until their lease expires: "
-                + "; ".join(f"{e}: {r}" for e, r in sorted(failures.items()))
+                + "; ".join(f"{self.label(e)}: {r}" for e, r in sorted(failures.items()))
             )
 
     async def _unpause_all(self, quiet: bool) -> dict[Endpoint, str]:
@@ -199,13 +205,13 @@ class Fleet:
         if self.window.ended_at is None:
             self.window.ended_at = ended
         broken = [
-            f"{s.endpoint}: no longer paused (unpaused by someone else, its pause lease expired,"
+            f"{self.label(s.endpoint)}: no longer paused (unpaused by someone else, its pause lease expired,"
             " or it restarted)"
             for s in statuses
             if s.paused is False
         ]
         broken += [
-            f"{s.endpoint}: cannot confirm it is still paused ({s.error})"
+            f"{self.label(s.endpoint)}: cannot confirm it is still paused ({s.error})"
             for s in statuses
             if s.error
         ]
