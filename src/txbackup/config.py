@@ -21,6 +21,7 @@ from typing import Any
 
 from txbackup.admin.client import ClientOptions, Endpoint, TlsOptions
 from txbackup.admin.discovery import check_dns_server, check_srv_name, from_list, from_srv
+from txbackup.admin.kubernetes import Release
 from txbackup.durations import MAX_CALL_S
 from txbackup.errors import UsageError
 from txbackup.extras import import_extra
@@ -68,6 +69,8 @@ class Applications:
     options: ClientOptions = field(default_factory=ClientOptions)
     wait_outstanding: bool = True
     max_pause_wait_ms: int | None = None
+    kubernetes: list[Release] = field(default_factory=list)
+    """Helm releases whose pods are found through the Kubernetes API when the fleet is built."""
 
     def resolve(self) -> list[Endpoint]:
         """The endpoints, looking the SRV name up now when one is configured."""
@@ -170,6 +173,44 @@ def _tls(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> 
     return tls
 
 
+KUBERNETES = Table(
+    "[applications] kubernetes",
+    (
+        Setting("release", "str", required=True, help="the Helm release (label app.kubernetes.io/instance)"),
+        Setting("namespace", "str", help="its namespace (default: the kubeconfig context's, else the pod's)"),
+        Setting("kubeconfig", "path", help="a kubeconfig file (default: in a pod its service account, "
+                "else $KUBECONFIG or ~/.kube/config)"),
+        Setting("context", "str", help="the kubeconfig context to use (default: its current one)"),
+    ),
+)  # fmt: skip
+
+
+def _kubernetes(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> list[Release]:
+    """``kubernetes = { release = "scalardb", namespace = "prod" }``, or a list of such tables
+    (ScalarDL's ledger and auditor are two releases paused together)."""
+    value = conf.get(key)
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    where = culprit.removesuffix("[applications]").strip()
+    releases = []
+    for i, item in enumerate(items):
+        title = KUBERNETES.title if len(items) == 1 else f"{KUBERNETES.title} #{i + 1}"
+        if not isinstance(item, Mapping):
+            raise UsageError(
+                f"{culprit}: {key} must be a table {{ release = ..., namespace = ... }} or a list of them"
+            )
+        read = KUBERNETES.read(item, where=where, base=base, title=title)
+        try:
+            releases.append(Release(**read))
+        except UsageError as exc:
+            raise UsageError(f"{where} {title}: {exc}".strip()) from None
+    names = [(r.release, r.namespace) for r in releases]
+    if len(set(names)) != len(names):
+        raise UsageError(f"{culprit}: {key} names a release twice")
+    return releases
+
+
 APPLICATIONS = Table(
     "[applications]",
     (
@@ -186,6 +227,10 @@ APPLICATIONS = Table(
             maximum=MAX_CALL_S,
         ),
         Setting("tls", "custom", help="true, or a [applications.tls] table", read=_tls),
+        Setting(
+            "kubernetes", "custom", read=_kubernetes,
+            help="a Helm release whose pods are paused: { release, namespace, kubeconfig, context }",
+        ),
     ),
 )  # fmt: skip
 STORAGE = Table(
@@ -398,6 +443,7 @@ def parse_applications(
         options=ClientOptions(timeout=read["timeout"], tls=read["tls"]),
         wait_outstanding=read["wait_outstanding"],
         max_pause_wait_ms=None if max_wait is None else round(max_wait * 1000),
+        kubernetes=read["kubernetes"],
     )
 
 

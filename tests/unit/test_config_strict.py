@@ -329,6 +329,10 @@ def _flags(**given: object) -> argparse.Namespace:
         "override_authority": None,
         "tls_cert_path": None,
         "tls_key_path": None,
+        "k8s_release": None,
+        "k8s_namespace": None,
+        "kubeconfig": None,
+        "k8s_context": None,
     }
     return argparse.Namespace(**(args | given))
 
@@ -358,6 +362,11 @@ def _flags(**given: object) -> argparse.Namespace:
         ({"config": "c.toml", "timeout": "5s"}, "--timeout goes with --endpoints/--srv"),
         ({"config": "c.toml", "endpoints": "h:1"}, "give either --config or --endpoints/--srv"),
         ({}, "no applications"),
+        ({"k8s_release": ["Scalar"]}, "--k8s-release 'Scalar': not a Helm release name"),
+        ({"k8s_release": ["s"], "k8s_namespace": "a.b"}, "--k8s-namespace 'a.b': not a Kubernetes namespace"),
+        ({"k8s_release": ["s"], "endpoints": "h:1"}, "give either --k8s-release or --endpoints/--srv"),
+        ({"endpoints": "h:1", "k8s_namespace": "prod"}, "--k8s-namespace goes with --k8s-release"),
+        ({"endpoints": "h:1", "kubeconfig": "kc"}, "--kubeconfig goes with --k8s-release"),
     ],
 )
 def test_command_line_flags_follow_the_same_rules(given: dict[str, object], expected: str) -> None:

@@ -17,7 +17,9 @@ someone else, its lease expired, restarted) or cannot answer fails the window,
 naming it: a restore point there would lie in time when it served requests.
 The window then ends when the check was sent. An older server without
 CheckPaused cannot be asked: the window is kept, and the endpoint is listed
-in ``PauseWindow.unverified`` so callers can warn and record it.
+in ``PauseWindow.unverified`` so callers can warn and record it. Beside
+CheckPaused run the fleet's ``window_checks`` (Kubernetes: did a pod restart,
+get replaced, appear or vanish?): anything they report breaks the window too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import asyncio
 import contextlib
 import contextvars
 import signal
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -96,6 +98,12 @@ class EndpointStatus:
         return "paused" if self.paused else "serving"
 
 
+WindowCheck = Callable[[], Awaitable[list[str]]]
+"""A check run beside CheckPaused before the window closes: what broke the pause, one item
+each (``[]``: nothing). Kubernetes discovery adds one per release (pods restarted, replaced,
+added or vanished: :class:`txbackup.admin.kubernetes.Watch`)."""
+
+
 @dataclass
 class Fleet:
     """A set of scalar-admin endpoints, paused and unpaused together."""
@@ -103,10 +111,18 @@ class Fleet:
     endpoints: Sequence[Endpoint]
     options: ClientOptions = field(default_factory=ClientOptions)
     window: PauseWindow = field(default_factory=PauseWindow)
+    window_checks: Sequence[WindowCheck] = ()
+    names: dict[Endpoint, str] = field(default_factory=dict)
+    """What each endpoint is, where discovery knows (a pod's name), for status and output."""
 
     def __post_init__(self) -> None:
         self.endpoints = sorted(set(self.endpoints))
         self._clients: dict[Endpoint, AdminClient] = {}
+
+    def label(self, endpoint: Endpoint) -> str:
+        """``endpoint`` as messages name it: with its pod's name when discovery knows it."""
+        name = self.names.get(endpoint)
+        return f"{endpoint} (pod {name})" if name else str(endpoint)
 
     def _client(self, endpoint: Endpoint) -> AdminClient:
         if endpoint not in self._clients:
@@ -147,7 +163,8 @@ class Fleet:
             raise
         if failures:
             await asyncio.shield(self._unpause_all(quiet=True))
-            raise PauseError("pause failed: " + "; ".join(f"{e}: {r}" for e, r in sorted(failures.items())))
+            failed = "; ".join(f"{self.label(e)}: {r}" for e, r in sorted(failures.items()))
+            raise PauseError(f"pause failed: {failed}")
         self.window.started_at = max(confirmed.values()) if confirmed else utc_now()
         return self.window
 
@@ -157,7 +174,7 @@ class Fleet:
         if failures:
             raise PauseError(
                 "unpause failed, these may STILL BE PAUSED until their lease expires: "
-                + "; ".join(f"{e}: {r}" for e, r in sorted(failures.items()))
+                + "; ".join(f"{self.label(e)}: {r}" for e, r in sorted(failures.items()))
             )
 
     async def _unpause_all(self, quiet: bool) -> dict[Endpoint, str]:
@@ -179,23 +196,26 @@ class Fleet:
         The window ends when the checks are sent: each endpoint answering
         "paused" was paused then. Raises ``PauseWindowBroken`` naming each
         endpoint that is not (or cannot say); endpoints of older servers without
-        CheckPaused are listed in ``window.unverified``.
+        CheckPaused are listed in ``window.unverified``. The ``window_checks`` run at the
+        same time; what they report is broken too.
         """
         ended = utc_now()
-        statuses = await self.status()
+        checks = asyncio.gather(*(check() for check in self.window_checks))
+        statuses, checked = await asyncio.gather(self.status(), checks)
         if self.window.ended_at is None:
             self.window.ended_at = ended
         broken = [
-            f"{s.endpoint}: no longer paused (unpaused by someone else, its pause lease expired,"
+            f"{self.label(s.endpoint)}: no longer paused (unpaused by someone else, its pause lease expired,"
             " or it restarted)"
             for s in statuses
             if s.paused is False
         ]
         broken += [
-            f"{s.endpoint}: cannot confirm it is still paused ({s.error})"
+            f"{self.label(s.endpoint)}: cannot confirm it is still paused ({s.error})"
             for s in statuses
             if s.error
         ]
+        broken += [item for items in checked for item in items]
         self.window.unverified = [str(s.endpoint) for s in statuses if s.paused is None and s.error is None]
         if broken:
             raise PauseWindowBroken("pause window not held, the set is not consistent: " + "; ".join(broken))

@@ -6,7 +6,7 @@ import argparse
 
 from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
-from txbackup.cli.common import add_config, add_json, run_async
+from txbackup.cli.common import add_config, add_json, add_k8s_args, fleet_of, run_async, with_k8s_flags
 from txbackup.cli.runmetrics import Run, add_metrics_arg, recorded
 from txbackup.config import check_places, load_cluster
 from txbackup.durations import parse_duration
@@ -31,7 +31,10 @@ with --wait-lock. Then it cleans what killed runs left (see txbackup cleanup).
 Before unpausing, every application must confirm it is still paused: if one
 was unpaused meanwhile (by someone else, its lease, a restart) the set fails
 naming it. Older servers without CheckPaused cannot confirm: the set is kept
-with a warning.
+with a warning. On Kubernetes (--k8s-release, or [applications] kubernetes)
+the release's pods are found first (one not Ready or without an IP fails
+before anything is paused) and listed again before the unpause: a pod
+restarted, replaced, added or vanished fails the set, naming it.
 
 Progress goes to stderr; with --json, one JSON object per event on stdout,
 the last one {"event": "result", ...}.
@@ -42,11 +45,13 @@ pause window, bytes, and per target bytes, durations and status (README: Metrics
 Exit codes: 0 set complete, 1 failed (nothing left paused), 2 bad input (nothing
 done), 130/143 stopped by SIGINT/SIGTERM (cleaned up).
 
-example: txbackup backup -c cluster.toml"""
+example: txbackup backup -c cluster.toml
+         txbackup backup -c cluster.toml --k8s-release scalardb --k8s-namespace prod"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_config(parser, required=True)
+    add_k8s_args(parser.add_argument_group("applications on Kubernetes (instead of the file's)"))  # type: ignore[arg-type]
     parser.add_argument(
         "--wait-lock",
         metavar="DURATION",
@@ -86,11 +91,11 @@ def _run(args: argparse.Namespace, metrics: Run) -> int:
     check_places(config.storage, config.catalog, writable=True, options=config.storage_options)
     reporter = metrics.reporter  # the engine's events, also read for the metrics
     catalog = Catalog(config.catalog)
-    apps = config.applications
+    apps = with_k8s_flags(config.applications, args)
     fleets: list[Fleet] = []  # the window is the fleet's, once paused
 
     async def main() -> Manifest:
-        fleet = Fleet(apps.resolve(), apps.options)
+        fleet = fleet_of(apps)  # Kubernetes pods found now, before anything is paused
         fleets.append(fleet)
         plan = BackupPlan(
             fleet=fleet,

@@ -11,8 +11,10 @@ from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from txbackup.admin.client import Endpoint
 from txbackup.admin.discovery import from_srv
 from txbackup.admin.fleet import Fleet, Interrupted, received_signal
+from txbackup.admin.kubernetes import Release, discover
 from txbackup.catalog import Catalog
 from txbackup.config import (
     STORAGE_OPTIONS,
@@ -36,6 +38,7 @@ from txbackup.repository.crypto import (
     passphrase_from,
     unlock,
 )
+from txbackup.settings import resolve_path
 from txbackup.storage import Storage, open_storage
 
 T = TypeVar("T")
@@ -167,6 +170,7 @@ def add_fleet_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-s", "--srv", metavar="NAME", help="a DNS SRV name listing the endpoints")
     group.add_argument("--dns-server", metavar="HOST:PORT", help="resolve --srv with this server")
     add_config(group)  # type: ignore[arg-type]
+    add_k8s_args(group)  # type: ignore[arg-type]
     group.add_argument("--timeout", help="deadline of each call (default 10s, at most 1h)")
     group.add_argument("--tls", action="store_true", help="use TLS")
     group.add_argument("--ca-root-cert-path", metavar="FILE", help="CA certificate for TLS")
@@ -175,6 +179,65 @@ def add_fleet_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--tls-key-path", metavar="FILE", help="its private key (PEM, an owner-only file: chmod 600)"
     )
+
+
+def add_k8s_args(parser: argparse.ArgumentParser) -> None:
+    """A Helm release on Kubernetes: its pods are the applications
+    (``pip install 'txbackup[kubernetes]'``)."""
+    parser.add_argument(
+        "--k8s-release", metavar="NAME", action="append",
+        help="a Helm release of ScalarDB Cluster or ScalarDL: pause its pods (repeatable; replaces the "
+        "cluster file's applications)",
+    )
+    parser.add_argument(
+        "--k8s-namespace", metavar="NAME",
+        help="the release's namespace (default: the kubeconfig context's, else the pod's own)",
+    )
+    parser.add_argument(
+        "--kubeconfig", metavar="FILE",
+        help="a kubeconfig file (default: in a pod its service account, else $KUBECONFIG or ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--k8s-context", metavar="NAME", help="the kubeconfig context (default: its current one)"
+    )
+
+
+def with_k8s_flags(apps: Applications, args: argparse.Namespace) -> Applications:
+    """``apps`` with the Kubernetes flags applied: --k8s-release names the releases (and
+    replaces the endpoints and SRV name of a cluster file); --k8s-namespace, --kubeconfig and
+    --k8s-context override the cluster file's ``kubernetes`` settings."""
+    given = {"--k8s-namespace": args.k8s_namespace, "--kubeconfig": args.kubeconfig,
+             "--k8s-context": args.k8s_context}  # fmt: skip
+    kubeconfig = None if args.kubeconfig is None else resolve_path(args.kubeconfig, None)
+    try:
+        if args.k8s_release:
+            apps.kubernetes = [
+                Release(name, args.k8s_namespace, kubeconfig, args.k8s_context) for name in args.k8s_release
+            ]
+            apps.endpoints, apps.srv = [], None
+        elif any(v is not None for v in given.values()):
+            flag = next(f for f, v in given.items() if v is not None)
+            if not apps.kubernetes:
+                raise UsageError(
+                    f"{flag} goes with --k8s-release (or a cluster file's [applications] kubernetes)"
+                )
+            apps.kubernetes = [
+                Release(
+                    r.release,
+                    args.k8s_namespace or r.namespace,
+                    kubeconfig or r.kubeconfig,
+                    args.k8s_context or r.context,
+                )
+                for r in apps.kubernetes
+            ]
+    except UsageError as exc:
+        text = str(exc)
+        for word, flag in (("release", "--k8s-release"), ("namespace", "--k8s-namespace"),
+                           ("context", "--k8s-context")):  # fmt: skip
+            if text.startswith(f"{word} "):
+                text = f"{flag} {text.removeprefix(word + ' ')}"
+        raise UsageError(text) from None
+    return apps
 
 
 def applications_from_args(args: argparse.Namespace) -> Applications:
@@ -195,9 +258,13 @@ def applications_from_args(args: argparse.Namespace) -> Applications:
         given = [flag for flag, value in flags.items() if value is not None]
         if given:
             raise UsageError(f"{given[0]} goes with --endpoints/--srv; with --config, set it in the file")
-        return load_cluster(args.config).applications
-    if args.endpoints is None and args.srv is None:
-        raise UsageError("no applications: give --endpoints HOST:PORT,..., --srv NAME or --config FILE")
+        return with_k8s_flags(load_cluster(args.config).applications, args)
+    if args.k8s_release and (args.endpoints or args.srv):
+        raise UsageError("give either --k8s-release or --endpoints/--srv, not both")
+    if args.endpoints is None and args.srv is None and not args.k8s_release:
+        raise UsageError(
+            "no applications: give --endpoints HOST:PORT,..., --srv NAME, --k8s-release NAME or --config FILE"
+        )
     if args.dns_server is not None and args.srv is None:
         raise UsageError("--dns-server goes with --srv")
     if (args.tls_cert_path is None) != (args.tls_key_path is None):
@@ -207,6 +274,8 @@ def applications_from_args(args: argparse.Namespace) -> Applications:
         conf["endpoints"] = args.endpoints
     if args.srv is not None:
         conf["srv"] = args.srv
+    if args.endpoints is None and args.srv is None:
+        conf["endpoints"] = []  # the applications are a release's pods
     if args.dns_server is not None:
         conf["dns_server"] = args.dns_server
     tls = {
@@ -224,7 +293,7 @@ def applications_from_args(args: argparse.Namespace) -> Applications:
     if apps.srv:
         apps.endpoints += from_srv(apps.srv, apps.dns_server)
         apps.srv = None
-    return apps
+    return with_k8s_flags(apps, args)
 
 
 def _as_flags(message: str) -> str:
@@ -247,9 +316,27 @@ def flag_duration(text: str, flag: str, maximum: float = MAX_CALL_S) -> float:
         raise UsageError(f"{flag}: {exc}") from None
 
 
-def fleet_from_args(args: argparse.Namespace) -> tuple[Fleet, Applications]:
+def fleet_of(apps: Applications, *, strict: bool = True) -> Fleet:
+    """The fleet of ``apps``: its endpoints, the SRV name's, and every Kubernetes release's pods
+    (found now: a pod not Ready or without an IP fails here, before anything is paused), with
+    a window check per release that fails the pause if its pods change meanwhile.
+
+    ``strict=False`` (status, unpause) keeps the pods that have an IP, Ready or not, and warns
+    on stderr about the others: recovering from an interrupted pause must not wait for them."""
+    endpoints = apps.resolve()
+    watches = discover(apps.kubernetes, apps.options.timeout, strict=strict) if apps.kubernetes else []
+    names: dict[Endpoint, str] = {}
+    for watch in watches:
+        names.update(watch.found.endpoints)
+        for problem in watch.found.unreachable:
+            print(f"txbackup: warning: {watch.found.release}: {problem}: left out", file=sys.stderr)
+    return Fleet(endpoints + list(names), apps.options, window_checks=watches, names=names)
+
+
+def fleet_from_args(args: argparse.Namespace, *, strict: bool = True) -> tuple[Fleet, Applications]:
+    """The fleet named by the command line (``strict``: see :func:`fleet_of`)."""
     apps = applications_from_args(args)
-    return Fleet(apps.resolve() if apps.srv else apps.endpoints, apps.options), apps
+    return fleet_of(apps, strict=strict), apps
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

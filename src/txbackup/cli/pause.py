@@ -27,7 +27,13 @@ If any instance fails to pause, every instance is unpaused at once and the
 command fails naming each failed endpoint. Unpause also runs on Ctrl-C/SIGTERM.
 The servers' own pause lease (if they have one) covers a killed txbackup.
 
-example: txbackup pause --endpoints 10.0.0.5:50053,10.0.0.6:50053 --hold 10s"""
+On Kubernetes (--k8s-release), the pods of the release are found first; a pod
+not Ready or without an IP fails before anything is paused, and a pod that
+restarts, is replaced, added or vanishes during the pause fails the command
+(after the unpause).
+
+example: txbackup pause --endpoints 10.0.0.5:50053,10.0.0.6:50053 --hold 10s
+         txbackup pause --k8s-release scalardb --k8s-namespace prod --hold 10s"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -66,10 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
     window = run_async(main())
     data = window.to_json() | {"endpoints": [str(e) for e in fleet.endpoints]}
+    if fleet.names:  # a Kubernetes release's pods: pod name -> address
+        data["pods"] = {name: str(e) for e, name in sorted(fleet.names.items(), key=lambda i: i[1])}
     if args.json:
         print_json(data)
     else:
         print(f"paused {len(fleet.endpoints)} endpoint(s): {', '.join(data['endpoints'])}")
+        if fleet.names:
+            print(f"pods           {', '.join(f'{n} ({e})' for n, e in data['pods'].items())}")
         print(f"pause window   {data['started_at']} .. {data['ended_at']} ({data['duration_ms']} ms)")
         print(f"restore point  {data['restore_point']}")
     return 0

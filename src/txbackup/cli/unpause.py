@@ -10,7 +10,11 @@ NAME = "unpause"
 HELP = "unpause every application instance"
 DESCRIPTION = """\
 Send Unpause to every endpoint. Harmless on instances that are not paused, so
-it is the safe first step when a pause was interrupted."""
+it is the safe first step when a pause was interrupted. With --k8s-release,
+every pod of the release that has an IP is unpaused, Ready or not (a paused
+pod may fail its readiness probe); pods without an IP are named on stderr.
+
+example: txbackup unpause --k8s-release scalardb --k8s-namespace prod"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +23,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fleet, _ = fleet_from_args(args)
+    fleet, _ = fleet_from_args(args, strict=False)  # a paused pod may not be Ready
 
     async def main() -> None:
         try:
