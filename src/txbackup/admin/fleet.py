@@ -5,6 +5,16 @@ out, every endpoint is unpaused at once (a pause that timed out may still have
 taken effect, so the unpause goes to all of them) and a ``PauseError`` names
 each failed endpoint with its reason.
 
+Pause hardening (issue 13; the rules per ErrorInfo reason are in ``outcomes``):
+every Pause that succeeds is followed by CheckPaused on that endpoint, because
+ScalarDB Cluster before 3.15.9 / 3.16.6 / 3.17.4 / 3.18.1 could report a pause as
+done while the node stayed unpaused; one that says "not paused" (or cannot answer)
+fails the pause and everything is unpaused. ABORTED is retried by the client. When
+the fleet unpauses to recover from a failed pause, it unpauses only the endpoints
+that may hold a pause of ours: not one whose answer says the gate is another
+pause's (``TIMED_OUT_STILL_PAUSED``, ``PAUSE_IN_PROGRESS``: unpausing would revoke
+that pause) or that it reopened itself (``TIMED_OUT``, ``GATE_OPEN``).
+
 The pause window: it starts when the *last* endpoint confirmed it is paused
 and ends when the *first* unpause is sent. Inside it, no application serves a
 request; its midpoint is the restore point for point-in-time-restore services.
@@ -31,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from txbackup.admin.client import AdminClient, ClientOptions, Endpoint
+from txbackup.admin.client import AdminClient, ClientOptions, Endpoint, PauseRefused
 from txbackup.clock import floor_ms, iso_ms, utc_now
 from txbackup.errors import PauseError, TxbackupError
 
@@ -57,6 +67,8 @@ class PauseWindow:
     ended_at: datetime | None = None
     unverified: list[str] = field(default_factory=list)
     """Endpoints (older servers without CheckPaused) that could not confirm the window."""
+    attempts: dict[str, int] = field(default_factory=dict)
+    """Endpoints whose Pause took more than one call (ABORTED retried), and how many."""
 
     @property
     def midpoint(self) -> datetime | None:
@@ -107,6 +119,7 @@ class Fleet:
     def __post_init__(self) -> None:
         self.endpoints = sorted(set(self.endpoints))
         self._clients: dict[Endpoint, AdminClient] = {}
+        self._maybe_ours: set[Endpoint] = set()
 
     def _client(self, endpoint: Endpoint) -> AdminClient:
         if endpoint not in self._clients:
@@ -119,13 +132,39 @@ class Fleet:
         self._clients.clear()
 
     async def pause(self, wait_outstanding: bool = True, max_pause_wait_ms: int | None = None) -> PauseWindow:
-        """Pause every endpoint; on any failure unpause all and raise."""
+        """Pause every endpoint, each confirmed by CheckPaused; on any failure unpause
+        every endpoint that may hold our pause, and raise."""
         self.window = PauseWindow()
         confirmed: dict[Endpoint, datetime] = {}
+        # --- pause hardening (issue 13, parts 3): which endpoints may hold our pause ---
+        self._maybe_ours = set()
 
         async def pause_one(endpoint: Endpoint) -> None:
-            await self._client(endpoint).pause(wait_outstanding, max_pause_wait_ms)
+            client = self._client(endpoint)
+            self._maybe_ours.add(endpoint)  # from the first Pause sent: its outcome may be unknown
+            try:
+                attempts = await client.pause(wait_outstanding, max_pause_wait_ms)
+            except PauseRefused as exc:
+                if exc.not_ours:  # the server said so: the gate is not ours to reopen
+                    self._maybe_ours.discard(endpoint)
+                raise
+            if attempts > 1:
+                self.window.attempts[str(endpoint)] = attempts
+            # a node may answer "paused" and serve on (a race fixed in ScalarDB Cluster 3.15.9,
+            # 3.16.6, 3.17.4, 3.18.1): believe CheckPaused, and start the window at its answer
+            try:
+                state = await client.check_paused()
+            except TxbackupError as exc:
+                why = _reason(exc, endpoint)
+                raise PauseError(f"pause {endpoint}: paused, but CheckPaused failed: {why}") from exc
+            if state is False:
+                raise PauseError(
+                    f"pause {endpoint}: answered that it paused, but CheckPaused says it is serving"
+                    " (a ScalarDB Cluster before 3.15.9/3.16.6/3.17.4/3.18.1?)"
+                )
             confirmed[endpoint] = utc_now()
+
+        # --- end of pause hardening ---
 
         tasks = {asyncio.create_task(pause_one(e)): e for e in self.endpoints}
         failures: dict[Endpoint, str] = {}
@@ -143,10 +182,10 @@ class Fleet:
         except BaseException:
             for task in tasks:
                 task.cancel()
-            await asyncio.shield(self._unpause_all(quiet=True))
+            await asyncio.shield(self._unpause_all(quiet=True, only=self._maybe_ours))
             raise
         if failures:
-            await asyncio.shield(self._unpause_all(quiet=True))
+            await asyncio.shield(self._unpause_all(quiet=True, only=self._maybe_ours))
             raise PauseError("pause failed: " + "; ".join(f"{e}: {r}" for e, r in sorted(failures.items())))
         self.window.started_at = max(confirmed.values()) if confirmed else utc_now()
         return self.window
@@ -160,15 +199,15 @@ class Fleet:
                 + "; ".join(f"{e}: {r}" for e, r in sorted(failures.items()))
             )
 
-    async def _unpause_all(self, quiet: bool) -> dict[Endpoint, str]:
+    async def _unpause_all(self, quiet: bool, only: set[Endpoint] | None = None) -> dict[Endpoint, str]:
+        """Unpause every endpoint (``only``: those of them)."""
         if self.window.ended_at is None:
             self.window.ended_at = utc_now()
-        results = await asyncio.gather(
-            *(self._client(e).unpause() for e in self.endpoints), return_exceptions=True
-        )
+        targets = [e for e in self.endpoints if only is None or e in only]
+        results = await asyncio.gather(*(self._client(e).unpause() for e in targets), return_exceptions=True)
         failures = {
             e: _reason(r, e)
-            for e, r in zip(self.endpoints, results, strict=True)
+            for e, r in zip(targets, results, strict=True)
             if isinstance(r, BaseException)
         }
         return {} if quiet else failures
