@@ -40,9 +40,10 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from txbackup.admin.client import AdminClient, ClientOptions, Endpoint, PauseRefused
-from txbackup.clock import floor_ms, iso_ms, utc_now
+from txbackup.clock import floor_ms, iso_ms, moment_fields, utc_now
 from txbackup.errors import PauseError, TxbackupError
 
 
@@ -82,14 +83,20 @@ class PauseWindow:
             return None
         return round((self.ended_at - self.started_at).total_seconds() * 1000)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "started_at": iso_ms(self.started_at),
-            "ended_at": iso_ms(self.ended_at),
-            "restore_point": iso_ms(self.midpoint),
+    def to_json(self, zone: ZoneInfo | None = None) -> dict[str, Any]:
+        """The window: UTC ISO-8601 times, the same in epoch ms (``*_ms``) and, with
+        ``zone``, in that zone with its offset (``*_local``, and ``time_zone``)."""
+        moments = {"started_at": self.started_at, "ended_at": self.ended_at, "restore_point": self.midpoint}
+        data: dict[str, Any] = {name: iso_ms(moment) for name, moment in moments.items()}
+        for name, moment in moments.items():
+            data |= moment_fields(name, moment, zone)
+        if zone is not None:
+            data["time_zone"] = zone.key
+        return data | {
             "duration_ms": self.duration_ms,
             "verified": not self.unverified,
             "unverified": list(self.unverified),
+            "attempts": dict(self.attempts),
         }
 
 

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from zoneinfo import ZoneInfo
 
 from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
-from txbackup.cli.common import add_config, add_json, run_async
+from txbackup.cli.common import (
+    add_config,
+    add_json,
+    add_time_zone,
+    run_async,
+    window_lines,
+    window_local,
+    zone_from_args,
+)
 from txbackup.config import check_places, load_cluster
 from txbackup.durations import parse_duration
 from txbackup.engine.backup import BackupPlan, run_backup
@@ -33,7 +42,9 @@ naming it. Older servers without CheckPaused cannot confirm: the set is kept
 with a warning.
 
 Progress goes to stderr; with --json, one JSON object per event on stdout,
-the last one {"event": "result", ...}.
+the last one {"event": "result", ...}. The pause window is shown in UTC, in ms
+since the epoch, and in the zone of --time-zone with its offset (the manifest
+records UTC and ms).
 
 example: txbackup backup -c cluster.toml"""
 
@@ -46,13 +57,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         default="0s",
         help="if another backup holds the storage lock, wait up to this long (e.g. 10m; default 0s: fail)",
     )
+    add_time_zone(parser)
     add_json(parser)
 
 
-def summary(manifest: Manifest, unverified: list[str]) -> dict[str, object]:
+def summary(manifest: Manifest, unverified: list[str], zone: ZoneInfo | None = None) -> dict[str, object]:
+    local = {} if zone is None else window_local(manifest.pause, zone)
     return {
         "set_id": manifest.set_id,
-        "pause": manifest.pause.__dict__ | {"verified": not unverified, "unverified": unverified},
+        "pause": manifest.pause.__dict__ | local | {"verified": not unverified, "unverified": unverified},
         "restore_point": manifest.restore_point,
         "timings": manifest.timings.__dict__,
         "targets": {
@@ -65,6 +78,7 @@ def summary(manifest: Manifest, unverified: list[str]) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     wait_lock = parse_duration(args.wait_lock)
+    zone = zone_from_args(args)
     config = load_cluster(args.config)
     # before anything is paused
     check_places(config.storage, config.catalog, writable=True, options=config.storage_options)
@@ -93,14 +107,15 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = run_async(main())
     unverified = fleets[-1].window.unverified if fleets else []
-    result = summary(manifest, unverified)
+    result = summary(manifest, unverified, zone)
     if args.json:
         reporter.event("result", **result)
     else:
         t = manifest.timings
         print(f"backup set     {manifest.set_id}  (complete)")
-        print(f"pause window   {manifest.pause.started_at} .. {manifest.pause.ended_at} ({t.pause_ms} ms)")
-        print(f"restore point  {manifest.restore_point}")
+        w = manifest.pause
+        for line in window_lines(w.started_at, w.ended_at, w.midpoint, t.pause_ms, zone):
+            print(line)
         if unverified:
             print(f"               not verified on {', '.join(unverified)} (no CheckPaused)")
         print(f"capture        {t.capture_ms} ms inside the pause; export {t.export_ms} ms after it")

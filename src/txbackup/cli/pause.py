@@ -9,10 +9,13 @@ from txbackup.admin.fleet import PauseWindow, paused
 from txbackup.cli.common import (
     add_fleet_args,
     add_json,
+    add_time_zone,
     flag_duration,
     fleet_from_args,
     print_json,
     run_async,
+    window_lines,
+    zone_from_args,
 )
 
 NAME = "pause"
@@ -23,11 +26,21 @@ pause for --hold, then unpause them all, and print the pause window: it starts
 when the last instance confirmed it is paused and ends when the first unpause
 is sent. Its midpoint is the restore point for point-in-time restores.
 
-If any instance fails to pause, every instance is unpaused at once and the
-command fails naming each failed endpoint. Unpause also runs on Ctrl-C/SIGTERM.
-The servers' own pause lease (if they have one) covers a killed txbackup.
+Every Pause is confirmed by CheckPaused (a node that says it paused but serves
+fails the pause). ABORTED (ScalarDB Cluster 3.19: a race lost to another admin
+request) is retried within the call's deadline.
 
-example: txbackup pause --endpoints 10.0.0.5:50053,10.0.0.6:50053 --hold 10s"""
+If any instance fails to pause, every instance that may hold our pause is
+unpaused at once and the command fails naming each failed endpoint; one whose
+answer says another pause holds it (ErrorInfo TIMED_OUT_STILL_PAUSED) is left
+paused, and named. Unpause also runs on Ctrl-C/SIGTERM. The servers' own pause
+lease (if they have one) covers a killed txbackup.
+
+The window is printed in UTC, in milliseconds since the epoch, and in the zone
+of --time-zone with its offset (JSON: started_at, started_at_ms,
+started_at_local, the same for ended_at and restore_point, and time_zone).
+
+example: txbackup pause --endpoints 10.0.0.5:50053,10.0.0.6:50053 --hold 10s --time-zone Asia/Tokyo"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -45,11 +58,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="how long a server may wait for in-flight requests (server default if unset)",
     )
+    add_time_zone(parser)
     add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     hold = flag_duration(args.hold, "--hold")
+    zone = zone_from_args(args)  # before anything is paused
     given_wait = args.max_pause_wait
     max_wait_s = None if given_wait is None else flag_duration(given_wait, "--max-pause-wait")
     fleet, apps = fleet_from_args(args)
@@ -65,11 +80,14 @@ def run(args: argparse.Namespace) -> int:
             await fleet.close()
 
     window = run_async(main())
-    data = window.to_json() | {"endpoints": [str(e) for e in fleet.endpoints]}
+    data = window.to_json(zone) | {"endpoints": [str(e) for e in fleet.endpoints]}
     if args.json:
         print_json(data)
     else:
         print(f"paused {len(fleet.endpoints)} endpoint(s): {', '.join(data['endpoints'])}")
-        print(f"pause window   {data['started_at']} .. {data['ended_at']} ({data['duration_ms']} ms)")
-        print(f"restore point  {data['restore_point']}")
+        w = window
+        for line in window_lines(w.started_at, w.ended_at, w.midpoint, w.duration_ms, zone):
+            print(line)
+        if window.unverified:
+            print(f"               not verified on {', '.join(window.unverified)} (no CheckPaused)")
     return 0
