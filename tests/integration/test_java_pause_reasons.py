@@ -44,7 +44,8 @@ async def test_java_timed_out_still_paused_is_left_paused() -> None:
             async with AdminClient(endpoint(peer.port)) as client:
                 assert await client.check_paused() is True
             await fleet.close()
-            assert f"{peer.address}: TIMED_OUT_STILL_PAUSED" in str(info.value)
+            said = "FAILED_PRECONDITION: AdminPeerServer told to fail Pause (TIMED_OUT_STILL_PAUSED:"
+            assert f"{peer.address}: {said}" in str(info.value)
             assert not any(e.startswith("Unpause") for e in peer.events())
             assert not sample.gate.paused
     finally:

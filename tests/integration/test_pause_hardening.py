@@ -48,7 +48,8 @@ async def test_aborted_forever_gives_up_and_leaves_the_other_pause_alone(healthy
         took = time.monotonic() - started
         await fleet.close()
         message = str(info.value)
-        assert f"{faulty.endpoint}: PAUSE_IN_PROGRESS" in message and "\n" not in message
+        assert f"{faulty.endpoint}: ABORTED: Pause failed: lost a race (PAUSE_IN_PROGRESS:" in message
+        assert "\n" not in message
         assert f"after {MAX_PAUSE_ATTEMPTS} attempts" in message
         assert faulty.admin.count("Pause") == MAX_PAUSE_ATTEMPTS
         assert took < 3.0  # inside the call's deadline
@@ -84,7 +85,8 @@ async def test_timed_out_still_paused_is_paused_and_not_unpaused(healthy: Sample
             await fleet.pause(max_pause_wait_ms=100)
         await fleet.close()
         message = str(info.value)
-        assert f"{faulty.endpoint}: TIMED_OUT_STILL_PAUSED" in message
+        said = "FAILED_PRECONDITION: Pause failed: did not drain (TIMED_OUT_STILL_PAUSED:"
+        assert f"{faulty.endpoint}: {said}" in message
         assert "STAYS PAUSED" in message and "not unpaused" in message
         assert faulty.admin.count("Pause") == 1  # FAILED_PRECONDITION: not retried
         assert faulty.admin.count("Unpause") == 0 and faulty.admin.paused
@@ -97,7 +99,7 @@ async def test_timed_out_is_not_retried_nor_unpaused(healthy: SampleServer) -> N
         with pytest.raises(PauseError) as info:
             await fleet.pause(max_pause_wait_ms=100)
         await fleet.close()
-        assert "TIMED_OUT: in-flight requests did not drain" in str(info.value)
+        assert "(TIMED_OUT: in-flight requests did not drain" in str(info.value)
         assert "--max-pause-wait" in str(info.value)
         assert faulty.admin.calls == ["Pause"]
         assert not healthy.gate.paused

@@ -307,8 +307,7 @@ class AdminClient:
         text = describe_rpc_error(exc, self.options.tls)
         if reason is not None:
             rule = reason.rule
-            said = f"{reason.reason}: {rule.says}" if rule else f"{reason.reason} ({reason.domain})"
-            text = f"{said} [{text}]"
+            text += f" ({reason.reason}: {rule.says})" if rule else f" ({reason.reason}, {reason.domain})"
         if attempts > 1:
             text += f" (after {attempts} attempts)"
         code = exc.code().name if exc.code() is not None else "UNKNOWN"
