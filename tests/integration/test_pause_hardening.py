@@ -3,17 +3,20 @@ ABORTED retried, each ErrorInfo reason followed by its rule, CheckPaused after P
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf import empty_pb2
 
 from tests.servers.faulty_admin import Script, faulty_admin
 from txbackup.admin.client import MAX_PAUSE_ATTEMPTS, AdminClient, ClientOptions, Endpoint, PauseRefused
 from txbackup.admin.fleet import Fleet, paused
-from txbackup.admin.outcomes import status_details
-from txbackup.demo.sample_service import SampleServer, start_sample_server
+from txbackup.admin.outcomes import error_reason, status_details
+from txbackup.admin.rpc import admin_pb2, admin_pb2_grpc
+from txbackup.demo.sample_service import SampleServer, call_work, start_sample_server
 from txbackup.errors import PauseError
 
 
@@ -150,3 +153,66 @@ async def test_a_reason_not_believed_is_unpaused_as_before(healthy: SampleServer
         # no reason we trust: its pause may have taken effect, so it is unpaused
         assert faulty.admin.count("Unpause") == 1
         assert not healthy.gate.paused
+
+
+# our own server (admin/server.py) answers with the same reasons, domain txbackup.admin
+
+
+async def test_our_server_says_timed_out_and_reopens(healthy: SampleServer) -> None:
+    stuck = asyncio.create_task(call_work(healthy.target, 30_000, timeout=30))
+    try:
+        while healthy.gate.in_flight == 0:
+            await asyncio.sleep(0.01)
+        async with AdminClient(ep(healthy)) as client:
+            with pytest.raises(PauseRefused) as info:
+                await client.pause(max_pause_wait_ms=200)
+        reason = info.value.reason
+        assert reason is not None and (reason.domain, reason.reason) == ("txbackup.admin", "TIMED_OUT")
+        assert not healthy.gate.paused
+    finally:
+        stuck.cancel()
+        await asyncio.gather(stuck, return_exceptions=True)
+
+
+async def test_our_server_keeps_an_earlier_pause_and_the_fleet_leaves_it(healthy: SampleServer) -> None:
+    other = await start_sample_server()
+    stuck = asyncio.create_task(call_work(healthy.target, 30_000, timeout=30))
+    try:
+        while healthy.gate.in_flight == 0:
+            await asyncio.sleep(0.01)
+        await healthy.gate.pause(wait_outstanding=False)  # someone else's pause, told it succeeded
+        fleet = Fleet([ep(healthy), ep(other)])
+        with pytest.raises(PauseError) as info:
+            await fleet.pause(max_pause_wait_ms=200)
+        await fleet.close()
+        assert f"{ep(healthy)}: FAILED_PRECONDITION" in str(info.value)
+        assert "(TIMED_OUT_STILL_PAUSED:" in str(info.value)
+        assert healthy.gate.paused  # the earlier pause still holds
+        assert not other.gate.paused
+    finally:
+        stuck.cancel()
+        await asyncio.gather(stuck, return_exceptions=True)
+        await other.stop()
+
+
+async def test_our_server_says_gate_open_when_unpaused_mid_drain(healthy: SampleServer) -> None:
+    stuck = asyncio.create_task(call_work(healthy.target, 30_000, timeout=30))
+    try:
+        while healthy.gate.in_flight == 0:
+            await asyncio.sleep(0.01)
+        channel = grpc.aio.insecure_channel(healthy.target)
+        async with channel:
+            stub = admin_pb2_grpc.AdminStub(channel)
+            request = admin_pb2.PauseRequest(wait_outstanding=True, max_pause_wait_time=5000)
+            pausing = asyncio.ensure_future(stub.Pause(request, timeout=10))
+            while not healthy.gate.paused:
+                await asyncio.sleep(0.01)
+            await stub.Unpause(empty_pb2.Empty(), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await pausing
+        assert info.value.code() == grpc.StatusCode.ABORTED
+        reason = error_reason(info.value)
+        assert reason is not None and reason.reason == "GATE_OPEN"
+    finally:
+        stuck.cancel()
+        await asyncio.gather(stuck, return_exceptions=True)

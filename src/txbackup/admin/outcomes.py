@@ -45,8 +45,10 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 MAX_DETAILS_BYTES = 16 << 10
 """A larger status trailer is ignored: a real one is a few dozen bytes."""
 
-DOMAINS = ("com.scalar.db.cluster.admin", "com.scalar.dl.admin")
-"""ErrorInfo domains whose pause reasons we act on (ScalarDB Cluster, ScalarDL)."""
+ERROR_DOMAIN = "txbackup.admin"
+"""The domain of the reasons our own server (``admin/server.py``) sends."""
+DOMAINS = ("com.scalar.db.cluster.admin", "com.scalar.dl.admin", ERROR_DOMAIN)
+"""ErrorInfo domains whose pause reasons we act on (ScalarDB Cluster, ScalarDL, ours)."""
 
 _ERROR_INFO_URL = "type.googleapis.com/" + error_details_pb2.ErrorInfo.DESCRIPTOR.full_name
 _REASON_SHAPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
