@@ -44,7 +44,8 @@ async def test_aborted_twice_then_paused(healthy: SampleServer) -> None:
 
 async def test_aborted_forever_gives_up_and_leaves_the_other_pause_alone(healthy: SampleServer) -> None:
     async with faulty_admin(Script(aborts=1000)) as faulty:
-        fleet = Fleet([faulty.endpoint, ep(healthy)], ClientOptions(timeout=3.0))
+        # backoff 50 ms doubling to 1 s, jittered: 8 calls take at most ~3.6 s plus the calls
+        fleet = Fleet([faulty.endpoint, ep(healthy)], ClientOptions(timeout=8.0))
         started = time.monotonic()
         with pytest.raises(PauseError) as info:
             await fleet.pause()
@@ -55,7 +56,7 @@ async def test_aborted_forever_gives_up_and_leaves_the_other_pause_alone(healthy
         assert "\n" not in message
         assert f"after {MAX_PAUSE_ATTEMPTS} attempts" in message
         assert faulty.admin.count("Pause") == MAX_PAUSE_ATTEMPTS
-        assert took < 3.0  # inside the call's deadline
+        assert took < 8.0  # inside the call's deadline
         # the gate there is another pause's: unpausing it would revoke that pause
         assert faulty.admin.count("Unpause") == 0
         assert not healthy.gate.paused
@@ -67,7 +68,7 @@ async def test_aborted_retries_stop_at_the_deadline() -> None:
             started = time.monotonic()
             with pytest.raises(PauseRefused) as info:
                 await client.pause(wait_outstanding=False)
-            assert time.monotonic() - started < 0.3 + 0.1
+            assert time.monotonic() - started < 0.3 + 0.3  # the deadline, and some slack for a busy machine
         assert 1 < info.value.attempts < MAX_PAUSE_ATTEMPTS
         assert info.value.code == "ABORTED" and info.value.not_ours
 
