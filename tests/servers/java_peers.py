@@ -182,19 +182,36 @@ def java_admin_peer(
     pause_delay_ms: int = 0,
     fail_pause: str | None = None,
     check_paused: bool = True,
+    fail_reason: str | None = None,
+    abort_pause: int = 0,
+    start_paused: bool = False,
+    lie_paused: bool = False,
     start_timeout: float = 30.0,
 ) -> Iterator[JavaAdminPeer]:
     """Run ``AdminPeerServer`` on 127.0.0.1:``port`` (0: a free port) until the block ends.
 
     ``fail_pause`` is a gRPC status code name that Pause answers with (the server
-    stays unpaused); ``check_paused=False`` makes CheckPaused answer UNIMPLEMENTED
-    like an older server; ``pause_delay_ms`` delays Pause's answer.
+    stays unpaused), with ``fail_reason`` as its ErrorInfo reason (domain
+    com.scalar.db.cluster.admin, as ScalarDB Cluster 3.19 sends it); ``abort_pause``:
+    the first N Pause calls answer ABORTED (reason PAUSE_IN_PROGRESS);
+    ``start_paused``: paused from the start (by "an earlier pause"); ``lie_paused``:
+    Pause answers OK but the server stays unpaused; ``check_paused=False`` makes
+    CheckPaused answer UNIMPLEMENTED like an older server; ``pause_delay_ms`` delays
+    Pause's answer.
     """
     args = [str(port)]
     if pause_delay_ms:
         args += ["--pause-delay-ms", str(pause_delay_ms)]
     if fail_pause:
         args += ["--fail-pause", fail_pause]
+    if fail_reason:
+        args += ["--fail-reason", fail_reason]
+    if abort_pause:
+        args += ["--abort-pause", str(abort_pause)]
+    if start_paused:
+        args.append("--paused")
+    if lie_paused:
+        args.append("--lie-paused")
     if not check_paused:
         args.append("--no-check-paused")
     command = [_java(), *JVM_OPTS, "-cp", peer_classpath(), SERVER_MAIN, *args]

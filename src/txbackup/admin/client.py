@@ -6,10 +6,17 @@ file or PEM, authority override) and, beyond the Java client, a client
 certificate for servers that require one (mutual TLS: the protocol itself
 authenticates nobody). Every call has a deadline; every failure is raised as a
 one-line ``PauseError`` naming the endpoint.
+
+A Pause that answers ABORTED (ScalarDB Cluster 3.19: it lost a race with another
+admin request) is retried with a growing, jittered backoff, within the call's own
+deadline (``timeout`` plus the drain wait); a failed Pause is raised as
+``PauseRefused`` carrying the server's ErrorInfo reason, if any (``outcomes``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +25,7 @@ from types import TracebackType
 import grpc
 from google.protobuf import empty_pb2
 
+from txbackup.admin.outcomes import ErrorReason, error_reason
 from txbackup.admin.rpc import admin_pb2, admin_pb2_grpc
 from txbackup.admin.tls import check_certificates, load_key_pair, read_certificates
 from txbackup.errors import PauseError, UsageError
@@ -185,6 +193,36 @@ def describe_rpc_error(exc: grpc.aio.AioRpcError, tls: TlsOptions | None = None)
     return f"{name}: {detail}" if detail else name
 
 
+MAX_PAUSE_ATTEMPTS = 8
+"""Pause calls per endpoint at most when the server keeps answering ABORTED."""
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 1.0
+
+
+class PauseRefused(PauseError):
+    """A Pause the server answered with an error (not a lost connection or a deadline).
+
+    ``reason`` is its ErrorInfo from a known domain, if it sent one. ``not_ours``:
+    the reason says the server holds no pause of ours (so we must not unpause it to
+    recover); ``still_paused``: it is paused all the same, by an earlier pause.
+    """
+
+    def __init__(self, message: str, code: str, reason: ErrorReason | None, attempts: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.attempts = attempts
+
+    @property
+    def not_ours(self) -> bool:
+        return self.reason is not None and self.reason.rule is not None
+
+    @property
+    def still_paused(self) -> bool:
+        rule = self.reason.rule if self.reason is not None else None
+        return rule is not None and rule.still_paused
+
+
 class AdminClient:
     """Pause, unpause and check one scalar-admin endpoint.
 
@@ -222,21 +260,58 @@ class AdminClient:
     def _fail(self, action: str, exc: grpc.aio.AioRpcError) -> PauseError:
         return PauseError(f"{action} {self.endpoint}: {describe_rpc_error(exc, self.options.tls)}")
 
-    async def pause(self, wait_outstanding: bool = True, max_pause_wait_ms: int | None = None) -> None:
-        """Stop new requests and (by default) wait for in-flight ones to finish.
+    async def pause(self, wait_outstanding: bool = True, max_pause_wait_ms: int | None = None) -> int:
+        """Stop new requests and (by default) wait for in-flight ones to finish; returns
+        how many Pause calls it took.
 
         The deadline covers the server's drain wait: ``timeout`` plus
-        ``max_pause_wait_ms`` when given.
+        ``max_pause_wait_ms`` when given. ABORTED answers (a race lost to another admin
+        request) are retried inside that same deadline, each retry with the drain wait
+        that is left, at most ``MAX_PAUSE_ATTEMPTS`` calls; ``PauseRefused`` otherwise.
         """
-        request = admin_pb2.PauseRequest(wait_outstanding=wait_outstanding)
-        deadline = self.options.timeout
-        if max_pause_wait_ms is not None:
-            request.max_pause_wait_time = max_pause_wait_ms
-            deadline += max_pause_wait_ms / 1000
-        try:
-            await self._stub.Pause(request, timeout=deadline, wait_for_ready=False)
-        except grpc.aio.AioRpcError as exc:
-            raise self._fail("pause", exc) from exc
+        loop = asyncio.get_running_loop()
+        timeout = self.options.timeout
+        ends = loop.time() + timeout + (max_pause_wait_ms or 0) / 1000
+        backoff = BACKOFF_FIRST_S
+        attempt = 0
+        while True:
+            attempt += 1
+            request = admin_pb2.PauseRequest(wait_outstanding=wait_outstanding)
+            remaining = ends - loop.time()
+            if max_pause_wait_ms is not None:
+                # a retry gets the drain wait that is left, so it ends inside the deadline
+                left_ms = int((remaining - timeout) * 1000)
+                wait_ms = max_pause_wait_ms if attempt == 1 else min(max_pause_wait_ms, left_ms)
+                request.max_pause_wait_time = wait_ms
+            try:
+                await self._stub.Pause(request, timeout=remaining, wait_for_ready=False)
+                return attempt
+            except grpc.aio.AioRpcError as exc:
+                reason = error_reason(exc)
+                retry = exc.code() == grpc.StatusCode.ABORTED or (
+                    reason is not None and reason.rule is not None and reason.rule.retry
+                )
+                sleep = backoff * random.uniform(0.5, 1.0)  # jitter: fleets of pausers do not march
+                left = ends - loop.time() - sleep
+                # a retry needs a useful deadline: with a drain wait, the whole call timeout
+                # and some of the wait; without, a little time
+                need = 0.05 if max_pause_wait_ms is None else timeout + min(max_pause_wait_ms / 1000, 0.001)
+                if not retry or attempt >= MAX_PAUSE_ATTEMPTS or left < need:
+                    raise self._refused(exc, reason, attempt) from exc
+            await asyncio.sleep(sleep)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _refused(self, exc: grpc.aio.AioRpcError, reason: ErrorReason | None, attempts: int) -> PauseError:
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, None):
+            return self._fail("pause", exc)  # no answer from the server: the outcome is unknown
+        text = describe_rpc_error(exc, self.options.tls)
+        if reason is not None:
+            rule = reason.rule
+            text += f" ({reason.reason}: {rule.says})" if rule else f" ({reason.reason}, {reason.domain})"
+        if attempts > 1:
+            text += f" (after {attempts} attempts)"
+        code = exc.code().name if exc.code() is not None else "UNKNOWN"
+        return PauseRefused(f"pause {self.endpoint}: {text}", code, reason, attempts)
 
     async def unpause(self) -> None:
         try:

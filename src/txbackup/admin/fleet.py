@@ -5,6 +5,16 @@ out, every endpoint is unpaused at once (a pause that timed out may still have
 taken effect, so the unpause goes to all of them) and a ``PauseError`` names
 each failed endpoint with its reason.
 
+Pause hardening (issue 13; the rules per ErrorInfo reason are in ``outcomes``):
+every Pause that succeeds is followed by CheckPaused on that endpoint, because
+ScalarDB Cluster before 3.15.9 / 3.16.6 / 3.17.4 / 3.18.1 could report a pause as
+done while the node stayed unpaused; one that says "not paused" (or cannot answer)
+fails the pause and everything is unpaused. ABORTED is retried by the client. When
+the fleet unpauses to recover from a failed pause, it unpauses only the endpoints
+that may hold a pause of ours: not one whose answer says the gate is another
+pause's (``TIMED_OUT_STILL_PAUSED``, ``PAUSE_IN_PROGRESS``: unpausing would revoke
+that pause) or that it reopened itself (``TIMED_OUT``, ``GATE_OPEN``).
+
 The pause window: it starts when the *last* endpoint confirmed it is paused
 and ends when the *first* unpause is sent. Inside it, no application serves a
 request; its midpoint is the restore point for point-in-time-restore services.
@@ -32,9 +42,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from txbackup.admin.client import AdminClient, ClientOptions, Endpoint
-from txbackup.clock import floor_ms, iso_ms, utc_now
+from txbackup.admin.client import AdminClient, ClientOptions, Endpoint, PauseRefused
+from txbackup.clock import floor_ms, iso_ms, moment_fields, utc_now
 from txbackup.errors import PauseError, TxbackupError
 
 
@@ -59,6 +70,8 @@ class PauseWindow:
     ended_at: datetime | None = None
     unverified: list[str] = field(default_factory=list)
     """Endpoints (older servers without CheckPaused) that could not confirm the window."""
+    attempts: dict[str, int] = field(default_factory=dict)
+    """Endpoints whose Pause took more than one call (ABORTED retried), and how many."""
 
     @property
     def midpoint(self) -> datetime | None:
@@ -72,14 +85,20 @@ class PauseWindow:
             return None
         return round((self.ended_at - self.started_at).total_seconds() * 1000)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "started_at": iso_ms(self.started_at),
-            "ended_at": iso_ms(self.ended_at),
-            "restore_point": iso_ms(self.midpoint),
+    def to_json(self, zone: ZoneInfo | None = None) -> dict[str, Any]:
+        """The window: UTC ISO-8601 times, the same in epoch ms (``*_ms``) and, with
+        ``zone``, in that zone with its offset (``*_local``, and ``time_zone``)."""
+        moments = {"started_at": self.started_at, "ended_at": self.ended_at, "restore_point": self.midpoint}
+        data: dict[str, Any] = {name: iso_ms(moment) for name, moment in moments.items()}
+        for name, moment in moments.items():
+            data |= moment_fields(name, moment, zone)
+        if zone is not None:
+            data["time_zone"] = zone.key
+        return data | {
             "duration_ms": self.duration_ms,
             "verified": not self.unverified,
             "unverified": list(self.unverified),
+            "attempts": dict(self.attempts),
         }
 
 
@@ -118,6 +137,7 @@ class Fleet:
     def __post_init__(self) -> None:
         self.endpoints = sorted(set(self.endpoints))
         self._clients: dict[Endpoint, AdminClient] = {}
+        self._maybe_ours: set[Endpoint] = set()
 
     def label(self, endpoint: Endpoint) -> str:
         """``endpoint`` as messages name it: with its pod's name when discovery knows it."""
@@ -135,13 +155,39 @@ class Fleet:
         self._clients.clear()
 
     async def pause(self, wait_outstanding: bool = True, max_pause_wait_ms: int | None = None) -> PauseWindow:
-        """Pause every endpoint; on any failure unpause all and raise."""
+        """Pause every endpoint, each confirmed by CheckPaused; on any failure unpause
+        every endpoint that may hold our pause, and raise."""
         self.window = PauseWindow()
         confirmed: dict[Endpoint, datetime] = {}
+        # --- pause hardening (issue 13, parts 3): which endpoints may hold our pause ---
+        self._maybe_ours = set()
 
         async def pause_one(endpoint: Endpoint) -> None:
-            await self._client(endpoint).pause(wait_outstanding, max_pause_wait_ms)
+            client = self._client(endpoint)
+            self._maybe_ours.add(endpoint)  # from the first Pause sent: its outcome may be unknown
+            try:
+                attempts = await client.pause(wait_outstanding, max_pause_wait_ms)
+            except PauseRefused as exc:
+                if exc.not_ours:  # the server said so: the gate is not ours to reopen
+                    self._maybe_ours.discard(endpoint)
+                raise
+            if attempts > 1:
+                self.window.attempts[str(endpoint)] = attempts
+            # a node may answer "paused" and serve on (a race fixed in ScalarDB Cluster 3.15.9,
+            # 3.16.6, 3.17.4, 3.18.1): believe CheckPaused, and start the window at its answer
+            try:
+                state = await client.check_paused()
+            except TxbackupError as exc:
+                why = _reason(exc, endpoint)
+                raise PauseError(f"pause {endpoint}: paused, but CheckPaused failed: {why}") from exc
+            if state is False:
+                raise PauseError(
+                    f"pause {endpoint}: answered that it paused, but CheckPaused says it is serving"
+                    " (a ScalarDB Cluster before 3.15.9/3.16.6/3.17.4/3.18.1?)"
+                )
             confirmed[endpoint] = utc_now()
+
+        # --- end of pause hardening ---
 
         tasks = {asyncio.create_task(pause_one(e)): e for e in self.endpoints}
         failures: dict[Endpoint, str] = {}
@@ -159,10 +205,10 @@ class Fleet:
         except BaseException:
             for task in tasks:
                 task.cancel()
-            await asyncio.shield(self._unpause_all(quiet=True))
+            await asyncio.shield(self._unpause_all(quiet=True, only=self._maybe_ours))
             raise
         if failures:
-            await asyncio.shield(self._unpause_all(quiet=True))
+            await asyncio.shield(self._unpause_all(quiet=True, only=self._maybe_ours))
             failed = "; ".join(f"{self.label(e)}: {r}" for e, r in sorted(failures.items()))
             raise PauseError(f"pause failed: {failed}")
         self.window.started_at = max(confirmed.values()) if confirmed else utc_now()
@@ -177,15 +223,15 @@ class Fleet:
                 + "; ".join(f"{self.label(e)}: {r}" for e, r in sorted(failures.items()))
             )
 
-    async def _unpause_all(self, quiet: bool) -> dict[Endpoint, str]:
+    async def _unpause_all(self, quiet: bool, only: set[Endpoint] | None = None) -> dict[Endpoint, str]:
+        """Unpause every endpoint (``only``: those of them)."""
         if self.window.ended_at is None:
             self.window.ended_at = utc_now()
-        results = await asyncio.gather(
-            *(self._client(e).unpause() for e in self.endpoints), return_exceptions=True
-        )
+        targets = [e for e in self.endpoints if only is None or e in only]
+        results = await asyncio.gather(*(self._client(e).unpause() for e in targets), return_exceptions=True)
         failures = {
             e: _reason(r, e)
-            for e, r in zip(self.endpoints, results, strict=True)
+            for e, r in zip(targets, results, strict=True)
             if isinstance(r, BaseException)
         }
         return {} if quiet else failures

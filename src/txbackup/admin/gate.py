@@ -3,8 +3,11 @@
 ``PauseGate`` counts in-flight requests. ``pause()`` closes the gate for new
 requests and, when asked, waits for the in-flight ones to drain; if they do not
 drain in time it reopens the gate and raises ``DrainTimeout`` (ScalarDL's
-behaviour). While closed, new requests wait for the unpause, or are rejected
-with ``GateClosed`` in reject mode.
+behaviour), unless the gate was already closed by an earlier pause: that one
+was told it succeeded, so the gate stays closed and ``DrainTimeoutStillPaused``
+says so (ScalarDL's and ScalarDB Cluster 3.19's TIMED_OUT_STILL_PAUSED). While
+closed, new requests wait for the unpause, or are rejected with ``GateClosed``
+in reject mode.
 
 Unlike ScalarDB and ScalarDL, a paused gate has a *lease*: if nobody unpauses
 it within ``lease_seconds`` it unpauses by itself, so a crashed orchestrator
@@ -40,6 +43,11 @@ class PauseAborted(PauseError):
 
 class DrainTimeout(PauseAborted):
     """In-flight requests did not drain in time; the gate has been reopened."""
+
+
+class DrainTimeoutStillPaused(PauseAborted):
+    """In-flight requests did not drain in time, and the gate stays closed: an earlier
+    pause closed it, and reopening it would revoke that pause."""
 
 
 class PauseGate:
@@ -116,7 +124,7 @@ class PauseGate:
         if not wait_outstanding:
             return
         try:
-            await self._drain(wait_ms / 1000)
+            await self._drain(wait_ms / 1000, reopen=closed_here)
         except asyncio.CancelledError:
             if closed_here:
                 self._open("pause cancelled while waiting for in-flight requests")
@@ -142,7 +150,7 @@ class PauseGate:
         self._notify()
         log.info("%s; gate open", reason)
 
-    async def _drain(self, timeout: float) -> None:
+    async def _drain(self, timeout: float, reopen: bool) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         epoch = self._epoch
@@ -153,6 +161,8 @@ class PauseGate:
             if remaining <= 0:
                 waited_ms = round(timeout * 1000)
                 message = f"{self._in_flight} requests still in flight after {waited_ms} ms"
+                if not reopen:  # the closure is an earlier pause's, which was told it succeeded
+                    raise DrainTimeoutStillPaused(f"{message}; the gate stays closed under an earlier pause")
                 self._open(message)
                 raise DrainTimeout(f"{message}; gate reopened")
             try:

@@ -19,7 +19,8 @@ import grpc
 from google.protobuf import empty_pb2
 
 from txbackup.admin.client import Endpoint
-from txbackup.admin.gate import GateClosed, PauseAborted, PauseGate
+from txbackup.admin.gate import DrainTimeout, DrainTimeoutStillPaused, GateClosed, PauseAborted, PauseGate
+from txbackup.admin.outcomes import ERROR_DOMAIN, STATUS_DETAILS_KEY, status_details
 from txbackup.admin.rpc import admin_pb2, admin_pb2_grpc
 from txbackup.admin.tls import load_key_pair, read_certificates
 from txbackup.errors import TxbackupError
@@ -48,7 +49,17 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         try:
             await self.gate.pause(request.wait_outstanding, max_wait)
         except PauseAborted as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"failed to pause: {exc}")
+            # the outcome as an ErrorInfo reason, like ScalarDB Cluster 3.19 and ScalarDL: callers
+            # branch on it (TIMED_OUT_STILL_PAUSED must not be answered with an unpause)
+            if isinstance(exc, DrainTimeoutStillPaused):
+                code, reason = grpc.StatusCode.FAILED_PRECONDITION, "TIMED_OUT_STILL_PAUSED"
+            elif isinstance(exc, DrainTimeout):
+                code, reason = grpc.StatusCode.FAILED_PRECONDITION, "TIMED_OUT"
+            else:  # an unpause reopened the gate meanwhile: a lost race, retryable
+                code, reason = grpc.StatusCode.ABORTED, "GATE_OPEN"
+            message = f"failed to pause: {exc}"
+            details = status_details(code, message, ERROR_DOMAIN, reason)
+            await context.abort(code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
         return empty_pb2.Empty()
 
     async def Unpause(self, request: Any, context: Any) -> Any:

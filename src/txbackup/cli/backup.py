@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from zoneinfo import ZoneInfo
 
 from txbackup.admin.fleet import Fleet
 from txbackup.catalog import Catalog
-from txbackup.cli.common import add_config, add_json, add_k8s_args, fleet_of, run_async, with_k8s_flags
+from txbackup.cli.common import (
+    add_config,
+    add_json,
+    add_k8s_args,
+    add_time_zone,
+    fleet_of,
+    run_async,
+    window_lines,
+    window_local,
+    with_k8s_flags,
+    zone_from_args,
+)
 from txbackup.cli.runmetrics import Run, add_metrics_arg, recorded
 from txbackup.config import check_places, load_cluster
 from txbackup.durations import parse_duration
@@ -37,7 +49,9 @@ before anything is paused) and listed again before the unpause: a pod
 restarted, replaced, added or vanished fails the set, naming it.
 
 Progress goes to stderr; with --json, one JSON object per event on stdout,
-the last one {"event": "result", ...}.
+the last one {"event": "result", ...}. The pause window is shown in UTC, in ms
+since the epoch, and in the zone of --time-zone with its offset (the manifest
+records UTC and ms).
 
 Metrics: with --metrics-file or a [metrics] table, every run (failed ones too)
 leaves Prometheus metrics: last run and last success time, duration, exit code,
@@ -59,13 +73,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="if another backup holds the storage lock, wait up to this long (e.g. 10m; default 0s: fail)",
     )
     add_metrics_arg(parser)
+    add_time_zone(parser)
     add_json(parser)
 
 
-def summary(manifest: Manifest, unverified: list[str]) -> dict[str, object]:
+def summary(manifest: Manifest, unverified: list[str], zone: ZoneInfo | None = None) -> dict[str, object]:
+    local = {} if zone is None else window_local(manifest.pause, zone)
     return {
         "set_id": manifest.set_id,
-        "pause": manifest.pause.__dict__ | {"verified": not unverified, "unverified": unverified},
+        "pause": manifest.pause.__dict__ | local | {"verified": not unverified, "unverified": unverified},
         "restore_point": manifest.restore_point,
         "timings": manifest.timings.__dict__,
         "targets": {
@@ -84,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, metrics: Run) -> int:
     wait_lock = parse_duration(args.wait_lock)
+    zone = zone_from_args(args)
     config = load_cluster(args.config)
     metrics.configure(config.metrics)
     metrics.expect_targets(config.targets)
@@ -114,7 +131,7 @@ def _run(args: argparse.Namespace, metrics: Run) -> int:
 
     manifest = run_async(main())
     unverified = fleets[-1].window.unverified if fleets else []
-    result = summary(manifest, unverified)
+    result = summary(manifest, unverified, zone)
     metrics.summary = result
     metrics.succeeded()
     if args.json:
@@ -122,8 +139,9 @@ def _run(args: argparse.Namespace, metrics: Run) -> int:
     else:
         t = manifest.timings
         print(f"backup set     {manifest.set_id}  (complete)")
-        print(f"pause window   {manifest.pause.started_at} .. {manifest.pause.ended_at} ({t.pause_ms} ms)")
-        print(f"restore point  {manifest.restore_point}")
+        w = manifest.pause
+        for line in window_lines(w.started_at, w.ended_at, w.midpoint, t.pause_ms, zone):
+            print(line)
         if unverified:
             print(f"               not verified on {', '.join(unverified)} (no CheckPaused)")
         print(f"capture        {t.capture_ms} ms inside the pause; export {t.export_ms} ms after it")

@@ -8,14 +8,17 @@ import json
 import os
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from txbackup.admin.client import Endpoint
 from txbackup.admin.discovery import from_srv
 from txbackup.admin.fleet import Fleet, Interrupted, received_signal
 from txbackup.admin.kubernetes import Release, discover
 from txbackup.catalog import Catalog
+from txbackup.clock import as_utc, epoch_ms, iso_local, iso_ms, parse_time_zone
 from txbackup.config import (
     STORAGE_OPTIONS,
     Applications,
@@ -358,3 +361,54 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+# --- the pause window's rendering (issue 13, part 4): --time-zone, ms, ISO-8601 with offset ---
+
+
+def add_time_zone(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--time-zone", metavar="ZONE", default="UTC",
+        help="IANA time zone of the local times shown next to the UTC ones (e.g. Asia/Tokyo; default UTC)",
+    )  # fmt: skip
+
+
+def zone_from_args(args: argparse.Namespace) -> ZoneInfo:
+    """The zone of --time-zone (a bad name: one-line UsageError, exit 2)."""
+    return parse_time_zone(args.time_zone)
+
+
+def window_lines(
+    started: datetime | str | None,
+    ended: datetime | str | None,
+    midpoint: datetime | str | None,
+    duration_ms: int | None,
+    zone: ZoneInfo,
+) -> list[str]:
+    """The human lines of a pause window: UTC, the local zone (unless UTC), epoch ms."""
+    moments = [_moment(m) for m in (started, ended, midpoint)]
+    if None in moments:
+        return [f"pause window   {iso_ms(moments[0]) or '-'} .. {iso_ms(moments[1]) or '-'}"]
+    start, end, mid = (m for m in moments if m is not None)
+    lines = [f"pause window   {iso_ms(start)} .. {iso_ms(end)} ({duration_ms} ms)"]
+    if zone.key != "UTC":
+        lines.append(f"               {iso_local(start, zone)} .. {iso_local(end, zone)} ({zone.key})")
+    lines.append(f"               {epoch_ms(start)} .. {epoch_ms(end)} (ms since epoch)")
+    local = "" if zone.key == "UTC" else f"{iso_local(mid, zone)}, "
+    lines.append(f"restore point  {iso_ms(mid)} ({local}{epoch_ms(mid)} ms)")
+    return lines
+
+
+def _moment(value: datetime | str | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return as_utc(datetime.fromisoformat(value))  # a manifest's time: checked when it was read
+
+
+def window_local(pause: Any, zone: ZoneInfo) -> dict[str, Any]:
+    """A manifest's window in ``zone``: ``time_zone`` and ``*_local`` (ISO-8601 with offset)."""
+    local: dict[str, Any] = {"time_zone": zone.key}
+    for name in ("started_at", "ended_at", "midpoint"):
+        moment = _moment(getattr(pause, name))
+        local[f"{name}_local"] = None if moment is None else iso_local(moment, zone)
+    return local

@@ -8,10 +8,14 @@ from txbackup.cli.common import (
     add_json,
     add_key_args,
     add_repository_args,
+    add_time_zone,
     open_keyring,
     open_repository,
     print_json,
     set_id_arg,
+    window_lines,
+    window_local,
+    zone_from_args,
 )
 from txbackup.engine.manifest import read_manifest
 from txbackup.errors import TxbackupError
@@ -32,10 +36,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_repository_args(parser)
     parser.add_argument("set_id", metavar="ID", type=set_id_arg)
     add_key_args(parser)
+    add_time_zone(parser)
     add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    zone = zone_from_args(args)
     storage, catalog, _ = open_repository(args)
     row = catalog.get(args.set_id)
     if row is not None and row.status != "complete":
@@ -44,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     # read_manifest checked every restore point's fields (they go into commands users paste)
     points = [t for t in manifest.targets if t.kind in POINT_KINDS and is_point(t.position)]
     if args.json:
-        data = manifest.to_dict()
+        # the manifest as stored, and its window in --time-zone
+        data = manifest.to_dict() | {"pause_local": window_local(manifest.pause, zone)}
         if points:
             data["recovery"] = {t.name: recovery(t.kind, t.position, manifest.restore_point) for t in points}
         print_json(data)
@@ -52,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     t = manifest.timings
     print(f"set            {manifest.set_id} (complete)")
     print(f"created        {manifest.created_at}, finished {manifest.finished_at}")
-    print(f"pause window   {manifest.pause.started_at} .. {manifest.pause.ended_at} ({t.pause_ms} ms)")
-    print(f"restore point  {manifest.restore_point}")
+    w = manifest.pause
+    for line in window_lines(w.started_at, w.ended_at, w.midpoint, t.pause_ms, zone):
+        print(line)
     print(f"timings        drain {t.drain_ms} ms, capture {t.capture_ms} ms, export {t.export_ms} ms")
     print(f"applications   {', '.join(manifest.applications) or '-'}")
     for target in manifest.targets:

@@ -42,6 +42,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from txbackup import strictjson
+from txbackup.clock import epoch_ms
 from txbackup.errors import IntegrityError, UsageError
 from txbackup.repository import layout
 from txbackup.repository.config import is_repository_id, read_config
@@ -101,7 +102,13 @@ class ArtifactRecord:
 
 @dataclass(frozen=True)
 class PauseWindow:
-    """When the applications were paused; the midpoint is the restore point."""
+    """When the applications were paused; the midpoint is the restore point.
+
+    Each time is kept twice: UTC ISO-8601 (``started_at``) and epoch milliseconds
+    (``started_at_ms``, what point-in-time-restore services take). Sets written
+    before the ``*_ms`` fields existed are read as before: the fields are derived
+    from the ISO times; when present they must agree with them.
+    """
 
     started_at: str | None = None
     ended_at: str | None = None
@@ -109,6 +116,15 @@ class PauseWindow:
     # endpoints whose pause could not be checked before the unpause (older servers
     # without CheckPaused): the window is assumed there, not verified
     unverified: list[str] = field(default_factory=list)
+    started_at_ms: int | None = None
+    ended_at_ms: int | None = None
+    midpoint_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in _WINDOW_TIMES:
+            iso = getattr(self, name)
+            if iso is not None and getattr(self, f"{name}_ms") is None:
+                object.__setattr__(self, f"{name}_ms", _iso_ms(iso))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PauseWindow:
@@ -118,12 +134,34 @@ class PauseWindow:
             isinstance(a, str) and len(a) <= 1024 for a in unverified
         ):
             raise ValueError("field 'unverified' must be a list of strings")
+        times = {name: _optional_time(data, name) for name in _WINDOW_TIMES}
+        millis: dict[str, int | None] = {}
+        for name, iso in times.items():
+            key = f"{name}_ms"
+            if data.get(key) is None:
+                millis[key] = None
+                continue
+            value = _get(data, key, int)
+            if iso is None or value != _iso_ms(iso):
+                raise ValueError(f"field {key!r} ({shown(value)}) does not match {name!r} ({shown(iso)})")
+            millis[key] = value
         return cls(
-            started_at=_optional_time(data, "started_at"),
-            ended_at=_optional_time(data, "ended_at"),
-            midpoint=_optional_time(data, "midpoint"),
+            started_at=times["started_at"],
+            ended_at=times["ended_at"],
+            midpoint=times["midpoint"],
             unverified=list(unverified),
+            started_at_ms=millis["started_at_ms"],
+            ended_at_ms=millis["ended_at_ms"],
+            midpoint_ms=millis["midpoint_ms"],
         )
+
+
+_WINDOW_TIMES = ("started_at", "ended_at", "midpoint")
+
+
+def _iso_ms(iso: str) -> int:
+    """Epoch ms of a manifest time (checked by ``_time``; naive is UTC)."""
+    return epoch_ms(datetime.fromisoformat(iso))
 
 
 @dataclass(frozen=True)
