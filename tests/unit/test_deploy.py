@@ -188,10 +188,8 @@ def test_the_cluster_file_in_the_configmap(models: dict[str, Any], tmp_path: Pat
     data = tomllib.loads(text)
     _refuse_secrets(data, "configmap")
     assert set(data) <= set(TABLES)
-    apps = dict(data["applications"])
-    kubernetes_table = apps.pop("kubernetes")  # read by the discovery (issue 13, part 1)
-    assert set(kubernetes_table) == {"release", "namespace"}
-    parse_applications(apps | {"endpoints": ["127.0.0.1:1"]})
+    apps = parse_applications(data["applications"])  # the discovery's own reader (issue 13, part 1)
+    assert [(k.release, k.namespace) for k in apps.kubernetes] == [("scalardb-cluster", "scalardb")], apps
     for i, target in enumerate(data["targets"]):
         build_target(target, i)
     STORAGE.read(data["storage"], where="configmap")
