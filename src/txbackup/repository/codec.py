@@ -19,6 +19,14 @@ Reading never goes past the recorded sizes: a stored object that grew, or data
 that decompresses to more than recorded (a zstd bomb), fails as soon as it
 overflows instead of filling memory or disk. Every failure is ``IntegrityError``
 naming the object (``label``: ``artifact sets/...``, ``ks.t f: blob cassandra/...``).
+
+So that a restore reads each object once (verifying as it loads), the read that
+completes the recorded size first checks everything (nothing follows the zstd
+frame or the age stream, sizes and both SHA-256s) and only then hands over its
+bytes: whoever holds the last byte of an object holds verified data, and a
+reader that needs the end of its input to finish (``pg_restore
+--single-transaction`` commits after the last byte, a file is renamed into
+place at EOF) never finishes on a corrupt one.
 """
 
 from __future__ import annotations
@@ -209,10 +217,7 @@ class Decoder(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         # never more than one byte past the recorded size: a bomb stops here
         room = self._expected.size + 1 - self._plain.size
-        try:
-            data = self._data.read(min(len(view), room))
-        except zstandard.ZstdError as exc:
-            raise IntegrityError(f"{self._label}: corrupt ({exc})") from None
+        data = self._decompress(min(len(view), room))
         if not data:
             self._verify()
             return 0
@@ -221,8 +226,24 @@ class Decoder(io.RawIOBase):
             raise IntegrityError(
                 f"{self._label}: decompresses to more than the recorded {self._expected.size} bytes (corrupt)"
             )
+        if self._plain.size == self._expected.size:
+            # The last bytes are handed over only once the whole object is verified: a
+            # reader that needs the end of its input to finish (pg_restore's single
+            # transaction, a file renamed into place at EOF) never finishes on bad data.
+            if self._decompress(1):
+                raise IntegrityError(
+                    f"{self._label}: decompresses to more than the recorded {self._expected.size} "
+                    "bytes (corrupt)"
+                )
+            self._verify()
         view[: len(data)] = data
         return len(data)
+
+    def _decompress(self, size: int) -> bytes:
+        try:
+            return self._data.read(size)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{self._label}: corrupt ({exc})") from None
 
     def _verify(self) -> None:
         while self._compressed.read(CHUNK):  # bytes after the zstd frame count too
