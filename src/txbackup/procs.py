@@ -134,12 +134,14 @@ class _Tool:
             self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
     def kill(self) -> None:
-        """Stop the tool (and its process group) at once; used when our side failed."""
+        """Stop the tool (and its process group) at once; used when our side failed.
+        Killed before its input closes: an end of input it saw first could end a load
+        normally (a restore client committing part of a dump whose rest was refused)."""
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-        with contextlib.suppress(OSError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self._reader.join(timeout=5)
 
@@ -155,6 +157,12 @@ class _Tool:
         if not said:
             said = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
         return TargetError(f"{self.culprit}: {self.name} failed: {said}")
+
+
+def start(argv: Sequence[str], *, culprit: str, env: Mapping[str, str] | None = None) -> _Tool:
+    """Start a tool that reads files itself (no stdin, stdout discarded) and return it
+    running: the caller feeds it (e.g. named pipes), then ``finish()`` or ``kill()``."""
+    return _Tool(argv, culprit=culprit, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
 def run(

@@ -364,7 +364,7 @@ def test_sqlite_restore_in_place_keeps_the_file_mode(storage, tmp_path, umask):
 
 
 def test_postgres_staging_is_private(storage, tmp_path, umask):
-    from txbackup.targets.postgres import stage_directory
+    from txbackup.targets.pg_directory import stage_directory
 
     writer = write_artifacts(storage, {"bank.dir/toc.dat": b"toc", "bank.dir/3456.dat": b"rows"})
     folder = tmp_path / "staging"

@@ -100,7 +100,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, one_line, run, run_checked, run_from_stream, run_to_stream
-from txbackup.safepaths import join_inside, shown
+from txbackup.safepaths import shown
 from txbackup.scratch import private_dir
 from txbackup.settings import (
     check_keys,
@@ -110,6 +110,7 @@ from txbackup.settings import (
     setting_str_list,
 )
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
+from txbackup.targets.pg_directory import restore_directory
 from txbackup.targets.sqlcommon import (
     Prepared,
     ServerPassword,
@@ -706,14 +707,9 @@ class PostgresTarget:
                         culprit=self.label,
                         env=server.env(),
                     )
-            else:
-                with private_dir("pg-") as tmp:
-                    stage_directory(src, directory[db], tmp, self.label)
-                    run_checked(
-                        [*argv, "-Fd", "-j", str(self.jobs), tmp],
-                        culprit=self.label,
-                        env=server.env(),
-                    )
+            else:  # streamed into pg_restore's pipes (see targets.pg_directory)
+                argv += ["-Fd", "-j", str(self.jobs)]
+                restore_directory(src, directory[db], argv, culprit=self.label, env=server.env())
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
 
 
@@ -730,18 +726,6 @@ def _source_database(name: str) -> str | None:
     if sep and head.endswith(".dir") and rest:
         return head[: -len(".dir")]
     return None
-
-
-def stage_directory(src: ArtifactReader, names: list[str], folder: str, culprit: str) -> None:
-    """Extract the artifacts ``<db>.dir/<file>`` into ``folder`` (made private, 0700)
-    as ``folder/<file>``, for ``pg_restore -Fd``. The names come from the manifest
-    (untrusted): each file must be a plain file name that stays inside ``folder``."""
-    os.chmod(folder, 0o700)
-    for name in names:
-        head, _, rest = name.partition("/")
-        if not head.endswith(".dir") or "/" in rest:
-            raise TargetError(f"{culprit}: unexpected artifact {shown(name)} (not <database>.dir/<file>)")
-        src.extract(name, join_inside(folder, rest, what=f"{culprit}: artifact {shown(name)}: file"))
 
 
 def _close_all(conns: Mapping[str, psycopg.Connection[Any]]) -> None:
