@@ -142,7 +142,18 @@ def open_artifact(
     stat_artifact(storage, record)
     with storage.open_read(record.path) as source:
         expected = Expected(record.size, record.sha256, record.stored_size, record.stored_sha256)
-        yield decoded(source, expected, f"artifact {record.path}", progress, identity)
+        data = decoded(source, expected, f"artifact {record.path}", progress, identity)
+        try:
+            yield data
+        except IntegrityError:
+            raise
+        except Exception:
+            # The reader failed before the end (a restore tool choking on its input): a
+            # corrupt artifact is then the likelier cause, and the one to name. Costs
+            # reading the rest, on failure only.
+            for _ in iter_chunks(data, CHUNK):
+                pass
+            raise
 
 
 class RestoreContext:

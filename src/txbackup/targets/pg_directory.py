@@ -124,12 +124,16 @@ class _Feeding:
     def _feed(self, name: str, fd: int, tool: _Tool) -> None:
         try:
             with self._src.open(name) as stream:
-                for chunk in iter_chunks(stream, CHUNK):
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-        except BrokenPipeError:
-            pass  # pg_restore stopped reading: it failed, and its exit status says why
+                try:
+                    for chunk in iter_chunks(stream, CHUNK):
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                except BrokenPipeError:
+                    # pg_restore stopped reading: it failed, and its exit status says why,
+                    # unless the rest of the artifact shows that it was fed bad data
+                    for _ in iter_chunks(stream, CHUNK):
+                        pass
         except BaseException as exc:
             with self._lock:
                 if self._failure is None:
