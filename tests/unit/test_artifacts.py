@@ -396,10 +396,12 @@ def test_cassandra_agent_staging_is_private(tmp_path, umask):
         assert mode(folder) == oct(0o700), folder
 
 
-@pytest.mark.parametrize("fault", ["zstd checksum", "recorded sha256", "trailing frame"])
+@pytest.mark.parametrize("fault", ["zstd checksum", "recorded sha256", "recorded size"])
 def test_the_last_bytes_come_only_once_verified(storage, fault):
     """A restore reads each artifact once, so the read completing it must check first: a
     reader never holds the whole of an artifact that does not match its record."""
+    # (a restore does not hash the stored bytes again: test_corrupt_stored_checksum_...
+    # is verify's; data that decodes right is what a restore must know)
     data = mixed_data(3 << 20)
     writer = write_artifacts(storage, {"x.dump": data})
     (record,) = writer.records
@@ -409,10 +411,7 @@ def test_the_last_bytes_come_only_once_verified(storage, fault):
     elif fault == "recorded sha256":
         record = dataclasses.replace(record, sha256="0" * 64)
     else:
-        empty_frame = zstandard.ZstdCompressor().compress(b"")
-        with open(stored, "ab") as f:
-            f.write(empty_frame)
-        record = dataclasses.replace(record, stored_size=record.stored_size + len(empty_frame))
+        record = dataclasses.replace(record, size=record.size + 1)
     got = 0
     reader = SetReader(storage, SET, "pg", [record])
     bad = f"artifact sets/{SET}/pg/x.dump.zst: "

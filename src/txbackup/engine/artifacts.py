@@ -133,15 +133,22 @@ def stat_artifact(storage: Storage, record: ArtifactRecord) -> ObjectInfo:
 
 @contextlib.contextmanager
 def open_artifact(
-    storage: Storage, record: ArtifactRecord, progress: Progress = None, keyring: Keyring | None = None
+    storage: Storage,
+    record: ArtifactRecord,
+    progress: Progress = None,
+    keyring: Keyring | None = None,
+    *,
+    stored_sha256: bool = True,
 ) -> Iterator[IO[bytes]]:
     """The decompressed data of ``record``, verified as it streams (see module doc).
     ``progress`` is called with the number of stored bytes read at each step;
-    ``keyring`` (unlocked) is an encrypted repository's."""
+    ``keyring`` (unlocked) is an encrypted repository's. ``stored_sha256=False``: the
+    stored bytes' SHA-256 is not checked (see ``repository.codec.Expected``)."""
     identity = None if keyring is None else keyring.require_identity(f"artifact {record.path}")
     stat_artifact(storage, record)
     with storage.open_read(record.path) as source:
-        expected = Expected(record.size, record.sha256, record.stored_size, record.stored_sha256)
+        stored = record.stored_sha256 if stored_sha256 else None
+        expected = Expected(record.size, record.sha256, record.stored_size, stored)
         data = decoded(source, expected, f"artifact {record.path}", progress, identity)
         try:
             yield data
@@ -214,7 +221,9 @@ class SetReader(RestoreContext):
             raise StorageError(
                 f"set {self._set_id}: target {self._target} has no artifact {name!r}"
             )
-        return open_artifact(self._storage, record, keyring=self._keyring)
+        # what a restore reads: the stored bytes are not hashed a second time (the
+        # data's SHA-256 and both sizes are checked; verify --read-data checks both)
+        return open_artifact(self._storage, record, keyring=self._keyring, stored_sha256=False)
 
     def extract(self, name: str, path: str) -> None:
         """Write the artifact to ``path``, which appears only once complete and verified.

@@ -11,9 +11,9 @@ cut or replaced artifact is refused then, naming the file, with no job.
 
 The data itself is verified while it streams into the destination
 (``engine.artifacts``, ``repository.codec``): each artifact is read once, and
-the read that completes it checks its sizes and SHA-256s (age authenticates
-every chunk of an encrypted one before it is decompressed) before handing over
-its last bytes. A mismatch stops the restore at once: the tool loading it is
+its last bytes are handed over only once its end has been read and its sizes
+and SHA-256 checked (age authenticates every chunk of an encrypted one before
+it is decompressed). A mismatch stops the restore at once: the tool loading it is
 killed, the job is marked failed, and the one-line error names the artifact,
 says what the destinations hold (targets restored before it; the current one
 untouched, or holding part of it) and how to retry (``--resume``, once the
