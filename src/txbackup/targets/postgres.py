@@ -68,7 +68,9 @@ relation is refused unless ``force``, which adds ``--clean --if-exists``
 (objects of the dump are dropped and recreated; other objects stay). Owners
 are not restored (``--no-owner``); privileges are, so roles named in GRANTs
 must exist on the destination. Each database restored is journaled, so a
-resumed restore job skips it.
+resumed restore job skips it. A ``.dump`` is fed to ``pg_restore --single-transaction``
+as it streams (verified as it goes: nothing commits before its verified end); a
+``.dir`` to ``pg_restore -Fd -j N`` through named pipes (``targets.pg_directory``).
 
 Names are data: txbackup writes no SQL of its own into the artifacts (pg_dump
 writes them and quotes every identifier), and the restore never goes through psql: pg_restore connects
