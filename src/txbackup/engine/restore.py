@@ -248,7 +248,7 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
     if plan.job_id is None:  # a resumed job's destinations hold what it restored already
         report.event("phase", name="destinations", set_id=plan.manifest.set_id)
         _probe(plan, chosen)
-    report.event("phase", name="check", set_id=plan.manifest.set_id)
+    report.event("phase", name="verify", set_id=plan.manifest.set_id)  # the stat check (drill times it)
     subset = dataclasses.replace(plan.manifest, targets=[record for record, _ in chosen])
     problems = stat_set(plan.storage, subset, keyring=plan.keyring)
     if problems:
