@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from txbackup.errors import TargetError
-from txbackup.procs import start
+from txbackup.procs import start, widen_pipe
 from txbackup.safepaths import join_inside, shown
 from txbackup.scratch import private_dir
 from txbackup.storage.base import CHUNK
@@ -152,4 +152,5 @@ def _writer(path: str, culprit: str) -> int | None:
             return None
         raise TargetError(f"{culprit}: cannot open the pipe {path}: {exc.strerror}") from None
     os.set_blocking(fd, True)
+    widen_pipe(fd)
     return fd
