@@ -296,3 +296,22 @@ async def test_each_artifact_is_read_once(app: SampleServer, case: Case, tmp_pat
             paths = sorted(paths * 2)  # without --sandbox every dump is checked before any runs
     assert sorted(name for name in storage.reads if name.startswith("sets/")) == paths
     assert case.contents(dest) == case.source
+
+
+@pytest.mark.parametrize("case", [KINDS[2], "sqlite"], indirect=True)
+async def test_verify_first_refuses_a_corrupt_set_before_any_job(
+    app: SampleServer, case: Case, tmp_path: Path
+) -> None:
+    """``--verify-first``: the set read whole first (two reads), nothing written, no job."""
+    storage = CutStorage()
+    manifest = await backup(app, case, storage, tmp_path)
+    victim = max(manifest.targets[0].artifacts, key=lambda a: a.stored_size)
+    good = storage.objects[victim.path]
+    storage.objects[victim.path] = dataclasses.replace(good, data=flipped(good.data, len(good.data) // 2))
+    jobs = JobStore(str(tmp_path / "jobs.db"))
+    dest = case.destination()
+    plan = RestorePlan(storage, manifest, [case.target], jobs, destinations={case.target.name: dest})
+    with pytest.raises(IntegrityError) as err:
+        restore_set(dataclasses.replace(plan, verify_first=True))
+    assert str(err.value).startswith(f"refusing to restore set {manifest.set_id}: artifact {victim.path}: ")
+    assert jobs.list() == [] and case.contents(dest) is None

@@ -42,7 +42,9 @@ storage with its recorded size (a missing or cut one is refused, naming the
 file, before anything is written), then restore each target, reading every
 artifact once and verifying its SHA-256 as it streams (a mismatch stops the
 restore, fails its job and names the file, what the destination holds and how
-to --resume once the artifact is fixed) into its database from the cluster file, or
+to --resume once the artifact is fixed; --verify-first reads the whole set
+first, as verify --read-data, and refuses a corrupt one before anything is
+written) into its database from the cluster file, or
 into the destination given with --to NAME=DSN (a libpq URL or key=value string
 for postgres, a mysql://user@host:port/db URL for mysql, a file path for
 sqlite), or by a [restore.NAME] section of the cluster file. Passwords never go
@@ -107,6 +109,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="restore database OLD of the set as NEW (postgres, mysql; repeatable)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty destination")
+    parser.add_argument(
+        "--verify-first",
+        action="store_true",
+        help="read every artifact against its SHA-256 before writing anything (two reads of the set; "
+        "by default each artifact is read once, verified while it is restored)",
+    )
     parser.add_argument("--resume", metavar="JOB", help="continue an interrupted restore job")
     parser.add_argument("--jobs", action="store_true", help="list the restore jobs and exit")
     add_key_args(parser)
@@ -358,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
         credentials=credentials,
         renames=renames,
         force=force,
+        verify_first=args.verify_first,
         job_id=args.resume,
         reporter=JsonReporter() if args.json else HumanReporter(),
         keyring=keyring,

@@ -17,7 +17,8 @@ it is decompressed). A mismatch stops the restore at once: the tool loading it i
 killed, the job is marked failed, and the one-line error names the artifact,
 says what the destinations hold (targets restored before it; the current one
 untouched, or holding part of it) and how to retry (``--resume``, once the
-artifact is fixed). What each kind leaves is in its module: a ``sqlite`` file
+artifact is fixed). ``verify_first`` reads the whole set first instead (two
+reads), refusing a corrupt one before a job exists. What each kind leaves is in its module: a ``sqlite`` file
 is renamed into place only once verified (untouched); ``postgres -Fc`` loads
 in one transaction that cannot commit without the last byte (the database is
 created, and empty); ``postgres -Fd`` and ``mysql`` load as they read (part of
@@ -42,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from txbackup.engine.artifacts import SetReader, stat_set
+from txbackup.engine.artifacts import SetReader, stat_set, verify_set
 from txbackup.engine.manifest import Manifest, TargetRecord, check_manifest
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
@@ -70,6 +71,9 @@ class RestorePlan:
     # NAME -> database of the set -> the database it is restored as (--rename-db)
     renames: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     force: bool = False
+    # read every artifact against its record before writing anything (two reads: a corrupt
+    # set is refused before a job exists; the default verifies while restoring)
+    verify_first: bool = False
     job_id: str | None = None  # resume this job instead of starting one
     reporter: Reporter = field(default_factory=SilentReporter)
     keyring: Keyring | None = None  # an encrypted repository's, unlocked
@@ -250,7 +254,8 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
         _probe(plan, chosen)
     report.event("phase", name="verify", set_id=plan.manifest.set_id)  # the stat check (drill times it)
     subset = dataclasses.replace(plan.manifest, targets=[record for record, _ in chosen])
-    problems = stat_set(plan.storage, subset, keyring=plan.keyring)
+    check = verify_set if plan.verify_first else stat_set
+    problems = check(plan.storage, subset, keyring=plan.keyring)
     if problems:
         extra = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise IntegrityError(f"refusing to restore set {plan.manifest.set_id}: {problems[0]}{extra}")
