@@ -236,7 +236,8 @@ class Decoder(io.RawIOBase):
                 raise IntegrityError(f"{self._label}: {problem}")
             self._held += data
         count = min(len(view), len(self._held))
-        view[:count] = self._held[:count]
+        with memoryview(self._held) as held:  # no copy of the slice (released before the del)
+            view[:count] = held[:count]
         del self._held[:count]
         return count
 
