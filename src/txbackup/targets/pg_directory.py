@@ -84,6 +84,7 @@ class _Feeding:
         self._pending = dict(pipes)
         self._culprit = culprit
         self._failure: BaseException | None = None
+        self._stopped = False  # we killed pg_restore: its broken pipes say nothing of the data
         self._lock = threading.Lock()
 
     def run(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
@@ -106,6 +107,7 @@ class _Feeding:
                     break
                 time.sleep(POLL_S)
         except BaseException:
+            self._stopped = True
             tool.kill()
             raise
         finally:
@@ -131,13 +133,15 @@ class _Feeding:
                             view = view[os.write(fd, view) :]
                 except BrokenPipeError:
                     # pg_restore stopped reading: it failed, and its exit status says why,
-                    # unless the rest of the artifact shows that it was fed bad data
-                    for _ in iter_chunks(stream, CHUNK):
+                    # unless the rest of the artifact shows that it was fed bad data (not
+                    # worth reading when we stopped it ourselves)
+                    while not (self._stopped or self._failure) and stream.read(CHUNK):
                         pass
         except BaseException as exc:
             with self._lock:
                 if self._failure is None:
                     self._failure = exc
+            self._stopped = True
             tool.kill()  # before the pipe closes: see the module doc
         finally:
             os.close(fd)
