@@ -20,9 +20,11 @@ with about N MB of rows, then, in the same run:
   phase) against ``pg_dump -Fc``; with ``jobs = 2`` against ``pg_dump -Fd -j
   2``; of the MariaDB database alone against ``mariadb-dump
   --single-transaction | zstd``;
-- **restore**: the engine's restore (verify every artifact, then restore) of
-  those sets into fresh databases, against ``pg_restore`` (``-Fc``; ``-Fd -j
-  2``) and ``mariadb < dump``.
+- **restore**: the engine's restore (each artifact read once, verified as it
+  streams) of those sets into fresh databases, against ``pg_restore`` (``-Fc``;
+  ``-Fd -j 2``) and ``mariadb < dump``; and of an SQLite file of the same rows
+  against copying a backup copy of it into place, and against ``zstd -d`` of a
+  compressed copy.
 
 Native outputs are written to files and fsynced (the local storage fsyncs our
 artifacts). Every number is the median of ``--rounds`` rounds; ratios are
@@ -214,6 +216,36 @@ def fill_mariadb(maria: MariaDBServer, db: str, rows: int) -> int:
             return int(cur.fetchone()[0])
     finally:
         conn.close()
+
+
+def fill_sqlite(path: Path, rows: int) -> int:
+    """The same rows in an SQLite file (WAL mode, as the target needs); returns its size."""
+    import sqlite3
+    from hashlib import md5
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            "CREATE TABLE bench_rows (id INTEGER PRIMARY KEY, account INTEGER NOT NULL,"
+            " amount TEXT, created TEXT, note TEXT, payload BLOB)"
+        )
+        for first in range(1, rows + 1, FILL_BATCH):
+            last = min(rows, first + FILL_BATCH - 1)
+            conn.executemany(
+                "INSERT INTO bench_rows VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    (g, g % 1000, f"{(g % 100000) / 100:.2f}", f"2024-01-01 +{g}s",
+                     f"{md5(str(g).encode()).hexdigest()} {md5(str(g * 7).encode()).hexdigest()}",
+                     md5(str(g * 3).encode()).digest())
+                    for g in range(first, last + 1)
+                ),
+            )  # fmt: skip
+            conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return path.stat().st_size
 
 
 # -- native tools ----------------------------------------------------------------------------
@@ -408,6 +440,10 @@ def maria_target(servers: Servers, name: str, db: str) -> Target:
     return build_target(conf, 0)
 
 
+def sqlite_target(name: str, path: Path) -> Target:
+    return build_target({"name": name, "kind": "sqlite", "path": str(path)}, 0)
+
+
 def pg_dsn(servers: Servers, db: str) -> str:
     pg = servers.pg
     return f"host={pg.host} port={pg.port} user={pg.user} dbname={db}"
@@ -429,6 +465,7 @@ class Size:
     rows: int
     pg_bytes: int = 0
     maria_bytes: int = 0
+    sqlite_bytes: int = 0
     samples: dict[str, list[float]] = field(default_factory=dict)
     dump_bytes: dict[str, int] = field(default_factory=dict)
 
@@ -547,6 +584,44 @@ async def measure_mariadb(size: Size, servers: Servers, ours: Ours, db: str, nat
         plain.unlink()
 
 
+async def measure_sqlite(size: Size, ours: Ours, source: Path, native_dir: Path) -> None:
+    """Restore of the SQLite file, ours against copying a backup copy of it into place
+    (what restoring an SQLite backup by hand is; neither side fsyncs)."""
+    import sqlite3
+
+    target = sqlite_target("lite", source)
+    manifest, _ = await ours.backup([target])
+    size.dump_bytes["lite.ours"] = ours.stored_bytes(manifest)
+    copy = native_dir / "lite-backup.db"
+    with sqlite3.connect(source) as src, sqlite3.connect(copy) as dst:  # untimed: the backup
+        src.backup(dst)
+    src.close()
+    dst.close()
+    size.dump_bytes["lite.native"] = copy.stat().st_size
+    dest = native_dir / "lite-ours.db"
+    try:
+        size.add("lite.ours_restore_ms", ours.restore(manifest, [target], {"lite": str(dest)}))
+    finally:
+        ours.forget(manifest)
+        for side in ("", "-wal", "-shm"):
+            Path(f"{dest}{side}").unlink(missing_ok=True)
+    dest = native_dir / "lite-native.db"
+    started = time.monotonic()
+    shutil.copyfile(copy, dest)
+    size.add("lite.native_restore_ms", ms_since(started))
+    dest.unlink()
+    # a compressed copy (zstd, untimed) decompressed into place: what our restore does,
+    # less the SHA-256 and the check of the file
+    packed = native_dir / "lite-backup.db.zst"
+    run_tool(["zstd", "-q", "-f", "-o", str(packed), str(copy)], {})
+    size.add("litez.ours_restore_ms", size.samples["lite.ours_restore_ms"][-1])
+    started = time.monotonic()
+    run_tool(["zstd", "-q", "-d", "-f", "-o", str(dest), str(packed)], {})
+    size.add("litez.native_restore_ms", ms_since(started))
+    for path in (dest, packed, copy):
+        path.unlink()
+
+
 async def run_size(mb: int, rounds: int, servers: Servers, ours: Ours, app: App) -> Size:
     rows = max(1000, mb * 1_000_000 // ROW_BYTES)
     size = Size(mb, rows)
@@ -559,11 +634,14 @@ async def run_size(mb: int, rounds: int, servers: Servers, ours: Ours, app: App)
             asyncio.to_thread(fill_mariadb, servers.maria, maria_db, rows),
         )
         size.pg_bytes, size.maria_bytes = fills
+        lite = native_dir / "lite.db"
+        size.sqlite_bytes = await asyncio.to_thread(fill_sqlite, lite, rows)
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("pause window", lambda: measure_pause(size, servers, ours, app, pg_db, maria_db)),
             ("postgres jobs=1", lambda: measure_postgres(size, servers, ours, pg_db, 1, native_dir)),
             ("postgres jobs=2", lambda: measure_postgres(size, servers, ours, pg_db, 2, native_dir)),
             ("mariadb", lambda: measure_mariadb(size, servers, ours, maria_db, native_dir)),
+            ("sqlite", lambda: measure_sqlite(size, ours, lite, native_dir)),
         ]
         for round_no in range(rounds):
             for label, step in steps:
@@ -655,16 +733,20 @@ def print_report(sizes: Sequence[Size], rounds: int) -> None:
          "ours MB/s", "native MB/s", "ours stored MB", "native MB"],
         rows,
     )  # fmt: skip
-    print("\nRestore (ours: verify every artifact, then restore, into a fresh database):")
+    print("\nRestore (ours: each artifact read once, verified as it streams, into a fresh database):")
     rows = []
     for s in sizes:
         for tag, label, native in (
             ("pg1", "postgres", "pg_restore -Fc"),
             ("pg2", "postgres jobs=2", "pg_restore -Fd -j 2"),
             ("maria", "mariadb", "mariadb < dump"),
+            ("lite", "sqlite", "cp backup.db"),
+            ("litez", "sqlite", "zstd -d backup.db.zst"),
         ):
             ours_ms, native_ms = s.median(f"{tag}.ours_restore_ms"), s.median(f"{tag}.native_restore_ms")
-            table_bytes = s.maria_bytes if tag == "maria" else s.pg_bytes
+            table_bytes = {"maria": s.maria_bytes, "lite": s.sqlite_bytes, "litez": s.sqlite_bytes}.get(
+                tag, s.pg_bytes
+            )
             rows.append(
                 [
                     s.mb,
@@ -695,6 +777,7 @@ def report_json(sizes: Sequence[Size], rounds: int, load: tuple[float, float, fl
                 "rows": s.rows,
                 "postgres_table_bytes": s.pg_bytes,
                 "mariadb_table_bytes": s.maria_bytes,
+                "sqlite_file_bytes": s.sqlite_bytes,
                 "medians": {key: s.median(key) for key in sorted(s.samples)},
                 "samples": s.samples,
                 "dump_bytes": s.dump_bytes,

@@ -16,9 +16,11 @@ is filled, then, in each round and in the same run:
 Plain and encrypted alternate which goes first, and every step starts after a
 ``CHECKPOINT`` (a 1 GB restore leaves the next step a checkpoint to pay for). Wall
 times are medians of ``--rounds``; the ratios that matter are encrypted/plain
-(backup, restore). ``bench.encryption_bench`` measures the byte pipeline alone (CPU
-time); this one measures what a user waits for. The load average is printed with the
-results: numbers taken on a busy machine say little. Not a pass/fail test.
+(backup, restore); each restore's ratio to ``pg_restore`` is printed too (the
+MariaDB and SQLite restore ratios are ``bench.backup_bench``'s).
+``bench.encryption_bench`` measures the byte pipeline alone (CPU time); this one
+measures what a user waits for. The load average is printed with the results:
+numbers taken on a busy machine say little. Not a pass/fail test.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from bench.backup_bench import ROW_BYTES, fill_postgres, parse_sizes, say
 from bench.s3_export_bench import PG_PW_ENV, cluster_file, start_app
 from tests.servers.postgres import PostgresServer
 
-REPO = Path(__file__).resolve().parents[1]
-TXBACKUP = str(REPO / ".venv" / "bin" / "txbackup")
+# the interpreter running this bench, so that the txbackup measured is the one it imports
+# (an editable install, or PYTHONPATH=src in a worktree)
+TXBACKUP = [sys.executable, "-m", "txbackup"]
 STEPS = ("backup_plain", "backup_encrypted", "restore_plain", "restore_encrypted", "pg_dump", "pg_restore")
 
 
@@ -65,7 +68,7 @@ def timed(argv: Sequence[str], env: dict[str, str]) -> tuple[float, str]:
 
 
 def backup(config: Path, env: dict[str, str]) -> tuple[float, str]:
-    took, out = timed([TXBACKUP, "backup", "-c", str(config), "--json"], env)
+    took, out = timed([*TXBACKUP, "backup", "-c", str(config), "--json"], env)
     return took, str(json.loads(out.splitlines()[-1])["set_id"])
 
 
@@ -74,7 +77,7 @@ def restore(
 ) -> float:
     pg.execute(f'CREATE DATABASE "{db}"')
     dsn = f"pg=host={pg.host} port={pg.port} user={pg.user} dbname={db}"
-    took, _ = timed([TXBACKUP, "restore", "-c", str(config), set_id, "--to", dsn, *extra], env)
+    took, _ = timed([*TXBACKUP, "restore", "-c", str(config), set_id, "--to", dsn, *extra], env)
     return took
 
 
@@ -101,7 +104,7 @@ def measure(sizes: Sequence[int], rounds: int) -> list[Result]:
                     plain = cluster_file(plain_dir, pg, db, endpoint, str(plain_dir / "repo"))
                     sealed = cluster_file(sealed_dir, pg, db, endpoint, str(sealed_dir / "repo"))
                     recipient = str(identity.to_public())
-                    timed([TXBACKUP, "init", "-c", str(sealed), "--encrypt", "--recipient", recipient], env)
+                    timed([*TXBACKUP, "init", "-c", str(sealed), "--encrypt", "--recipient", recipient], env)
                     times = result.times
                     # alternate which goes first, and CHECKPOINT before each step: the second of
                     # two 1 GB restores otherwise pays for the first one's checkpoint
@@ -150,7 +153,9 @@ def summary(results: Sequence[Result], rounds: int) -> dict[str, Any]:
                 **{f"{step}_s": round(value, 2) for step, value in m.items()},
                 "backup_encrypted_vs_plain": round(m["backup_encrypted"] / m["backup_plain"], 3),
                 "restore_encrypted_vs_plain": round(m["restore_encrypted"] / m["restore_plain"], 3),
+                "backup_plain_vs_pg_dump": round(m["backup_plain"] / m["pg_dump"], 2),
                 "backup_encrypted_vs_pg_dump": round(m["backup_encrypted"] / m["pg_dump"], 2),
+                "restore_plain_vs_pg_restore": round(m["restore_plain"] / m["pg_restore"], 2),
                 "restore_encrypted_vs_pg_restore": round(m["restore_encrypted"] / m["pg_restore"], 2),
             }
         )
@@ -175,12 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"PostgreSQL backup/restore, plain vs encrypted (age); medians of {args.rounds};"
           f" load average {data['load_average']}")  # fmt: skip
     print(f"{'size':>6} {'backup':>8} {'enc.':>8} {'ratio':>6} {'restore':>8} {'enc.':>8} {'ratio':>6}"
-          f" {'pg_dump':>8} {'pg_rest.':>8}")  # fmt: skip
+          f" {'pg_dump':>8} {'pg_rest.':>8} {'plain/pg_restore':>17} {'enc./pg_restore':>16}")  # fmt: skip
     for s in data["sizes"]:
         print(
             f"{s['size_mb']:>4}MB {s['backup_plain_s']:>7}s {s['backup_encrypted_s']:>7}s"
             f" {s['backup_encrypted_vs_plain']:>6} {s['restore_plain_s']:>7}s {s['restore_encrypted_s']:>7}s"
             f" {s['restore_encrypted_vs_plain']:>6} {s['pg_dump_s']:>7}s {s['pg_restore_s']:>7}s"
+            f" {s['restore_plain_vs_pg_restore']:>17} {s['restore_encrypted_vs_pg_restore']:>16}"
         )
     return 0
 

@@ -18,6 +18,7 @@ reader while restoring), the tool is killed and that error propagates as is.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -134,12 +135,14 @@ class _Tool:
             self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
     def kill(self) -> None:
-        """Stop the tool (and its process group) at once; used when our side failed."""
+        """Stop the tool (and its process group) at once; used when our side failed.
+        Killed before its input closes: an end of input it saw first could end a load
+        normally (a restore client committing part of a dump whose rest was refused)."""
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-        with contextlib.suppress(OSError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self._reader.join(timeout=5)
 
@@ -155,6 +158,23 @@ class _Tool:
         if not said:
             said = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
         return TargetError(f"{self.culprit}: {self.name} failed: {said}")
+
+
+PIPE_BYTES = 1 << 20
+"""What a pipe we feed a tool through may hold (Linux's default is 64 KiB; 1 MiB is the
+unprivileged maximum): fewer switches between our writer and the tool reading it."""
+
+
+def widen_pipe(fd: int) -> None:
+    """Grow the pipe ``fd`` to ``PIPE_BYTES`` where the system allows it (else unchanged)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or a lower limit
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def start(argv: Sequence[str], *, culprit: str, env: Mapping[str, str] | None = None) -> _Tool:
+    """Start a tool that reads files itself (no stdin, stdout discarded) and return it
+    running: the caller feeds it (e.g. named pipes), then ``finish()`` or ``kill()``."""
+    return _Tool(argv, culprit=culprit, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
 def run(
@@ -235,6 +255,7 @@ def run_from_stream(
     """
     tool = _Tool(argv, culprit=culprit, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert tool.proc.stdin is not None
+    widen_pipe(tool.proc.stdin.fileno())
     chunks: Iterable[bytes]
     if hasattr(source, "read"):
         stream = source

@@ -119,6 +119,10 @@ def test_a_tampered_or_cut_artifact_is_refused_before_anything_is_restored(
     name = f"sets/{set_id}/a/{artifact.name}"
     assert f"refusing to restore set {set_id}: artifact {name}: " in line, line
     assert not out.exists() and not list(tmp_path.glob("out.db*"))
+    if damage == "flip":  # read whole before anything is written: the same refusal, no job
+        again = ["restore", "-c", str(config), set_id, "--to", f"a={out}", "--identity-file", str(key)]
+        line = one_error(txbackup(*again, "--verify-first"), 1)
+        assert f"refusing to restore set {set_id}: artifact {name}: " in line and "--resume" not in line
 
 
 def test_keys_are_added_removed_and_a_passphrase_opens(

@@ -318,24 +318,42 @@ async def test_corrupt_artifact_refused_by_verify_and_restore(
     manifest = await run_backup(plan)
     victim = manifest.targets[1].artifacts[0]
     stored = tmp_path / "store" / victim.path
-    data = bytearray(stored.read_bytes())
+    good = stored.read_bytes()
+    data = bytearray(good)
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
     problems = verify_set(plan.storage, manifest)
     assert len(problems) == 1 and victim.path in problems[0]
     out = tmp_path / "restored"
     out.mkdir()
-    with pytest.raises(IntegrityError, match=victim.path):
-        restore_set(
+    jobs = JobStore(str(tmp_path / "catalog.db"))
+
+    def restore(job_id: str | None = None) -> tuple[str, list[str]]:
+        return restore_set(
             RestorePlan(
                 storage=plan.storage,
                 manifest=manifest,
                 targets=plan.targets,
-                jobs=JobStore(str(tmp_path / "catalog.db")),
+                jobs=jobs,
                 destinations={"a": str(out / "a.db"), "b": str(out / "b.db")},
+                job_id=job_id,
             )
         )
-    assert list(out.iterdir()) == []  # nothing written, not even the intact target
+
+    # same size: the pre-check passes, the flip shows while b streams (one read):
+    # a is restored, b's file never appears, the job fails naming all of it
+    with pytest.raises(IntegrityError, match=victim.path) as err:
+        restore()
+    (job,) = jobs.list()
+    assert job.status == "failed"
+    assert [p.name for p in out.iterdir()] == ["a.db"] and count(out / "a.db") == count(dbs[0])
+    text = str(err.value)
+    assert f"refusing to restore set {manifest.set_id}: artifact {victim.path}: " in text
+    assert "target b into" in text and ": untouched; restored before it: a" in text
+    assert f"--resume {job.job_id}" in text and "\n" not in text
+    stored.write_bytes(good)  # the artifact fixed (e.g. copied back from a replica)
+    assert restore(job.job_id) == (job.job_id, ["a", "b"])
+    assert count(out / "b.db") == count(dbs[1]) and jobs.get(job.job_id).status == "complete"
 
 
 async def test_non_empty_destination_refused_untouched(

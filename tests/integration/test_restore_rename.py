@@ -22,7 +22,7 @@ from txbackup.demo.sample_service import SampleServer
 from txbackup.engine.backup import BackupPlan, run_backup
 from txbackup.engine.manifest import Manifest
 from txbackup.engine.restore import RestorePlan, check_request, restore_set
-from txbackup.errors import IntegrityError, TargetError, UsageError
+from txbackup.errors import StorageError, TargetError, UsageError
 from txbackup.jobs import JobStore
 from txbackup.storage.memory import Fault, FaultInjector, MemoryStorage
 from txbackup.targets.base import Target
@@ -137,12 +137,18 @@ async def test_mysql_databases_renamed_next_to_the_originals(
     )
     assert store.artifact_reads() == 0 and jobs.list() == []  # nothing read, no job
     # the guard does see artifact reads: a request that passes every check gets to them
-    with pytest.raises(IntegrityError, match="injected permanent fault"):
+    # (the restore reads each artifact once, as it loads it: a store failing then fails
+    # the job, which resumes once the store answers)
+    with pytest.raises(StorageError, match="injected permanent fault") as faulted:
         restore_set(_plan(store, manifest, target, jobs, renames={"orders": new}))
-    assert store.artifact_reads() > 0 and jobs.list() == []
+    (failed,) = jobs.list()
+    assert store.artifact_reads() > 0 and failed.status == "failed"
+    assert f"--resume {failed.job_id}" in str(faulted.value)
 
     store.allow()
-    job_id, restored = restore_set(_plan(store, manifest, target, jobs, renames={"orders": new}))
+    job_id, restored = restore_set(
+        _plan(store, manifest, target, jobs, renames={"orders": new}, job_id=failed.job_id)
+    )
     assert restored == ["orders"]
     assert mariadb_server.rows(new[a], "SELECT * FROM accounts ORDER BY id") == [(1, 100), (2, 200)]
     assert mariadb_server.rows(new[a], "SELECT * FROM rich") == [(2,)]  # the view follows

@@ -364,7 +364,7 @@ def test_sqlite_restore_in_place_keeps_the_file_mode(storage, tmp_path, umask):
 
 
 def test_postgres_staging_is_private(storage, tmp_path, umask):
-    from txbackup.targets.postgres import stage_directory
+    from txbackup.targets.pg_directory import stage_directory
 
     writer = write_artifacts(storage, {"bank.dir/toc.dat": b"toc", "bank.dir/3456.dat": b"rows"})
     folder = tmp_path / "staging"
@@ -394,3 +394,45 @@ def test_cassandra_agent_staging_is_private(tmp_path, umask):
     assert mode(staged / source.name) == oct(0o600)
     for folder in [tmp_path / "st", tmp_path / "st" / SET, staged.parent.parent, staged.parent, staged]:
         assert mode(folder) == oct(0o700), folder
+
+
+@pytest.mark.parametrize("fault", ["zstd checksum", "recorded sha256", "recorded size"])
+def test_the_last_bytes_come_only_once_verified(storage, fault):
+    """A restore reads each artifact once, so the read completing it must check first: a
+    reader never holds the whole of an artifact that does not match its record."""
+    # (a restore does not hash the stored bytes again: test_corrupt_stored_checksum_...
+    # is verify's; data that decodes right is what a restore must know)
+    data = mixed_data(3 << 20)
+    writer = write_artifacts(storage, {"x.dump": data})
+    (record,) = writer.records
+    stored = stored_path(storage, "x.dump")
+    if fault == "zstd checksum":
+        damage(stored, record.stored_size - 2)  # the data all decodes right; its check fails
+    elif fault == "recorded sha256":
+        record = dataclasses.replace(record, sha256="0" * 64)
+    else:
+        record = dataclasses.replace(record, size=record.size + 1)
+    got = 0
+    reader = SetReader(storage, SET, "pg", [record])
+    bad = f"artifact sets/{SET}/pg/x.dump.zst: "
+    with pytest.raises(IntegrityError, match=bad), reader.open("x.dump") as f:
+        while chunk := f.read(64 << 10):
+            got += len(chunk)
+    assert 0 < got < len(data)
+
+
+def test_a_reader_failing_on_corrupt_data_is_told_the_artifact(storage):
+    """A consumer failing mid-artifact (a restore tool choking on its input) is
+    blamed on the artifact when the rest of it does not verify."""
+    data = mixed_data(1 << 20)
+    writer = write_artifacts(storage, {"x.dump": data})
+    record = dataclasses.replace(writer.records[0], sha256="0" * 64)
+    reader = SetReader(storage, SET, "pg", [record])
+    with pytest.raises(IntegrityError, match="checksum mismatch") as err, reader.open("x.dump") as f:
+        f.read(1000)
+        raise TargetError("pg_restore failed: invalid input syntax")
+    assert "\n" not in str(err.value)
+    # a good artifact: the consumer's own error stands
+    with pytest.raises(TargetError, match="its own fault"), reader_of(storage, writer).open("x.dump") as f:
+        f.read(1000)
+        raise TargetError("pg_restore failed: its own fault")

@@ -8,6 +8,7 @@ back unchanged. Then the security properties are asserted on the models."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import shlex
@@ -90,7 +91,11 @@ def _rendered(*flags: str) -> dict[str, dict[str, Any]]:
 def _model(doc: dict[str, Any]) -> Any:
     api = ApiClient()
     name = MODELS[(doc["apiVersion"], doc["kind"])]
-    model = api.deserialize(_Response(doc), name)
+    deserialize: Any = api.deserialize  # its signature changed in 37 (and gained type hints)
+    if "response_text" in inspect.signature(deserialize).parameters:  # kubernetes >= 37
+        model = deserialize(json.dumps(doc), name, "application/json")
+    else:  # 31-36: an HTTP answer's object
+        model = deserialize(_Response(doc), name)
     assert api.sanitize_for_serialization(model) == doc, f"{doc['kind']}: fields the model does not know"
     return model
 

@@ -90,6 +90,19 @@ def test_age_files_open_in_pyrage_and_pyrage_files_open_here(size: int) -> None:
     assert decrypt(ours, pyrage.encrypt(data, [theirs.to_public()])) == data
 
 
+@pytest.mark.parametrize("step", [4099, age.CHUNK, age.CHUNK + 1, 3 * age.CHUNK + 17])
+@pytest.mark.parametrize("size", [age.CHUNK, 2 * age.CHUNK, 3 * age.CHUNK + 17])
+def test_any_write_sizes_make_the_same_age_file(size: int, step: int) -> None:
+    """Writes of any size (whole chunks sealed where they lie, or bytes gathered): a
+    chunk is flagged last only when nothing follows it, and pyrage reads it back."""
+    data = os.urandom(size)
+    ours = age.Identity.generate()
+    theirs = pyrage.x25519.Identity.from_str(str(ours))
+    sealed = encrypt(ours.recipient, data, step)
+    assert pyrage.decrypt(sealed, [theirs]) == data
+    assert len(sealed) == len(encrypt(ours.recipient, data, size))  # same framing
+
+
 @pytest.mark.parametrize("size", [0, age.CHUNK, 2 * age.CHUNK + 5])
 def test_age_command_decrypts_ours_and_we_decrypt_its(size: int, tmp_path: Path) -> None:
     data = os.urandom(size)

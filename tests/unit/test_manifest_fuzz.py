@@ -376,7 +376,7 @@ def restore_what_runs_here(kind: str, storage: LocalStorage, manifest: Manifest)
             ("restored",)
         ]
     elif kind == "postgres":
-        from txbackup.targets.postgres import stage_directory
+        from txbackup.targets.pg_directory import stage_directory
 
         names = [a.name for a in target.artifacts if a.name.startswith("bank.dir/")]
         stage_directory(SetReader(storage, SET, target.name, target.artifacts), names, str(WORK), "pg")
@@ -468,7 +468,7 @@ def tampered_records(kind: str, names: list[str]) -> list[ArtifactRecord]:
 @FUZZ
 @given(names=st.lists(hostile_names, min_size=1, max_size=4))
 def test_postgres_directory_staging_stays_inside(names: list[str]) -> None:
-    from txbackup.targets.postgres import stage_directory
+    from txbackup.targets.pg_directory import stage_directory
 
     storage, _ = valid_set("postgres")
     records = tampered_records("postgres", names)

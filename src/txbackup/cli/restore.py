@@ -37,9 +37,14 @@ from txbackup.settings import check_name
 NAME = "restore"
 HELP = "restore a backup set (all targets, or some) into empty databases"
 DESCRIPTION = """\
-Read the set's manifest, re-read every artifact of the chosen targets against
-its SHA-256 (a corrupt set is refused, naming the file, before anything is
-written), then restore each target into its database from the cluster file, or
+Read the set's manifest, check that every artifact of the chosen targets is in
+storage with its recorded size (a missing or cut one is refused, naming the
+file, before anything is written), then restore each target, reading every
+artifact once and verifying its SHA-256 as it streams (a mismatch stops the
+restore, fails its job and names the file, what the destination holds and how
+to --resume once the artifact is fixed; --verify-first reads the whole set
+first, as verify --read-data, and refuses a corrupt one before anything is
+written) into its database from the cluster file, or
 into the destination given with --to NAME=DSN (a libpq URL or key=value string
 for postgres, a mysql://user@host:port/db URL for mysql, a file path for
 sqlite), or by a [restore.NAME] section of the cluster file. Passwords never go
@@ -56,7 +61,7 @@ land next to their originals on the same server.
 Everything given is checked before the storage is read (a bad --to or rename:
 exit 2, nothing read); then each postgres/mysql destination is reached and one
 that already holds tables is refused unless --force, before the set is
-verified and before a job is created.
+checked and before a job is created.
 
 Each restore is a job recorded in the catalog: if it is interrupted, run
 `txbackup restore -c FILE --resume JOB` to continue from its last completed
@@ -104,6 +109,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="restore database OLD of the set as NEW (postgres, mysql; repeatable)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty destination")
+    parser.add_argument(
+        "--verify-first",
+        action="store_true",
+        help="read every artifact against its SHA-256 before writing anything (two reads of the set; "
+        "by default each artifact is read once, verified while it is restored)",
+    )
     parser.add_argument("--resume", metavar="JOB", help="continue an interrupted restore job")
     parser.add_argument("--jobs", action="store_true", help="list the restore jobs and exit")
     add_key_args(parser)
@@ -355,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
         credentials=credentials,
         renames=renames,
         force=force,
+        verify_first=args.verify_first,
         job_id=args.resume,
         reporter=JsonReporter() if args.json else HumanReporter(),
         keyring=keyring,

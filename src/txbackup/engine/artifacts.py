@@ -8,8 +8,10 @@ the size and SHA-256 of the data and of the stored (compressed) file.
 
 Reading verifies as it streams: the stored size is checked before the first
 byte, both checksums at EOF, where a mismatch raises ``IntegrityError`` from
-``read()``. So a restore never ends normally on corrupt data, but it may have
-consumed part of it: the engine runs ``verify_set`` before restoring. Reading
+``read()``, and the last bytes of an artifact are handed over only once it is
+verified (``repository.codec``). So a restore reads each artifact once: it never
+ends normally on corrupt data, but may have loaded part of it before the
+mismatch shows (the engine fails the restore job, saying so). Reading
 never goes past the recorded sizes: a stored file that grew, or data that
 decompresses to more than recorded (a zstd bomb), fails as soon as it
 overflows instead of filling memory or disk.
@@ -17,7 +19,7 @@ overflows instead of filling memory or disk.
 In an encrypted repository every artifact is an age file (``repository.crypto``):
 writers take the repository's ``Keyring`` (its public recipient is enough),
 readers need it unlocked; a tampered or truncated artifact fails authentication
-as it is read, which ``verify_set`` (run before every restore) reports.
+as it is read (age authenticates each 64 KiB chunk before zstd sees it).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "artifact_path",
     "open_artifact",
     "stat_artifact",
+    "stat_set",
     "verify_artifact",
     "verify_set",
 ]
@@ -130,16 +133,34 @@ def stat_artifact(storage: Storage, record: ArtifactRecord) -> ObjectInfo:
 
 @contextlib.contextmanager
 def open_artifact(
-    storage: Storage, record: ArtifactRecord, progress: Progress = None, keyring: Keyring | None = None
+    storage: Storage,
+    record: ArtifactRecord,
+    progress: Progress = None,
+    keyring: Keyring | None = None,
+    *,
+    stored_sha256: bool = True,
 ) -> Iterator[IO[bytes]]:
     """The decompressed data of ``record``, verified as it streams (see module doc).
     ``progress`` is called with the number of stored bytes read at each step;
-    ``keyring`` (unlocked) is an encrypted repository's."""
+    ``keyring`` (unlocked) is an encrypted repository's. ``stored_sha256=False``: the
+    stored bytes' SHA-256 is not checked (see ``repository.codec.Expected``)."""
     identity = None if keyring is None else keyring.require_identity(f"artifact {record.path}")
     stat_artifact(storage, record)
     with storage.open_read(record.path) as source:
-        expected = Expected(record.size, record.sha256, record.stored_size, record.stored_sha256)
-        yield decoded(source, expected, f"artifact {record.path}", progress, identity)
+        stored = record.stored_sha256 if stored_sha256 else None
+        expected = Expected(record.size, record.sha256, record.stored_size, stored)
+        data = decoded(source, expected, f"artifact {record.path}", progress, identity)
+        try:
+            yield data
+        except IntegrityError:
+            raise
+        except Exception:
+            # The reader failed before the end (a restore tool choking on its input): a
+            # corrupt artifact is then the likelier cause, and the one to name. Costs
+            # reading the rest, on failure only.
+            for _ in iter_chunks(data, CHUNK):
+                pass
+            raise
 
 
 class RestoreContext:
@@ -200,7 +221,9 @@ class SetReader(RestoreContext):
             raise StorageError(
                 f"set {self._set_id}: target {self._target} has no artifact {name!r}"
             )
-        return open_artifact(self._storage, record, keyring=self._keyring)
+        # what a restore reads: the stored bytes are not hashed a second time (the
+        # data's SHA-256 and both sizes are checked; verify --read-data checks both)
+        return open_artifact(self._storage, record, keyring=self._keyring, stored_sha256=False)
 
     def extract(self, name: str, path: str) -> None:
         """Write the artifact to ``path``, which appears only once complete and verified.
@@ -241,6 +264,27 @@ def check_belongs(storage: Storage, manifest: Manifest) -> None:
             f"set {manifest.set_id} was made in repository {recorded}, but {storage.describe()}"
             f" is repository {config.repository_id} (copied from another repository?)"
         )
+
+
+def stat_set(storage: Storage, manifest: Manifest, *, keyring: Keyring | None = None) -> list[str]:
+    """The cheap check a restore runs before writing anything (plain ``verify``'s level
+    for artifacts): every artifact of the set is present with its recorded stored size
+    (and SHA-256, where the backend keeps one); one line per problem, one ``stat`` per
+    artifact, nothing read. Reading them is the restore's: every byte is verified as it
+    streams (see the module doc). A manifest naming artifacts outside its layout or a
+    set of another repository is refused whole (IntegrityError); an encrypted
+    repository's ``keyring`` must hold its identity (``KeyRequired`` otherwise)."""
+    if keyring is not None:
+        keyring.require_identity(f"set {manifest.set_id}")
+    check_manifest(manifest)
+    check_belongs(storage, manifest)
+    problems = []
+    for record in manifest.artifacts():
+        try:
+            stat_artifact(storage, record)
+        except TxbackupError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def verify_set(

@@ -6,7 +6,8 @@ Steps (each reported; a failure names its step, target and cause):
    ``[restore.NAME]``) is resolved and compared with every target's own place (same
    server and database, or same SQLite file): a drill never overwrites production, so an
    equal place is refused before anything is read (:func:`resolve_places`).
-2. restore: the whole set through ``engine.restore`` (verify, then each target), with
+2. restore: the whole set through ``engine.restore`` (the stat check of the set, then
+   each target, verified as it streams), with
    ``force``: drill places are reused from one run to the next. The seconds of each
    target and the total (verification included: it is part of any real restore) are the
    recovery time people put in their runbooks.

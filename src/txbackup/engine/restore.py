@@ -1,11 +1,28 @@
-"""Restore a backup set: manifest -> verify every artifact -> restore each target.
+"""Restore a backup set: manifest -> cheap pre-check -> restore each target, reading
+every artifact once and verifying it as it streams.
 
 Nothing is written to any destination before the manifest has been checked
 (every artifact name fits its target's layout, see ``engine.manifest``; every
 database, table, keyspace, file or account a chosen target's record names is
 one its configuration covers, see ``check_scope``) and every artifact of the
-chosen targets has been re-read against its checksum: a corrupt or tampered set
-is refused whole, naming the file.
+chosen targets has been found in storage with its recorded size (and SHA-256,
+where the backend keeps one: ``stat_set``, plain verify's level). A missing,
+cut or replaced artifact is refused then, naming the file, with no job.
+
+The data itself is verified while it streams into the destination
+(``engine.artifacts``, ``repository.codec``): each artifact is read once, and
+its last bytes are handed over only once its end has been read and its sizes
+and SHA-256 checked (age authenticates every chunk of an encrypted one before
+it is decompressed). A mismatch stops the restore at once: the tool loading it is
+killed, the job is marked failed, and the one-line error names the artifact,
+says what the destinations hold (targets restored before it; the current one
+untouched, or holding part of it) and how to retry (``--resume``, once the
+artifact is fixed). ``verify_first`` reads the whole set first instead (two
+reads), refusing a corrupt one before a job exists. What each kind leaves is in its module: a ``sqlite`` file
+is renamed into place only once verified (untouched); ``postgres -Fc`` loads
+in one transaction that cannot commit without the last byte (the database is
+created, and empty); ``postgres -Fd`` and ``mysql`` load as they read (part of
+the data; the resumed job cleans and reloads it).
 
 Each restore run is a job (``txbackup.jobs``): a target fully restored is
 marked done, and a target with several steps journals each of them, so an
@@ -14,7 +31,7 @@ interrupted restore resumes where it stopped (``txbackup restore --resume``).
 A refusal creates no job: what the user gave (destinations, renames) is checked
 before the storage is read (:func:`check_request`), then against the set, and a
 target that can (``CheckedDestination``: postgres, mysql) reaches its
-destination and refuses a non-empty one before the set is verified and the job
+destination and refuses a non-empty one before the set is checked and the job
 created. Every error of a restore names the set, the target and the destination.
 """
 
@@ -26,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from txbackup.engine.artifacts import SetReader, verify_set
+from txbackup.engine.artifacts import SetReader, stat_set, verify_set
 from txbackup.engine.manifest import Manifest, TargetRecord, check_manifest
 from txbackup.engine.progress import Reporter, SilentReporter
 from txbackup.errors import IntegrityError, TxbackupError, UsageError
@@ -55,6 +72,9 @@ class RestorePlan:
     # NAME -> database of the set -> the database it is restored as (--rename-db)
     renames: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     force: bool = False
+    # read every artifact against its record before writing anything (two reads: a corrupt
+    # set is refused before a job exists; the default verifies while restoring)
+    verify_first: bool = False
     job_id: str | None = None  # resume this job instead of starting one
     reporter: Reporter = field(default_factory=SilentReporter)
     keyring: Keyring | None = None  # an encrypted repository's, unlocked
@@ -191,7 +211,7 @@ def _chosen(plan: RestorePlan) -> list[tuple[TargetRecord, Target]]:
         if is_point(record.position):  # nothing stored to restore: say where the point is
             raise UsageError(refusal(plan.manifest.set_id, name, len(plan.manifest.targets) > 1))
         chosen.append((record, target))
-    for record, target in chosen:  # every one before verify reads anything
+    for record, target in chosen:  # every one before the storage is read
         check_scope(plan.manifest.set_id, record, target)
         if plan.renames.get(record.name) and not isinstance(target, CheckedDestination):
             raise UsageError(f"target {record.name!r} ({target.kind}): it has no databases to rename")
@@ -218,8 +238,8 @@ def _in_context(plan: RestorePlan, name: str, message: str) -> str:
 
 def _probe(plan: RestorePlan, chosen: list[tuple[TargetRecord, Target]]) -> None:
     """Reach every destination that can be reached beforehand and refuse a non-empty one
-    (unless --force): before the set is verified (minutes for a large one) and before a job
-    exists, so such a refusal leaves nothing and needs no --resume."""
+    (unless --force): before the set is checked and before a job exists, so such a refusal
+    leaves nothing and needs no --resume."""
     for record, target in chosen:
         if isinstance(target, CheckedDestination):
             recorded = Recorded(tuple(a.name for a in record.artifacts), record.position)
@@ -228,16 +248,17 @@ def _probe(plan: RestorePlan, chosen: list[tuple[TargetRecord, Target]]) -> None
 
 
 def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
-    """Verify, then restore the chosen targets; returns (job id, restored names)."""
+    """Check, then restore the chosen targets; returns (job id, restored names)."""
     report = plan.reporter
     check_manifest(plan.manifest)  # before any name of it is used: see engine.manifest
     chosen = _chosen(plan)
     if plan.job_id is None:  # a resumed job's destinations hold what it restored already
         report.event("phase", name="destinations", set_id=plan.manifest.set_id)
         _probe(plan, chosen)
-    report.event("phase", name="verify", set_id=plan.manifest.set_id)
+    report.event("phase", name="verify", set_id=plan.manifest.set_id)  # the stat check (drill times it)
     subset = dataclasses.replace(plan.manifest, targets=[record for record, _ in chosen])
-    problems = verify_set(plan.storage, subset, keyring=plan.keyring)
+    check = verify_set if plan.verify_first else stat_set
+    problems = check(plan.storage, subset, keyring=plan.keyring)
     if problems:
         extra = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise IntegrityError(f"refusing to restore set {plan.manifest.set_id}: {problems[0]}{extra}")
@@ -267,6 +288,13 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
             journal.mark_done(TARGET_DONE)
             ms = round((time.monotonic() - started) * 1000)
             report.event("target", name=record.name, phase="restored", ms=ms)
+    except IntegrityError as exc:
+        # the data did not match its record while it streamed (see the module doc)
+        message = f"refusing to restore set {plan.manifest.set_id}: {exc}; " + _left(plan, job_id, current)
+        plan.jobs.set_status(job_id, FAILED, message)
+        raise IntegrityError(
+            f"{message} (restore job {job_id} failed: fix or replace that artifact, then --resume {job_id})"
+        ) from exc
     except BaseException as exc:
         message = str(exc) if isinstance(exc, TxbackupError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, TxbackupError) and current:
@@ -282,3 +310,18 @@ def restore_set(plan: RestorePlan) -> tuple[str, list[str]]:
         raise
     plan.jobs.set_status(job_id, COMPLETE)
     return job_id, [record.name for record, _ in chosen]
+
+
+def _left(plan: RestorePlan, job_id: str, current: str) -> str:
+    """What the destinations of a restore stopped while target ``current`` streamed hold,
+    read from the job's journal: targets done, and whether ``current`` wrote anything."""
+    steps = plan.jobs.steps(job_id)
+    done = [name for name, marks in steps.items() if TARGET_DONE in marks and name != current]
+    text = f"target {current} into {plan.where(current)}: "
+    if steps.get(current):
+        text += "holds part of the set (the resumed job loads it again)"
+    else:
+        text += "untouched"
+    if done:
+        text += f"; restored before it: {', '.join(done)}"
+    return text

@@ -218,11 +218,20 @@ class Encryptor:
 
     def write(self, data: ReadableBuffer) -> int:
         view = memoryview(data).cast("B")
-        self._buffer += view
-        while len(self._buffer) > CHUNK:  # more follows: this chunk is not the last
-            self._seal(bytes(self._buffer[:CHUNK]), last=False)
-            del self._buffer[:CHUNK]
-        return view.nbytes
+        pos, end = 0, view.nbytes
+        while pos < end:
+            if len(self._buffer) == CHUNK:  # more follows: the held chunk is not the last
+                self._seal(self._buffer, last=False)
+                self._buffer.clear()
+            if not self._buffer and end - pos > CHUNK:
+                # a whole chunk with more after it: sealed where it lies, no copy
+                self._seal(view[pos : pos + CHUNK], last=False)
+                pos += CHUNK
+                continue
+            take = min(CHUNK - len(self._buffer), end - pos)
+            self._buffer += view[pos : pos + take]
+            pos += take
+        return end
 
     def finish(self) -> None:
         if not self._finished:
@@ -230,7 +239,7 @@ class Encryptor:
             self._seal(bytes(self._buffer), last=True)
             self._buffer.clear()
 
-    def _seal(self, chunk: bytes, last: bool) -> None:
+    def _seal(self, chunk: bytes | bytearray | memoryview, last: bool) -> None:
         self._sink(self._aead.encrypt(_nonce(self._counter, last), chunk, None))
         self._counter += 1
 

@@ -19,6 +19,14 @@ Reading never goes past the recorded sizes: a stored object that grew, or data
 that decompresses to more than recorded (a zstd bomb), fails as soon as it
 overflows instead of filling memory or disk. Every failure is ``IntegrityError``
 naming the object (``label``: ``artifact sets/...``, ``ks.t f: blob cassandra/...``).
+
+So that a restore reads each object once (verifying as it loads), the decoder
+always holds at least one byte back until the end of the object has been read
+and checked (nothing follows the zstd frame or the age stream, sizes and
+SHA-256s): whoever holds the last byte of an object holds verified data, and a
+reader that needs the end of its input to finish (``pg_restore
+--single-transaction`` commits after the last byte, a file is renamed into
+place at EOF) never finishes on a corrupt one.
 """
 
 from __future__ import annotations
@@ -45,18 +53,19 @@ Progress = Callable[[int], None] | None
 
 
 class Digest:
-    """A running SHA-256 and byte count."""
+    """A running SHA-256 and byte count (the count only, without ``sha``)."""
 
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
+    def __init__(self, sha: bool = True) -> None:
+        self._sha = hashlib.sha256() if sha else None
         self.size = 0
 
     def update(self, data: ReadableBuffer) -> None:
-        self._sha.update(data)
+        if self._sha is not None:
+            self._sha.update(data)
         self.size += memoryview(data).nbytes
 
     def hexdigest(self) -> str:
-        return self._sha.hexdigest()
+        return "" if self._sha is None else self._sha.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,11 @@ class Expected:
     sha256: str
     stored_size: int
     stored_sha256: str | None = None
+    """Not checked (nor computed) when None. A restore leaves it out: what it must
+    know is that the data is the recorded data, which the data's SHA-256 and size say
+    (with zstd's frame checksum, and age's authentication of every chunk of an
+    encrypted object); a second SHA-256 of the stored bytes costs about half a pass
+    more (twice what decrypting them costs). ``verify --read-data`` checks both."""
 
 
 class _StoredTap:
@@ -138,7 +152,7 @@ class _StoredTap:
         self._expected = expected
         self._label = label
         self._progress = progress
-        self.digest = Digest()
+        self.digest = Digest(sha=expected.stored_sha256 is not None)
 
     def read(self, size: int = -1) -> bytes:
         room = self._expected.stored_size + 1 - self.digest.size
@@ -199,30 +213,39 @@ class Decoder(io.RawIOBase):
             cast(IO[bytes], self._compressed), read_size=CHUNK, read_across_frames=True, closefd=False
         )
         self._verified = False
+        self._held = bytearray()  # decompressed, checked for size, not handed over yet
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        if self._verified:
-            return 0
         view = memoryview(buffer).cast("B")
-        # never more than one byte past the recorded size: a bomb stops here
-        room = self._expected.size + 1 - self._plain.size
+        # Read ahead until more is held than asked for, or the end is read and verified:
+        # at least one byte stays held back until then, so whoever holds the last byte
+        # holds verified data (see the module doc).
+        while not self._verified and len(self._held) <= len(view):
+            # never more than one byte past the recorded size: a bomb stops here
+            data = self._decompress(min(CHUNK, self._expected.size + 1 - self._plain.size))
+            if not data:
+                self._verify()
+                break
+            self._plain.update(data)
+            if self._plain.size > self._expected.size:
+                recorded = self._expected.size
+                problem = f"decompresses to more than the recorded {recorded} bytes (corrupt)"
+                raise IntegrityError(f"{self._label}: {problem}")
+            self._held += data
+        count = min(len(view), len(self._held))
+        with memoryview(self._held) as held:  # no copy of the slice (released before the del)
+            view[:count] = held[:count]
+        del self._held[:count]
+        return count
+
+    def _decompress(self, size: int) -> bytes:
         try:
-            data = self._data.read(min(len(view), room))
+            return self._data.read(size)
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"{self._label}: corrupt ({exc})") from None
-        if not data:
-            self._verify()
-            return 0
-        self._plain.update(data)
-        if self._plain.size > self._expected.size:
-            raise IntegrityError(
-                f"{self._label}: decompresses to more than the recorded {self._expected.size} bytes (corrupt)"
-            )
-        view[: len(data)] = data
-        return len(data)
 
     def _verify(self) -> None:
         while self._compressed.read(CHUNK):  # bytes after the zstd frame count too

@@ -16,8 +16,14 @@ in this order (all methods are synchronous; the engine runs them in threads):
    and sessions. Must be idempotent.
 
 Restore is ``restore(src, dest, force)``: read the artifacts of this target in
-a committed backup set through ``src`` (the engine has verified checksums) and
-load them into the destination, refusing a non-empty one unless ``force``.
+a committed backup set through ``src`` and load them into the destination,
+refusing a non-empty one unless ``force``. Each artifact is verified as it is
+read (the engine checked beforehand only that it is there, with its size): a
+mismatch raises ``IntegrityError`` from ``read()``, and the last bytes of an
+artifact come only once it is verified. So a target reads each artifact once,
+lets that error through (after stopping whatever it fed), and makes nothing
+final before the end of its input: a file renamed into place at EOF, one
+transaction committed after the last byte.
 
 A set is untrusted input (whoever can write to the storage can rewrite its
 manifest, checksums included), and its artifact names fitting the kind's layout

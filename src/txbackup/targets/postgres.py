@@ -69,7 +69,9 @@ relation is refused unless ``force``, which adds ``--clean --if-exists``
 (objects of the dump are dropped and recreated; other objects stay). Owners
 are not restored (``--no-owner``); privileges are, so roles named in GRANTs
 must exist on the destination. Each database restored is journaled, so a
-resumed restore job skips it.
+resumed restore job skips it. A ``.dump`` is fed to ``pg_restore --single-transaction``
+as it streams (verified as it goes: nothing commits before its verified end); a
+``.dir`` to ``pg_restore -Fd -j N`` through named pipes (``targets.pg_directory``).
 
 Names are data: txbackup writes no SQL of its own into the artifacts (pg_dump
 writes them and quotes every identifier), and the restore never goes through psql: pg_restore connects
@@ -101,7 +103,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.procs import find_tool, one_line, run, run_checked, run_from_stream, run_to_stream
-from txbackup.safepaths import join_inside, shown
+from txbackup.safepaths import shown
 from txbackup.scratch import private_dir
 from txbackup.settings import (
     check_keys,
@@ -112,6 +114,7 @@ from txbackup.settings import (
     setting_str_list,
 )
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
+from txbackup.targets.pg_directory import restore_directory
 from txbackup.targets.restore_points import RESTORE_POINT, read_mode
 from txbackup.targets.sqlcommon import (
     Prepared,
@@ -711,14 +714,9 @@ class PostgresTarget:
                         culprit=self.label,
                         env=server.env(),
                     )
-            else:
-                with private_dir("pg-") as tmp:
-                    stage_directory(src, directory[db], tmp, self.label)
-                    run_checked(
-                        [*argv, "-Fd", "-j", str(self.jobs), tmp],
-                        culprit=self.label,
-                        env=server.env(),
-                    )
+            else:  # streamed into pg_restore's pipes (see targets.pg_directory)
+                argv += ["-Fd", "-j", str(self.jobs)]
+                restore_directory(src, directory[db], argv, culprit=self.label, env=server.env())
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
 
 
@@ -735,18 +733,6 @@ def _source_database(name: str) -> str | None:
     if sep and head.endswith(".dir") and rest:
         return head[: -len(".dir")]
     return None
-
-
-def stage_directory(src: ArtifactReader, names: list[str], folder: str, culprit: str) -> None:
-    """Extract the artifacts ``<db>.dir/<file>`` into ``folder`` (made private, 0700)
-    as ``folder/<file>``, for ``pg_restore -Fd``. The names come from the manifest
-    (untrusted): each file must be a plain file name that stays inside ``folder``."""
-    os.chmod(folder, 0o700)
-    for name in names:
-        head, _, rest = name.partition("/")
-        if not head.endswith(".dir") or "/" in rest:
-            raise TargetError(f"{culprit}: unexpected artifact {shown(name)} (not <database>.dir/<file>)")
-        src.extract(name, join_inside(folder, rest, what=f"{culprit}: artifact {shown(name)}: file"))
 
 
 def _close_all(conns: Mapping[str, psycopg.Connection[Any]]) -> None:
