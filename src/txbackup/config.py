@@ -44,9 +44,9 @@ from txbackup.targets.base import Target
 
 # kind -> module implementing it (each exposes ``from_config(name, conf)``)
 TARGET_KINDS = {
-    "postgres": "txbackup.targets.postgres",
-    "mysql": "txbackup.targets.mysql",
-    "sqlite": "txbackup.targets.sqlite",
+    "postgres": "txbackup.targets.postgres.target",
+    "mysql": "txbackup.targets.mysql.target",
+    "sqlite": "txbackup.targets.sqlite.target",
     "cassandra": "txbackup.targets.cassandra",
     "dynamodb": "txbackup.targets.dynamodb",
     "cosmos": "txbackup.targets.cosmos",

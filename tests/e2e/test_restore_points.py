@@ -31,8 +31,8 @@ from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import RUN_AS, PostgresServer, free_port
 from tests.servers.processes import sample_server_process, txbackup
 from txbackup.errors import TargetError
-from txbackup.targets.mysql import from_config as mysql_from_config
-from txbackup.targets.postgres import from_config as pg_from_config
+from txbackup.targets.mysql.target import from_config as mysql_from_config
+from txbackup.targets.postgres.target import from_config as pg_from_config
 
 _CATALOG = '\n[catalog]\npath = "catalog.db"\n'
 

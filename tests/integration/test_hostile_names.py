@@ -22,8 +22,8 @@ from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 from tests.targets_support import DirReader, backup
 from txbackup.errors import TargetError, UsageError
-from txbackup.targets import mysql as mysql_target
-from txbackup.targets import postgres as pg_target
+from txbackup.targets.mysql import target as mysql_target
+from txbackup.targets.postgres import target as pg_target
 
 
 def nasty(prefix: str, canary: str) -> str:

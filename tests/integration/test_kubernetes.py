@@ -341,7 +341,7 @@ async def test_backup_set_fails_when_a_pod_restarts_in_the_pause(
     from txbackup.catalog import Catalog
     from txbackup.engine.backup import BackupPlan, run_backup
     from txbackup.storage import open_storage
-    from txbackup.targets.sqlite import from_config
+    from txbackup.targets.sqlite.target import from_config
 
     release_of(api, pods)
     db = tmp_path / "app.db"

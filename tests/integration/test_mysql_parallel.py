@@ -24,10 +24,10 @@ from tests.integration.test_mysql_target import (
 from tests.servers.mariadb import MariaDBServer
 from tests.targets_support import DirReader, DirWriter, backup
 from txbackup.errors import IntegrityError, TargetError, UsageError
-from txbackup.targets import mysql as mysql_target
-from txbackup.targets import mysql_parts
 from txbackup.targets.base import Recorded
 from txbackup.targets.layouts import LAYOUTS
+from txbackup.targets.mysql import parts as mysql_parts
+from txbackup.targets.mysql import target as mysql_target
 
 pytestmark = pytest.mark.mariadb
 

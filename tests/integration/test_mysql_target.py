@@ -12,7 +12,7 @@ import pytest
 from tests.servers.mariadb import MariaDBServer, free_port
 from tests.targets_support import DirReader, DirWriter, backup
 from txbackup.errors import TargetError
-from txbackup.targets import mysql as mysql_target
+from txbackup.targets.mysql import target as mysql_target
 
 pytestmark = pytest.mark.mariadb
 

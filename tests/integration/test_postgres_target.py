@@ -10,7 +10,7 @@ import pytest
 from tests.servers.postgres import PostgresServer, free_port
 from tests.targets_support import DirReader, DirWriter, backup
 from txbackup.errors import TargetError
-from txbackup.targets import postgres as pg_target
+from txbackup.targets.postgres import target as pg_target
 
 pytestmark = pytest.mark.postgres
 

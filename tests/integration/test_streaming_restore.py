@@ -42,7 +42,7 @@ from txbackup.procs import find_tool
 from txbackup.storage.base import CHUNK
 from txbackup.storage.memory import MemoryStorage
 from txbackup.targets.base import Target
-from txbackup.targets.mysql import has_sandbox
+from txbackup.targets.mysql.target import has_sandbox
 
 KINDS = [
     pytest.param("pg-fc", marks=pytest.mark.postgres),

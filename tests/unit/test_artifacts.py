@@ -340,7 +340,7 @@ def sqlite_set(storage, tmp_path) -> SetReader:
 
 
 def test_sqlite_restore_to_a_new_file_is_private(storage, tmp_path, umask):
-    from txbackup.targets import sqlite as sqlite_target
+    from txbackup.targets.sqlite import target as sqlite_target
 
     reader = sqlite_set(storage, tmp_path)
     dest = tmp_path / "new" / "folder" / "app.db"
@@ -352,7 +352,7 @@ def test_sqlite_restore_to_a_new_file_is_private(storage, tmp_path, umask):
 
 
 def test_sqlite_restore_in_place_keeps_the_file_mode(storage, tmp_path, umask):
-    from txbackup.targets import sqlite as sqlite_target
+    from txbackup.targets.sqlite import target as sqlite_target
 
     reader = sqlite_set(storage, tmp_path)
     live = tmp_path / "app.db"
@@ -364,7 +364,7 @@ def test_sqlite_restore_in_place_keeps_the_file_mode(storage, tmp_path, umask):
 
 
 def test_postgres_staging_is_private(storage, tmp_path, umask):
-    from txbackup.targets.pg_directory import stage_directory
+    from txbackup.targets.postgres.directory import stage_directory
 
     writer = write_artifacts(storage, {"bank.dir/toc.dat": b"toc", "bank.dir/3456.dat": b"rows"})
     folder = tmp_path / "staging"

@@ -57,13 +57,13 @@ from txbackup.storage.base import copy_stream, save_bytes
 from txbackup.targets import cassandra as cassandra_target
 from txbackup.targets import cosmos as cosmos_target
 from txbackup.targets import dynamodb as dynamodb_target
-from txbackup.targets import mysql as mysql_target
-from txbackup.targets import postgres as postgres_target
 from txbackup.targets import rds as rds_target
-from txbackup.targets import sqlite as sqlite_target
 from txbackup.targets.azuredb import target as azuredb_target
 from txbackup.targets.base import Target
 from txbackup.targets.layouts import LAYOUTS
+from txbackup.targets.mysql import target as mysql_target
+from txbackup.targets.postgres import target as postgres_target
+from txbackup.targets.sqlite import target as sqlite_target
 
 SET = "20261127T101500Z-3f9a"
 SANDBOX = Path(tempfile.gettempdir()) / f"txbackup-fuzz-{os.getpid()}"  # made by the fixture
@@ -376,7 +376,7 @@ def restore_what_runs_here(kind: str, storage: LocalStorage, manifest: Manifest)
             ("restored",)
         ]
     elif kind == "postgres":
-        from txbackup.targets.pg_directory import stage_directory
+        from txbackup.targets.postgres.directory import stage_directory
 
         names = [a.name for a in target.artifacts if a.name.startswith("bank.dir/")]
         stage_directory(SetReader(storage, SET, target.name, target.artifacts), names, str(WORK), "pg")
@@ -468,7 +468,7 @@ def tampered_records(kind: str, names: list[str]) -> list[ArtifactRecord]:
 @FUZZ
 @given(names=st.lists(hostile_names, min_size=1, max_size=4))
 def test_postgres_directory_staging_stays_inside(names: list[str]) -> None:
-    from txbackup.targets.pg_directory import stage_directory
+    from txbackup.targets.postgres.directory import stage_directory
 
     storage, _ = valid_set("postgres")
     records = tampered_records("postgres", names)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from txbackup.errors import TargetError
-from txbackup.targets.mysql import comment
-from txbackup.targets.mysql_script import ScriptGuard, version_id
+from txbackup.targets.mysql.script import ScriptGuard, version_id
+from txbackup.targets.mysql.target import comment
 
 HEADER = (
     b"-- txbackup dump of database `d`\n"

@@ -23,8 +23,8 @@ from txbackup.engine.manifest import (
 )
 from txbackup.errors import IntegrityError, UsageError
 from txbackup.targets.base import Recorded
-from txbackup.targets.pg_restore_point import PostgresPointTarget, archived
-from txbackup.targets.restore_points import check_position, recovery, recovery_lines
+from txbackup.targets.postgres.restore_point import PostgresPointTarget, archived
+from txbackup.targets.sql.restore_points import check_position, recovery, recovery_lines
 
 SET_ID = "20261128T101500Z-ab12"
 PG_POINT: dict[str, Any] = {

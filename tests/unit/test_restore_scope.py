@@ -39,8 +39,11 @@ from txbackup.engine.restore import RestorePlan, check_scope, restore_set
 from txbackup.errors import IntegrityError, TxbackupError
 from txbackup.jobs import JobStore
 from txbackup.storage import LocalStorage
-from txbackup.targets import cassandra, cosmos, dynamodb, mysql, postgres, sqlite
+from txbackup.targets import cassandra, cosmos, dynamodb
 from txbackup.targets.base import Recorded, Target
+from txbackup.targets.mysql import target as mysql
+from txbackup.targets.postgres import target as postgres
+from txbackup.targets.sqlite import target as sqlite
 
 SET = "20261127T101500Z-3f9a"
 SUB = "00000000-0000-0000-0000-00000000cafe"

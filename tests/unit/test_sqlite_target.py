@@ -6,7 +6,7 @@ import pytest
 
 from tests.targets_support import DirReader, backup
 from txbackup.errors import TargetError, UsageError
-from txbackup.targets import sqlite as sqlite_target
+from txbackup.targets.sqlite import target as sqlite_target
 
 
 def make_db(path, rows=100, wal=True):

@@ -19,8 +19,8 @@ from txbackup.cli.common import (
 )
 from txbackup.engine.manifest import read_manifest
 from txbackup.errors import TxbackupError
-from txbackup.targets.restore_points import KINDS as POINT_KINDS
-from txbackup.targets.restore_points import is_point, recovery, recovery_lines
+from txbackup.targets.sql.restore_points import KINDS as POINT_KINDS
+from txbackup.targets.sql.restore_points import is_point, recovery, recovery_lines
 
 NAME = "show"
 HELP = "show one backup set: pause window, positions, artifacts, recovery settings"

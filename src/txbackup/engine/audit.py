@@ -82,7 +82,7 @@ from txbackup.repository.crypto import Keyring
 from txbackup.storage.base import Storage
 from txbackup.targets.audit_tables import KINDS, LIVE, AuditKind
 from txbackup.targets.base import Target
-from txbackup.targets.restore_points import is_point
+from txbackup.targets.sql.restore_points import is_point
 
 PREPARED, DELETED, COMMITTED, ABORTED, UNKNOWN = 1, 2, 3, 4, 5
 STATE_NAMES = {PREPARED: "PREPARED", DELETED: "DELETED", COMMITTED: "COMMITTED", ABORTED: "ABORTED",

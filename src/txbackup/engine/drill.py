@@ -44,7 +44,7 @@ from txbackup.secrets import REDACTED, resolve_secret
 from txbackup.storage.base import Storage
 from txbackup.targets import drill_places
 from txbackup.targets.base import Drillable, Target
-from txbackup.targets.restore_points import RESTORE_POINT
+from txbackup.targets.sql.restore_points import RESTORE_POINT
 
 OUTPUT_BYTES = 4096
 """The end of a command's output kept in the result (a drill runs unattended: bounded)."""

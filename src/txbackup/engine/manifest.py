@@ -22,7 +22,7 @@ types (sizes are non-negative integers, never booleans; checksums 64 lowercase
 hex digits), unknown target kinds, duplicate targets or artifacts, and any
 artifact whose name does not fit its kind's layout (``txbackup.targets.layouts``)
 or whose storage path is not the one derived from its name, and a restore point
-(``targets.restore_points``) with artifacts or a field of the wrong syntax. The engine checks
+(``targets.sql.restore_points``) with artifacts or a field of the wrong syntax. The engine checks
 the same again on the ``Manifest`` it is given (``check_manifest``).
 
 In an encrypted repository (``repository.crypto``) the same JSON is stored as
@@ -57,8 +57,8 @@ from txbackup.safepaths import name_problem, shown
 from txbackup.storage.base import Storage, load_bytes, save_bytes
 from txbackup.strictjson import MAX_DEPTH  # a manifest needs about 8 levels
 from txbackup.targets.layouts import LAYOUTS
-from txbackup.targets.restore_points import KINDS as POINT_KINDS
-from txbackup.targets.restore_points import check_position, is_point
+from txbackup.targets.sql.restore_points import KINDS as POINT_KINDS
+from txbackup.targets.sql.restore_points import check_position, is_point
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)

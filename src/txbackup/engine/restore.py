@@ -53,7 +53,7 @@ from txbackup.safepaths import shown
 from txbackup.secrets import resolve_secret
 from txbackup.storage.base import Storage
 from txbackup.targets.base import RENAME, CheckedDestination, DestinationCheck, Recorded, Target
-from txbackup.targets.restore_points import is_point, refusal
+from txbackup.targets.sql.restore_points import is_point, refusal
 
 TARGET_DONE = "restored"  # the journal step that marks a whole target restored
 

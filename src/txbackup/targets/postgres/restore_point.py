@@ -1,4 +1,4 @@
-"""A postgres target in ``mode = "restore-point"`` (see ``targets.restore_points``).
+"""A postgres target in ``mode = "restore-point"`` (see ``targets.sql.restore_points``).
 
 Preflight (nothing is paused if it fails, one line each): every database of the
 target exists; the server is a primary (a standby cannot create restore points);
@@ -30,8 +30,8 @@ import psycopg
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
-from txbackup.targets.postgres import KIND, PREPARED_TTL_S, PostgresTarget, _close_all, _message
-from txbackup.targets.restore_points import RESTORE_POINT, check_position, is_point, point_name
+from txbackup.targets.postgres.target import KIND, PREPARED_TTL_S, PostgresTarget, _close_all, _message
+from txbackup.targets.sql.restore_points import RESTORE_POINT, check_position, is_point, point_name
 
 _SETTINGS = """
 SELECT current_setting('wal_level'), current_setting('archive_mode'), pg_is_in_recovery(),

@@ -49,7 +49,8 @@ from txbackup.procs import find_tool, run_from_stream
 from txbackup.safepaths import shown
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, iter_chunks
 from txbackup.targets.layouts import mysql_artifact
-from txbackup.targets.mysql import (
+from txbackup.targets.mysql.script import ScriptGuard, version_id
+from txbackup.targets.mysql.target import (
     _FOOTER,
     MysqlCapture,
     MysqlTarget,
@@ -59,7 +60,6 @@ from txbackup.targets.mysql import (
     has_sandbox,
     ident,
 )
-from txbackup.targets.mysql_script import ScriptGuard, version_id
 
 SCHEMA = "0-schema.sql"
 POST = "2-triggers-routines.sql"

@@ -15,7 +15,7 @@ Settings::
     system_namespace = "scalardb"      # ScalarDB's metadata; always included ("" for none)
     jobs = 1                           # > 1: parallel pg_dump/pg_restore (directory format)
     bin_dir = "/usr/lib/postgresql/16/bin"  # optional: where pg_dump/pg_restore live
-    mode = "dump"                      # or "restore-point": no dump (targets.pg_restore_point)
+    mode = "dump"                      # or "restore-point": no dump (targets.postgres.restore_point)
 
 Needs PostgreSQL 12 or newer, and pg_dump/pg_restore of at least the server's
 major version (checked at preflight, with SELECT on every included table and
@@ -71,7 +71,7 @@ are not restored (``--no-owner``); privileges are, so roles named in GRANTs
 must exist on the destination. Each database restored is journaled, so a
 resumed restore job skips it. A ``.dump`` is fed to ``pg_restore --single-transaction``
 as it streams (verified as it goes: nothing commits before its verified end); a
-``.dir`` to ``pg_restore -Fd -j N`` through named pipes (``targets.pg_directory``).
+``.dir`` to ``pg_restore -Fd -j N`` through named pipes (``targets.postgres.directory``).
 
 Names are data: txbackup writes no SQL of its own into the artifacts (pg_dump
 writes them and quotes every identifier), and the restore never goes through psql: pg_restore connects
@@ -114,9 +114,8 @@ from txbackup.settings import (
     setting_str_list,
 )
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
-from txbackup.targets.pg_directory import restore_directory
-from txbackup.targets.restore_points import RESTORE_POINT, read_mode
-from txbackup.targets.sqlcommon import (
+from txbackup.targets.postgres.directory import restore_directory
+from txbackup.targets.sql.common import (
     Prepared,
     ServerPassword,
     check_destination_keys,
@@ -124,6 +123,7 @@ from txbackup.targets.sqlcommon import (
     host_key,
     server_settings,
 )
+from txbackup.targets.sql.restore_points import RESTORE_POINT, read_mode
 
 KIND = "postgres"
 _SYSTEM_DATABASES = frozenset({"postgres", "template0", "template1"})  # never a rename's destination
@@ -139,7 +139,7 @@ _KEYS = {
     "system_namespace",
     "jobs",
     "bin_dir",
-    "mode",  # restore points: targets.restore_points
+    "mode",  # restore points: targets.sql.restore_points
     "archive_wait",
 }
 _CONNECT_TIMEOUT = 10
@@ -714,7 +714,7 @@ class PostgresTarget:
                         culprit=self.label,
                         env=server.env(),
                     )
-            else:  # streamed into pg_restore's pipes (see targets.pg_directory)
+            else:  # streamed into pg_restore's pipes (see targets.postgres.directory)
                 argv += ["-Fd", "-j", str(self.jobs)]
                 restore_directory(src, directory[db], argv, culprit=self.label, env=server.env())
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
@@ -762,7 +762,7 @@ def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
     jobs = setting_int(conf, "jobs", 1, culprit=culprit, minimum=1, maximum=64)
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
     server = Server({"host": host, "port": str(port), "user": user}, secret_conf=secret, culprit=culprit)
-    # -- mode = "restore-point" (targets.restore_points): no dump, a named point in the WAL
+    # -- mode = "restore-point" (targets.sql.restore_points): no dump, a named point in the WAL
     mode = read_mode(conf, culprit)
     if mode != RESTORE_POINT:
         if "archive_wait" in conf:
@@ -776,7 +776,7 @@ def from_config(name: str, conf: Mapping[str, Any]) -> PostgresTarget:
             " the whole server"
         )
     # imported here: that module imports this one
-    from txbackup.targets.pg_restore_point import PostgresPointTarget
+    from txbackup.targets.postgres.restore_point import PostgresPointTarget
 
     target = PostgresPointTarget(name, server, databases, include, coordinator, jobs, bin_dir, system)
     target.archive_wait_s = setting_duration(conf, "archive_wait", "5m", culprit=culprit, minimum=1.0)

@@ -14,7 +14,7 @@ Settings::
     system_database = "scalardb"          # ScalarDB's metadata; included when it exists ("" for none)
     batch_bytes = 1048576                 # size of one multi-row INSERT in the dump
     bin_dir = "/usr/bin"                  # optional: where the mariadb/mysql client lives
-    mode = "dump"                         # or "restore-point": no dump (targets.mysql_restore_point)
+    mode = "dump"                         # or "restore-point": no dump (targets.mysql.restore_point)
     jobs = 1                              # 1-32; > 1: that many sessions on one snapshot,
                                           # exported and restored in parallel (mysql_parts)
 
@@ -170,9 +170,8 @@ from txbackup.settings import (
 )
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, iter_chunks
 from txbackup.targets.layouts import mysql_artifact
-from txbackup.targets.mysql_script import ScriptGuard, version_id
-from txbackup.targets.restore_points import RESTORE_POINT, read_mode
-from txbackup.targets.sqlcommon import (
+from txbackup.targets.mysql.script import ScriptGuard, version_id
+from txbackup.targets.sql.common import (
     Prepared,
     ServerPassword,
     check_destination_keys,
@@ -180,6 +179,7 @@ from txbackup.targets.sqlcommon import (
     host_key,
     server_settings,
 )
+from txbackup.targets.sql.restore_points import RESTORE_POINT, read_mode
 
 KIND = "mysql"
 _KEYS = {
@@ -193,7 +193,7 @@ _KEYS = {
     "system_database",
     "batch_bytes",
     "bin_dir",
-    "mode",  # restore points: targets.restore_points
+    "mode",  # restore points: targets.sql.restore_points
     "jobs",
 }
 _CONNECT_TIMEOUT = 10
@@ -554,7 +554,7 @@ class MysqlCapture:
         # room for one chunk of rows joined by the server (see _by_key), and no more
         self._concat_limit = max(4 * self.target.batch_bytes, 16 << 20)
         if self.target.jobs > 1:
-            from txbackup.targets.mysql_parts import export_parts  # it builds on this module
+            from txbackup.targets.mysql.parts import export_parts  # it builds on this module
 
             export_parts(self, out)
             return
@@ -1182,7 +1182,7 @@ class MysqlTarget:
     def restore(self, src: ArtifactReader, dest: Mapping[str, str] | None, force: bool) -> None:
         self.check_record(Recorded.of_reader(src))  # before anything is contacted
         if any("/" in name for name in src.names()):  # exported with jobs > 1
-            from txbackup.targets.mysql_parts import restore_parts  # it builds on this module
+            from txbackup.targets.mysql.parts import restore_parts  # it builds on this module
 
             restore_parts(self, src, dest, force)
             return
@@ -1361,11 +1361,11 @@ def from_config(name: str, conf: Mapping[str, Any]) -> MysqlTarget:
     bin_dir = setting_opt_str(conf, "bin_dir", culprit=culprit)
     jobs = setting_int(conf, "jobs", 1, culprit=culprit, minimum=1, maximum=MAX_JOBS)
     server = Server(host, port, user, secret_conf=secret, culprit=culprit)
-    # -- mode = "restore-point" (targets.restore_points): no dump, a binary log position
+    # -- mode = "restore-point" (targets.sql.restore_points): no dump, a binary log position
     if read_mode(conf, culprit) != RESTORE_POINT:
         return MysqlTarget(name, server, databases, coordinator, batch, bin_dir, system, jobs)
     # imported here: that module imports this one
-    from txbackup.targets.mysql_restore_point import MysqlPointTarget
+    from txbackup.targets.mysql.restore_point import MysqlPointTarget
 
     if "jobs" in conf:  # nothing is exported: a silent no-op setting would mislead
         raise UsageError(f'{culprit}: jobs does not apply to mode = "{RESTORE_POINT}": nothing is dumped')

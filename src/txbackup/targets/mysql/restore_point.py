@@ -1,4 +1,4 @@
-"""A mysql target in ``mode = "restore-point"`` (see ``targets.restore_points``).
+"""A mysql target in ``mode = "restore-point"`` (see ``targets.sql.restore_points``).
 
 Preflight (nothing is paused if it fails, one line each): every database of the
 target exists; binary logging is on (``log_bin``: otherwise no replay could reach
@@ -22,8 +22,8 @@ import pymysql
 
 from txbackup.errors import TargetError, UsageError
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope
-from txbackup.targets.mysql import KIND, PREPARED_TTL_S, MysqlTarget, _close, _message
-from txbackup.targets.restore_points import RESTORE_POINT, check_position, is_point
+from txbackup.targets.mysql.target import KIND, PREPARED_TTL_S, MysqlTarget, _close, _message
+from txbackup.targets.sql.restore_points import RESTORE_POINT, check_position, is_point
 
 
 def _status_statement(info: str) -> str:

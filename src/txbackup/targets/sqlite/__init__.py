@@ -1,0 +1,1 @@
+"""SQLite: the online-backup target (target.py)."""
