@@ -176,9 +176,10 @@ class CassandraCapture:
         self._position: dict[str, Any] = {"tag": tag, "method": target.method}
         self._released = False
         self._lock = threading.Lock()
+        self.snapshots: dict[str, dict[str, Any]] = {}
 
     def position(self) -> Mapping[str, Any]:
-        return dict(self._position)
+        return dict(self._position) | ({"snapshots": self.snapshots} if self.snapshots else {})
 
     def export(self, out: ArtifactWriter) -> None:
         target = self.target
@@ -211,6 +212,8 @@ class CassandraCapture:
                     "bytes": uploaded["bytes"],
                     "uploaded_files": uploaded["uploaded_files"],
                     "uploaded_bytes": uploaded["uploaded_bytes"],
+                    # agents older than the hash cache hash everything
+                    "hashed_bytes": uploaded.get("hashed_bytes", uploaded["bytes"]),
                 }
             )
         with out.open("schema.json") as stream:
@@ -378,7 +381,10 @@ class CassandraTarget:
                 raise exc if isinstance(exc, TxbackupError) else self.error(f"agent {client.address}: {exc}")
             late = ", ".join(sorted(futures[f].address for f in pending))
             raise self.error(f"no snapshot within {self.snapshot_timeout_s:g} s from agent(s) {late}")
-        return CassandraCapture(self, set_id)
+        capture = CassandraCapture(self, set_id)
+        # how each node took it (the agent's live JMX connection, or nodetool when it had none)
+        capture.snapshots = {futures[f].address: _how_taken(f.result()) for f in done}
+        return capture
 
     def _clear_when_done(self, tag: str, futures: Mapping[Future[dict[str, Any]], AgentClient]) -> None:
         """Once every snapshot call has ended, clear ``tag`` on the nodes where it may exist.
@@ -715,10 +721,23 @@ def _tokens_text(tokens: Sequence[Any]) -> str:
     return shown + (f",... ({len(tokens)} tokens)" if len(tokens) > 4 else "")
 
 
+def _how_taken(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"via": "jmx" | "nodetool", "ms": N}`` from an agent's snapshot answer (older agents
+    say nothing of ``via``: they had only nodetool)."""
+    via, ms = answer.get("via", "nodetool"), answer.get("ms")
+    return {
+        "via": via if via in ("jmx", "nodetool") else "?",
+        "ms": ms if type(ms) is int and 0 <= ms < 10**9 else None,
+    }
+
+
 def _maybe_taken(exc: BaseException | None) -> bool:
     """After a failed snapshot call, might the snapshot exist anyway? (Not if the agent
     said nodetool failed, e.g. the node is down; yes if we lost the connection.)"""
-    return not (isinstance(exc, TargetError) and "nodetool snapshot failed" in str(exc))
+    return not (
+        isinstance(exc, TargetError)
+        and ("nodetool snapshot failed" in str(exc) or "snapshot failed (JMX)" in str(exc))
+    )
 
 
 def _quietly(client: AgentClient, call: str, body: Mapping[str, Any]) -> None:
