@@ -131,9 +131,10 @@ class JmxHelper:
             process = self.process
             if process is None or process.poll() is not None or process.stdin is None:
                 raise HelperUnavailable(f"JMX helper not running{self._why()}")
-            self._next_id += 1
-            request_id = self._next_id
-            if request["op"] != "connect":
+            request_id = 0
+            if request["op"] != "connect":  # the connect line has no id: it is always the first
+                self._next_id += 1
+                request_id = self._next_id
                 request = {"id": request_id, **request}
             try:
                 process.stdin.write(json.dumps(request).encode() + b"\n")
