@@ -25,10 +25,13 @@ is refused, naming both ids. ScalarDB's coordinator and system keyspaces are
 taken where they exist and never demanded: with multi-storage the coordinator
 lives in one storage only (the cluster file's ``[scalardb]`` table says which).
 
-Capture (inside the pause): every agent runs ``nodetool snapshot -t <set id>
-<keyspaces> <coordinator> <system>`` on its node, all in parallel; a snapshot flushes
-the memtables first and is a set of hard links, so it takes about a second
-whatever the data size. If one node fails (down, nodetool error, timeout) the
+Capture (inside the pause): every agent snapshots ``<set id>`` of ``<keyspaces>
+<coordinator> <system>`` on its node, all in parallel, through its live JMX
+connection (``txbackup.agent.jmx``; ``nodetool snapshot`` when it has none); a
+snapshot flushes the memtables first (the agents flushed them at preflight
+too, so little is left) and is a set of hard links: tens of milliseconds
+through JMX, about a second through nodetool (a JVM start), whatever the data
+size. The position records how each node took it (``snapshots``). If one node fails (down, nodetool error, timeout) the
 capture fails at once, so the engine unpauses; the snapshots taken on the
 other nodes are cleared in the background (the command waits for that before
 it exits). Only the set's own tag is ever cleared: older snapshots are never
