@@ -24,7 +24,8 @@ Calls (``POST /v1/<call>``):
 - ``upload {tag, keyspaces, store}``: every file of the snapshot into the
   content-addressed store (``blobs``), skipping those stored already, hashing
   only the files the hash cache (``hashcache``) does not know; answers the
-  node's file list with SHA-256s, ``hashed_bytes`` and ``hash_cache_hits``. ``schema {keyspaces}``: ``DESCRIBE``.
+  node's file list with SHA-256s, ``hashed_bytes`` and ``hash_cache_hits``.
+  ``schema {keyspaces}``: ``DESCRIBE``.
 - ``restore/check``, ``restore/prepare`` (fetch and verify into a staging
   folder), ``restore/schema`` (create what is missing of the set's schema, only
   its checked CREATE statements: see ``schema``; truncate with force),

@@ -31,11 +31,11 @@ connection (``txbackup.agent.jmx``; ``nodetool snapshot`` when it has none); a
 snapshot flushes the memtables first (the agents flushed them at preflight
 too, so little is left) and is a set of hard links: tens of milliseconds
 through JMX, about a second through nodetool (a JVM start), whatever the data
-size. The position records how each node took it (``snapshots``). If one node fails (down, nodetool error, timeout) the
-capture fails at once, so the engine unpauses; the snapshots taken on the
-other nodes are cleared in the background (the command waits for that before
-it exits). Only the set's own tag is ever cleared: older snapshots are never
-touched.
+size. The position records how each node took it (``snapshots``). If one node
+fails (down, nodetool error, timeout) the capture fails at once, so the
+engine unpauses; the snapshots taken on the other nodes are cleared in the
+background (the command waits for that before it exits). Only the set's own
+tag is ever cleared: older snapshots are never touched.
 
 Export (after the unpause): every agent uploads its snapshot's files to the
 storage itself (the agents need the storage too), into the cluster's
