@@ -44,9 +44,9 @@ log = logging.getLogger("txbackup.agent")
 FORMAT = "txbackup-hash-cache"
 VERSION = 1
 FILE_NAME = "hash-cache.json"
-MAX_ENTRIES = 200_000
-"""About 40 MB of memory at most; a node with more SSTables than this rehashes the
-least recently used ones."""
+MAX_ENTRIES = 100_000
+"""SSTable components (about ten per SSTable); at most some 50 MB of memory and a 30 MB
+file. A node with more rehashes the least recently used ones."""
 MAX_FILE_BYTES = 128 << 20
 _HEX64 = frozenset("0123456789abcdef")
 

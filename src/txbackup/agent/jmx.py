@@ -41,8 +41,11 @@ log = logging.getLogger("txbackup.agent")
 SOURCE = Path(__file__).with_name("JmxHelper.java")
 JVM_OPTIONS = ("-XX:+UseSerialGC", "-Xms16m", "-Xmx96m", "-XX:TieredStopAtLevel=1", "-Xshare:auto")
 """A small JVM: it holds one connection and answers a few calls a day."""
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 30.0
 """Compiling the source and connecting (about 1 s here; more on a loaded node)."""
+RETRY_AFTER_S = 30.0
+"""After a failed start, a preflight does not try again for this long (the supervisor does,
+in the background): a JMX port that does not answer must not cost every backup a wait."""
 MAX_LINE = 64 << 10
 """The longest answer line read from the helper; a longer one is a broken helper."""
 
@@ -240,6 +243,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self.last_error = "not started yet"
         self.restarts = 0
+        self._failed_at: float | None = None
 
     def current(self) -> JmxHelper | None:
         helper = self._helper
@@ -250,12 +254,16 @@ class Supervisor:
             self._wake.set()  # the supervisor starts another
         return None
 
-    def ensure(self) -> JmxHelper | None:
+    def ensure(self, retry_after: float = RETRY_AFTER_S) -> JmxHelper | None:
         """A ready helper, started now if there is none (outside the pause only); None
-        when it cannot be started (``last_error`` says why)."""
+        when it cannot be started (``last_error`` says why), or when a start failed less
+        than ``retry_after`` seconds ago (the supervisor keeps trying meanwhile)."""
         helper = self.current()
         if helper is not None:
             return helper
+        failed_at = self._failed_at
+        if failed_at is not None and time.monotonic() - failed_at < retry_after:
+            return None
         with self._lock:
             helper = self.current()
             if helper is not None:
@@ -276,12 +284,14 @@ class Supervisor:
             if str(exc) != self.last_error:
                 log.warning("%s; snapshots use nodetool until it works", exc)
             self.last_error = str(exc)
+            self._failed_at = time.monotonic()
             return None
         if old is not None or self.restarts:
             log.warning("JMX helper started again (pid %s)", helper.pid)
         self.restarts += 1
         self._helper = helper
         self.last_error = ""
+        self._failed_at = None
         return helper
 
     def run(self) -> None:
@@ -291,7 +301,7 @@ class Supervisor:
             delay = 1.0
             while not self._stop.is_set():
                 if self.current() is None:
-                    delay = 1.0 if self.ensure() is not None else min(60.0, delay * 2)
+                    delay = 1.0 if self.ensure(retry_after=0) is not None else min(60.0, delay * 2)
                 self._wake.wait(timeout=delay if self._helper is None else 2.0)
                 self._wake.clear()
 
