@@ -273,3 +273,24 @@ def test_a_stale_cached_digest_is_never_uploaded(tmp_path: Path) -> None:
         storage, "cassandra/c/sstables", str(path), known=(stored.sha256, stored.size, stored.blob)
     )
     assert not again.hashed and not again.uploaded and again.sha256 == stored.sha256
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--jmx", "nope"], "--jmx nope: expected HOST:PORT"),
+        (["--jmx", "127.0.0.1:70000"], "expected HOST:PORT"),
+        (["--jmx-password-env", "HOME"], "need --jmx-user"),
+        (["--java", ""], "--java: empty command"),
+    ],
+)
+def test_bad_jmx_options_are_one_line_usage_errors(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from txbackup.cli import main
+
+    argv = ["agent", "--no-token", "--port", "0", "--cassandra-data", str(tmp_path)]
+    argv += ["--storage", str(tmp_path)]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
