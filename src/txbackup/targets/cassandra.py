@@ -187,15 +187,39 @@ class CassandraCapture:
     def export(self, out: ArtifactWriter) -> None:
         target = self.target
         keyspaces = target.present_keyspaces
-        infos = _each(target.clients, lambda c: c.call("info"), name="cassandra-info")
-        cluster = str(infos[0]["node"]["cluster_name"])
-        store = store_prefix(cluster)
-        statements = target.clients[0].call("schema", {"keyspaces": keyspaces})["statements"]
 
-        def upload(client: AgentClient) -> dict[str, Any]:
+        def upload(client: AgentClient, store: str) -> dict[str, Any]:
             return client.call("upload", {"tag": self.tag, "keyspaces": keyspaces, "store": store})
 
-        uploads = _each(target.clients, upload, name="cassandra-upload")
+        def schema() -> Any:
+            return target.clients[0].call("schema", {"keyspaces": keyspaces})["statements"]
+
+        cluster = target.cluster_name
+        if cluster is None:  # a capture without a preflight: the store's name comes first
+            infos = _each(target.clients, lambda c: c.call("info"), name="cassandra-info")
+            cluster = str(infos[0]["node"]["cluster_name"])
+            statements = schema()
+            uploads = _each(
+                target.clients, lambda c: upload(c, store_prefix(cluster)), name="cassandra-upload"
+            )
+        else:
+            # the cluster is known since the preflight: node info, schema and uploads at once (on a
+            # second backup, with little to upload, the calls around it are a good part of the time)
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cassandra-export") as pool:
+                infos_future = pool.submit(
+                    _each, target.clients, lambda c: c.call("info"), name="cassandra-info"
+                )
+                schema_future = pool.submit(schema)
+                uploads = _each(
+                    target.clients, lambda c: upload(c, store_prefix(cluster)), name="cassandra-upload"
+                )
+                infos, statements = infos_future.result(), schema_future.result()
+            found = {str(i["node"]["cluster_name"]) for i in infos}
+            if found != {cluster}:
+                raise self.target.error(
+                    f"the agents now serve cluster {', '.join(sorted(found))}, not {cluster}"
+                )
+        store = store_prefix(cluster)
         nodes = []
         for client, info, uploaded in zip(target.clients, infos, uploads, strict=True):
             node = dict(info["node"])
@@ -275,6 +299,8 @@ class CassandraTarget:
         self.label = f'target "{name}"'
         self.repository_id: str | None = None
         """The repository the agents must write to (``expect_repository``)."""
+        self.cluster_name: str | None = None
+        """The agents' cluster, as the last preflight found it."""
 
     @property
     def all_keyspaces(self) -> list[str]:
@@ -355,6 +381,7 @@ class CassandraTarget:
                     f"{answer['node']['address']}"
                 )
         self.absent = absent
+        self.cluster_name = clusters.pop() if clusters else None
         ring = {str(p) for a in answers for p in a["node"].get("ring", [])}
         served = {str(a["node"]["address"]) for a in answers}
         unserved = sorted(ring - served)
