@@ -82,6 +82,26 @@ def test_a_refusal_by_the_node_is_a_target_error_and_the_helper_stays(tmp_path: 
     assert not helper.alive
 
 
+def test_a_connection_broken_during_the_call_is_uncertain(tmp_path: Path) -> None:
+    """The node may have taken the snapshot before the connection broke: the capture must
+    clear it (a TargetError without "snapshot failed")."""
+    body = CONNECTS + (
+        "req = json.loads(sys.stdin.readline())\n"
+        'print(json.dumps({"id": req["id"], "ok": False, "uncertain": True,'
+        ' "error": "ConnectException: Connection refused"}), flush=True)\n'
+        "sys.stdin.readline()\n"
+    )
+    helper = jmx.JmxHelper("127.0.0.1", 7199, fake_java(tmp_path, body))
+    helper.start(timeout=20)
+    try:
+        broke = "the connection to the node broke: ConnectException"
+        with pytest.raises(jmx.CallUncertain, match=broke) as info:
+            helper.call("snapshot", 5, tag="t", keyspaces=["ks"])
+        assert "snapshot failed" not in str(info.value)
+    finally:
+        helper.close()
+
+
 def test_the_password_goes_to_stdin_never_to_argv(tmp_path: Path) -> None:
     seen = tmp_path / "seen.json"
     body = (

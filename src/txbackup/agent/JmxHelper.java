@@ -15,7 +15,8 @@
 //     {"id":2,"op":"clear","tag":"T","keyspaces":["a"]}          clearSnapshot of that tag only
 //     {"id":3,"op":"flush","keyspaces":["a"]}                    forceKeyspaceFlush of each
 //     {"id":4,"op":"ping"}                                        reads ReleaseVersion
-// answered {"id":N,"ok":true,"ms":M} or {"id":N,"ok":false,"error":"one line"}.
+// answered {"id":N,"ok":true,"ms":M} or {"id":N,"ok":false,"error":"one line"}, with
+// "uncertain":true when the connection broke during the call (the node may have done it).
 // The helper exits when stdin closes (its agent is gone), so it never outlives the agent.
 
 import java.io.BufferedReader;
@@ -46,6 +47,7 @@ public class JmxHelper {
     private int port;
     private String user;
     private String password;
+    private boolean uncertain;
 
     JmxHelper(PrintStream out) {
         this.out = out;
@@ -69,6 +71,7 @@ public class JmxHelper {
         Object id = null;
         long started = System.nanoTime();
         Map<String, Object> reply = new LinkedHashMap<>();
+        uncertain = false;
         try {
             Object parsed = new Json(line).value();
             if (!(parsed instanceof Map)) {
@@ -109,6 +112,9 @@ public class JmxHelper {
         } catch (Throwable exc) {
             reply.put("ok", false);
             reply.put("error", oneLine(exc));
+            if (uncertain) {
+                reply.put("uncertain", true);
+            }
         }
         reply.put("ms", (System.nanoTime() - started) / 1_000_000);
         out.println(Json.write(reply));
@@ -160,7 +166,9 @@ public class JmxHelper {
         try {
             return call.run();
         } catch (java.io.IOException exc) {
-            if (exc.getClass().getName().startsWith("java.rmi.") || exc instanceof java.rmi.RemoteException) {
+            if (exc instanceof java.rmi.RemoteException) {
+                // the request may have reached the node before the connection broke
+                uncertain = true;
                 connect();
                 return call.run();
             }

@@ -55,6 +55,10 @@ class HelperUnavailable(TargetError):
     whether the call reached the node is unknown."""
 
 
+class CallUncertain(TargetError):
+    """The connection to the node broke during the call: the node may have done it."""
+
+
 class JmxHelper:
     """One helper process, connected to ``host:port``. Calls are serialized (one at a time)."""
 
@@ -121,10 +125,13 @@ class JmxHelper:
 
     def call(self, op: str, timeout: float, **fields: Any) -> int:
         """Run ``op`` on the node; the milliseconds it took there. ``TargetError`` with
-        the node's one-line message when the node refused it; ``HelperUnavailable``
-        when the helper failed (it is then killed: the supervisor starts another)."""
+        the node's one-line message when the node refused it; ``CallUncertain`` when the
+        connection broke during the call; ``HelperUnavailable`` when the helper failed
+        (it is then killed: the supervisor starts another)."""
         answer = self._exchange({"op": op, **fields}, timeout, what=op)
         if answer.get("ok") is not True:
+            if answer.get("uncertain") is True:
+                raise CallUncertain(f"{op} (JMX): the connection to the node broke: {_error_text(answer)}")
             raise TargetError(f"{op} failed (JMX): {_error_text(answer)}")
         ms = answer.get("ms")
         return ms if type(ms) is int and ms >= 0 else 0

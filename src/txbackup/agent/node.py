@@ -349,7 +349,7 @@ class Node:
             if helper is not None:
                 try:
                     helper.call("snapshot", limit, tag=tag, keyspaces=keyspaces)
-                except jmx.HelperUnavailable:
+                except (jmx.HelperUnavailable, jmx.CallUncertain):
                     self._remember(tag, keyspaces)  # it may be on disk: cleared at the next start
                     raise
                 self._remember(tag, keyspaces)
