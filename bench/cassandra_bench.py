@@ -64,6 +64,7 @@ from tests.servers.cassandra_agents import (
 )
 from txbackup.admin.client import Endpoint
 from txbackup.admin.fleet import Fleet
+from txbackup.agent.jmx import JmxHelper
 from txbackup.catalog import Catalog
 from txbackup.cli.common import print_table
 from txbackup.config import build_target
@@ -302,6 +303,22 @@ def native_snapshot(nodes: Sequence[CassandraNode], tag: str) -> float:
     return elapsed
 
 
+def timed_flush(nodes: Sequence[CassandraNode]) -> float:
+    """Flush the benchmark keyspaces on every node in parallel through a live JMX connection
+    (the agent's helper, started beforehand and untimed): ms until the last one answered.
+    The flush a snapshot does first costs this much; the agents do it at preflight."""
+    helpers = [JmxHelper("127.0.0.1", node.jmx_port) for node in nodes]
+    try:
+        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+            list(pool.map(lambda h: h.start(), helpers))
+            started = time.monotonic()
+            list(pool.map(lambda h: h.call("flush", 600, keyspaces=list(KEYSPACES)), helpers))
+            return ms_since(started)
+    finally:
+        for helper in helpers:
+            helper.close()
+
+
 # -- ours -------------------------------------------------------------------------------------
 
 
@@ -323,6 +340,11 @@ class OursBackup:
     @property
     def uploaded_bytes(self) -> int:
         return sum(int(n["uploaded_bytes"]) for n in self.nodes)
+
+    @property
+    def hashed_bytes(self) -> int:
+        """What the agents read to hash (the rest came from their hash caches)."""
+        return sum(int(n.get("hashed_bytes", n["bytes"])) for n in self.nodes)
 
 
 class Ours:
@@ -617,12 +639,16 @@ def rows_for(mb: int) -> int:
     return max(1000, mb * 1_000_000 // ROW_DISK_BYTES)
 
 
-def record_ours(result: Result, state: str, backup: OursBackup) -> None:
+def record_ours(result: Result, state: str, backup: OursBackup, who: str = "ours") -> None:
     t = backup.manifest.timings
-    result.add(f"ours.{state}.capture", t.capture_ms)
-    result.add(f"ours.{state}.pause", t.pause_ms)
-    result.add(f"ours.{state}.drain", t.drain_ms)
-    result.add(f"ours.{state}.slowest_request", backup.slowest_request_ms)
+    result.add(f"{who}.{state}.capture", t.capture_ms)
+    result.add(f"{who}.{state}.pause", t.pause_ms)
+    result.add(f"{who}.{state}.drain", t.drain_ms)
+    result.add(f"{who}.{state}.slowest_request", backup.slowest_request_ms)
+    expected = "jmx" if who == "ours" else "nodetool"
+    taken = backup.manifest.targets[0].position.get("snapshots", {})
+    if any(s.get("via") != expected for s in taken.values()):  # a silent fallback would mislead
+        raise BenchError(f"{who}: snapshots not all taken via {expected}: {taken}")
 
 
 def ours_upload(backup: OursBackup, storage: Path, before: int) -> dict[str, Any]:
@@ -633,6 +659,7 @@ def ours_upload(backup: OursBackup, storage: Path, before: int) -> dict[str, Any
         "snapshot_bytes": backup.snapshot_bytes,
         "mb_per_s": _mbps(backup.snapshot_bytes, backup.manifest.timings.export_ms),
         "uploaded_bytes": backup.uploaded_bytes,
+        "hashed_bytes": backup.hashed_bytes,
         "storage_added_bytes": after - before,
         "storage_total_bytes": after,
     }
@@ -700,17 +727,25 @@ async def measure_uploads(ctx: Context, result: Result, label: str, rep: int, fo
 
 
 async def measure_captures(ctx: Context, result: Result, label: str, folder: Path) -> None:
-    """``--rounds`` times: native snapshot and txbackup backup, flushed and with heavy memtables."""
+    """``--rounds`` times, flushed and with heavy memtables: the native snapshot, a txbackup
+    backup through agents with their JMX helpers, and one through agents with nodetool only
+    (``--no-jmx``); with heavy memtables, also the flush alone."""
     nodes = ctx.cluster.nodes
     heavy = range(result.heavy_rows)
-    with agents_for(nodes, folder / "ours-storage", folder) as agents:
+    with (
+        agents_for(nodes, folder / "ours-storage", folder / "jmx") as agents,
+        agents_for(nodes, folder / "ours-storage", folder / "nodetool", "--no-jmx") as nodetool_agents,
+    ):
         ours = Ours(agents, folder / "ours-storage", ctx.catalog, ctx.app)
+        ours_nodetool = Ours(nodetool_agents, folder / "ours-storage", ctx.catalog, ctx.app)
         for r in range(ctx.rounds):
-            say(f"{label} round {r + 1}/{ctx.rounds}: flushed (native snapshot, then txbackup)")
+            say(f"{label} round {r + 1}/{ctx.rounds}: flushed (native snapshot, then txbackup jmx, nodetool)")
             ctx.data.flush()
             result.add("native.flushed", native_snapshot(nodes, f"native-{time.monotonic_ns()}"))
             ctx.data.flush()
             record_ours(result, "flushed", await ours.backup())
+            ctx.data.flush()
+            record_ours(result, "flushed", await ours_nodetool.backup(), who="ours_nodetool")
 
             say(f"{label} round {r + 1}/{ctx.rounds}: heavy memtables ({len(heavy)} rows rewritten)")
             await asyncio.to_thread(ctx.data.write, heavy)
@@ -721,8 +756,15 @@ async def measure_captures(ctx: Context, result: Result, label: str, folder: Pat
             await asyncio.to_thread(ctx.data.write, heavy)
             memtable = ctx.data.memtable_bytes()
             if memtable is not None:
+                result.add("flush.heavy.memtable_mb", memtable / 1e6)
+            result.add("flush.heavy", await asyncio.to_thread(timed_flush, nodes))
+            await asyncio.to_thread(ctx.data.write, heavy)
+            memtable = ctx.data.memtable_bytes()
+            if memtable is not None:
                 result.add("ours.heavy.memtable_mb", memtable / 1e6)
             record_ours(result, "heavy", await ours.backup())
+            await asyncio.to_thread(ctx.data.write, heavy)
+            record_ours(result, "heavy", await ours_nodetool.backup(), who="ours_nodetool")
 
 
 async def measure(ctx: Context, mb: int) -> Result:
@@ -784,15 +826,20 @@ LEGEND = {
     "flush ran just before",
     "native snapshot": "wall time of `nodetool snapshot -t TAG bank coordinator` run on every node in "
     "parallel, spawn to the last exit (JVM start and the memtable flush included)",
-    "ours capture": "the engine's capture phase inside the pause: every agent runs the same nodetool "
-    "snapshot on its node in parallel (HTTP call to the agent included)",
+    "flush alone": "heavy rows: the same keyspaces flushed on every node in parallel through a live "
+    "JMX connection (what a snapshot does first); the agents flush at preflight, before the pause, so "
+    "that the snapshot's own flush has only what was written since",
+    "ours capture": "the engine's capture phase inside the pause: every agent takes the snapshot on its "
+    "node in parallel through its live JMX connection (HTTP call to the agent included)",
     "pause window": "the fleet's measured pause window of the txbackup backup (last pause confirmed .. "
     "first unpause sent): the capture plus the engine's bookkeeping; the drain (in-flight requests "
     "finishing, before the window) and the app clients' slowest request around the backup are shown "
-    "apart",
+    "apart; 'pause (nodetool)': the same backup through agents started with --no-jmx (nodetool "
+    "snapshot, a JVM start per node); ratio = JMX / nodetool",
     "ours export": "the engine's export phase (after the unpause): every agent hashes (SHA-256) every "
-    "snapshot file, zstd-compresses and stores (fsync) the ones the store lacks; node info and schema "
-    "calls included",
+    "snapshot file its hash cache does not know (unchanged SSTables are not read again), zstd-compresses "
+    "and stores (fsync) the ones the store lacks; node info and schema calls included; 'hashed MB' is "
+    "what the agents read to hash",
     "medusa upload": "from medusa's own log stamps (-v): the first node's 'Listing already backed up "
     "files' (snapshot taken) to the last node's 'Cleaning up Cassandra snapshot'; medusa copies new "
     "files as they are (no compression, no fsync) and recognises stored ones by name and size",
@@ -819,6 +866,7 @@ def print_report(results: Sequence[Result], config: dict[str, Any]) -> None:
         for state in ("flushed", "heavy"):
             memtable = r.median(f"ours.{state}.memtable_mb") if state == "heavy" else None
             native = r.median(f"native.{state}")
+            pause, pause_nodetool = r.median(f"ours.{state}.pause"), r.median(f"ours_nodetool.{state}.pause")
             rows.append(
                 [
                     r.nodes,
@@ -826,18 +874,21 @@ def print_report(results: Sequence[Result], config: dict[str, Any]) -> None:
                     _mb(r.live_bytes_per_node),
                     state,
                     "-" if memtable is None else _fmt(memtable),
+                    _fmt(r.median(f"flush.{state}")),
                     _fmt(native),
                     _fmt(r.median(f"ours.{state}.capture")),
-                    _ratio(r.median(f"ours.{state}.capture"), native),
-                    _fmt(r.median(f"ours.{state}.pause")),
-                    _ratio(r.median(f"ours.{state}.pause"), native),
+                    _fmt(pause),
+                    _fmt(pause_nodetool),
+                    _ratio(pause, pause_nodetool),
+                    _ratio(pause, native),
                     _fmt(r.median(f"ours.{state}.drain")),
                     _fmt(r.median(f"ours.{state}.slowest_request")),
                 ]
             )
     print_table(
-        ["nodes", "MB/node", "on disk MB", "memtables", "unflushed MB", "native snapshot",
-         "ours capture", "ratio", "pause window", "ratio", "drain", "slowest req"],
+        ["nodes", "MB/node", "on disk MB", "memtables", "unflushed MB", "flush alone", "native snapshot",
+         "ours capture", "pause window", "pause (nodetool)", "ratio", "ratio native", "drain",
+         "slowest req"],
         rows,
     )  # fmt: skip
     print("\nUpload and storage, two consecutive backups (the second after 5% of the rows were rewritten):")
@@ -857,6 +908,7 @@ def print_report(results: Sequence[Result], config: dict[str, Any]) -> None:
                     r.mb,
                     i,
                     _fmt(o_ms),
+                    _mb(r.upload(f"ours{i}", "hashed_bytes")),
                     _fmt(r.upload(f"ours{i}", "mb_per_s")),
                     _fmt(m_ms),
                     _fmt(r.upload(f"medusa{i}", "mb_per_s")),
@@ -872,7 +924,7 @@ def print_report(results: Sequence[Result], config: dict[str, Any]) -> None:
         if r.medusa_error:
             notes.append(f"  {r.nodes} node(s), {r.mb} MB: medusa: not measured ({r.medusa_error})")
     print_table(
-        ["nodes", "MB/node", "backup", "ours export", "MB/s", "medusa upload", "MB/s", "ratio",
+        ["nodes", "MB/node", "backup", "ours export", "hashed MB", "MB/s", "medusa upload", "MB/s", "ratio",
          "ours stored +MB", "medusa +MB", "ratio", "ours wall s", "medusa wall s", "ratio"],
         rows,
     )  # fmt: skip

@@ -79,6 +79,17 @@ async def test_backup_and_restore_with_encrypted_blobs(
         assert blobs and {p.name for p in blobs} == {f["blob"] for f in files}
         assert not {f["sha256"] for f in files} & {p.name for p in blobs}  # keyed names only
         assert all(p.read_bytes().startswith(age.MAGIC) for p in blobs)
+        # a second backup takes the keyed names of unchanged SSTables from the agent's hash cache
+        manifest = await run_backup(plan_for(app, target, tmp_path, storage_dir))
+        [node] = manifest.target("cass").position["nodes"]
+        assert node["hashed_bytes"] < node["bytes"]
+        record = manifest.target("cass")
+        reader = SetReader(storage, manifest.set_id, "cass", record.artifacts, keyring=keyring)
+        with reader.open(_files_artifact(record)) as f:
+            again = json.loads(f.read())["files"]
+        first = {(f["table_dir"], f["name"]): f["blob"] for f in files if f["name"].endswith("-Data.db")}
+        kept = [f for f in again if (f["table_dir"], f["name"]) in first]
+        assert kept and all(first[(f["table_dir"], f["name"])] == f["blob"] for f in kept)
         session.execute("DROP KEYSPACE bank")
         session.execute("DROP KEYSPACE coordinator")
         restore_set(

@@ -298,7 +298,9 @@ async def test_a_node_failing_its_snapshot_unpauses_and_clears_the_others(
     broken_nodetool = tmp_path / "nodetool-down"
     broken_nodetool.write_text("#!/bin/sh\necho 'nodetool: Failed to connect to 127.0.0.1:1' >&2\nexit 1\n")
     broken_nodetool.chmod(0o755)
-    broken = start_agent(node, storage_dir, tmp_path / "broken-state", "--nodetool-cmd", str(broken_nodetool))
+    broken = start_agent(
+        node, storage_dir, tmp_path / "broken-state", "--nodetool-cmd", str(broken_nodetool), "--no-jmx"
+    )
     try:
         target = make_target([*agents, broken])
         target.preflight = lambda: None  # type: ignore[method-assign]  # both agents serve one node

@@ -56,6 +56,7 @@ def agent_argv(node: CassandraNode, storage: Path, state_dir: Path, *extra: str)
         "--token-env", TOKEN_ENV,
         "--cassandra-data", str(node.data_dir),
         "--nodetool-cmd", str(node.nodetool_command),
+        "--jmx", f"127.0.0.1:{node.jmx_port}",
         "--sstableloader-cmd", str(node.sstableloader_command),
         "--cql", f"{node.address}:{node.native_port}",
         "--storage", str(storage),

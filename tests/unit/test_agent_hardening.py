@@ -58,7 +58,7 @@ def _start(tmp: Path, *extra: str, tls: AgentTls | None = None) -> RunningAgent:
     argv = [
         sys.executable, "-m", "txbackup", "agent", "--port", "0", "--token-env", TOKEN_ENV,
         "--cassandra-data", str(tmp / "data"), "--storage", str(tmp / "storage"),
-        "--staging-dir", str(tmp / "staging"), *extra,
+        "--staging-dir", str(tmp / "staging"), "--no-jmx", *extra,
     ]  # fmt: skip
     with open(err, "w") as stderr:
         process = subprocess.Popen(

@@ -11,15 +11,21 @@ shared by all the nodes of the machine.
 Calls (``POST /v1/<call>``):
 
 - ``info`` / ``preflight``: the node (address, host id, cluster, datacenter,
-  rack, tokens, version) and which of the asked keyspaces are missing;
-  preflight also runs nodetool and writes a probe file to the storage.
-- ``snapshot {tag, keyspaces}``: ``nodetool snapshot -t TAG KS...`` (flushes
-  first; refuses an existing tag). ``clear {tag, keyspaces}``:
-  ``nodetool clearsnapshot -t TAG -- KS...`` (that tag only; older snapshots are
-  never touched).
+  rack, tokens, version), which of the asked keyspaces are missing, and how
+  snapshots are taken (``snapshots_via``: ``jmx`` or ``nodetool``); preflight
+  also starts the JMX helper if it is not running, runs nodetool, writes a
+  probe file to the storage and flushes the keyspaces (``flush_ms``), so that
+  the snapshot's flush inside the pause has little left to write.
+- ``snapshot {tag, keyspaces}``: one call on the agent's live JMX connection
+  (``jmx``), else ``nodetool snapshot -t TAG KS...`` (flushes first; refuses an
+  existing tag); answers ``via``. ``clear {tag, keyspaces}``: that tag only
+  (JMX, else ``nodetool clearsnapshot -t TAG -- KS...``); older snapshots are
+  never touched.
 - ``upload {tag, keyspaces, store}``: every file of the snapshot into the
-  content-addressed store (``blobs``), skipping those stored already; answers
-  the node's file list with SHA-256s. ``schema {keyspaces}``: ``DESCRIBE``.
+  content-addressed store (``blobs``), skipping those stored already, hashing
+  only the files the hash cache (``hashcache``) does not know; answers the
+  node's file list with SHA-256s, ``hashed_bytes`` and ``hash_cache_hits``.
+  ``schema {keyspaces}``: ``DESCRIBE``.
 - ``restore/check``, ``restore/prepare`` (fetch and verify into a staging
   folder), ``restore/schema`` (create what is missing of the set's schema, only
   its checked CREATE statements: see ``schema``; truncate with force),

@@ -54,6 +54,8 @@ class Stored:
     stored_size: int
     uploaded: bool
     blob: str = ""
+    hashed: bool = True
+    """Whether the file was read to hash it (False: its digests came from the agent's cache)."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,28 @@ def file_digests(path: str, blob_key: bytes | None) -> tuple[str, int, str]:
     return digest.hexdigest(), size, digest.hexdigest() if keyed is None else keyed.hexdigest()
 
 
-def put_file(storage: Storage, store: str, path: str, sealing: Sealing | None = None) -> Stored:
+class StaleDigest(StorageError):
+    """The file's data does not hash to the digest it was given (a stale cache entry)."""
+
+
+def put_file(
+    storage: Storage,
+    store: str,
+    path: str,
+    sealing: Sealing | None = None,
+    known: tuple[str, int, str] | None = None,
+) -> Stored:
     """Store the local file ``path`` unless a blob with its content exists already.
 
-    The file is hashed first; if it changes while it is compressed (it must
+    The file is hashed first, unless ``known`` gives its (SHA-256, size, blob id)
+    (the agent's hash cache). If it changes while it is compressed (it must
     not: snapshot files are hard links to immutable SSTables) the upload is
-    aborted before it is published and ``StorageError`` raised.
+    aborted before it is published and ``StorageError`` raised; ``StaleDigest``
+    when the data does not match ``known``.
     """
-    if sealing is None:
+    if known is not None:
+        sha, size, blob = known
+    elif sealing is None:
         sha, size = file_sha256(path)
         blob = sha
     else:
@@ -100,18 +116,20 @@ def put_file(storage: Storage, store: str, path: str, sealing: Sealing | None = 
     name = blob_name(store, blob)
     existing = storage.stat(name)
     if existing is not None:
-        return Stored(sha, size, existing.size, False, blob)
+        return Stored(sha, size, existing.size, False, blob, hashed=known is None)
     with open(path, "rb") as src, storage.open_write(name) as writer:
         encoder = Encoder(writer.write, None if sealing is None else sealing.recipient)
         while chunk := src.read(CHUNK):
             encoder.write(chunk)
         done = encoder.finish()
         if (done.sha256, done.size) != (sha, size):
+            if known is not None:
+                raise StaleDigest(f"{path}: its cached digest is stale")  # aborts the upload
             raise StorageError(f"{path} changed while it was being stored")  # aborts the upload
         stored = writer.commit().size
     if stored != done.stored_size:
         raise StorageError(f"blob {name}: storage saved {stored} of {done.stored_size} bytes")
-    return Stored(sha, size, stored, True, blob)
+    return Stored(sha, size, stored, True, blob, hashed=known is None)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,12 @@
-"""What an agent does on its own Cassandra node: nodetool, snapshot folders, CQL, staging.
+"""What an agent does on its own Cassandra node: JMX, nodetool, snapshot folders, CQL, staging.
 
+- Snapshots (and their clearing) go through the agent's live JMX connection
+  (``jmx``: a long-lived helper, so a snapshot inside the pause is one call);
+  when it is unavailable, through nodetool, with a warning.
 - ``nodetool`` is run as configured (``--nodetool-cmd``, e.g. ``nodetool -h
   127.0.0.1 -p 7199`` or a wrapper script); its error is reduced to one line.
+- Uploads hash each file once: the digests of unchanged SSTables come from the
+  agent's hash cache (``hashcache``).
 - Snapshot files are read from ``<data dir>/<keyspace>/<table>-<id>/snapshots/<tag>/``
   in every data directory.
 - CQL (the Python ``cassandra-driver``, talking to this node only) reads the
@@ -25,11 +30,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from txbackup.agent import blobs
+from txbackup.agent import blobs, hashcache, jmx
 from txbackup.agent.schema import checked_statements, is_system_keyspace
 from txbackup.errors import IntegrityError, TargetError, TxbackupError, UsageError
 from txbackup.repository.age import Identity, parse_recipient
@@ -47,6 +53,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_]{1,222}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _NODETOOL_ERROR = re.compile(r"^(?:error|nodetool): (?P<message>.+)$")
+UPLOAD_THREADS = 4
+"""Files an agent's upload stores at once."""
 SNAPSHOT_FILES = ("manifest.json", "schema.cql")
 """Files of a snapshot folder that are not SSTable components (uploaded too)."""
 
@@ -89,6 +97,13 @@ class NodeConfig:
     start_command: list[str] = field(default_factory=list)
     state_dir: Path | None = None
     nodetool_timeout: float = 600.0
+    jmx_host: str | None = None
+    """The node's JMX address for the agent's live connection (None: nodetool only)."""
+    jmx_port: int = 7199
+    jmx_user: str | None = None
+    jmx_password: str | None = None
+    java: list[str] = field(default_factory=lambda: ["java"])
+    """How to run the JVM of the JMX helper (a JDK: the helper is a single-file source program)."""
 
     @property
     def loader_can_log_in(self) -> bool:
@@ -135,6 +150,54 @@ class Node:
         self._session: Any = None
         self._tags_lock = threading.Lock()
         self._tags: dict[str, tuple[threading.Lock, int]] = {}
+        self.hashes = hashcache.HashCache(config.state_dir)
+        self.jmx: jmx.Supervisor | None = None
+        if config.jmx_host is not None:
+            self.jmx = jmx.Supervisor(self._new_helper, self._check_helper)
+
+    # -- JMX --------------------------------------------------------------------------------------
+    def _new_helper(self) -> jmx.JmxHelper:
+        cfg = self.config
+        assert cfg.jmx_host is not None
+        helper = jmx.JmxHelper(cfg.jmx_host, cfg.jmx_port, cfg.java, cfg.jmx_user, cfg.jmx_password)
+        helper.start()
+        return helper
+
+    def _check_helper(self, helper: jmx.JmxHelper) -> None:
+        """The JMX address must reach this agent's own node (the one it reads over CQL)."""
+        mine = self.identity()["host_id"]
+        if helper.host_id != mine:
+            raise TargetError(
+                f"JMX {helper.host}:{helper.port} reaches node {helper.host_id[:80]}, not this agent's "
+                f"node {mine} (--jmx)"
+            )
+
+    def jmx_state(self) -> dict[str, Any]:
+        """How snapshots are taken now (for ``info``): ``jmx`` with the helper's pid, or
+        ``nodetool`` with the reason."""
+        helper = None if self.jmx is None else self.jmx.current()
+        if helper is not None:
+            return {"snapshots_via": "jmx", "jmx_helper_pid": helper.pid}
+        reason = "no --jmx" if self.jmx is None else self.jmx.last_error
+        return {"snapshots_via": "nodetool", "jmx_unavailable": reason}
+
+    def _helper_or_warn(self, what: str, warn: bool = True) -> jmx.JmxHelper | None:
+        if self.jmx is None:
+            return None
+        helper = self.jmx.current()
+        if helper is None and warn:
+            log.warning("JMX helper unavailable (%s): %s through nodetool", self.jmx.last_error, what)
+        return helper
+
+    def flush(self, keyspaces: Sequence[str], timeout: float | None = None) -> int | None:
+        """Flush the memtables of ``keyspaces`` through the JMX helper (before a pause, so
+        that the snapshot's own flush inside it has little left to write); the ms it took,
+        or None without a helper (nothing done: nodetool would cost a JVM start)."""
+        helper = None if self.jmx is None else self.jmx.ensure()
+        if helper is None:
+            return None
+        keyspaces = [check_keyspace(k) for k in keyspaces]
+        return helper.call("flush", timeout or self.config.nodetool_timeout, keyspaces=keyspaces)
 
     @contextlib.contextmanager
     def tag_lock(self, tag: str) -> Iterator[None]:
@@ -214,7 +277,10 @@ class Node:
         except Exception as exc:
             raise TargetError(f"CQL {query.split('(')[0].strip()[:80]}: {_driver_message(exc)}") from None
 
-    def close(self) -> None:
+    def close(self, helper: bool = False) -> None:
+        """Close the CQL session (and, with ``helper``, the JMX helper: the agent stops)."""
+        if helper and self.jmx is not None:
+            self.jmx.close()
         with self._cql_lock:
             if self._driver is not None:
                 with contextlib.suppress(Exception):
@@ -267,18 +333,43 @@ class Node:
         return statements
 
     # -- snapshots --------------------------------------------------------------------------------
-    def snapshot(self, tag: str, keyspaces: Sequence[str], timeout: float | None = None) -> None:
-        """``nodetool snapshot -t TAG KS...`` (flushes first). Fails if TAG exists."""
+    def snapshot(self, tag: str, keyspaces: Sequence[str], timeout: float | None = None) -> str:
+        """Snapshot ``tag`` of ``keyspaces`` (flushes first; fails if TAG exists): one call
+        on the JMX helper, else ``nodetool snapshot -t TAG KS...``. Returns ``jmx`` or
+        ``nodetool``: how it was taken.
+
+        Inside the pause a missing helper is never started (a JVM start is what the
+        helper saves): nodetool takes this snapshot and the supervisor starts a helper
+        for the next. A helper that fails during the call leaves the snapshot's state
+        unknown: ``TargetError`` (the capture fails, and clears the tag everywhere)."""
         keyspaces = [check_keyspace(k) for k in keyspaces]
         with self.tag_lock(check_tag(tag)):
-            self.nodetool("snapshot", "-t", tag, *keyspaces, timeout=timeout)
+            helper = self._helper_or_warn(f"snapshot {tag}")
+            limit = timeout or self.config.nodetool_timeout
+            if helper is not None:
+                try:
+                    helper.call("snapshot", limit, tag=tag, keyspaces=keyspaces)
+                except (jmx.HelperUnavailable, jmx.CallUncertain):
+                    self._remember(tag, keyspaces)  # it may be on disk: cleared at the next start
+                    raise
+                self._remember(tag, keyspaces)
+                return "jmx"
+            self.nodetool("snapshot", "-t", tag, *keyspaces, timeout=limit)
             self._remember(tag, keyspaces)
+            return "nodetool"
 
     def clear(self, tag: str, keyspaces: Sequence[str]) -> None:
-        """``nodetool clearsnapshot -t TAG -- KS...``: that snapshot only, never another."""
+        """Clear snapshot ``tag`` (that snapshot only, never another): through the JMX
+        helper, else ``nodetool clearsnapshot -t TAG -- KS...``."""
         keyspaces = [check_keyspace(k) for k in keyspaces]
         with self.tag_lock(check_tag(tag)):
-            self.nodetool("clearsnapshot", "-t", tag, "--", *keyspaces)
+            helper = self._helper_or_warn(f"clear {tag}", warn=False)
+            try:
+                if helper is None:
+                    raise jmx.HelperUnavailable("no helper")
+                helper.call("clear", self.config.nodetool_timeout, tag=tag, keyspaces=keyspaces)
+            except jmx.HelperUnavailable:
+                self.nodetool("clearsnapshot", "-t", tag, "--", *keyspaces)
             self._forget(tag)
 
     def snapshot_files(self, tag: str, keyspaces: Sequence[str]) -> list[SnapshotFile]:
@@ -352,37 +443,78 @@ class Node:
     def _upload(self, tag: str, keyspaces: Sequence[str], store: str, progress: Progress) -> dict[str, Any]:
         files = self.snapshot_files(tag, keyspaces)
         sealing = self.sealing()
+        blob_key_id = hashcache.key_id(None if sealing is None else sealing.blob_key)
         records: list[dict[str, Any]] = []
-        uploaded = uploaded_bytes = total_bytes = 0
-        for i, f in enumerate(files):
-            try:
-                stored = blobs.put_file(self.storage, store, f.path, sealing)
-            except OSError as exc:
-                raise TargetError(f"reading {f.path}: {exc.strerror}") from None
-            total_bytes += stored.size
-            if stored.uploaded:
-                uploaded += 1
-                uploaded_bytes += stored.size
-            records.append(
-                {
-                    "keyspace": f.keyspace,
-                    "table": f.table,
-                    "table_dir": f.table_dir,
-                    "name": f.name,
-                    "sha256": stored.sha256,
-                    "size": stored.size,
-                    "stored_size": stored.stored_size,
-                }
-                | ({} if sealing is None else {"blob": stored.blob})  # the keyed name
-            )
-            progress({"files_done": i + 1, "files": len(files), "bytes_done": total_bytes})
+        uploaded = uploaded_bytes = total_bytes = hashed_bytes = cache_hits = 0
+        # a few files at once: each blob's fsync (and zstd, which releases the GIL) overlaps the
+        # others'; the list stays in snapshot order
+        pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="agent-upload")
+        try:
+            futures = [pool.submit(self._put, f, store, sealing, blob_key_id) for f in files]
+            for i, (f, future) in enumerate(zip(files, futures, strict=True)):
+                stored = future.result()
+                total_bytes += stored.size
+                if stored.hashed:
+                    hashed_bytes += stored.size
+                else:
+                    cache_hits += 1
+                if stored.uploaded:
+                    uploaded += 1
+                    uploaded_bytes += stored.size
+                records.append(
+                    {
+                        "keyspace": f.keyspace,
+                        "table": f.table,
+                        "table_dir": f.table_dir,
+                        "name": f.name,
+                        "sha256": stored.sha256,
+                        "size": stored.size,
+                        "stored_size": stored.stored_size,
+                    }
+                    | ({} if sealing is None else {"blob": stored.blob})  # the keyed name
+                )
+                progress({"files_done": i + 1, "files": len(files), "bytes_done": total_bytes})
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.hashes.save()  # what was hashed before a failure counts for the retry
         return {
             "files": records,
             "file_count": len(records),
             "bytes": total_bytes,
             "uploaded_files": uploaded,
             "uploaded_bytes": uploaded_bytes,
+            "hashed_bytes": hashed_bytes,
+            "hash_cache_hits": cache_hits,
         }
+
+    def _put(
+        self, f: SnapshotFile, store: str, sealing: blobs.Sealing | None, blob_key_id: str
+    ) -> blobs.Stored:
+        """Store one snapshot file, its digests from the hash cache when it is unchanged."""
+        try:
+            st = os.stat(f.path, follow_symlinks=False)
+            cacheable = f.name not in SNAPSHOT_FILES  # written anew by every snapshot
+            key = hashcache.key_of(f.path, st)
+            cached = self.hashes.get(key, blob_key_id) if cacheable else None
+            if cached is not None:
+                blob = cached.blob if sealing is not None else cached.sha256
+                try:
+                    return blobs.put_file(
+                        self.storage, store, f.path, sealing, known=(cached.sha256, st.st_size, blob)
+                    )
+                except blobs.StaleDigest:
+                    log.warning("hash cache: %s changed without a new mtime or inode; hashed again", f.path)
+                    self.hashes.drop(key)
+            stored = blobs.put_file(self.storage, store, f.path, sealing)
+            # kept only if the file did not change while it was read (the digest is of these bytes)
+            if cacheable and hashcache.key_of(f.path, os.stat(f.path, follow_symlinks=False)) == key:
+                digests = hashcache.Digests(
+                    stored.sha256, stored.blob if sealing is not None else "", blob_key_id
+                )
+                self.hashes.put(key, digests)
+            return stored
+        except OSError as exc:
+            raise TargetError(f"reading {f.path}: {exc.strerror}") from None
 
     # -- restore ----------------------------------------------------------------------------------
     def staging_for(self, set_id: str) -> Path:

@@ -93,7 +93,7 @@ def _bool(body: Mapping[str, Any], key: str) -> bool:
 
 def _info(node: Node, body: Mapping[str, Any], progress: Progress) -> Mapping[str, Any]:
     identity = node.identity()
-    answer: dict[str, Any] = {"node": identity, "agent_version": __version__}
+    answer: dict[str, Any] = {"node": identity, "agent_version": __version__, **node.jmx_state()}
     if body.get("keyspaces"):
         existing = node.existing_keyspaces()
         answer["missing_keyspaces"] = [k for k in _keyspaces(body) if k not in existing]
@@ -107,8 +107,17 @@ def _preflight(node: Node, body: Mapping[str, Any], progress: Progress) -> Mappi
             raise UsageError("repository_id: 32 lowercase hex digits are required")
         check_repository_id(expected, node.storage, "agent")
         node.sealing()  # an encrypted repository: this agent must hold its blob key
+    if node.jmx is not None:
+        node.jmx.ensure()  # started now if it is not running: never inside the pause
     answer = dict(_info(node, body, progress))
-    node.nodetool("version", timeout=120)
+    node.nodetool("version", timeout=120)  # the fallback, and clear and restore, need it
+    asked = _keyspaces(body) if body.get("keyspaces") else []
+    existing = [k for k in asked if k not in answer.get("missing_keyspaces", [])]
+    if existing and body.get("method") != "stop":
+        # the snapshot flushes the memtables inside the pause: flushed now, there is only what is
+        # written from here to the pause left to flush then
+        with contextlib.suppress(TxbackupError):  # only a saving: the snapshot flushes anyway
+            answer["flush_ms"] = node.flush(existing, timeout=120)
     probe = probe_name()
     try:
         save_bytes(node.storage, probe, b"txbackup agent probe\n")
@@ -128,8 +137,8 @@ def _snapshot(node: Node, body: Mapping[str, Any], progress: Progress) -> Mappin
     started = time.monotonic()
     timeout = body.get("timeout_s")
     limit = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None
-    node.snapshot(check_tag(_str(body, "tag")), _keyspaces(body), timeout=limit)
-    return {"ms": round((time.monotonic() - started) * 1000)}
+    via = node.snapshot(check_tag(_str(body, "tag")), _keyspaces(body), timeout=limit)
+    return {"ms": round((time.monotonic() - started) * 1000), "via": via}
 
 
 def _clear(node: Node, body: Mapping[str, Any], progress: Progress) -> Mapping[str, Any]:

@@ -35,6 +35,12 @@ The agent reads the node's data directories (run it as the cassandra user or
 root), runs nodetool against the node, talks CQL to the node only, and writes
 to the storage itself: every agent and the engine must reach the same storage.
 
+Snapshots go through one JMX connection the agent keeps open (--jmx; a small
+Java helper, run with --java, started with the agent and again if it dies), so a
+snapshot inside the pause costs the flush and the hard links, not a nodetool JVM
+start; without it they fall back to nodetool, with a warning. SSTable digests
+are cached in --state-dir: a later backup does not read unchanged files again.
+
 An encrypted repository (txbackup init --encrypt): blobs are encrypted to the
 public key in the repository's config and named by a keyed hash, so the agent
 needs the blob key (--blob-key-file, written by 'txbackup key blob-key'; it
@@ -88,6 +94,24 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="CMD",
         help="how to run sstableloader (restores); never given the CQL password: with --cql-user, "
         "include -ap CLASS (an AuthProvider that reads its own secret)",
+    )
+    node.add_argument(
+        "--jmx",
+        default="127.0.0.1:7199",
+        metavar="HOST:PORT",
+        help="the node's JMX address: the agent keeps one connection open (a small Java helper) so "
+        "that a snapshot inside the pause is one call, not a nodetool JVM start (default %(default)s); "
+        "the node reached must be the --cql node; unavailable: snapshots fall back to nodetool",
+    )
+    node.add_argument("--no-jmx", action="store_true", help="take snapshots with nodetool only")
+    node.add_argument("--jmx-user", metavar="USER", help="JMX user (password from --jmx-password-*)")
+    node.add_argument("--jmx-password-file", metavar="FILE")
+    node.add_argument("--jmx-password-env", metavar="VAR")
+    node.add_argument(
+        "--java",
+        default="java",
+        metavar="CMD",
+        help="the JDK's java that runs the JMX helper (a single-file source program; default %(default)s)",
     )
     node.add_argument("--stop-cmd", metavar="CMD", help="stops the node (the cold method), after a drain")
     node.add_argument("--start-cmd", metavar="CMD", help="starts the node again (the cold method)")
@@ -158,6 +182,23 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         LOADER_SECRETS,
         "use -ap CLASS, and -f YAML for the TLS store passwords",
     )
+    jmx_host: str | None = None
+    jmx_port = 7199
+    if not args.no_jmx:
+        jmx_host, _, jmx_text = str(args.jmx).rpartition(":")
+        if not jmx_host or not jmx_text.isdigit() or not 0 < int(jmx_text) < 65536:
+            raise UsageError(f"--jmx {args.jmx}: expected HOST:PORT")
+        jmx_host, jmx_port = jmx_host.strip("[]"), int(jmx_text)
+    jmx_password = resolve_secret(
+        {
+            k: v
+            for k, v in (("password_file", args.jmx_password_file), ("password_env", args.jmx_password_env))
+            if v
+        },
+        culprit="agent JMX",
+    )
+    if jmx_password is not None and args.jmx_user is None:
+        raise UsageError("agent: --jmx-password-file/--jmx-password-env need --jmx-user")
     return NodeConfig(
         nodetool=nodetool,
         data_dirs=[Path(d) for d in args.cassandra_data],
@@ -170,6 +211,11 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         stop_command=parse_command(args.stop_cmd, "--stop-cmd") if args.stop_cmd else [],
         start_command=parse_command(args.start_cmd, "--start-cmd") if args.start_cmd else [],
         state_dir=Path(args.state_dir) if args.state_dir else None,
+        jmx_host=jmx_host,
+        jmx_port=jmx_port,
+        jmx_user=args.jmx_user,
+        jmx_password=jmx_password,
+        java=parse_command(args.java, "--java"),
     )
 
 
@@ -217,6 +263,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"agent: cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     threading.Thread(target=clear_leftovers, args=(node,), name="agent-leftovers", daemon=True).start()
+    if node.jmx is not None:
+        node.jmx.run()  # the JMX helper, started now and again whenever it dies
 
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -237,5 +285,5 @@ def run(args: argparse.Namespace) -> int:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
-        node.close()
+        node.close(helper=True)
     return 0

@@ -25,14 +25,17 @@ is refused, naming both ids. ScalarDB's coordinator and system keyspaces are
 taken where they exist and never demanded: with multi-storage the coordinator
 lives in one storage only (the cluster file's ``[scalardb]`` table says which).
 
-Capture (inside the pause): every agent runs ``nodetool snapshot -t <set id>
-<keyspaces> <coordinator> <system>`` on its node, all in parallel; a snapshot flushes
-the memtables first and is a set of hard links, so it takes about a second
-whatever the data size. If one node fails (down, nodetool error, timeout) the
-capture fails at once, so the engine unpauses; the snapshots taken on the
-other nodes are cleared in the background (the command waits for that before
-it exits). Only the set's own tag is ever cleared: older snapshots are never
-touched.
+Capture (inside the pause): every agent snapshots ``<set id>`` of ``<keyspaces>
+<coordinator> <system>`` on its node, all in parallel, through its live JMX
+connection (``txbackup.agent.jmx``; ``nodetool snapshot`` when it has none); a
+snapshot flushes the memtables first (the agents flushed them at preflight
+too, so little is left) and is a set of hard links: tens of milliseconds
+through JMX, about a second through nodetool (a JVM start), whatever the data
+size. The position records how each node took it (``snapshots``). If one node
+fails (down, nodetool error, timeout) the capture fails at once, so the
+engine unpauses; the snapshots taken on the other nodes are cleared in the
+background (the command waits for that before it exits). Only the set's own
+tag is ever cleared: older snapshots are never touched.
 
 Export (after the unpause): every agent uploads its snapshot's files to the
 storage itself (the agents need the storage too), into the cluster's
@@ -176,22 +179,47 @@ class CassandraCapture:
         self._position: dict[str, Any] = {"tag": tag, "method": target.method}
         self._released = False
         self._lock = threading.Lock()
+        self.snapshots: dict[str, dict[str, Any]] = {}
 
     def position(self) -> Mapping[str, Any]:
-        return dict(self._position)
+        return dict(self._position) | ({"snapshots": self.snapshots} if self.snapshots else {})
 
     def export(self, out: ArtifactWriter) -> None:
         target = self.target
         keyspaces = target.present_keyspaces
-        infos = _each(target.clients, lambda c: c.call("info"), name="cassandra-info")
-        cluster = str(infos[0]["node"]["cluster_name"])
-        store = store_prefix(cluster)
-        statements = target.clients[0].call("schema", {"keyspaces": keyspaces})["statements"]
 
-        def upload(client: AgentClient) -> dict[str, Any]:
+        def upload(client: AgentClient, store: str) -> dict[str, Any]:
             return client.call("upload", {"tag": self.tag, "keyspaces": keyspaces, "store": store})
 
-        uploads = _each(target.clients, upload, name="cassandra-upload")
+        def schema() -> Any:
+            return target.clients[0].call("schema", {"keyspaces": keyspaces})["statements"]
+
+        cluster = target.cluster_name
+        if cluster is None:  # a capture without a preflight: the store's name comes first
+            infos = _each(target.clients, lambda c: c.call("info"), name="cassandra-info")
+            cluster = str(infos[0]["node"]["cluster_name"])
+            statements = schema()
+            uploads = _each(
+                target.clients, lambda c: upload(c, store_prefix(cluster)), name="cassandra-upload"
+            )
+        else:
+            # the cluster is known since the preflight: node info, schema and uploads at once (on a
+            # second backup, with little to upload, the calls around it are a good part of the time)
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cassandra-export") as pool:
+                infos_future = pool.submit(
+                    _each, target.clients, lambda c: c.call("info"), name="cassandra-info"
+                )
+                schema_future = pool.submit(schema)
+                uploads = _each(
+                    target.clients, lambda c: upload(c, store_prefix(cluster)), name="cassandra-upload"
+                )
+                infos, statements = infos_future.result(), schema_future.result()
+            found = {str(i["node"]["cluster_name"]) for i in infos}
+            if found != {cluster}:
+                raise self.target.error(
+                    f"the agents now serve cluster {', '.join(sorted(found))}, not {cluster}"
+                )
+        store = store_prefix(cluster)
         nodes = []
         for client, info, uploaded in zip(target.clients, infos, uploads, strict=True):
             node = dict(info["node"])
@@ -211,6 +239,8 @@ class CassandraCapture:
                     "bytes": uploaded["bytes"],
                     "uploaded_files": uploaded["uploaded_files"],
                     "uploaded_bytes": uploaded["uploaded_bytes"],
+                    # agents older than the hash cache hash everything
+                    "hashed_bytes": uploaded.get("hashed_bytes", uploaded["bytes"]),
                 }
             )
         with out.open("schema.json") as stream:
@@ -269,6 +299,8 @@ class CassandraTarget:
         self.label = f'target "{name}"'
         self.repository_id: str | None = None
         """The repository the agents must write to (``expect_repository``)."""
+        self.cluster_name: str | None = None
+        """The agents' cluster, as the last preflight found it."""
 
     @property
     def all_keyspaces(self) -> list[str]:
@@ -349,6 +381,7 @@ class CassandraTarget:
                     f"{answer['node']['address']}"
                 )
         self.absent = absent
+        self.cluster_name = clusters.pop() if clusters else None
         ring = {str(p) for a in answers for p in a["node"].get("ring", [])}
         served = {str(a["node"]["address"]) for a in answers}
         unserved = sorted(ring - served)
@@ -378,7 +411,10 @@ class CassandraTarget:
                 raise exc if isinstance(exc, TxbackupError) else self.error(f"agent {client.address}: {exc}")
             late = ", ".join(sorted(futures[f].address for f in pending))
             raise self.error(f"no snapshot within {self.snapshot_timeout_s:g} s from agent(s) {late}")
-        return CassandraCapture(self, set_id)
+        capture = CassandraCapture(self, set_id)
+        # how each node took it (the agent's live JMX connection, or nodetool when it had none)
+        capture.snapshots = {futures[f].address: _how_taken(f.result()) for f in done}
+        return capture
 
     def _clear_when_done(self, tag: str, futures: Mapping[Future[dict[str, Any]], AgentClient]) -> None:
         """Once every snapshot call has ended, clear ``tag`` on the nodes where it may exist.
@@ -715,10 +751,23 @@ def _tokens_text(tokens: Sequence[Any]) -> str:
     return shown + (f",... ({len(tokens)} tokens)" if len(tokens) > 4 else "")
 
 
+def _how_taken(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"via": "jmx" | "nodetool", "ms": N}`` from an agent's snapshot answer (older agents
+    say nothing of ``via``: they had only nodetool)."""
+    via, ms = answer.get("via", "nodetool"), answer.get("ms")
+    return {
+        "via": via if via in ("jmx", "nodetool") else "?",
+        "ms": ms if type(ms) is int and 0 <= ms < 10**9 else None,
+    }
+
+
 def _maybe_taken(exc: BaseException | None) -> bool:
     """After a failed snapshot call, might the snapshot exist anyway? (Not if the agent
     said nodetool failed, e.g. the node is down; yes if we lost the connection.)"""
-    return not (isinstance(exc, TargetError) and "nodetool snapshot failed" in str(exc))
+    return not (
+        isinstance(exc, TargetError)
+        and ("nodetool snapshot failed" in str(exc) or "snapshot failed (JMX)" in str(exc))
+    )
 
 
 def _quietly(client: AgentClient, call: str, body: Mapping[str, Any]) -> None:
