@@ -47,7 +47,7 @@ TARGET_KINDS = {
     "postgres": "txbackup.targets.postgres.target",
     "mysql": "txbackup.targets.mysql.target",
     "sqlite": "txbackup.targets.sqlite.target",
-    "cassandra": "txbackup.targets.cassandra",
+    "cassandra": "txbackup.targets.cassandra.target",
     "dynamodb": "txbackup.targets.dynamodb",
     "cosmos": "txbackup.targets.cosmos",
     "rds": "txbackup.targets.rds",

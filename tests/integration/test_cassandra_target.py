@@ -43,7 +43,7 @@ from txbackup.engine.restore import RestorePlan, restore_set
 from txbackup.errors import IntegrityError, TargetError, UsageError
 from txbackup.jobs import JobStore, MemoryJournal
 from txbackup.storage import LocalStorage
-from txbackup.targets import cassandra as cassandra_target
+from txbackup.targets.cassandra import target as cassandra_target
 
 pytestmark = pytest.mark.cassandra
 

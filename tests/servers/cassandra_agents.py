@@ -21,7 +21,7 @@ from txbackup.config import build_target
 from txbackup.demo.sample_service import SampleServer
 from txbackup.engine.backup import BackupPlan
 from txbackup.storage import LocalStorage
-from txbackup.targets.cassandra import CassandraTarget
+from txbackup.targets.cassandra.target import CassandraTarget
 
 TOKEN = "test-agent-token-0123456789"
 TOKEN_ENV = "TXBACKUP_TEST_AGENT_TOKEN"

@@ -54,12 +54,12 @@ from txbackup.errors import TxbackupError
 from txbackup.jobs import JobStore
 from txbackup.storage import LocalStorage
 from txbackup.storage.base import copy_stream, save_bytes
-from txbackup.targets import cassandra as cassandra_target
 from txbackup.targets import cosmos as cosmos_target
 from txbackup.targets import dynamodb as dynamodb_target
 from txbackup.targets import rds as rds_target
 from txbackup.targets.azuredb import target as azuredb_target
 from txbackup.targets.base import Target
+from txbackup.targets.cassandra import target as cassandra_target
 from txbackup.targets.layouts import LAYOUTS
 from txbackup.targets.mysql import target as mysql_target
 from txbackup.targets.postgres import target as postgres_target

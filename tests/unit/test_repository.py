@@ -49,7 +49,7 @@ from txbackup.repository.config import (
 from txbackup.storage import LocalStorage, registry
 from txbackup.storage.base import list_names, load_bytes, save_bytes
 from txbackup.storage.memory import MemoryStorage
-from txbackup.targets.cassandra import CassandraTarget
+from txbackup.targets.cassandra.target import CassandraTarget
 
 SET = "20261128T100000Z-3f9a"
 SHA = "ab" * 32

@@ -39,8 +39,9 @@ from txbackup.engine.restore import RestorePlan, check_scope, restore_set
 from txbackup.errors import IntegrityError, TxbackupError
 from txbackup.jobs import JobStore
 from txbackup.storage import LocalStorage
-from txbackup.targets import cassandra, cosmos, dynamodb
+from txbackup.targets import cosmos, dynamodb
 from txbackup.targets.base import Recorded, Target
+from txbackup.targets.cassandra import target as cassandra
 from txbackup.targets.mysql import target as mysql
 from txbackup.targets.postgres import target as postgres
 from txbackup.targets.sqlite import target as sqlite

@@ -21,7 +21,7 @@ Referencer = Callable[[ArtifactReader, str], list[BlobRef]]
 ``src``; ``label`` names the target in messages); ``IntegrityError`` if it is malformed."""
 
 _REFERENCES: dict[str, str] = {
-    "cassandra": "txbackup.targets.cassandra:blob_references",
+    "cassandra": "txbackup.targets.cassandra.target:blob_references",
 }
 
 

@@ -141,7 +141,7 @@ MAX_LISTING_BYTES = 1 << 30
 """The largest file list or schema a restore reads (a big node's list is a few MB)."""
 METHODS = ("snapshot", "stop")
 RESTORE_WITH = ("import", "sstableloader")
-log = logging.getLogger("txbackup.targets.cassandra")
+log = logging.getLogger("txbackup.targets.cassandra.target")
 T = TypeVar("T")
 
 

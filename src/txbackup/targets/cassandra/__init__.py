@@ -1,0 +1,1 @@
+"""Cassandra: the target (target.py) that drives the per-node agents (txbackup.agent)."""
