@@ -428,7 +428,7 @@ def test_a_kind_whose_library_is_missing_names_the_extra(
     import sys
 
     monkeypatch.setitem(sys.modules, library, None)  # `import <library>` now fails
-    monkeypatch.delitem(sys.modules, f"txbackup.targets.{kind}", raising=False)
+    monkeypatch.delitem(sys.modules, f"txbackup.targets.{kind}.target", raising=False)
     cluster = tmp_path / "cluster.toml"
     cluster.write_text(f'[[targets]]\nname = "t"\nkind = "{kind}"\n{settings}\n')
     with pytest.raises(UsageError) as refused:
