@@ -133,7 +133,7 @@ def test_wrong_config_is_one_line_usage_error(tmp_path: Path) -> None:
     bad.write_text('[[targets]]\nname = "x"\nkind = "oracle"\n')
     result = txbackup("backup", "-c", str(bad))
     assert result.returncode == 2
-    known = r"\(known: [a-z, ]*sqlite[a-z, ]*\)"
+    known = r"\(known: [a-z, -]*sqlite[a-z, -]*\)"
     expected = f"txbackup: cluster file {re.escape(str(bad))}: target \"x\": unknown kind 'oracle' {known}\n"
     assert re.fullmatch(expected, result.stderr)
 

@@ -183,6 +183,8 @@ def _with(header: str, line: str) -> str:
 CASSANDRA = 'kind = "cassandra"\nagents = ["h:1"]\nkeyspaces = ["k"]'
 DYNAMODB = 'kind = "dynamodb"\nregion = "r"\ntables = ["a.t"]'
 COSMOS = 'kind = "cosmos"\nsubscription_id = "s"\nresource_group = "g"\naccount = "acct"'
+RDS = 'kind = "rds"\nregion = "r"\ninstance = "db1"'
+FLEX = 'subscription_id = "s"\nresource_group = "g"\nserver = "srv"'
 
 
 def _target(settings: str) -> str:
@@ -248,6 +250,10 @@ def _config_corpus() -> list[tuple[str, str | bytes]]:
         ("dynamodb backup_settle 1h", _target(f'{DYNAMODB}\nmode = "on-demand"\nbackup_settle = "1h"')),
         ("cassandra start_timeout 2h", _target(f'{CASSANDRA}\nstart_timeout = "2h"')),
         ("cosmos min_pause 2h", _target(f'{COSMOS}\nmin_pause = "2h"')),
+        ("rds instance and cluster", _target(f'{RDS}\ncluster = "c1"')),
+        ("rds restorable_wait bad", _target(f'{RDS}\nrestorable_wait = "soon"')),
+        ("azure-postgres server ../x", _target(f'kind = "azure-postgres"\n{FLEX}'.replace('srv', '../x'))),
+        ("azure-mysql min_pause 2h", _target(f'kind = "azure-mysql"\n{FLEX}\nmin_pause = "2h"')),
         ("restore section of no target", BASE + "[restore.ap]\npath = 'x.db'\n"),
         ("restore dsn with userinfo secret", BASE + f"[restore.app]\ndsn = 'postgresql://u:{SECRET}@h/db'\n"),
         ("restore dsn with query secret", BASE + f"[restore.app]\ndsn = 'mysql://u@h/db?passwd={SECRET}'\n"),
