@@ -46,7 +46,7 @@ from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.safepaths import shown
 from txbackup.settings import check_keys, setting_duration, setting_opt_str, setting_str
-from txbackup.targets import azureauth
+from txbackup.targets import azureauth, pitr
 from txbackup.targets.azureauth import CredentialFactory, default_credential, read_credential
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings
@@ -84,19 +84,15 @@ def check_server_name(name: str, culprit: str) -> str:
 
 
 def restored_name(pattern: str, server: str, set_id: str, culprit: str) -> str:
-    try:
-        name = pattern.format(server=server, set=set_id.lower())
-    except (KeyError, IndexError, ValueError):
-        raise UsageError(
-            f"{culprit}: restored_name {pattern!r}: only {{server}} and {{set}} can be used"
-        ) from None
-    try:
-        return check_server_name(name, culprit)
-    except UsageError as exc:
-        raise UsageError(
-            f"{exc} (made by restored_name = {pattern!r}: choose a shorter pattern, "
-            "or name the server with --to NAME=servername)"
-        ) from None
+    return pitr.restored_name(
+        "restored_name",
+        pattern,
+        {"server": server},
+        set_id,
+        check_server_name,
+        "name the server with --to NAME=servername",
+        culprit,
+    )
 
 
 def _flavor(kind: str) -> Any:

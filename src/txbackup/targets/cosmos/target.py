@@ -62,6 +62,7 @@ from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.safepaths import shown
 from txbackup.secrets import check_secret
 from txbackup.settings import check_keys, name_list, setting_duration, setting_opt_str, setting_str
+from txbackup.targets import pitr
 from txbackup.targets.azureauth import CredentialFactory, default_credential, read_credential
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings
@@ -133,19 +134,15 @@ def check_account_name(name: str, culprit: str) -> str:
 
 
 def restored_name(pattern: str, account: str, set_id: str, culprit: str) -> str:
-    try:
-        name = pattern.format(account=account, set=set_id.lower())
-    except (KeyError, IndexError, ValueError):
-        raise UsageError(
-            f"{culprit}: restored_account_name {pattern!r}: only {{account}} and {{set}} can be used"
-        ) from None
-    try:
-        return check_account_name(name, culprit)
-    except UsageError as exc:
-        raise UsageError(
-            f"{exc} (made by restored_account_name = {pattern!r}: choose a shorter pattern, "
-            "or name the account with --to NAME=accountname)"
-        ) from None
+    return pitr.restored_name(
+        "restored_account_name",
+        pattern,
+        {"account": account},
+        set_id,
+        check_account_name,
+        "name the account with --to NAME=accountname",
+        culprit,
+    )
 
 
 class CosmosCapture:

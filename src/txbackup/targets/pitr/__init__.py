@@ -12,10 +12,11 @@ with the warning written here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from txbackup.clock import floor_ms, iso_ms
-from txbackup.errors import TargetError
+from txbackup.errors import TargetError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +63,28 @@ def outside_window(point: datetime, earliest: datetime, latest: datetime) -> str
     if point > latest:
         return f"restore point {iso_ms(point)} is after the {window_text(earliest, latest)}"
     return None
+
+
+def restored_name(
+    setting: str,
+    pattern: str,
+    fields: dict[str, str],
+    set_id: str,
+    check: Callable[[str, str], str],
+    hint: str,
+    culprit: str,
+) -> str:
+    """The new copy's name a ``restored_name``-style ``setting`` makes: ``pattern`` with the
+    source's ``fields`` and ``{set}`` (the set id, lowercased), checked by the kind's own
+    name ``check``; ``hint`` says how to name it by hand (``name the server with --to ...``)."""
+    try:
+        name = pattern.format(**fields, set=set_id.lower())
+    except (KeyError, IndexError, ValueError):
+        known = " and ".join(f"{{{key}}}" for key in (*fields, "set"))
+        raise UsageError(f"{culprit}: {setting} {pattern!r}: only {known} can be used") from None
+    try:
+        return check(name, culprit)
+    except UsageError as exc:
+        raise UsageError(
+            f"{exc} (made by {setting} = {pattern!r}: choose a shorter pattern, or {hint})"
+        ) from None

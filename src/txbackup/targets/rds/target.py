@@ -51,6 +51,7 @@ from txbackup.errors import TargetError, UsageError
 from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.safepaths import shown
 from txbackup.settings import check_keys, setting_duration, setting_opt_str, setting_str
+from txbackup.targets import pitr
 from txbackup.targets.awsapi import CREDENTIAL_KEYS, AwsError, Credentials, read_credentials
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, dsn_only
 from txbackup.targets.pitr import PITR_MIN_PAUSE_S, check_min_pause, log_warnings, window_text
@@ -88,19 +89,15 @@ _KEYS = {
 
 
 def restored_name(pattern: str, identifier: str, set_id: str, culprit: str) -> str:
-    try:
-        name = pattern.format(id=identifier, set=set_id.lower())
-    except (KeyError, IndexError, ValueError):
-        raise UsageError(
-            f"{culprit}: restored_name {pattern!r}: only {{id}} and {{set}} can be used"
-        ) from None
-    try:
-        return check_identifier(name, culprit)
-    except UsageError as exc:
-        raise UsageError(
-            f"{exc} (made by restored_name = {pattern!r}: choose a shorter pattern, "
-            "or name the copy with --to NAME=identifier)"
-        ) from None
+    return pitr.restored_name(
+        "restored_name",
+        pattern,
+        {"id": identifier},
+        set_id,
+        check_identifier,
+        "name the copy with --to NAME=identifier",
+        culprit,
+    )
 
 
 class RdsCapture:
