@@ -56,6 +56,7 @@ from txbackup.targets.mysql.target import (
     MysqlTarget,
     _message,
     _write_behind,
+    client_command,
     comment,
     has_sandbox,
     ident,
@@ -319,22 +320,7 @@ def restore_parts(
         raise target.error(f"{server.address()}: {_message(exc)}") from None
     finally:
         conn.close()
-    env = {"EDITOR": "false", "VISUAL": "false"}  # \e runs $EDITOR even in sandbox mode
-    if server.password is not None:
-        env["MYSQL_PWD"] = server.password
-    base = [
-        client,
-        "--no-defaults",
-        "--protocol=TCP",
-        f"--host={server.host}",
-        f"--port={server.port}",
-        f"--user={server.user}",
-        "--default-character-set=utf8mb4",
-        "--batch",
-        "--max-allowed-packet=1G",
-        "--comments",  # the comments of routine and trigger bodies are theirs
-        *(["--sandbox"] if sandbox else []),
-    ]
+    base, env = client_command(client, server, sandbox=sandbox)
     stop = threading.Event()
 
     def load(db: str, name: str) -> None:

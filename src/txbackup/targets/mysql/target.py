@@ -1230,25 +1230,9 @@ class MysqlTarget:
             raise self.error(f"{server.address()}: {_message(exc)}") from None
         finally:
             conn.close()
-        # \e runs $EDITOR even in sandbox mode (the guard refuses it anyway)
-        env = {"EDITOR": "false", "VISUAL": "false"}
-        if server.password is not None:
-            env["MYSQL_PWD"] = server.password
+        base, env = client_command(client, server, sandbox=sandbox)
         for db in todo:
-            argv = [
-                client,
-                "--no-defaults",
-                "--protocol=TCP",
-                f"--host={server.host}",
-                f"--port={server.port}",
-                f"--user={server.user}",
-                "--default-character-set=utf8mb4",
-                "--batch",
-                "--max-allowed-packet=1G",
-                "--comments",  # the comments of routine and trigger bodies are theirs
-                f"--database={rename[db]}",
-                *(["--sandbox"] if sandbox else []),
-            ]
+            argv = [*base, f"--database={rename[db]}"]
             with src.open(f"{db}.sql") as stream:
                 # each line reaches the client only once the guard has read it (the
                 # storage could hand over other bytes than a first reading saw)
@@ -1328,6 +1312,28 @@ _AFTER_FIRST_SNAPSHOT: Callable[[], object] | None = None
 after this runs (a write the pause did not stop, which the proof must catch)."""
 
 _SANDBOX: dict[str, bool] = {}
+
+
+def client_command(client: str, server: Server, *, sandbox: bool) -> tuple[list[str], dict[str, str]]:
+    """The client's argv (without ``--database``) and environment for loading a dump (the
+    whole one, or the parts of ``mysql_parts``): the password in ``MYSQL_PWD``, never argv."""
+    env = {"EDITOR": "false", "VISUAL": "false"}  # \e runs $EDITOR even in sandbox mode
+    if server.password is not None:
+        env["MYSQL_PWD"] = server.password
+    argv = [
+        client,
+        "--no-defaults",
+        "--protocol=TCP",
+        f"--host={server.host}",
+        f"--port={server.port}",
+        f"--user={server.user}",
+        "--default-character-set=utf8mb4",
+        "--batch",
+        "--max-allowed-packet=1G",
+        "--comments",  # the comments of routine and trigger bodies are theirs
+        *(["--sandbox"] if sandbox else []),
+    ]
+    return argv, env
 
 
 def has_sandbox(client: str, *, culprit: str) -> bool:
