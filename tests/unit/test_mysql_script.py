@@ -116,3 +116,50 @@ def test_comment_stays_on_one_line(name):
     assert "\n" not in text and "\r" not in text and "*/" not in text
     assert text.isprintable()
     assert "é日本🙂" in comment("é日本🙂")
+
+
+_PIECES = [
+    b"(1,'a')", b",", b"\n", b"\n", b"\n", b"'", b'"', b"`", b"\\", b"\\'", b"\\\n", b";", b"--", b"-- x",
+    b"#", b"/*", b"*/", b"/*!40101 ", b"-", b"/", b"*", b"\x00", b"\r", b"x", b"'a\\nb'", b"\\!",
+    b"INSERT INTO t VALUES ", b"SET SQL_MODE='NO_BACKSLASH_ESCAPES';\n", b"SET SQL_MODE='ANSI';\n",
+    b"DELIMITER ;;\n", b"DELIMITER ;\n", b"system ", b"(X'00FF',NULL)", b"\xc3\xa9",
+]
+
+
+def _reading(script: bytes, fast: bool, size: int) -> tuple[bytes, str]:
+    """What a guard lets through of ``script`` fed in ``size``-byte chunks, and its refusal."""
+    reader = guard()
+    reader.fast = fast
+    passed: list[bytes] = []
+    try:
+        for piece in reader.checked(script[i : i + size] for i in range(0, len(script), size)):
+            passed.append(piece)
+    except TargetError as exc:
+        return b"".join(passed), str(exc)
+    return b"".join(passed), ""
+
+
+def test_plain_lines_read_in_one_step_are_read_as_line_by_line():
+    """The fast path (runs of plain lines at once) decides exactly as the line-by-line reading,
+    on random scripts mixing strings, escapes, comments, delimiters, NULs and SQL modes."""
+    import random
+
+    rng = random.Random(11)
+    refused = passed = 0
+    for _ in range(3000):
+        body = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 60)))
+        script = HEADER + b"INSERT INTO t VALUES\n" + body + b"\n"
+        size = rng.choice([1, 7, 64, 4096])
+        fast, slow = _reading(script, True, size), _reading(script, False, size)
+        assert fast == slow, script
+        refused, passed = refused + bool(fast[1]), passed + (not fast[1])
+    assert refused > 300 and passed > 300  # both outcomes are exercised
+
+
+def test_the_fast_path_counts_lines_for_the_culprit():
+    rows = b"".join(b"('row %d'),\n" % i for i in range(1000))
+    script = HEADER + b"INSERT INTO t VALUES\n" + rows + b"(1) \\! touch x\n;\n"
+    # 5 header lines, the INSERT, 1000 rows: the 1007th line
+    assert _reading(script, True, 4096)[1] == _reading(script, False, 4096)[1]
+    with pytest.raises(TargetError, match=r"line 1007 holds the client command \\!"):
+        guard().check([script])
