@@ -123,7 +123,7 @@ _PIECES = [
     b"#", b"/*", b"*/", b"/*!40101 ", b"-", b"/", b"*", b"\x00", b"\r", b"x", b"'a\\nb'", b"\\!",
     b"INSERT INTO t VALUES ", b"SET SQL_MODE='NO_BACKSLASH_ESCAPES';\n", b"SET SQL_MODE='ANSI';\n",
     b"DELIMITER ;;\n", b"DELIMITER ;\n", b"system ", b"(X'00FF',NULL)", b"\xc3\xa9",
-]
+]  # fmt: skip
 
 
 def _reading(script: bytes, fast: bool, size: int) -> tuple[bytes, str]:
