@@ -152,9 +152,7 @@ def test_an_artifact_name_is_written_once(storage):
         writer.open("dump").__enter__()
 
 
-def test_full_disk_while_exporting_raises_storage_error_and_leaves_no_artifact(
-    storage, monkeypatch
-):
+def test_full_disk_while_exporting_raises_storage_error_and_leaves_no_artifact(storage, monkeypatch):
     os.makedirs(storage.root)
     fill_disk(monkeypatch, storage.root, limit=1 << 20)
     writer = SetWriter(storage, SET, "pg")
@@ -400,16 +398,16 @@ def test_cassandra_agent_staging_is_private(tmp_path, umask):
 def test_the_last_bytes_come_only_once_verified(storage, fault):
     """A restore reads each artifact once, so the read completing it must check first: a
     reader never holds the whole of an artifact that does not match its record."""
-    # (a restore does not hash the stored bytes again: test_corrupt_stored_checksum_...
-    # is verify's; data that decodes right is what a restore must know)
+    # (a restore checks one SHA-256, the one over fewer bytes: see
+    # test_a_restore_checks_the_digest_over_fewer_bytes_...)
     data = mixed_data(3 << 20)
     writer = write_artifacts(storage, {"x.dump": data})
     (record,) = writer.records
     stored = stored_path(storage, "x.dump")
     if fault == "zstd checksum":
         damage(stored, record.stored_size - 2)  # the data all decodes right; its check fails
-    elif fault == "recorded sha256":
-        record = dataclasses.replace(record, sha256="0" * 64)
+    elif fault == "recorded sha256":  # both: a restore checks one of them
+        record = dataclasses.replace(record, sha256="0" * 64, stored_sha256="0" * 64)
     else:
         record = dataclasses.replace(record, size=record.size + 1)
     got = 0
@@ -426,7 +424,7 @@ def test_a_reader_failing_on_corrupt_data_is_told_the_artifact(storage):
     blamed on the artifact when the rest of it does not verify."""
     data = mixed_data(1 << 20)
     writer = write_artifacts(storage, {"x.dump": data})
-    record = dataclasses.replace(writer.records[0], sha256="0" * 64)
+    record = dataclasses.replace(writer.records[0], sha256="0" * 64, stored_sha256="0" * 64)
     reader = SetReader(storage, SET, "pg", [record])
     with pytest.raises(IntegrityError, match="checksum mismatch") as err, reader.open("x.dump") as f:
         f.read(1000)
@@ -436,3 +434,31 @@ def test_a_reader_failing_on_corrupt_data_is_told_the_artifact(storage):
     with pytest.raises(TargetError, match="its own fault"), reader_of(storage, writer).open("x.dump") as f:
         f.read(1000)
         raise TargetError("pg_restore failed: its own fault")
+
+
+def test_a_restore_checks_the_digest_over_fewer_bytes_and_still_catches_a_changed_byte(storage):
+    from txbackup.repository.codec import Expected
+
+    compressible = b"account-1;" * 100_000
+    writer = write_artifacts(storage, {"db.dump": compressible})
+    record = writer.records[0]
+    assert record.stored_size < record.size
+    full = Expected(record.size, record.sha256, record.stored_size, record.stored_sha256)
+    assert full.cheapest() == Expected(record.size, None, record.stored_size, record.stored_sha256)
+    bigger = Expected(10, "a" * 64, 20, "b" * 64)  # incompressible: the data's digest
+    assert bigger.cheapest() == Expected(10, "a" * 64, 20, None)
+    with pytest.raises(ValueError, match="at least one SHA-256"):
+        Expected(10, None, 20, None)
+    # a manifest whose data digest lies is not what a restore reads (the stored bytes are
+    # the recorded ones); verify --read-data, checking both, names it
+    lying = dataclasses.replace(record, sha256="0" * 64)
+    with SetReader(storage, SET, "pg", [lying]).open("db.dump") as f:
+        assert f.read() == compressible
+    assert verify_set(storage, manifest_of([lying])) == [
+        f"artifact sets/{SET}/pg/db.dump.zst: checksum mismatch (corrupt)"
+    ]
+    # a changed stored byte that still decodes is caught by the stored digest alone
+    damage(stored_path(storage, "db.dump"), record.stored_size - 5)  # inside the frame checksum
+    reader = reader_of(storage, writer)
+    with pytest.raises(IntegrityError, match=r"db\.dump\.zst"), reader.open("db.dump") as f:
+        f.read()

@@ -138,17 +138,18 @@ def open_artifact(
     progress: Progress = None,
     keyring: Keyring | None = None,
     *,
-    stored_sha256: bool = True,
+    cheapest: bool = False,
 ) -> Iterator[IO[bytes]]:
     """The decompressed data of ``record``, verified as it streams (see module doc).
     ``progress`` is called with the number of stored bytes read at each step;
-    ``keyring`` (unlocked) is an encrypted repository's. ``stored_sha256=False``: the
-    stored bytes' SHA-256 is not checked (see ``repository.codec.Expected``)."""
+    ``keyring`` (unlocked) is an encrypted repository's. Both SHA-256s are checked, or
+    with ``cheapest`` only one of them (see ``repository.codec.Expected``)."""
     identity = None if keyring is None else keyring.require_identity(f"artifact {record.path}")
     stat_artifact(storage, record)
     with storage.open_read(record.path) as source:
-        stored = record.stored_sha256 if stored_sha256 else None
-        expected = Expected(record.size, record.sha256, record.stored_size, stored)
+        expected = Expected(record.size, record.sha256, record.stored_size, record.stored_sha256)
+        if cheapest:
+            expected = expected.cheapest()
         data = decoded(source, expected, f"artifact {record.path}", progress, identity)
         try:
             yield data
@@ -218,12 +219,10 @@ class SetReader(RestoreContext):
     def open(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         record = self._records.get(name)
         if record is None:
-            raise StorageError(
-                f"set {self._set_id}: target {self._target} has no artifact {name!r}"
-            )
-        # what a restore reads: the stored bytes are not hashed a second time (the
-        # data's SHA-256 and both sizes are checked; verify --read-data checks both)
-        return open_artifact(self._storage, record, keyring=self._keyring, stored_sha256=False)
+            raise StorageError(f"set {self._set_id}: target {self._target} has no artifact {name!r}")
+        # what a restore reads: one SHA-256 (the one over fewer bytes) and both sizes are
+        # checked; verify --read-data checks both digests
+        return open_artifact(self._storage, record, keyring=self._keyring, cheapest=True)
 
     def extract(self, name: str, path: str) -> None:
         """Write the artifact to ``path``, which appears only once complete and verified.

@@ -133,14 +133,28 @@ class Expected:
     not recorded (a blob is named by its data's digest only)."""
 
     size: int
-    sha256: str
+    sha256: str | None
+    """The data's SHA-256; not checked (nor computed) when None (its size still is)."""
     stored_size: int
     stored_sha256: str | None = None
-    """Not checked (nor computed) when None. A restore leaves it out: what it must
-    know is that the data is the recorded data, which the data's SHA-256 and size say
-    (with zstd's frame checksum, and age's authentication of every chunk of an
-    encrypted object); a second SHA-256 of the stored bytes costs about half a pass
-    more (twice what decrypting them costs). ``verify --read-data`` checks both."""
+    """Not checked (nor computed) when None. At least one of the two digests is given.
+    Either says the data is the recorded data: zstd decodes the same stored bytes to the
+    same data (and an encrypted object's chunks are authenticated besides). A restore
+    checks one, the one over fewer bytes (``cheapest``): a second SHA-256 costs about
+    half a pass more (twice what decrypting costs). ``verify --read-data`` checks both."""
+
+    def __post_init__(self) -> None:
+        if self.sha256 is None and self.stored_sha256 is None:
+            raise ValueError("an expected object needs at least one SHA-256 to check")
+
+    def cheapest(self) -> Expected:
+        """The same expectation checking one digest: the stored bytes' when recorded and
+        not more than the data (compressed data usually is less), else the data's."""
+        if self.stored_sha256 is not None and self.stored_size <= self.size:
+            return Expected(self.size, None, self.stored_size, self.stored_sha256)
+        if self.sha256 is not None:
+            return Expected(self.size, self.sha256, self.stored_size, None)
+        return self
 
 
 class _StoredTap:
@@ -205,7 +219,7 @@ class Decoder(io.RawIOBase):
         self._expected = expected
         self._label = label
         self._stored = _StoredTap(source, expected, label, progress)
-        self._plain = Digest()
+        self._plain = Digest(sha=expected.sha256 is not None)
         self._compressed: _StoredTap | _Decrypting = self._stored
         if identity is not None:
             self._compressed = _Decrypting(self._stored, identity, label)
@@ -255,7 +269,8 @@ class Decoder(io.RawIOBase):
         stored, plain, expected = self._stored.digest, self._plain, self._expected
         stored_sha = expected.stored_sha256
         stored_ok = stored.size == expected.stored_size and stored_sha in (None, stored.hexdigest())
-        if not stored_ok or (plain.size, plain.hexdigest()) != (expected.size, expected.sha256):
+        plain_ok = plain.size == expected.size and expected.sha256 in (None, plain.hexdigest())
+        if not (stored_ok and plain_ok):
             raise IntegrityError(f"{self._label}: checksum mismatch (corrupt)")
         self._verified = True
 

@@ -134,9 +134,7 @@ class SqliteTarget:
             raise self.error(f"{path}: no such file")
         uri = Path(path).absolute().as_uri() + "?mode=rw"
         try:
-            conn = sqlite3.connect(
-                uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA schema_version").fetchone()
         except sqlite3.Error as exc:
             raise self.error(f"{path}: cannot open: {exc}") from None
@@ -237,9 +235,7 @@ class SqliteTarget:
         for name in todo:
             path = targets[name]
             if not force and _non_empty(path):
-                raise self.error(
-                    f"destination {path} exists and is not empty; use --force to overwrite it"
-                )
+                raise self.error(f"destination {path} exists and is not empty; use --force to overwrite it")
         for name in todo:
             self._restore_one(src, name, targets[name])
             src.journal.mark_done(f"file/{name}", {"path": targets[name]})
