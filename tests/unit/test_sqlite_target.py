@@ -181,3 +181,47 @@ def test_restore_with_dsn_and_resume(tmp_path):
     backup(single, tmp_path / "out1")
     single.restore(DirReader(tmp_path / "out1"), {"dsn": str(tmp_path / "one.db")}, force=False)
     assert rows(tmp_path / "one.db") == rows(a)
+
+
+def damage(path, page=6):
+    """Garbage in a b-tree page's cell pointers: a file SQLite still opens, and quick_check
+    reports (over several lines)."""
+    with open(path, "r+b") as f:
+        f.seek(4096 * (page - 1) + 8)
+        f.write(b"\xff\xff\xff\xff\x00\x10")
+
+
+def test_a_damaged_database_fails_its_backup_naming_it(tmp_path):
+    db = tmp_path / "app.db"
+    conn = make_db(db, 2000)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    damage(db)
+    with pytest.raises(TargetError) as err:
+        backup(target(db), tmp_path / "out")
+    message = str(err.value)
+    assert f"{db} is damaged (quick_check of the captured copy: " in message
+    assert "\n" not in message and "repair it" in message
+
+
+def test_a_restore_checks_again_only_files_the_backup_did_not_check(tmp_path, monkeypatch):
+    db = tmp_path / "app.db"
+    make_db(db, 50).close()
+    t = target(db)
+    position = backup(t, tmp_path / "out")
+    assert position["files"]["app.sqlite"]["checked"] == "quick_check"
+    checked: list[str] = []
+    real = sqlite_target.quick_check
+
+    def counted(path: str) -> str:
+        checked.append(path)
+        return real(path)
+
+    monkeypatch.setattr(sqlite_target, "quick_check", counted)
+    # the backup checked it: the file extracted (its SHA-256 matched) is that file
+    t.restore(DirReader(tmp_path / "out", position=position), {"path": str(tmp_path / "a.db")}, False)
+    assert checked == [] and rows(tmp_path / "a.db") == rows(db)
+    # a set that does not say so (older, or another position): checked at restore
+    older = {"files": {"app.sqlite": {"path": str(db)}}}
+    t.restore(DirReader(tmp_path / "out", position=older), {"path": str(tmp_path / "b.db")}, False)
+    assert len(checked) == 1 and rows(tmp_path / "b.db") == rows(db)

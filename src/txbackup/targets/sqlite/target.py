@@ -23,7 +23,12 @@ connection*: when the source connection already has a read transaction open,
 ``sqlite3_backup_step`` reuses it instead of starting a new one, so the copy is
 the captured snapshot, not the current state (a test checks that rows written
 after capture are absent). The copy goes to a temporary file (``TMPDIR``) and
-becomes the artifact ``<file stem>.sqlite``: a plain SQLite database. While the
+becomes the artifact ``<file stem>.sqlite``: a plain SQLite database, checked
+with ``PRAGMA quick_check`` before it is stored (a damaged database fails the
+set, naming the file: its backup would restore the damage) and recorded as
+checked in the set's position, so that a restore, whose file is verified
+against the artifact's SHA-256 as it is extracted, does not check it again
+(files of sets that do not record it are checked at restore). While the
 snapshot is held no checkpoint can move past it, so the application's WAL file
 grows until the export ends (checkpoints that must wait for readers, such as
 ``wal_checkpoint(TRUNCATE)``, wait for it too).
@@ -52,6 +57,8 @@ from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scop
 KIND = "sqlite"
 SUFFIX = ".sqlite"
 _SIDE_FILES = ("-wal", "-shm", "-journal")
+CHECKED = "quick_check"
+"""What a position's file records as ``checked`` once the backup checked its copy."""
 
 
 def _artifact(path: str) -> str:
@@ -100,7 +107,15 @@ class SqliteCapture:
                     raise self.target.error(f"{path}: copy failed: {exc}") from None
                 finally:
                     dest.close()
+                verdict = quick_check(copy)
+                if verdict != "ok":
+                    raise self.target.error(
+                        f"{path} is damaged (quick_check of the captured copy: {verdict}): "
+                        "its backup would restore the damage; repair it (sqlite3 .recover)"
+                    )
                 out.add_file(_artifact(path), copy)
+                # a restore of this file, verified against its SHA-256, need not check it again
+                self._position[_artifact(path)]["checked"] = CHECKED
 
     def release(self) -> None:
         held, self.held = self.held, {}
@@ -251,16 +266,8 @@ class SqliteTarget:
             raise self.error(f"destination {path}: {exc.strerror or exc}") from None
         os.close(fd)
         try:
-            src.extract(name, partial)
-            check = sqlite3.connect(partial)
-            try:
-                # the artifact is untrusted: its schema's functions are not run while checking it
-                check.execute("PRAGMA trusted_schema = OFF")
-                verdict = check.execute("PRAGMA quick_check").fetchone()[0]
-            except sqlite3.Error as exc:
-                verdict = str(exc)
-            finally:
-                check.close()
+            src.extract(name, partial)  # complete only once its size and SHA-256 matched
+            verdict = "ok" if _checked_at_backup(src, name) else quick_check(partial)
             if verdict != "ok":
                 raise self.error(f"artifact {name} is not a sound SQLite database: {verdict}")
             for side in _SIDE_FILES:
@@ -274,6 +281,30 @@ class SqliteTarget:
             _remove(partial)
             for side in _SIDE_FILES:
                 _remove(partial + side)
+
+
+def quick_check(path: str) -> str:
+    """SQLite's ``PRAGMA quick_check`` of the file: "ok", or what is wrong (on one line)."""
+    check = sqlite3.connect(path)
+    try:
+        # the file may be untrusted: its schema's functions are not run while checking it
+        check.execute("PRAGMA trusted_schema = OFF")
+        verdict = str(check.execute("PRAGMA quick_check").fetchone()[0])
+    except sqlite3.Error as exc:
+        verdict = str(exc)
+    finally:
+        check.close()
+    text = "; ".join(verdict.splitlines())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _checked_at_backup(src: ArtifactReader, name: str) -> bool:
+    """Whether the backup checked the file it stored as ``name`` (older sets do not say
+    so: their files are checked here): the extracted file, verified against its SHA-256,
+    is that file."""
+    files = src.position.get("files")
+    entry = files.get(name) if isinstance(files, Mapping) else None
+    return isinstance(entry, Mapping) and entry.get("checked") == CHECKED
 
 
 def _non_empty(path: str) -> bool:
