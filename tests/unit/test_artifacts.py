@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import io
 import os
 import random
 import re
+import threading
+from collections.abc import Iterator
 
 import pytest
 import zstandard
@@ -16,10 +19,25 @@ from tests.storage.test_local import all_files, fill_disk
 from txbackup.engine.artifacts import SetReader, SetWriter, artifact_path, verify_set
 from txbackup.engine.manifest import ArtifactRecord, Manifest, PauseWindow, TargetRecord, Timings
 from txbackup.errors import IntegrityError, StorageError, TargetError
+from txbackup.repository import codec
 from txbackup.storage import LocalStorage
 from txbackup.storage.base import save_bytes
 
 SET = "20261127T101500Z-3f9a"
+
+
+@pytest.fixture(autouse=True, params=["inline", "thread"])
+def decoding(request, monkeypatch) -> Iterator[str]:
+    """Every test both ways: decoded in the reader's thread, and by a decoding thread
+    (what objects over ``READ_AHEAD_MIN`` get); no decoding thread outlives its test."""
+    if request.param == "thread":
+        monkeypatch.setattr(codec, "READ_AHEAD_MIN", 0)
+    yield request.param
+    gc.collect()
+    left = [t for t in threading.enumerate() if t.name == "txbackup-decode"]
+    for thread in left:
+        thread.join(5)
+    assert not [t for t in left if t.is_alive()]
 
 
 @pytest.fixture

@@ -162,6 +162,8 @@ def open_artifact(
             for _ in iter_chunks(data, CHUNK):
                 pass
             raise
+        finally:
+            data.close()  # its decoding thread stops before the source closes
 
 
 class RestoreContext:

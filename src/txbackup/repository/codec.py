@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -203,10 +205,68 @@ class _Decrypting:
         return data
 
 
+READ_AHEAD_MIN = 4 * CHUNK
+"""Objects stored in more bytes than this are decoded by a thread of their own, a few
+chunks ahead of their reader (see ``Decoder``)."""
+_AHEAD_CHUNKS = 4
+_JOIN_S = 30.0
+
+
+class _ReadAhead:
+    """Runs ``step`` (the next piece of decoded data, b"" once the end is verified) in a
+    thread of its own, up to ``_AHEAD_CHUNKS`` pieces ahead of ``get``; each piece comes
+    with the stored bytes read to make it. A failure is handed over in its place."""
+
+    def __init__(self, step: Callable[[], bytes], stored: Callable[[], int]) -> None:
+        self._step = step
+        self._stored = stored
+        self._queue: queue.Queue[tuple[bytes, int, BaseException | None]] = queue.Queue(_AHEAD_CHUNKS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="txbackup-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                before = self._stored()
+                data = self._step()
+                self._put((data, self._stored() - before, None))
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put((b"", 0, exc))
+
+    def _put(self, item: tuple[bytes, int, BaseException | None]) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> tuple[bytes, int]:
+        data, stored, failure = self._queue.get()
+        if failure is not None:
+            raise failure
+        return data, stored
+
+    def close(self) -> None:
+        """Stop the thread (it finishes the step under way) before the source is closed."""
+        self._stop.set()
+        self._thread.join(_JOIN_S)
+
+
 class Decoder(io.RawIOBase):
     """The plain data of a stored object read from ``source``, checked as it streams
     and, at EOF, against ``expected`` (sizes and digests). Given an ``identity``
-    (an encrypted repository's), the stored bytes are an age file decrypted first."""
+    (an encrypted repository's), the stored bytes are an age file decrypted first.
+
+    An object stored in more than ``READ_AHEAD_MIN`` bytes is read, digested, decrypted
+    and decompressed by a thread of its own a few chunks ahead of the reader (hashlib,
+    zstd, the ciphers and the storage reads release the GIL), so that a restore's
+    hashing and decompression overlap with what the reader does with the data (writing
+    it, feeding a tool, the dump guard). ``close`` stops it; the last byte is still
+    handed over only once the thread verified the end."""
 
     def __init__(
         self,
@@ -218,7 +278,10 @@ class Decoder(io.RawIOBase):
     ) -> None:
         self._expected = expected
         self._label = label
-        self._stored = _StoredTap(source, expected, label, progress)
+        ahead = expected.stored_size > READ_AHEAD_MIN
+        # with a thread, progress is reported by the reader's thread (as pieces arrive)
+        self._progress = progress if ahead else None
+        self._stored = _StoredTap(source, expected, label, None if ahead else progress)
         self._plain = Digest(sha=expected.sha256 is not None)
         self._compressed: _StoredTap | _Decrypting = self._stored
         if identity is not None:
@@ -226,7 +289,10 @@ class Decoder(io.RawIOBase):
         self._data = zstandard.ZstdDecompressor().stream_reader(
             cast(IO[bytes], self._compressed), read_size=CHUNK, read_across_frames=True, closefd=False
         )
-        self._verified = False
+        self._ahead: _ReadAhead | None = None
+        self._read_ahead = ahead
+        self._done = False  # the end was read and verified
+        self._failure: BaseException | None = None
         self._held = bytearray()  # decompressed, checked for size, not handed over yet
 
     def readable(self) -> bool:
@@ -237,23 +303,52 @@ class Decoder(io.RawIOBase):
         # Read ahead until more is held than asked for, or the end is read and verified:
         # at least one byte stays held back until then, so whoever holds the last byte
         # holds verified data (see the module doc).
-        while not self._verified and len(self._held) <= len(view):
-            # never more than one byte past the recorded size: a bomb stops here
-            data = self._decompress(min(CHUNK, self._expected.size + 1 - self._plain.size))
+        while not self._done and len(self._held) <= len(view):
+            data = self._next()
             if not data:
-                self._verify()
+                self._done = True
                 break
-            self._plain.update(data)
-            if self._plain.size > self._expected.size:
-                recorded = self._expected.size
-                problem = f"decompresses to more than the recorded {recorded} bytes (corrupt)"
-                raise IntegrityError(f"{self._label}: {problem}")
             self._held += data
         count = min(len(view), len(self._held))
         with memoryview(self._held) as held:  # no copy of the slice (released before the del)
             view[:count] = held[:count]
         del self._held[:count]
         return count
+
+    def _next(self) -> bytes:
+        """The next piece of data (b"" once the end is read and verified)."""
+        if self._failure is not None:
+            raise self._failure  # the same failure for every later read
+        try:
+            if not self._read_ahead:
+                return self._step()
+            if self._ahead is None:
+                self._ahead = _ReadAhead(self._step, lambda: self._stored.digest.size)
+            data, stored = self._ahead.get()
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        if self._progress is not None and stored:
+            self._progress(stored)
+        return data
+
+    def _step(self) -> bytes:
+        # never more than one byte past the recorded size: a bomb stops here
+        data = self._decompress(min(CHUNK, self._expected.size + 1 - self._plain.size))
+        if not data:
+            self._verify()
+            return b""
+        self._plain.update(data)
+        if self._plain.size > self._expected.size:
+            recorded = self._expected.size
+            problem = f"decompresses to more than the recorded {recorded} bytes (corrupt)"
+            raise IntegrityError(f"{self._label}: {problem}")
+        return data
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+        super().close()
 
     def _decompress(self, size: int) -> bytes:
         try:
@@ -272,7 +367,6 @@ class Decoder(io.RawIOBase):
         plain_ok = plain.size == expected.size and expected.sha256 in (None, plain.hexdigest())
         if not (stored_ok and plain_ok):
             raise IntegrityError(f"{self._label}: checksum mismatch (corrupt)")
-        self._verified = True
 
 
 def decoded(
