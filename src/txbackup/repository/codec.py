@@ -31,6 +31,7 @@ place at EOF) never finishes on a corrupt one.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import queue
@@ -206,33 +207,42 @@ class _Decrypting:
 
 
 READ_AHEAD_MIN = 4 * CHUNK
-"""Objects stored in more bytes than this are decoded by a thread of their own, a few
-chunks ahead of their reader (see ``Decoder``)."""
+"""Objects stored in more bytes than this are read and decoded by threads of their own,
+a few chunks ahead of their reader (see ``Decoder``)."""
 _AHEAD_CHUNKS = 4
 _JOIN_S = 30.0
 
 
-class _ReadAhead:
-    """Runs ``step`` (the next piece of decoded data, b"" once the end is verified) in a
-    thread of its own, up to ``_AHEAD_CHUNKS`` pieces ahead of ``get``; each piece comes
-    with the stored bytes read to make it. A failure is handed over in its place."""
+class _Stopped(Exception):
+    """The stage feeding this one was stopped (its reader is closing)."""
 
-    def __init__(self, step: Callable[[], bytes], stored: Callable[[], int]) -> None:
+
+class _ReadAhead:
+    """Runs ``step`` (the next piece of data, b"" at the end) in a thread of its own, up
+    to ``_AHEAD_CHUNKS`` pieces ahead of ``get``; each piece comes with ``count()``'s
+    growth since the previous piece (since 0 for the first). A failure is handed over in
+    its place."""
+
+    def __init__(self, step: Callable[[], bytes], count: Callable[[], int] = lambda: 0) -> None:
         self._step = step
-        self._stored = stored
+        self._count = count
         self._queue: queue.Queue[tuple[bytes, int, BaseException | None]] = queue.Queue(_AHEAD_CHUNKS)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="txbackup-decode", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        seen = 0
         try:
             while not self._stop.is_set():
-                before = self._stored()
                 data = self._step()
-                self._put((data, self._stored() - before, None))
+                now = self._count()
+                self._put((data, now - seen, None))
+                seen = now
                 if not data:
                     return
+        except _Stopped:
+            return
         except BaseException as exc:  # handed to the reader, raised there
             self._put((b"", 0, exc))
 
@@ -245,10 +255,19 @@ class _ReadAhead:
                 continue
 
     def get(self) -> tuple[bytes, int]:
-        data, stored, failure = self._queue.get()
+        while True:
+            try:
+                data, counted, failure = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise _Stopped() from None
         if failure is not None:
             raise failure
-        return data, stored
+        return data, counted
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def close(self) -> None:
         """Stop the thread (it finishes the step under way) before the source is closed."""
@@ -256,17 +275,37 @@ class _ReadAhead:
         self._thread.join(_JOIN_S)
 
 
+class _Prefetched:
+    """A readable stream of what ``read`` returns, read by a thread of its own ahead of us."""
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self.ahead = _ReadAhead(lambda: read(CHUNK))
+        self._rest = b""
+        self._ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._rest and not self._ended:
+            self._rest = self.ahead.get()[0]
+            self._ended = not self._rest
+        if size < 0 or size >= len(self._rest):
+            data, self._rest = self._rest, b""
+            return data
+        data, self._rest = self._rest[:size], self._rest[size:]
+        return data
+
+
 class Decoder(io.RawIOBase):
     """The plain data of a stored object read from ``source``, checked as it streams
     and, at EOF, against ``expected`` (sizes and digests). Given an ``identity``
     (an encrypted repository's), the stored bytes are an age file decrypted first.
 
-    An object stored in more than ``READ_AHEAD_MIN`` bytes is read, digested, decrypted
-    and decompressed by a thread of its own a few chunks ahead of the reader (hashlib,
-    zstd, the ciphers and the storage reads release the GIL), so that a restore's
-    hashing and decompression overlap with what the reader does with the data (writing
-    it, feeding a tool, the dump guard). ``close`` stops it; the last byte is still
-    handed over only once the thread verified the end."""
+    An object stored in more than ``READ_AHEAD_MIN`` bytes is decoded by two threads of
+    its own a few chunks ahead of the reader, one reading, digesting (and decrypting)
+    the stored bytes, one decompressing (hashlib, zstd, the ciphers and the storage
+    reads release the GIL): a restore's reading, hashing and decompression overlap with
+    each other and with what the reader does with the data (writing it, feeding a tool,
+    the dump guard). ``close`` stops them; the last byte is still handed over only once
+    the end was verified."""
 
     def __init__(
         self,
@@ -278,22 +317,22 @@ class Decoder(io.RawIOBase):
     ) -> None:
         self._expected = expected
         self._label = label
-        ahead = expected.stored_size > READ_AHEAD_MIN
-        # with a thread, progress is reported by the reader's thread (as pieces arrive)
-        self._progress = progress if ahead else None
-        self._stored = _StoredTap(source, expected, label, None if ahead else progress)
+        self._read_ahead = expected.stored_size > READ_AHEAD_MIN
+        # with threads, progress is reported by the reader's thread (as pieces arrive)
+        self._progress = progress if self._read_ahead else None
+        self._stored = _StoredTap(source, expected, label, None if self._read_ahead else progress)
         self._plain = Digest(sha=expected.sha256 is not None)
         self._compressed: _StoredTap | _Decrypting = self._stored
         if identity is not None:
             self._compressed = _Decrypting(self._stored, identity, label)
-        self._data = zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], self._compressed), read_size=CHUNK, read_across_frames=True, closefd=False
-        )
-        self._ahead: _ReadAhead | None = None
-        self._read_ahead = ahead
+        self._compressed_in: _StoredTap | _Decrypting | _Prefetched = self._compressed
+        self._data: Any = None  # the zstd reader, made by the first step (in its thread)
+        self._stages: list[_ReadAhead] = []
         self._done = False  # the end was read and verified
         self._failure: BaseException | None = None
-        self._held = bytearray()  # decompressed, checked for size, not handed over yet
+        self._held: collections.deque[bytes] = collections.deque()  # not handed over yet
+        self._held_size = 0
+        self._offset = 0  # bytes of the first held piece already handed over
 
     def readable(self) -> bool:
         return True
@@ -303,16 +342,25 @@ class Decoder(io.RawIOBase):
         # Read ahead until more is held than asked for, or the end is read and verified:
         # at least one byte stays held back until then, so whoever holds the last byte
         # holds verified data (see the module doc).
-        while not self._done and len(self._held) <= len(view):
+        while not self._done and self._held_size <= len(view):
             data = self._next()
             if not data:
                 self._done = True
                 break
-            self._held += data
-        count = min(len(view), len(self._held))
-        with memoryview(self._held) as held:  # no copy of the slice (released before the del)
-            view[:count] = held[:count]
-        del self._held[:count]
+            self._held.append(data)
+            self._held_size += len(data)
+        count = min(len(view), self._held_size)
+        copied = 0
+        while copied < count:
+            piece = self._held[0]
+            take = min(count - copied, len(piece) - self._offset)
+            view[copied : copied + take] = memoryview(piece)[self._offset : self._offset + take]
+            copied += take
+            self._offset += take
+            if self._offset == len(piece):
+                self._held.popleft()
+                self._offset = 0
+        self._held_size -= count
         return count
 
     def _next(self) -> bytes:
@@ -322,9 +370,11 @@ class Decoder(io.RawIOBase):
         try:
             if not self._read_ahead:
                 return self._step()
-            if self._ahead is None:
-                self._ahead = _ReadAhead(self._step, lambda: self._stored.digest.size)
-            data, stored = self._ahead.get()
+            if not self._stages:
+                prefetched = _Prefetched(self._compressed.read)
+                self._compressed_in = prefetched
+                self._stages = [prefetched.ahead, _ReadAhead(self._step, lambda: self._stored.digest.size)]
+            data, stored = self._stages[-1].get()
         except BaseException as exc:
             self._failure = exc
             raise
@@ -333,6 +383,10 @@ class Decoder(io.RawIOBase):
         return data
 
     def _step(self) -> bytes:
+        if self._data is None:
+            self._data = zstandard.ZstdDecompressor().stream_reader(
+                cast(IO[bytes], self._compressed_in), read_size=CHUNK, read_across_frames=True, closefd=False
+            )
         # never more than one byte past the recorded size: a bomb stops here
         data = self._decompress(min(CHUNK, self._expected.size + 1 - self._plain.size))
         if not data:
@@ -346,18 +400,21 @@ class Decoder(io.RawIOBase):
         return data
 
     def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead.close()
+        for stage in self._stages:
+            stage.stop()
+        for stage in reversed(self._stages):
+            stage.close()
         super().close()
 
     def _decompress(self, size: int) -> bytes:
         try:
-            return self._data.read(size)
+            data: bytes = self._data.read(size)
+            return data
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"{self._label}: corrupt ({exc})") from None
 
     def _verify(self) -> None:
-        while self._compressed.read(CHUNK):  # bytes after the zstd frame count too
+        while self._compressed_in.read(CHUNK):  # bytes after the zstd frame count too
             pass
         while self._stored.read(CHUNK):  # and after the age stream
             pass
