@@ -101,7 +101,7 @@ endpoints = ["{endpoint}"]
 path = "{url}"
 
 [catalog]
-path = "{folder / "catalog.db"}"
+path = "{folder / 'catalog.db'}"
 
 [[targets]]
 name = "pg"

@@ -237,17 +237,14 @@ STORAGE = Table(
     "[storage]",
     (
         Setting(
-            "path",
-            "path",
-            "backups",
+            "path", "path", "backups",
             "a local folder, or a URL: file:///path, s3://bucket/prefix, az://container/prefix,"
             " gs://bucket/prefix",
         ),
         # the backend's options (never credentials: those come from each cloud's own
         # environment and credential chain); each reaches open_storage(url, options)
         Setting(
-            "endpoint",
-            "str",
+            "endpoint", "str",
             help="the object store's endpoint URL (S3-compatible stores, emulators, sovereign clouds)",
         ),
         Setting("region", "str", help="the bucket's region"),
@@ -255,15 +252,11 @@ STORAGE = Table(
         Setting("storage_class", "str", help="the storage class of new objects"),
         Setting("sse_kms_key_id", "str", help="the KMS key that encrypts new objects (SSE-KMS)"),
         Setting(
-            "object_lock_days",
-            "int",
-            minimum=1,
-            maximum=36_500,
+            "object_lock_days", "int", minimum=1, maximum=36_500,
             help="S3 Object Lock: keep every object of a committed set immutable this many days",
         ),
         Setting(
-            "object_lock_mode",
-            "str",
+            "object_lock_mode", "str",
             help='S3 Object Lock mode with object_lock_days: "compliance" (default) or "governance"',
         ),
         Setting("account", "str", help="the Azure storage account (else AZURE_STORAGE_ACCOUNT)"),
@@ -303,10 +296,8 @@ RESTORE = Table(
         Setting("dir", "path", help="a folder receiving every SQLite file"),
         Setting("password", "secret", help="the destination's password"),
         Setting(
-            "rename",
-            "custom",
-            read=lambda conf, key, culprit, base: _read_rename(conf, culprit),
-            help='databases restored under other names: { old = "new" } (mysql, postgres)',
+            "rename", "custom", read=lambda conf, key, culprit, base: _read_rename(conf, culprit),
+            help="databases restored under other names: { old = \"new\" } (mysql, postgres)",
         ),
     ),
 )
@@ -404,8 +395,6 @@ DRILL = Table(
         ),
     ),
 )  # fmt: skip
-
-
 def _pushgateway(conf: Mapping[str, Any], key: str, culprit: str, base: Path | None) -> str | None:
     if key not in conf:
         return None
@@ -441,7 +430,9 @@ RESTORE_LOCATION = ("dsn", "host", "port", "user", "database", "path", "dir")
 """The settings of a ``[restore.NAME]`` section that say where (``--to`` replaces them)."""
 
 
-def parse_applications(conf: Mapping[str, Any], where: str = "", base: Path | None = None) -> Applications:
+def parse_applications(
+    conf: Mapping[str, Any], where: str = "", base: Path | None = None
+) -> Applications:
     """The ``[applications]`` table (``where`` names the file in messages)."""
     read = APPLICATIONS.read(conf, where=where, base=base)
     max_wait = read["max_pause_wait"]
@@ -592,11 +583,9 @@ def _restore_sections(
         if read["path"] and read["dir"]:
             raise UsageError(f"{culprit}: give either path or dir, not both")
         # a destination is a mapping of strings (the targets parse the port)
-        sections[name] = (
-            {k: str(v) for k in RESTORE_LOCATION if (v := read[k]) is not None}
-            | {"password": read["password"]}
-            | ({"rename": read["rename"]} if read["rename"] else {})
-        )
+        sections[name] = {k: str(v) for k in RESTORE_LOCATION if (v := read[k]) is not None} | {
+            "password": read["password"]
+        } | ({"rename": read["rename"]} if read["rename"] else {})
     return sections
 
 

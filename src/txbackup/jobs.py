@@ -120,8 +120,7 @@ class JobStore:
             dirty = []
             for job_id, params, error in rows:
                 clean = (
-                    params
-                    if not isinstance(params, str) or dsn_secret(params) is None
+                    params if not isinstance(params, str) or dsn_secret(params) is None
                     else json.dumps(_redacted(_loads(params)))
                 )
                 clean_error = redact(error) if isinstance(error, str) else error

@@ -86,8 +86,6 @@ _CONFLICTS = {
 def conflicts(mode: str, other: str) -> bool:
     """Whether a lock of ``mode`` and one of ``other`` may not be held together."""
     return other in _CONFLICTS[mode]
-
-
 _COMMAND = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 

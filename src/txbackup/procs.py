@@ -293,7 +293,9 @@ def run_checked(
     cwd: str | None = None,
 ) -> None:
     """Run a tool that writes files itself (e.g. ``pg_dump -Fd``); its stdout is discarded."""
-    tool = _Tool(argv, culprit=culprit, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=cwd)
+    tool = _Tool(
+        argv, culprit=culprit, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=cwd
+    )
     try:
         tool.finish()
     except TargetError:

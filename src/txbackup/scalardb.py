@@ -405,7 +405,6 @@ def _target_lines(
             f'target "{name}": the properties do not say which namespaces {label} holds (only the '
             f"namespace mapping names some): complete its {what}"
         )
-
     if kind == "jdbc":
         if not points:
             raise UsageError(f"{label}: scalar.db.contact_points (the JDBC URL) is missing")

@@ -89,7 +89,9 @@ def redact(text: str) -> str:
     return text if dsn_secret(text) is None else REDACTED
 
 
-def check_secret(conf: Mapping[str, Any], key: str = "password", *, culprit: str | None = None) -> None:
+def check_secret(
+    conf: Mapping[str, Any], key: str = "password", *, culprit: str | None = None
+) -> None:
     """Validate how secret ``key`` is configured, without reading it (for config
     loading: the variable or file only has to exist when the secret is used)."""
     where = _where(culprit)

@@ -286,7 +286,8 @@ def test_a_malformed_catalog_row_is_a_warning_not_a_traceback(tmp_path: Path) ->
         " restore_point TEXT)"
     )
     db.execute(
-        "INSERT INTO sets (set_id, status, created_at) VALUES ('20261127T101500Z-aaaa', 'failed', 'x')"
+        "INSERT INTO sets (set_id, status, created_at)"
+        " VALUES ('20261127T101500Z-aaaa', 'failed', 'x')"
     )
     db.execute(
         "INSERT INTO sets (set_id, status, created_at, targets_json)"

@@ -46,7 +46,7 @@ def cluster(
         '[[drill.checks]]\nname = "accounts-a"\ntarget = "a"\n'
         f'sql = \'SELECT count(*) FROM "bank_a$accounts"\'\nexpect = "{ACCOUNTS}"\n'
         '[[drill.checks]]\nname = "money-b"\ntarget = "b"\n'
-        "sql = 'SELECT sum(balance) FROM \"bank_b$accounts\"'\nexpect_nonzero = true\n"
+        'sql = \'SELECT sum(balance) FROM "bank_b$accounts"\'\nexpect_nonzero = true\n'
     ) + extra
     config = tmp / "cluster.toml"
     config.write_text(text)

@@ -166,15 +166,15 @@ def test_restore_by_hand_with_age_and_zstd(encrypted: tuple[Path, Path, Path, st
     assert json.loads(manifest.stdout)["set_id"] == set_id
 
 
+
 def test_the_blob_key_for_agents(encrypted: tuple[Path, Path, Path, str], tmp_path: Path) -> None:
     config, _, key, _ = encrypted
     out = tmp_path / "blob.key"
     run_ok("key", "blob-key", "-c", str(config), "--identity-file", str(key), "--output", str(out))
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    assert (
-        read_blob_key(str(out)).repository_id
-        == json.loads((tmp_path / "repo" / "config").read_text())["repository_id"]
-    )
+    assert read_blob_key(str(out)).repository_id == json.loads((tmp_path / "repo" / "config").read_text())[
+        "repository_id"
+    ]
     again = txbackup("key", "blob-key", "-c", str(config), "--identity-file", str(key), "--output", str(out))
     assert "exists already" in one_error(again, 2)
 

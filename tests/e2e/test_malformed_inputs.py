@@ -503,9 +503,7 @@ def test_restore_refuses_a_secret_in_any_dsn_and_records_nothing(
 
 
 def test_restore_to_a_relative_path_is_recorded_absolute(
-    backup_set: tuple[Path, str],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    backup_set: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A --to path is the working directory's, made absolute before the job records it:

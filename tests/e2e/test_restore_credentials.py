@@ -23,7 +23,9 @@ RESTORER_PASSWORD = "restorer-Pw-" + uuid.uuid4().hex[:8]
 
 
 @pytest.fixture
-def cluster(postgres_server: PostgresServer, postgres_db: str, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def cluster(
+    postgres_server: PostgresServer, postgres_db: str, tmp_path: Path
+) -> Iterator[tuple[Path, str]]:
     postgres_server.execute(
         "CREATE TABLE items (id int PRIMARY KEY, v text);"
         "INSERT INTO items SELECT g, 'x' FROM generate_series(1, 50) g",

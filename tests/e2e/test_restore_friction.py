@@ -73,6 +73,7 @@ coordinator_database = "{coord}"
         yield {"config": config, "env": env, "set_id": set_id, "a": a, "b": b, "coord": coord}
 
 
+
 @pytest.mark.mariadb
 def test_mysql_target_restored_under_new_names_next_to_the_originals(
     maria: dict[str, Any], mariadb_server: MariaDBServer

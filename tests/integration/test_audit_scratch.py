@@ -129,11 +129,9 @@ async def test_postgres_through_a_scratch_restore(
     assert result.returncode == 1 and json.loads(result.stdout)["counts"]["prepared"] == 1, result.stderr
     # without a scratch server the target is named, not silently skipped
     report = audit_set(AuditPlan(storage=storage, manifest=plan.manifest, targets=[target]))
-    assert (
-        report.not_audited
-        == ["ledger: not audited (kind postgres is read from a scratch restore: give --scratch ledger=DSN)"]
-        and not report.clean
-    )
+    assert report.not_audited == [
+        "ledger: not audited (kind postgres is read from a scratch restore: give --scratch ledger=DSN)"
+    ] and not report.clean
     with pytest.raises(UsageError, match="no target 'nope'"):
         audit_set(AuditPlan(storage=storage, manifest=plan.manifest, targets=[target], scratch={"nope": {}}))
 

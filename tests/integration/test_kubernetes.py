@@ -259,9 +259,8 @@ async def test_rbac_403_one_line_nothing_paused(api: FakeKubernetes, pods: Pods,
     release_of(api, pods)
     token = api.token(allowed=False)
     kubeconfig = api.kubeconfig(tmp_path / "kc", token=token)
-    code, out, err = await run_cli(
-        "-v", "pause", "--k8s-release", RELEASE, "--k8s-namespace", NS, "--kubeconfig", str(kubeconfig)
-    )  # fmt: skip (-v: nor in the log)
+    code, out, err = await run_cli("-v", "pause", "--k8s-release", RELEASE, "--k8s-namespace", NS,
+                                   "--kubeconfig", str(kubeconfig))  # fmt: skip (-v: nor in the log)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "403 Forbidden" in err and "get and list on pods and services" in err
     assert api.url in err and token not in err

@@ -116,7 +116,9 @@ def test_backup_success_then_failure_as_a_cronjob_alert_sees_it(
     assert own == [({"command": "verify"}, 0.0)]
     kept = parse_samples(textfile.read_text(), "txbackup_last_run_exit_code")
     assert kept == [({"command": "backup"}, 0.0)]
-    assert gateway.samples("txbackup_last_run_success", job) == [(labels, 1.0), (_labels(job, "verify"), 1.0)]
+    assert gateway.samples("txbackup_last_run_success", job) == [
+        (labels, 1.0), (_labels(job, "verify"), 1.0)
+    ]
 
     # target b's database is gone: preflight fails, exit 1, nothing paused
     (tmp_path / "b.db").unlink()

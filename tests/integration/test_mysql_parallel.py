@@ -72,7 +72,9 @@ def part_names(out: Path, db: str) -> list[str]:
     return sorted(n for n in DirReader(out).names() if n.startswith(f"{db}.parts/"))
 
 
-def test_jobs_2_round_trip_with_split_table(mariadb_server, mariadb_db, tmp_path, monkeypatch, small_parts):
+def test_jobs_2_round_trip_with_split_table(
+    mariadb_server, mariadb_db, tmp_path, monkeypatch, small_parts
+):
     coordinator = unique("coord")
     seed(mariadb_server, mariadb_db, coordinator, rows=500)
     fill_more(mariadb_server, mariadb_db)
@@ -122,7 +124,9 @@ def test_jobs_2_round_trip_with_split_table(mariadb_server, mariadb_db, tmp_path
 
     # by hand, as the README says: schema, the data parts in parallel, then the rest
     hand = mariadb_server.create_database("hand")
-    client = f"mariadb -h 127.0.0.1 -P {mariadb_server.port} -u root --default-character-set=utf8mb4 {hand}"
+    client = (
+        f"mariadb -h 127.0.0.1 -P {mariadb_server.port} -u root --default-character-set=utf8mb4 {hand}"
+    )
     script = (
         f"set -e; cd {out / (mariadb_db + '.parts')}\n"
         f"{client} < 0-schema.sql\n"
@@ -346,7 +350,9 @@ def test_jobs_setting_and_layout_checks(mariadb_server, monkeypatch):
     ]  # fmt: skip
 
 
-async def test_jobs_2_through_the_engine(app, mariadb_server, mariadb_db, tmp_path, monkeypatch, small_parts):
+async def test_jobs_2_through_the_engine(
+    app, mariadb_server, mariadb_db, tmp_path, monkeypatch, small_parts
+):
     """A real backup (pause, capture, unpause, export into storage, manifest) and restore
     (verify, then restore) of a jobs = 2 set."""
     from tests.integration.test_restore_rename import Store, _backup, _plan

@@ -158,7 +158,9 @@ def test_export_is_the_captured_snapshot(mariadb_server, mariadb_db, tmp_path, m
         mariadb_server, [mariadb_db], monkeypatch, coordinator_database=coordinator, batch_bytes=4096
     )
     target.preflight()
-    position = backup(target, tmp_path / "out", lambda: write_more(mariadb_server, mariadb_db, coordinator))
+    position = backup(
+        target, tmp_path / "out", lambda: write_more(mariadb_server, mariadb_db, coordinator)
+    )
     assert position["flavor"] == "mariadb" and position["log_bin"] is True
     assert position["binlog_file"].startswith("binlog.") and position["binlog_position"] > 0
     assert position["gtid_binlog_pos"]
@@ -257,7 +259,9 @@ def test_views_triggers_routines_sequences(mariadb_server, mariadb_db, tmp_path,
     target = make_target(mariadb_server, [mariadb_db], monkeypatch)
     backup(target, tmp_path / "out")
     dest = unique("objects")
-    target.restore(DirReader(tmp_path / "out"), {"database": dest}, force=False)
+    target.restore(
+        DirReader(tmp_path / "out"), {"database": dest}, force=False
+    )
     assert contents(mariadb_server, dest) == expected  # restoring data fired no trigger
     conn = mariadb_server.connect(dest)
     with conn.cursor() as cur:

@@ -40,7 +40,7 @@ CREATE TABLE other.t (k int);
 AWKWARD = [
     ("plain", None, None, None, None, None, None, None, None),
     (
-        'it\'s "quoted" \\ back\\slash\n\ttab',
+        "it's \"quoted\" \\ back\\slash\n\ttab",
         "ünïcødé ✓ 𝄞 日本",
         bytes(range(256)),
         Decimal("123456789012345678901234567890.0123456789"),
@@ -124,7 +124,9 @@ def test_export_is_the_captured_snapshot_with_include(postgres_server, postgres_
     seed(postgres_server, postgres_db)
     expected = contents(postgres_server, postgres_db)
     expected_seq = sequence(postgres_server, postgres_db)
-    target = make_target(postgres_server, [postgres_db], monkeypatch, include=["app", "app2.wanted"])
+    target = make_target(
+        postgres_server, [postgres_db], monkeypatch, include=["app", "app2.wanted"]
+    )
     target.preflight()
     position = backup(target, tmp_path / "out", lambda: write_more(postgres_server, postgres_db))
     snap = position["databases"][postgres_db]
@@ -225,7 +227,9 @@ def test_wrong_password_is_one_line_naming_the_target(postgres_server, postgres_
 def test_unreachable_port(postgres_server, monkeypatch):
     port = free_port()
     monkeypatch.setenv("TXB_PG_PW", "x")
-    target = pg_target.from_config("ledger", {"port": port, "password_env": "TXB_PG_PW", "databases": ["x"]})
+    target = pg_target.from_config(
+        "ledger", {"port": port, "password_env": "TXB_PG_PW", "databases": ["x"]}
+    )
     with pytest.raises(TargetError) as err:
         target.preflight()
     assert str(err.value) == (

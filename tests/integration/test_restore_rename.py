@@ -88,6 +88,7 @@ def maria_case(mariadb_server: MariaDBServer, monkeypatch: pytest.MonkeyPatch) -
     return {"target": build_target(conf, 0), "a": a, "b": b, "coord": coord}
 
 
+
 @pytest.mark.mariadb
 async def test_mysql_databases_renamed_next_to_the_originals(
     app: SampleServer, mariadb_server: MariaDBServer, maria_case: dict[str, Any], tmp_path: Path

@@ -56,7 +56,7 @@ def scalardb_layout(pg: PostgresServer, maria: MariaDBServer, suffix: str) -> tu
             f"INSERT INTO \"{coord}\".state VALUES ('tx-1', 3, 1700000000000)",
             f'CREATE SCHEMA "{meta}"',
             f'CREATE TABLE "{meta}".metadata {METADATA}',
-            f'INSERT INTO "{meta}".metadata VALUES'
+            f"INSERT INTO \"{meta}\".metadata VALUES"
             " ('ordr.orders', 'id', 'INT', 'PARTITION', NULL, false, 1)",
         ):
             conn.execute(statement.encode())

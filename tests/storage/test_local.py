@@ -54,7 +54,9 @@ def fill_disk(monkeypatch: pytest.MonkeyPatch, root: str, limit: int = 0) -> Non
 
 def all_files(root: str) -> list[str]:
     """Every file under ``root``, temporary ones included."""
-    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files
+    )
 
 
 @pytest.fixture
@@ -127,7 +129,9 @@ def test_full_disk_is_a_one_line_storage_error_and_leaves_no_file(storage, monke
     fill_disk(monkeypatch, storage.root, limit=1 << 20)
     with pytest.raises(StorageError) as err:
         save_bytes(storage, "sets/a/t/big.zst", b"x" * (3 << 20))
-    assert str(err.value) == (f"storage {storage.root}: write sets/a/t/big.zst: no space left on device")
+    assert str(err.value) == (
+        f"storage {storage.root}: write sets/a/t/big.zst: no space left on device"
+    )
     assert storage.stat("sets/a/t/big.zst") is None
     assert all_files(storage.root) == []
 

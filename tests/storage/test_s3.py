@@ -461,11 +461,15 @@ def test_permission_denied_on_write_is_one_permanent_line(aws_env: None) -> None
         iam.create_user(UserName="reader")
         policy = {
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}],
+            "Statement": [
+                {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}
+            ],
         }
         iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="reader")["AccessKey"]
-        reader = dataclasses.replace(admin, access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+        reader = dataclasses.replace(
+            admin, access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"]
+        )
         storage = s3(reader, "txb")
         assert list_names(storage, "") == []  # reading is allowed
         with pytest.raises(PermanentStorageError) as denied:

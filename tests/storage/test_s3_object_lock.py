@@ -175,7 +175,9 @@ def test_backup_retains_its_set_and_delete_refuses_it(locked_bucket: S3Bucket, t
     env = locked_bucket.process_env()
     make_db(tmp_path / "a.db", 100)
     with sample_server_process("--lease", "4s") as (_, endpoint):
-        storage_lines = f'path = "{locked_bucket.url("repo")}"\npath_style = true\nobject_lock_days = 3\n'
+        storage_lines = (
+            f'path = "{locked_bucket.url("repo")}"\npath_style = true\nobject_lock_days = 3\n'
+        )
         rest = (
             f'[catalog]\npath = "{tmp_path / "catalog.db"}"\n'
             f'[[targets]]\nname = "a"\nkind = "sqlite"\npath = "{tmp_path / "a.db"}"\n'

@@ -205,7 +205,7 @@ def test_targets_nonsense_is_refused(tmp_path: Path) -> None:
     assert "[[targets]] #1 must be a table" in load_error(tmp_path, "targets = [5]\n")
     assert "a target needs a name" in load_error(tmp_path, "[[targets]]\nkind = 'sqlite'\n")
     message = load_error(tmp_path, "[[targets]]\nname = 'a'\nkind = 'sqlit'\npath = 'a.db'\n")
-    assert "unknown kind 'sqlit' (did you mean \"sqlite\"?" in message
+    assert 'unknown kind \'sqlit\' (did you mean "sqlite"?' in message
     message = load_error(tmp_path, TARGET + TARGET.replace("data/app.db", "b.db"))
     assert "target names must be unique (app twice)" in message
     message = load_error(
@@ -296,7 +296,7 @@ def test_relative_paths_are_relative_to_the_file_wherever_txbackup_runs(
 
 def test_a_dsn_with_a_password_in_the_file_is_refused_without_echoing_it(tmp_path: Path) -> None:
     for dsn in ("postgresql://u:hunter2@h/db", "host=h password = 'hunter2'", "mysql://u@h/d?passwd=hunter2"):
-        message = load_error(tmp_path, f'{TARGET}\n[restore.app]\ndsn = "{dsn}"\n')
+        message = load_error(tmp_path, f"{TARGET}\n[restore.app]\ndsn = \"{dsn}\"\n")
         assert "restore.app.dsn holds a pass" in message and "hunter2" not in message
 
 
@@ -357,10 +357,8 @@ def _flags(**given: object) -> argparse.Namespace:
         ({"endpoints": "h:1", "dns_server": "1.2.3.4:53"}, "--dns-server goes with --srv"),
         ({"endpoints": "h:1", "ca_root_cert_path": "/nope.pem"}, "--ca-root-cert-path /nope.pem: no such"),
         ({"endpoints": "h:1", "tls_cert_path": "c.pem"}, "--tls-cert-path and --tls-key-path go together"),
-        (
-            {"endpoints": "h:1", "tls_cert_path": "c.pem", "tls_key_path": "/nope.key"},
-            "--tls-key-path /nope.key: no such file",
-        ),
+        ({"endpoints": "h:1", "tls_cert_path": "c.pem", "tls_key_path": "/nope.key"},
+         "--tls-key-path /nope.key: no such file"),
         ({"config": "c.toml", "timeout": "5s"}, "--timeout goes with --endpoints/--srv"),
         ({"config": "c.toml", "endpoints": "h:1"}, "give either --config or --endpoints/--srv"),
         ({}, "no applications"),

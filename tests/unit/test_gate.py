@@ -160,7 +160,9 @@ async def test_lease_expiry_unpauses_and_logs(caplog: pytest.LogCaptureFixture) 
     assert 0.25 <= elapsed < 1.5
     assert not gate.paused
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert [r.getMessage() for r in warnings] == ["pause lease of 0.3s expired; unpausing by itself"]
+    assert [r.getMessage() for r in warnings] == [
+        "pause lease of 0.3s expired; unpausing by itself"
+    ]
     held.release()
     await held.task
 

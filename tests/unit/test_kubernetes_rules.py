@@ -44,16 +44,14 @@ def pod_json(name: str = "node-0", **status: Any) -> dict[str, Any]:
 
 def test_cluster_file_kubernetes_table(tmp_path: Path) -> None:
     file = tmp_path / "cluster.toml"
-    file.write_text(
-        textwrap.dedent("""
+    file.write_text(textwrap.dedent("""
         [applications]
         kubernetes = { release = "scalardb", namespace = "prod", kubeconfig = "kc", context = "east" }
         [[targets]]
         name = "app"
         kind = "sqlite"
         path = "app.db"
-    """)
-    )
+    """))
     apps = load_cluster(file).applications
     assert apps.kubernetes == [Release("scalardb", "prod", str(tmp_path / "kc"), "east")]
     assert apps.endpoints == []

@@ -103,7 +103,7 @@ def test_source_failure_kills_the_tool():
 
 
 def test_secrets_go_through_the_environment(tmp_path):
-    assert run(["sh", "-c", 'printf %s "$PGPASSWORD"'], culprit=WHO, env={"PGPASSWORD": "s3"}) == "s3"
+    assert run(["sh", "-c", "printf %s \"$PGPASSWORD\""], culprit=WHO, env={"PGPASSWORD": "s3"}) == "s3"
     run_checked(["sh", "-c", "touch made"], culprit=WHO, cwd=str(tmp_path))
     assert (tmp_path / "made").exists()
     with pytest.raises(TargetError, match=r"did not finish within 0\.2 s"):

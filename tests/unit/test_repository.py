@@ -165,7 +165,9 @@ def test_codec_stops_a_bomb_at_the_recorded_size() -> None:
 def test_codec_refuses_a_wrong_record(wrong: str) -> None:
     storage = MemoryStorage()
     expected = encode(storage, "x", b"hello world" * 1000)
-    fields = expected.__dict__ | {wrong: ("cd" * 32) if "sha" in wrong else getattr(expected, wrong) - 1}
+    fields = expected.__dict__ | {
+        wrong: ("cd" * 32) if "sha" in wrong else getattr(expected, wrong) - 1
+    }
     message = r"artifact x: (checksum mismatch|longer than|decompresses to more)"
     with pytest.raises(IntegrityError, match=message):
         decode(storage, "x", Expected(**fields))
@@ -233,22 +235,12 @@ CONFIG = {
     [
         (json.dumps(CONFIG | {"format_version": 3}), "format version 3 is not supported"),
         (json.dumps(CONFIG | {"format_version": 2}), "field 'encryption' must be an object"),
-        (
-            json.dumps(CONFIG | {"encryption": {"scheme": "age-x25519", "recipient": "age1"}}),
-            "'encryption' in a format version 1 config",
-        ),
-        (
-            json.dumps(
-                CONFIG | {"format_version": 2, "encryption": {"scheme": "rot13", "recipient": "age1"}}
-            ),
-            "scheme 'rot13' is not known",
-        ),
-        (
-            json.dumps(
-                CONFIG | {"format_version": 2, "encryption": {"scheme": "age-x25519", "recipient": "x"}}
-            ),
-            "recipient 'x' is not an age X25519 recipient",
-        ),
+        (json.dumps(CONFIG | {"encryption": {"scheme": "age-x25519", "recipient": "age1"}}),
+         "'encryption' in a format version 1 config"),
+        (json.dumps(CONFIG | {"format_version": 2, "encryption": {"scheme": "rot13", "recipient": "age1"}}),
+         "scheme 'rot13' is not known"),
+        (json.dumps(CONFIG | {"format_version": 2, "encryption": {"scheme": "age-x25519", "recipient": "x"}}),
+         "recipient 'x' is not an age X25519 recipient"),
         (json.dumps(CONFIG | {"format_version": "1"}), "format_version '1' is not an integer"),
         (json.dumps(CONFIG | {"format_version": True}), "is not an integer"),
         (json.dumps(CONFIG | {"key_ids": []}), "unknown field 'key_ids'"),
@@ -425,6 +417,7 @@ def test_the_cassandra_target_sends_the_engine_repository_id(agent_of: Any, tmp_
     with pytest.raises(TxbackupError, match=f"repository {theirs.repository_id}, not {ours.repository_id}"):
         target.preflight()
     assert agent_of.calls == []
+
 
 
 async def test_a_backup_with_an_agent_of_another_repository_pauses_nothing(

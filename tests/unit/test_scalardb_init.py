@@ -272,10 +272,8 @@ def test_multi_storage_errors() -> None:
         read_config(javaprops.parse(base))
     with pytest.raises(UsageError, match="storage 'a' is multi-storage again"):  # as in Java
         read_config(javaprops.parse(base + "scalar.db.multi_storage.storages=a\n"))
-    two = (
-        base
-        + "scalar.db.multi_storage.storages=a,b\n"
-        + "".join(f"scalar.db.multi_storage.storages.{s}.storage=cassandra\n" for s in "ab")
+    two = base + "scalar.db.multi_storage.storages=a,b\n" + "".join(
+        f"scalar.db.multi_storage.storages.{s}.storage=cassandra\n" for s in "ab"
     )
     with pytest.raises(UsageError, match="default_storage must name one of"):
         read_config(javaprops.parse(two))
@@ -299,7 +297,7 @@ def test_hostile_values_stay_strings() -> None:
         f"scalar.db.multi_storage.storages=x{evil}\n"
         f"scalar.db.multi_storage.storages.x{evil}.storage=jdbc\n"
         f"scalar.db.multi_storage.storages.x{evil}.contact_points="
-        'jdbc:mysql://h"\\nevil = 1\\n#:3306/\n'
+        "jdbc:mysql://h\"\\nevil = 1\\n#:3306/\n"
         f"scalar.db.multi_storage.storages.x{evil}.username=u{evil}\n"
         f"scalar.db.multi_storage.namespace_mapping=n{evil}:x{evil}\n"
         f"scalar.db.multi_storage.default_storage=x{evil}\n"
@@ -370,7 +368,7 @@ def test_the_rule_places_the_coordinator_and_the_system_namespace() -> None:
         rule([pg("p")])
     with pytest.raises(UsageError, match=r"coordinator_target 'pgg' is not a target.*did you mean \"pg\""):
         rule([pg("pg")], coordinator_target="pgg")
-    with pytest.raises(UsageError, match='system_namespace = "" leaves out ScalarDB\'s system namespace'):
+    with pytest.raises(UsageError, match="system_namespace = \"\" leaves out ScalarDB's system namespace"):
         rule([pg("p", system_namespace="")], coordinator_target="p")
     with pytest.raises(UsageError, match=r"coordinator_namespace = 'other', but \[scalardb\] places"):
         rule([pg("p", coordinator_namespace="other")], coordinator_target="p")

@@ -230,7 +230,9 @@ class Fleet:
         targets = [e for e in self.endpoints if only is None or e in only]
         results = await asyncio.gather(*(self._client(e).unpause() for e in targets), return_exceptions=True)
         failures = {
-            e: _reason(r, e) for e, r in zip(targets, results, strict=True) if isinstance(r, BaseException)
+            e: _reason(r, e)
+            for e, r in zip(targets, results, strict=True)
+            if isinstance(r, BaseException)
         }
         return {} if quiet else failures
 

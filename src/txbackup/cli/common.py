@@ -73,9 +73,8 @@ def set_id_arg(text: str) -> str:
 def add_storage_args(parser: argparse.ArgumentParser) -> None:
     """The repository named on the command line: --storage and its --storage-option."""
     parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help="the repository: a folder or a URL such as s3://bucket/prefix (instead of --config)",
+        "--storage", metavar="URL", help="the repository: a folder or a URL such as s3://bucket/prefix "
+        "(instead of --config)",
     )
     parser.add_argument(
         "--storage-option", metavar="KEY=VALUE", action="append", default=[],
@@ -132,8 +131,7 @@ def add_key_args(parser: argparse.ArgumentParser) -> None:
     """How to unlock an encrypted repository: a user key (never a secret in argv)."""
     group = parser.add_argument_group("key of an encrypted repository (never given in argv)")
     group.add_argument(
-        "--identity-file",
-        metavar="FILE",
+        "--identity-file", metavar="FILE",
         help="an age identity file (AGE-SECRET-KEY-1...) or ssh private key, chmod 600 "
         f"(default: ${IDENTITY_ENV})",
     )
@@ -190,20 +188,16 @@ def add_k8s_args(parser: argparse.ArgumentParser) -> None:
     """A Helm release on Kubernetes: its pods are the applications
     (``pip install 'txbackup[kubernetes]'``)."""
     parser.add_argument(
-        "--k8s-release",
-        metavar="NAME",
-        action="append",
+        "--k8s-release", metavar="NAME", action="append",
         help="a Helm release of ScalarDB Cluster or ScalarDL: pause its pods (repeatable; replaces the "
         "cluster file's applications)",
     )
     parser.add_argument(
-        "--k8s-namespace",
-        metavar="NAME",
+        "--k8s-namespace", metavar="NAME",
         help="the release's namespace (default: the kubeconfig context's, else the pod's own)",
     )
     parser.add_argument(
-        "--kubeconfig",
-        metavar="FILE",
+        "--kubeconfig", metavar="FILE",
         help="a kubeconfig file (default: in a pod its service account, else $KUBECONFIG or ~/.kube/config)",
     )
     parser.add_argument(

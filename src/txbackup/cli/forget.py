@@ -113,7 +113,6 @@ def _run(args: argparse.Namespace, metrics: Run) -> int:
         with cancel_on_signals(task):
             lock = await acquire(storage, NAME, mode=mode, wait_s=wait, **lock_args(warnings))
             try:
-
                 def work() -> list[retention.Decision]:
                     manifests = list_manifests(storage, keyring=keyring)
                     decisions = retention.apply(policy_items(manifests), policy)

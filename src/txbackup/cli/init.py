@@ -81,17 +81,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("encryption")
     group.add_argument("--encrypt", action="store_true", help="make an encrypted repository (age)")
     group.add_argument(
-        "--recipient",
-        metavar="KEY",
-        action="append",
-        default=[],
+        "--recipient", metavar="KEY", action="append", default=[],
         help="a public key (age1... or ssh-ed25519 ...) that can open the repository; repeatable",
     )
     group.add_argument(
-        "--recipient-file",
-        metavar="FILE",
-        action="append",
-        default=[],
+        "--recipient-file", metavar="FILE", action="append", default=[],
         help="a file of public keys, one a line; repeatable",
     )
     group.add_argument("--passphrase-file", metavar="FILE", help="a passphrase (a file, chmod 600) instead")

@@ -62,20 +62,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_storage_args(parser)
     add_key_args(parser)
     group = parser.add_argument_group("add: the new key")
-    group.add_argument(
-        "--new-recipient",
-        metavar="KEY",
-        action="append",
-        default=[],
-        help="a public key (age1... or ssh-ed25519 ...); repeatable",
-    )
-    group.add_argument(
-        "--new-recipient-file",
-        metavar="FILE",
-        action="append",
-        default=[],
-        help="a file of public keys, one a line; repeatable",
-    )
+    group.add_argument("--new-recipient", metavar="KEY", action="append", default=[],
+                       help="a public key (age1... or ssh-ed25519 ...); repeatable")
+    group.add_argument("--new-recipient-file", metavar="FILE", action="append", default=[],
+                       help="a file of public keys, one a line; repeatable")
     group.add_argument("--new-passphrase-file", metavar="FILE", help="a passphrase (a file, chmod 600)")
     group.add_argument("--new-passphrase-env", metavar="VAR", help="a passphrase (an environment variable)")
     parser.add_argument("--output", metavar="FILE", help="blob-key: the new file to write it to (0600)")

@@ -126,12 +126,7 @@ def _run(args: argparse.Namespace, metrics: Run) -> int:
             try:
                 return await in_thread(
                     lambda: prune(
-                        storage,
-                        lock,
-                        targets,
-                        grace_s=grace,
-                        dry_run=args.dry_run,
-                        say=say(args),
+                        storage, lock, targets, grace_s=grace, dry_run=args.dry_run, say=say(args),
                         keyring=keyring,
                     ),
                     NAME,

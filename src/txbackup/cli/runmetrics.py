@@ -192,14 +192,12 @@ class Run:
             families.append(family)
         if per_target:
             families.append(
-                Family(
-                    "txbackup_backup_bytes", "bytes of the last complete backup set (before compression)"
-                ).add(sum(int(t["bytes"]) for t in per_target.values()))
+                Family("txbackup_backup_bytes", "bytes of the last complete backup set (before compression)")
+                .add(sum(int(t["bytes"]) for t in per_target.values()))
             )
             families.append(
-                Family(
-                    "txbackup_backup_stored_bytes", "bytes the last complete backup set takes in storage"
-                ).add(sum(int(t["stored_bytes"]) for t in per_target.values()))
+                Family("txbackup_backup_stored_bytes", "bytes the last complete backup set takes in storage")
+                .add(sum(int(t["stored_bytes"]) for t in per_target.values()))
             )
         success = Family("txbackup_target_success", "1 if the last run captured and exported the target")
         size = Family("txbackup_target_bytes", "bytes exported from the target in the last run")
@@ -300,3 +298,4 @@ def recorded(command: str, args: argparse.Namespace, inner: Reporter | None = No
     if not run.emitted:
         run.exit_code = run.returned
     run.emit(run.warn)
+

@@ -36,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     found = read_locks(storage)
     now = utc_now()
     if args.json:
-
         def entry(lock: LockInfo, reason: str | None = None) -> dict[str, str]:
             found = {"lock": lock.name, "mode": lock.mode, "owner": lock.describe(now)}
             return found if reason is None else found | {"reason": reason}

@@ -109,11 +109,7 @@ def _run(args: argparse.Namespace, metrics: Run) -> int:
                 problems.append(str(exc))
     progress = None if args.json else _Progress()
     result = verify(
-        storage,
-        manifest,
-        read_data=args.read_data,
-        subset=args.read_data_subset,
-        progress=progress,
+        storage, manifest, read_data=args.read_data, subset=args.read_data_subset, progress=progress,
         keyring=keyring,
     )
     problems += result.problems

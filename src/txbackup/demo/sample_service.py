@@ -34,7 +34,9 @@ async def _work(request: bytes, context: Any) -> bytes:
         if delay_ms < 0:
             raise ValueError
     except ValueError:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected a delay in ms, got {request!r}")
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"expected a delay in ms, got {request!r}"
+        )
     await asyncio.sleep(delay_ms / 1000)
     return f"done {delay_ms}".encode()
 

@@ -407,26 +407,12 @@ class Auditor:
                     continue
                 coord = state_of(tx)
                 if coord is None:
-                    self._committed_orphan(
-                        source,
-                        table,
-                        keys,
-                        row,
-                        tx,
-                        "committed-without-coordinator",
-                        "record COMMITTED but the coordinator has no row for its"
-                        " transaction: the coordinator was copied before it committed",
-                    )
+                    self._committed_orphan(source, table, keys, row, tx, "committed-without-coordinator",
+                                           "record COMMITTED but the coordinator has no row for its"
+                                           " transaction: the coordinator was copied before it committed")
                 elif coord[1] == ABORTED:
-                    self._committed_orphan(
-                        source,
-                        table,
-                        keys,
-                        row,
-                        tx,
-                        "committed-but-aborted",
-                        "record COMMITTED but the coordinator says ABORTED",
-                    )
+                    self._committed_orphan(source, table, keys, row, tx, "committed-but-aborted",
+                                           "record COMMITTED but the coordinator says ABORTED")
                 continue
             if state != PREPARED and state != DELETED:
                 self._add(source, table, keys, row, tx, state, "bad-state", ERROR, True,

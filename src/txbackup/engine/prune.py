@@ -357,11 +357,7 @@ def referenced_blobs(
             if not target.position:
                 continue  # references live in the position (a store and its nodes' lists)
             reader = SetReader(
-                storage,
-                manifest.set_id,
-                target.name,
-                target.artifacts,
-                position=target.position,
+                storage, manifest.set_id, target.name, target.artifacts, position=target.position,
                 keyring=keyring,
             )
             label = f"set {manifest.set_id}: target {shown(target.name, 80)}"

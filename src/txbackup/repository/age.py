@@ -336,7 +336,9 @@ class Decryptor:
         if len(mac) != 32:
             raise AgeError("header: malformed MAC")
         if file_key is None:
-            raise NoIdentityMatch("not encrypted to this key" if x25519 else "not encrypted to an X25519 key")
+            raise NoIdentityMatch(
+                "not encrypted to this key" if x25519 else "not encrypted to an X25519 key"
+            )
         signed = bytes(header[: len(header) - len(line) - 1]) + b"---"
         if not hmac.compare_digest(hmac.digest(_hkdf(file_key, b"", b"header"), signed, "sha256"), mac):
             raise AgeError("header MAC mismatch (tampered)")

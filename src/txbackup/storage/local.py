@@ -334,10 +334,7 @@ class LocalWriter(WriterBase):
                 except OSError as exc:
                     if exc.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
                         raise storage_error(
-                            PermanentStorageError,
-                            self.where,
-                            "create",
-                            self.name,
+                            PermanentStorageError, self.where, "create", self.name,
                             f"no hard links here, needed for an atomic create ({exc.strerror})",
                         ) from exc
                     raise

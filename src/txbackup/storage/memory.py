@@ -103,7 +103,9 @@ class FaultInjector:
         caller carries out (``short_read``, ``transient_after``)."""
         with self._lock:
             self.calls[operation] += 1
-            fault = next((f for f in self.faults if f.matches(operation, self.calls[operation], name)), None)
+            fault = next(
+                (f for f in self.faults if f.matches(operation, self.calls[operation], name)), None
+            )
             if fault is None:
                 return None
             fault.fired += 1

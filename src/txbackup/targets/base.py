@@ -174,7 +174,6 @@ def owned_outside(kind: str, position: Mapping[str, Any]) -> list[str]:
         return []
     return sorted(str(v) for v in value.values())
 
-
 RENAME = "rename."
 """A restore destination key ``rename.OLD`` = ``NEW``: database OLD of the set is restored
 as NEW (``--rename-db``, ``[restore.NAME] rename``), for the targets that have databases."""

@@ -685,7 +685,8 @@ class MysqlCapture:
 
     def _too_large(self, db: str, name: str) -> TargetError:
         return self.target.error(
-            f"table {db}.{name}: a row is larger than the server's max_allowed_packet once written as SQL"
+            f"table {db}.{name}: a row is larger than the server's max_allowed_packet "
+            "once written as SQL"
         )
 
     def _by_key(
@@ -819,7 +820,9 @@ class MysqlCapture:
                 )
             sql_mode = str(row[1])
             if not _SQL_MODE.fullmatch(sql_mode):
-                raise self.target.error(f"{kind.lower()} {db}.{name}: unexpected sql_mode {sql_mode!r}")
+                raise self.target.error(
+                    f"{kind.lower()} {db}.{name}: unexpected sql_mode {sql_mode!r}"
+                )
             write(
                 f"\n{comment(f'-- {kind.lower()} {ident(name)}')}\nDROP {kind} IF EXISTS {ident(name)};\n"
                 f"SET SESSION SQL_MODE='{sql_mode}';\nDELIMITER ;;\n{_strip_definer(str(body))} ;;\n"
@@ -953,7 +956,8 @@ class MysqlTarget:
                 names = self.all_databases()
                 marks = ",".join(["%s"] * len(names))
                 cur.execute(
-                    f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({marks})",
+                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
+                    f" WHERE SCHEMA_NAME IN ({marks})",
                     names,
                 )
                 found = {str(r[0]) for r in cur.fetchall()}
@@ -984,7 +988,9 @@ class MysqlTarget:
                         cur.execute(probe)
                         cur.fetchall()
                     except pymysql.MySQLError as exc:
-                        raise self.error(f"cannot read {t.database}.{t.name}: {_message(exc)}") from None
+                        raise self.error(
+                            f"cannot read {t.database}.{t.name}: {_message(exc)}"
+                        ) from None
             self._set_session(conn)
             if self.jobs > 1:
                 # the proof needs InnoDB's transaction counter (see MysqlCapture._prove)
@@ -1190,7 +1196,9 @@ class MysqlTarget:
         todo = [db for db in sources if not src.journal.is_done(f"database/{db}")]
         if not todo:
             return
-        client = find_tool("mariadb", alternatives=("mysql",), culprit=self.label, bin_dir=self.bin_dir)
+        client = find_tool(
+            "mariadb", alternatives=("mysql",), culprit=self.label, bin_dir=self.bin_dir
+        )
         sandbox = has_sandbox(client, culprit=self.label)
         conn = self.connect(server)
         server_info = str(conn.get_server_info())

@@ -336,7 +336,9 @@ class PostgresCapture:
             ]  # fmt: skip
             if target.jobs == 1:
                 with out.open(f"{db}.dump") as stream:
-                    run_to_stream([*argv, "-Fc"], stream, culprit=target.label, env=target.server.env())
+                    run_to_stream(
+                        [*argv, "-Fc"], stream, culprit=target.label, env=target.server.env()
+                    )
                 continue
             with private_dir("pg-") as tmp:
                 folder = os.path.join(tmp, db)
@@ -483,7 +485,9 @@ class PostgresTarget:
             ):
                 raise self.error(f'database "{db}": include matches no schema of this database')
         self._scalardb_found = found_scalardb
-        wanted_names = (self.include.schemas - scalardb) | {f"{s}.{t}" for s, t in self.include.tables}
+        wanted_names = (self.include.schemas - scalardb) | {
+            f"{s}.{t}" for s, t in self.include.tables
+        }
         missing = sorted(wanted_names - seen)
         if missing:
             raise self.error(f"include names {missing[0]}, found in none of the databases")
@@ -595,7 +599,9 @@ class PostgresTarget:
         try:
             existing = {
                 str(r[0])
-                for r in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (databases,))
+                for r in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname = ANY(%s)", (databases,)
+                )
             }
         except psycopg.Error as exc:
             raise self.error(f"{server.address()}: {_message(exc)}") from None
@@ -685,7 +691,8 @@ class PostgresTarget:
                         )
                     except psycopg.Error as exc:
                         raise self.error(
-                            f'cannot create database "{rename[db]}" on {server.address()}: {_message(exc)}'
+                            f'cannot create database "{rename[db]}" on {server.address()}: '
+                            f"{_message(exc)}"
                         ) from None
         pg_restore = self.tool("pg_restore")
         for db in sources:
