@@ -52,6 +52,8 @@ from txbackup.targets.layouts import mysql_artifact
 from txbackup.targets.mysql.script import ScriptGuard, version_id
 from txbackup.targets.mysql.target import (
     _FOOTER,
+    INTEGERS,
+    Column,
     MysqlCapture,
     MysqlTarget,
     _message,
@@ -67,7 +69,6 @@ POST = "2-triggers-routines.sql"
 PART_MIN_BYTES = 8 << 20
 """A table is split in ranges only when it is bigger than this (and than its share)."""
 MAX_RANGES = 256
-_INTEGERS = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
 
 
 def data_name(number: int) -> str:
@@ -186,11 +187,11 @@ def _plan(capture: MysqlCapture, jobs: int) -> _Plan:
             cols = columns.get(table, [])
             if not cols:
                 continue
-            key, key_type = keys.get(table, (None, ""))
+            key = keys.get(table)
             size = sizes.get(table, 0)
             ranges: list[tuple[Any, Any]] = [(None, None)]
-            if key is not None and key_type in _INTEGERS and size > share:
-                ranges = _ranges(capture, db, table, key, min(MAX_RANGES, -(-size // share)))
+            if key is not None and key[1] in INTEGERS and size > share:
+                ranges = _ranges(capture, db, table, key[0], min(MAX_RANGES, -(-size // share)))
             for low, high in ranges:
                 span = "" if (low, high) == (None, None) else f", key range ({low}, {high}]"
                 produce = partial(_data, db, table, cols, key, low, high, span)
@@ -238,8 +239,8 @@ def _post(db: str, session: MysqlCapture, write: Callable[[bytes], object]) -> N
 def _data(
     db: str,
     table: str,
-    columns: list[tuple[str, str]],
-    key: str | None,
+    columns: list[Column],
+    key: tuple[str, str] | None,
     low: Any,
     high: Any,
     span: str,

@@ -72,16 +72,20 @@ after the pause: not the captured point). For each database it writes
 - per table ``DROP TABLE IF EXISTS`` + ``SHOW CREATE TABLE``, then its rows as
   multi-row ``INSERT``s of about ``batch_bytes`` each, naming their columns
   (generated columns are left out: the server recomputes them). The server
-  itself renders each row as SQL literals (``QUOTE()`` for text; ``X'..'`` for
-  binary and spatial columns; numbers and dates as they are), so values
-  round-trip exactly and Python never parses a value: it only escapes the raw
-  newlines of a whole chunk (they can only be inside text literals) so that a
-  value never spans lines. A table with a single-column primary key of a
-  plain type is walked by key in ranges (the range's last key first, ``WHERE
-  k > last ORDER BY k LIMIT 1 OFFSET n-1``, then the rows of ``last < k <=
-  that``, all in the snapshot) and the server joins each range into one
-  ``INSERT`` body (GROUP_CONCAT), so Python handles one string per statement;
-  other tables are streamed row by row (unbuffered cursor);
+  itself renders each row as SQL literals, one flat ``CONCAT`` per row
+  (``row_expression``: ``QUOTE()`` for text, converted to utf8mb4 unless it is
+  already; ``X'..'`` for binary and spatial columns; numbers and dates as they
+  are; ``IFNULL`` only on nullable columns), so values round-trip exactly and
+  Python never parses a value: it only escapes the raw newlines of a whole
+  chunk (they can only be inside text literals) so that a value never spans
+  lines. A table with a single-column primary key of a plain type is read in
+  key ranges, in the snapshot, and the server joins each range into one
+  ``INSERT`` body (GROUP_CONCAT), so Python handles one string per statement
+  (``_by_key``): an integer key's ranges are computed from its MIN and MAX and
+  the bytes per key value of the range before (one query per chunk); other
+  keys are walked (the range's last key first, ``WHERE k > last ORDER BY k
+  LIMIT 1 OFFSET n-1``, then the rows of ``last < k <= that``). Other tables
+  are streamed row by row (unbuffered cursor);
 - sequences (MariaDB) with their next value, views (definers dropped, in
   dependency order), then triggers and routines (definers dropped) after the
   data, so restoring rows fires no trigger.
@@ -151,7 +155,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import pymysql
@@ -213,12 +217,16 @@ _BINARY = {
     "multipolygon", "geometrycollection", "vector",
 }  # fmt: skip
 _TEMPORAL = {"date", "datetime", "timestamp", "time"}
+INTEGERS = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
+"""Integer primary-key types: their chunks are key ranges computed by ``_by_key``."""
 # primary-key types walked in chunks (exact, totally ordered, round-trip through the driver)
 _KEYSET = {
     "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric",
     "char", "varchar", "binary", "varbinary", "date", "datetime",
 }  # fmt: skip
 _MAX_CHUNK_ROWS = 100_000
+CONCAT_MIN = 16 << 20
+"""The least room the server is given to join one chunk (``group_concat_max_len``)."""
 _FOOTER = b"SET FOREIGN_KEY_CHECKS=1;\nSET UNIQUE_CHECKS=1;\n-- txbackup dump complete\n"
 # the server's own databases: never a rename's destination
 _SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
@@ -280,20 +288,55 @@ def _lines(rows: bytes) -> bytes:
     return rows.replace(b"\n", b"\\n").replace(b"\r", b"\\r").replace(b"\0", b",\n")
 
 
-def column_expression(name: str, data_type: str) -> str:
-    """SQL rendering one column of a row as an SQL literal (never NULL itself)."""
-    col = ident(name)
-    kind = data_type.lower()
-    if kind in _NUMERIC:
-        return f"IFNULL({col},'NULL')"
-    if kind == "bit":
-        return f"IFNULL(CAST({col} AS UNSIGNED),'NULL')"
+class Column(NamedTuple):
+    """One insertable column of a table, as ``information_schema.COLUMNS`` describes it."""
+
+    name: str
+    data_type: str
+    nullable: bool = True
+    charset: str | None = None  # CHARACTER_SET_NAME (text columns)
+
+
+def column_pieces(column: Column) -> list[str]:
+    """SQL arguments of the row's ``CONCAT`` (``row_expression``) rendering one column
+    as an SQL literal.
+
+    A NOT NULL column needs no ``IFNULL``, and its quotes are arguments of the
+    row's one ``CONCAT``. Text is quoted in utf8mb4 (a column in another
+    character set is converted first; one in utf8mb4 needs no conversion), in
+    one collation for all (``utf8mb4_bin``, explicit): columns of different
+    collations never make the server refuse the row's ``CONCAT``.
+    """
+    col = ident(column.name)
+    kind = column.data_type.lower()
+    if kind in _NUMERIC or kind == "bit":
+        value = f"CAST({col} AS UNSIGNED)" if kind == "bit" else col
+        return [f"IFNULL({value},'NULL')" if column.nullable else value]
     if kind in _BINARY:
-        return f"IFNULL(CONCAT('X''',HEX({col}),''''),'NULL')"
+        if column.nullable:
+            return [f"IFNULL(CONCAT('X''',HEX({col}),''''),'NULL')"]
+        return ["'X'''", f"HEX({col})", "''''"]
     if kind in _TEMPORAL:  # digits and punctuation only: no escaping needed
-        return f"IFNULL(CONCAT('''',{col},''''),'NULL')"
-    # QUOTE escapes NUL, ' and \; its newlines are escaped afterwards (see _lines)
-    return f"QUOTE(CONVERT({col} USING utf8mb4))"
+        if column.nullable:
+            return [f"IFNULL(CONCAT('''',{col},''''),'NULL')"]
+        return ["''''", col, "''''"]
+    # QUOTE escapes NUL, ' and \ (and gives NULL for NULL); the newlines it leaves are
+    # escaped afterwards (see _lines)
+    text = col if (column.charset or "").lower() == "utf8mb4" else f"CONVERT({col} USING utf8mb4)"
+    return [f"QUOTE({text}) COLLATE utf8mb4_bin"]
+
+
+def row_expression(columns: list[Column]) -> str:
+    """SQL rendering a whole row as ``(v1,v2,...)`` (never NULL itself): one flat
+    ``CONCAT`` of ``column_pieces``. Measured on 2 cores: about a tenth less server
+    time than a ``CONCAT_WS`` of per-column ``IFNULL``/``CONVERT`` expressions."""
+    pieces = ["'('"]
+    for i, column in enumerate(columns):
+        if i:
+            pieces.append("','")
+        pieces.extend(column_pieces(column))
+    pieces.append("')'")
+    return f"CONCAT({','.join(pieces)})"
 
 
 @dataclass
@@ -345,7 +388,7 @@ class MysqlCapture:
         self.tables: list[Table] = []
         self.schemas: dict[str, tuple[str, str]] = {}  # db -> (charset, collation)
         self._position: dict[str, Any] = {}
-        self._concat_limit = 16 << 20
+        self._concat_limit = CONCAT_MIN
         # jobs > 1: the other sessions holding the same snapshot, and what each one reported
         self.others: list[Any] = []
         self._reports: list[tuple[str, dict[str, str]]] = []
@@ -552,7 +595,7 @@ class MysqlCapture:
         if self.conn is None:
             raise self.target.error("export after release")
         # room for one chunk of rows joined by the server (see _by_key), and no more
-        self._concat_limit = max(4 * self.target.batch_bytes, 16 << 20)
+        self._concat_limit = max(4 * self.target.batch_bytes, CONCAT_MIN)
         if self.target.jobs > 1:
             from txbackup.targets.mysql.parts import export_parts  # it builds on this module
 
@@ -583,8 +626,7 @@ class MysqlCapture:
         for table in tables:
             if table.kind in ("BASE TABLE", "SYSTEM VERSIONED"):
                 write(self._table_ddl(db, table.name))
-                key = keys.get(table.name, (None, ""))[0]
-                self._dump_rows(db, table.name, columns.get(table.name, []), key, write)
+                self._dump_rows(db, table.name, columns.get(table.name, []), keys.get(table.name), write)
         self._dump_schema_rest(db, tables, write)
         self._dump_triggers_and_routines(db, write)
         write(_FOOTER)
@@ -619,23 +661,28 @@ class MysqlCapture:
         ]
         return "\n".join(header).encode()
 
-    def _catalog(
-        self, db: str
-    ) -> tuple[list[Table], dict[str, list[tuple[str, str]]], dict[str, tuple[str, str]]]:
-        """(the database's tables, table -> its insertable (column, type)s, table -> the
+    def _catalog(self, db: str) -> tuple[list[Table], dict[str, list[Column]], dict[str, tuple[str, str]]]:
+        """(the database's tables, table -> its insertable columns, table -> the
         single-column primary key its rows are walked by and its type, for the tables that
         have one), read in the snapshot."""
         tables = [t for t in self.tables if t.database == db]
-        columns: dict[str, list[tuple[str, str]]] = {}  # insertable ones
+        columns: dict[str, list[Column]] = {}  # insertable ones
         types: dict[tuple[str, str], str] = {}
-        for table, column, data_type, extra in self._query(
-            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS"
-            " WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION",
+        for table, column, data_type, extra, nullable, charset in self._query(
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, EXTRA, IS_NULLABLE, CHARACTER_SET_NAME"
+            " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION",
             (db,),
         ):
             types[(str(table), str(column))] = str(data_type).lower()
             if not _GENERATED.search(str(extra or "")):
-                columns.setdefault(str(table), []).append((str(column), str(data_type)))
+                columns.setdefault(str(table), []).append(
+                    Column(
+                        str(column),
+                        str(data_type),
+                        nullable=str(nullable).upper() != "NO",  # anything unexpected: IFNULL
+                        charset=None if charset is None else str(charset),
+                    )
+                )
         primary: dict[str, list[str]] = {}
         for table, column in self._query(
             "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
@@ -666,18 +713,18 @@ class MysqlCapture:
         self,
         db: str,
         name: str,
-        columns: list[tuple[str, str]],
-        key: str | None,
+        columns: list[Column],
+        key: tuple[str, str] | None,
         write: Any,
         low: Any = None,
         high: Any = None,
     ) -> None:
-        """The table's rows as multi-row INSERTs; with ``key``, only those of ``low < key <=
-        high`` (None: no bound)."""
+        """The table's rows as multi-row INSERTs; with ``key`` (name, type), only those of
+        ``low < key <= high`` (None: no bound)."""
         if not columns:
             return
-        row = f"CONCAT('(',CONCAT_WS(',',{','.join(column_expression(c, t) for c, t in columns)}),')')"
-        head = f"INSERT INTO {ident(name)} ({','.join(ident(c) for c, _ in columns)}) VALUES\n"
+        row = row_expression(columns)
+        head = f"INSERT INTO {ident(name)} ({','.join(ident(c.name) for c in columns)}) VALUES\n"
         chunks = self._by_key(db, name, row, key, low, high) if key else self._streamed(db, name, row)
         prefix = head.encode()
         for chunk in chunks:
@@ -685,57 +732,91 @@ class MysqlCapture:
 
     def _too_large(self, db: str, name: str) -> TargetError:
         return self.target.error(
-            f"table {db}.{name}: a row is larger than the server's max_allowed_packet "
-            "once written as SQL"
+            f"table {db}.{name}: a row is larger than the server's max_allowed_packet once written as SQL"
         )
 
     def _by_key(
-        self, db: str, name: str, row: str, key: str, low: Any = None, high: Any = None
+        self, db: str, name: str, row: str, key: tuple[str, str], low: Any = None, high: Any = None
     ) -> Iterator[bytes]:
-        """The rows as chunks of about ``batch_bytes``, two short queries per chunk.
+        """The rows of ``low < key <= high`` as chunks of about ``batch_bytes``.
 
-        Walks the single-column primary key within the snapshot: the chunk's
-        last key first (``WHERE key > last ORDER BY key LIMIT 1 OFFSET n-1``,
-        an index walk), then the server renders and joins the rows of ``last <
-        key <= that`` with GROUP_CONCAT, so Python sees one value per INSERT,
-        not per row. (One query with ``ORDER BY key LIMIT n`` in a derived
-        table makes the server materialize the rendered rows first: about 1.5x
-        slower.) The chunk size adapts to the rows' size.
+        Each chunk is a range of the single-column primary ``key`` (name, type),
+        read in the snapshot: the server renders and joins its rows with
+        GROUP_CONCAT, so Python sees one value per INSERT, not per row.
+
+        An integer key's chunk ends are computed: from the key's MIN and MAX in
+        the range, each chunk spans as many key values as the previous chunk's
+        bytes per key value fit in ``batch_bytes`` (at most 8 times its span; an
+        empty span is followed by one 8 times wider), one query per chunk. A
+        chunk cut at the server's limit (rows far denser than the previous chunk
+        said: a gap in the keys, then dense ones) sends the rest of the range to
+        the walk below, so a wrong guess costs one wasted chunk, not a scan per
+        chunk.
+
+        Other keys are walked: the chunk's last key first (``WHERE key > last
+        ORDER BY key LIMIT 1 OFFSET n-1``, which reads the rows a second time:
+        about a sixth of the server's time on an integer key), then the rows of
+        ``last < key <= that``. (One query with ``ORDER BY key LIMIT n`` in a
+        derived table makes the server materialize the rendered rows first:
+        about 1.5x slower.) The chunk size adapts to the rows' size.
         """
-        table, k, escape = f"{ident(db)}.{ident(name)}", ident(key), self.conn.escape
+        table, k, escape = f"{ident(db)}.{ident(name)}", ident(key[0]), self.conn.escape
         target = self.target.batch_bytes
-        rows, last = 64, low  # a first small chunk tells the rows' size
-        end = "" if high is None else f"{k} <= {escape(high)}"  # the range's own end
+        # the next chunk's lower bound and the range's own end; no driver-side parameters:
+        # names may contain % signs
+        start = "" if low is None else f"{k} > {escape(low)}"
+        end = "" if high is None else f"{k} <= {escape(high)}"
+        rows = span = 64  # a first small chunk tells the rows' size
         with self.conn.cursor() as cur:
+            floor: int | None = None  # integer key: the next chunk's first key value
+            stop = 0  # and the range's last one
+            if key[1] in INTEGERS:
+                cur.execute(f"SELECT MIN({k}), MAX({k}) FROM {table}{_where(start, end)}")
+                first, last = cur.fetchone()
+                if first is None:
+                    return
+                floor, stop = int(first), int(last)
             while True:
-                # no driver-side parameters: names may contain % signs
-                after = "" if last is None else f"{k} > {escape(last)}"
-                walk = " AND ".join(b for b in (after, end) if b)
-                cur.execute(
-                    f"SELECT {k} FROM {table}{' WHERE ' if walk else ''}{walk}"
-                    f" ORDER BY {k} LIMIT 1 OFFSET {rows - 1}"
-                )
-                found = cur.fetchone()
-                upper = None if found is None else found[0]  # None: the rest of the range
-                bounds = [b for b in (after, end if upper is None else f"{k} <= {escape(upper)}") if b]
+                if floor is not None:
+                    upper: Any = min(floor + span - 1, stop)
+                    bounds = [f"{k} >= {floor}", f"{k} <= {upper}"]
+                else:
+                    cur.execute(
+                        f"SELECT {k} FROM {table}{_where(start, end)} ORDER BY {k} LIMIT 1 OFFSET {rows - 1}"
+                    )
+                    found = cur.fetchone()
+                    upper = None if found is None else found[0]  # None: the rest of the range
+                    bounds = [start, end if upper is None else f"{k} <= {escape(upper)}"]
                 cur.execute(
                     f"SELECT CAST(GROUP_CONCAT({row} SEPARATOR '\\0') AS BINARY), COUNT(*)"
-                    f" FROM {table}{' WHERE ' if bounds else ''}{' AND '.join(bounds)}"
+                    f" FROM {table}{_where(*bounds)}"
                 )
                 chunk, count = cur.fetchone()
+                if count and (chunk is None or (cur.warning_count and len(chunk) >= self._concat_limit - 4)):
+                    # over max_allowed_packet (NULL) or cut at group_concat_max_len (a warning)
+                    if floor is not None and upper > floor:
+                        start, floor = f"{k} >= {floor}", None  # the rest by the walk
+                        continue
+                    if floor is not None or rows == 1:
+                        raise self._too_large(db, name)
+                    rows = max(1, rows // 8)  # take fewer rows
+                    continue
+                if floor is not None:
+                    if count:
+                        yield _lines(chunk)
+                    if upper >= stop:
+                        return
+                    width = upper - floor + 1
+                    fit = width * target // len(chunk) if count else span * 8
+                    span = max(1, min(width * 8, fit))
+                    floor = upper + 1
+                    continue
                 if not count:
                     return
-                if chunk is None or (cur.warning_count and len(chunk) >= self._concat_limit - 4):
-                    # over max_allowed_packet (NULL) or cut at group_concat_max_len (a warning):
-                    # take fewer rows
-                    if rows == 1:
-                        raise self._too_large(db, name)
-                    rows = max(1, rows // 8)
-                    continue
                 yield _lines(chunk)
                 if upper is None:
                     return
-                last = upper
+                start = f"{k} > {escape(upper)}"
                 fit = rows * target // max(len(chunk), 1)
                 rows = max(1, min(_MAX_CHUNK_ROWS, rows * 8, fit))
 
@@ -1238,6 +1319,12 @@ class MysqlTarget:
                 # storage could hand over other bytes than a first reading saw)
                 run_from_stream(argv, guard().checked(iter_chunks(stream)), culprit=self.label, env=env)
             src.journal.mark_done(f"database/{db}", {"database": rename[db]})
+
+
+def _where(*conditions: str) -> str:
+    """`` WHERE a AND b`` of the non-empty ``conditions`` ("" if none)."""
+    found = [c for c in conditions if c]
+    return f" WHERE {' AND '.join(found)}" if found else ""
 
 
 def _recorded(record: Recorded) -> set[str]:
