@@ -145,6 +145,21 @@ def test_codec_round_trip_compresses_and_verifies() -> None:
     assert decode(storage, "x", expected) == data
 
 
+def test_a_blob_upload_counts_its_stored_bytes_without_hashing_them(tmp_path: Path) -> None:
+    chunks: list[bytes] = []
+    encoder = Encoder(chunks.append, stored_sha=False)
+    encoder.write(b"sstable" * 10_000)
+    done = encoder.finish()
+    assert done.stored_sha256 == "" and done.stored_size == len(b"".join(chunks))
+    assert done.sha256 == hashlib.sha256(b"sstable" * 10_000).hexdigest()
+    storage = LocalStorage(str(tmp_path / "repo"))
+    source = tmp_path / "nb-1-big-Data.db"
+    source.write_bytes(os.urandom(300_000))
+    stored = blobs.put_file(storage, "cassandra/c1/sstables", str(source))
+    ref = blobs.BlobRef("cassandra/c1/sstables", stored.sha256, stored.size, stored.stored_size, "f")
+    blobs.verify_blob(storage, ref)  # its data's digest and both sizes
+
+
 def test_codec_stops_a_bomb_at_the_recorded_size() -> None:
     storage = MemoryStorage()
     bomb = zstandard.ZstdCompressor(level=1).compress(bytes(64 << 20))

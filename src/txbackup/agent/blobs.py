@@ -118,7 +118,9 @@ def put_file(
     if existing is not None:
         return Stored(sha, size, existing.size, False, blob, hashed=known is None)
     with open(path, "rb") as src, storage.open_write(name) as writer:
-        encoder = Encoder(writer.write, None if sealing is None else sealing.recipient)
+        # a blob is recorded by its data's digest and its stored size (BlobRef): hashing
+        # the stored bytes too would cost a third pass over them for nothing
+        encoder = Encoder(writer.write, None if sealing is None else sealing.recipient, stored_sha=False)
         while chunk := src.read(CHUNK):
             encoder.write(chunk)
         done = encoder.finish()

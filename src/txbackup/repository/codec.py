@@ -104,10 +104,14 @@ class Encoder:
     """Plain bytes in (``write``, or the buffered ``stream``), stored bytes out to
     ``sink`` (a storage writer's ``write``); ``finish`` ends the zstd frame (and the
     age stream, given a ``recipient``: a raw X25519 public key) and returns the
-    digests. Not thread-safe: one writer feeds it."""
+    digests. ``stored_sha=False``: the stored bytes are counted, not hashed (their
+    ``stored_sha256`` is ""), for objects whose record keeps no stored digest (blobs).
+    Not thread-safe: one writer feeds it."""
 
-    def __init__(self, sink: Callable[[bytes], object], recipient: bytes | None = None) -> None:
-        self._plain, self._stored = Digest(), Digest()
+    def __init__(
+        self, sink: Callable[[bytes], object], recipient: bytes | None = None, *, stored_sha: bool = True
+    ) -> None:
+        self._plain, self._stored = Digest(), Digest(sha=stored_sha)
         stored = _Tap(sink, self._stored)
         self._cipher = None if recipient is None else Encryptor(recipient, stored.write)
         compressed = stored if self._cipher is None else _Tap(self._cipher.write, None)
