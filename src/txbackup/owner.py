@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from txbackup.safepaths import printable
+
 PID_MAX = 2**22
 """Linux never hands out larger pids (``kernel.pid_max`` is at most 2^22)."""
 
@@ -137,9 +139,4 @@ class Owner:
         return process_gone(self.pid, self.started)
 
     def describe(self) -> str:
-        return f"pid {self.pid} of {_printable(self.user)} on {_printable(self.host)}"
-
-
-def _printable(text: str) -> str:
-    """``text`` for a one-line message: control characters shown escaped."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+        return f"pid {self.pid} of {printable(self.user)} on {printable(self.host)}"

@@ -29,6 +29,11 @@ MAX_SEGMENT = 230
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def printable(text: str) -> str:
+    """``text`` for a one-line message: control characters (newlines too) shown escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def shown(value: object, limit: int = 120) -> str:
     """``repr(value)`` cut to ``limit`` characters: a hostile name stays one short line."""
     text = repr(value)

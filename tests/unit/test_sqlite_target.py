@@ -225,3 +225,28 @@ def test_a_restore_checks_again_only_files_the_backup_did_not_check(tmp_path, mo
     older = {"files": {"app.sqlite": {"path": str(db)}}}
     t.restore(DirReader(tmp_path / "out", position=older), {"path": str(tmp_path / "b.db")}, False)
     assert len(checked) == 1 and rows(tmp_path / "b.db") == rows(db)
+
+
+def test_a_verdict_naming_a_hostile_column_stays_one_printable_line(tmp_path):
+    """quick_check's messages name the file's own columns: an artifact's names are untrusted."""
+    db = tmp_path / "app.db"
+    make_db(db, 5).close()
+    t = target(db)
+    backup(t, tmp_path / "out")
+    bad = tmp_path / "out" / "app.sqlite"
+    bad.unlink()
+    name = "v\x1b[31m\nred"
+    conn = sqlite3.connect(bad, isolation_level=None)
+    conn.execute(f'CREATE TABLE t (id INTEGER PRIMARY KEY, "{name}" TEXT)')
+    conn.execute("INSERT INTO t VALUES (1, NULL)")
+    conn.execute("PRAGMA writable_schema = ON")  # NOT NULL declared after the NULL was written
+    conn.execute(
+        "UPDATE sqlite_master SET sql = ? WHERE name = 't'",
+        (f'CREATE TABLE t (id INTEGER PRIMARY KEY, "{name}" TEXT NOT NULL)',),
+    )
+    conn.close()
+    with pytest.raises(TargetError, match=r"not a sound SQLite database: NULL value in t\.v") as err:
+        t.restore(DirReader(tmp_path / "out"), {"path": str(tmp_path / "r.db")}, force=False)
+    message = str(err.value)
+    assert message.isprintable() and "\\x1b[31m" in message
+    assert not (tmp_path / "r.db").exists()

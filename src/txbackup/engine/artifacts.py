@@ -221,7 +221,9 @@ class SetReader(RestoreContext):
     def open(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         record = self._records.get(name)
         if record is None:
-            raise StorageError(f"set {self._set_id}: target {self._target} has no artifact {name!r}")
+            raise StorageError(
+                f"set {self._set_id}: target {self._target} has no artifact {name!r}"
+            )
         # what a restore reads: one SHA-256 (the one over fewer bytes) and both sizes are
         # checked; verify --read-data checks both digests
         return open_artifact(self._storage, record, keyring=self._keyring, cheapest=True)

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from txbackup.errors import TargetError, UsageError
-from txbackup.safepaths import copy_mode, make_private_dirs, shown
+from txbackup.safepaths import copy_mode, make_private_dirs, printable, shown
 from txbackup.scratch import private_dir
 from txbackup.settings import COMMON_KEYS, Setting, Table
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, refuse_unknown_destination
@@ -149,7 +149,9 @@ class SqliteTarget:
             raise self.error(f"{path}: no such file")
         uri = Path(path).absolute().as_uri() + "?mode=rw"
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA schema_version").fetchone()
         except sqlite3.Error as exc:
             raise self.error(f"{path}: cannot open: {exc}") from None
@@ -250,7 +252,9 @@ class SqliteTarget:
         for name in todo:
             path = targets[name]
             if not force and _non_empty(path):
-                raise self.error(f"destination {path} exists and is not empty; use --force to overwrite it")
+                raise self.error(
+                    f"destination {path} exists and is not empty; use --force to overwrite it"
+                )
         for name in todo:
             self._restore_one(src, name, targets[name])
             src.journal.mark_done(f"file/{name}", {"path": targets[name]})
@@ -284,7 +288,8 @@ class SqliteTarget:
 
 
 def quick_check(path: str) -> str:
-    """SQLite's ``PRAGMA quick_check`` of the file: "ok", or what is wrong (on one line)."""
+    """SQLite's ``PRAGMA quick_check`` of the file: "ok", or what is wrong, on one line
+    (its messages name the file's own tables and columns: control characters escaped)."""
     check = sqlite3.connect(path)
     try:
         # the file may be untrusted: its schema's functions are not run while checking it
@@ -294,7 +299,7 @@ def quick_check(path: str) -> str:
         verdict = str(exc)
     finally:
         check.close()
-    text = "; ".join(verdict.splitlines())
+    text = printable("; ".join(verdict.splitlines()))
     return text if len(text) <= 200 else text[:197] + "..."
 
 
