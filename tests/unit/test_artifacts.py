@@ -170,7 +170,9 @@ def test_an_artifact_name_is_written_once(storage):
         writer.open("dump").__enter__()
 
 
-def test_full_disk_while_exporting_raises_storage_error_and_leaves_no_artifact(storage, monkeypatch):
+def test_full_disk_while_exporting_raises_storage_error_and_leaves_no_artifact(
+    storage, monkeypatch
+):
     os.makedirs(storage.root)
     fill_disk(monkeypatch, storage.root, limit=1 << 20)
     writer = SetWriter(storage, SET, "pg")

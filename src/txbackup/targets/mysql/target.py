@@ -732,7 +732,8 @@ class MysqlCapture:
 
     def _too_large(self, db: str, name: str) -> TargetError:
         return self.target.error(
-            f"table {db}.{name}: a row is larger than the server's max_allowed_packet once written as SQL"
+            f"table {db}.{name}: a row is larger than the server's max_allowed_packet "
+            "once written as SQL"
         )
 
     def _by_key(
