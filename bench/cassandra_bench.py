@@ -838,8 +838,8 @@ LEGEND = {
     "snapshot, a JVM start per node); ratio = JMX / nodetool",
     "ours export": "the engine's export phase (after the unpause): every agent hashes (SHA-256) every "
     "snapshot file its hash cache does not know (unchanged SSTables are not read again), zstd-compresses "
-    "(level 1 for LZ4-compressed SSTables, chosen on each file's first MiB) and stores (fsync) the ones "
-    "the store lacks; node info and schema calls included; 'hashed MB' is "
+    "(level 1 where level 3 does not store 5% less on a file's first MiB: LZ4-compressed SSTables) "
+    "and stores (fsync) the ones the store lacks; node info and schema calls included; 'hashed MB' is "
     "what the agents read to hash",
     "medusa upload": "from medusa's own log stamps (-v): the first node's 'Listing already backed up "
     "files' (snapshot taken) to the last node's 'Cleaning up Cassandra snapshot'; medusa copies new "
