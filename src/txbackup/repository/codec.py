@@ -160,12 +160,18 @@ class Encoder:
             self._compressor.write(held)
 
     def _compress(self, data: ReadableBuffer) -> None:
-        if self._compressor is not None:
-            self._compressor.write(data)
-            return
-        self._held += data
-        if len(self._held) >= PROBE_BYTES:
-            self._start(choose_level(bytes(memoryview(self._held)[:PROBE_BYTES])))
+        if self._compressor is None:
+            # hold just the probe: a large write goes on to the compressor once it is made
+            view = memoryview(data).cast("B")
+            need = PROBE_BYTES - len(self._held)
+            self._held += view[:need]
+            if len(self._held) < PROBE_BYTES:
+                return
+            self._start(choose_level(bytes(self._held)))
+            data = view[need:]
+            if not data:
+                return
+        self._compressor.write(data)
 
     def write(self, data: ReadableBuffer) -> int:
         return self.stream.write(data)
