@@ -179,8 +179,8 @@ class Encoder:
     def finish(self) -> Encoded:
         if not self.stream.closed:
             self.stream.close()  # flushes into the compressor
-        if self._compressor is None:
-            self._start(ZSTD_LEVEL)  # shorter than the probe
+        if self._compressor is None:  # shorter than the probe: choose_level's default
+            self._start(choose_level(bytes(self._held)))
         self._compressor.flush(zstandard.FLUSH_FRAME)  # ends the zstd frame
         if self._cipher is not None:
             self._cipher.finish()  # the last (flagged) age chunk
