@@ -418,3 +418,60 @@ def test_artifact_names_read_back():
     assert mysql_artifact("x.parts/0-schema.sql.zst") is None and mysql_artifact("x/y.sql") is None
     names = ["a.parts/0-schema.sql", "a.parts/1-data-00001.sql", "a.parts/2-triggers-routines.sql", "b.sql"]
     assert _my_databases(names) == ["a", "b"]  # what the audit restores into its scratch server
+
+
+@pytest.mark.parametrize("written", ["now", "before"])
+def test_data_parts_take_no_table_lock(
+    mariadb_server, mariadb_db, tmp_path, monkeypatch, small_parts, written
+):
+    """MariaDB >= 10.6 (MDEV-515) locks a whole empty InnoDB table for an INSERT with unique and
+    foreign-key checks off; two parts of one table starting on it at once can then deadlock
+    (1213, seen in CI). A data part's INSERTs must take no table lock, in a set written now
+    (checks on) or before (its header turns them off): the data phase must finish while
+    another session holds the table's intention lock (a locking read of no row in READ
+    COMMITTED: no gap lock), which an exclusive table lock would wait for."""
+    fill_more(mariadb_server, mariadb_db)
+    expected = contents(mariadb_server, mariadb_db)
+    target = make_target(mariadb_server, [mariadb_db], monkeypatch, jobs=2, batch_bytes=8192)
+    out = tmp_path / "out"
+    backup(target, out)
+    data = sorted(out.rglob("1-data-*.sql"))
+    assert len(data) > 2  # the big table is in ranges
+    for path in data:
+        text = path.read_bytes()
+        header = text.split(b"\nINSERT", 1)[0]
+        beside = mysql_target.UNIQUE_CHECKS_BESIDE.encode()
+        assert beside in header and b"UNIQUE_CHECKS=0" not in header
+        if written == "before":  # as data parts were written until the change
+            path.write_bytes(text.replace(beside, b"SET UNIQUE_CHECKS=0;", 1))
+    dest = unique("nolock")
+    real = mysql_parts._parallel
+    waited: list[bool] = []
+
+    def parallel(work, run, jobs, stop):
+        if not any("/1-data-" in name for _, name in work):
+            return real(work, run, jobs, stop)
+        blocker = mariadb_server.connect(dest)
+        done = threading.Event()
+
+        def hold() -> None:  # until the data phase is done, or long past what it needs
+            waited.append(not done.wait(20))
+            blocker.rollback()  # the parts go on either way
+
+        with blocker.cursor() as cur:
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            cur.execute("START TRANSACTION")
+            cur.execute("SELECT id FROM big WHERE id = -1 FOR UPDATE")
+        thread = threading.Thread(target=hold)
+        thread.start()
+        try:
+            return real(work, run, jobs, stop)
+        finally:
+            done.set()
+            thread.join()
+            blocker.close()
+
+    monkeypatch.setattr(mysql_parts, "_parallel", parallel)
+    target.restore(DirReader(out), {"database": dest}, force=False)
+    assert waited == [False]
+    assert contents(mariadb_server, dest) == expected

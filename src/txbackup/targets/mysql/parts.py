@@ -10,7 +10,8 @@ own; per database ``<db>.parts/``:
   table's ``DROP TABLE IF EXISTS`` + ``CREATE TABLE``, sequences, views;
 - ``1-data-NNNNN.sql``: the rows of one table, or of one range of a big
   table's integer primary key (``low < key <= high``), as multi-row
-  ``INSERT``s behind the same header (no foreign-key or unique checks);
+  ``INSERT``s behind the same header (no foreign-key checks; unique checks
+  stay on, so that parts of one table can load at once: ``UNIQUE_CHECKS_BESIDE``);
 - ``2-triggers-routines.sql``: triggers and routines, after the rows.
 
 Each is a plain script for the ``mariadb`` client, like ``<db>.sql``
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import IO, Any
@@ -247,7 +248,7 @@ def _data(
     session: MysqlCapture,
     write: Callable[[bytes], object],
 ) -> None:
-    write(session._header(db, schema=False, what=f", rows of table {ident(table)}{span}"))
+    write(session._header(db, schema=False, what=f", rows of table {ident(table)}{span}", beside=True))
     write(f"{comment(f'-- rows of {ident(table)}{span}')}\n".encode())
     session._dump_rows(db, table, columns, key, write, low, high)
     write(_FOOTER)
@@ -327,13 +328,40 @@ def restore_parts(
     def load(db: str, name: str) -> None:
         with src.open(name) as stream:
             # each line reaches the client only once the guard has read it
-            chunks = _unless_stopped(guard().checked(iter_chunks(stream)), stop)
+            chunks = guard().checked(iter_chunks(stream))
+            if name in data_parts:
+                chunks = unique_checks_on(chunks)
+            chunks = _unless_stopped(chunks, stop)
             run_from_stream([*base, f"--database={rename[db]}"], chunks, culprit=target.label, env=env)
 
+    data_parts = {name for db in todo for name in found[db][1]}
     for phase in range(3):
         _parallel([(db, name) for db in todo for name in found[db][phase]], load, target.jobs, stop)
     for db in todo:
         src.journal.mark_done(f"database/{db}", {"database": rename[db]})
+
+
+_UNIQUE_OFF = b"SET UNIQUE_CHECKS=0;"
+
+
+def unique_checks_on(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``pieces`` (cut at line ends), with a header line ``SET UNIQUE_CHECKS=0;`` sent as
+    ``SET UNIQUE_CHECKS=1;``: data parts written before ``UNIQUE_CHECKS_BESIDE`` turn the
+    checks off, and loaded beside other parts of their table they could deadlock. Only the
+    header is read (its lines up to the first that is neither empty, a comment nor a SET);
+    every byte after it passes as it came."""
+    header = True
+    for piece in pieces:
+        if header:
+            lines = piece.split(b"\n")
+            for i, line in enumerate(lines):
+                if line == _UNIQUE_OFF:
+                    lines[i] = b"SET UNIQUE_CHECKS=1;"
+                elif line and not line.startswith((b"--", b"SET ")):
+                    header = False
+                    break
+            piece = b"\n".join(lines)
+        yield piece
 
 
 def _unless_stopped(chunks: Iterator[bytes], stop: threading.Event) -> Iterator[bytes]:
