@@ -79,7 +79,7 @@ class DirReader(RestoreContext):
         with open(self.path(name), "rb") as stream:
             yield stream
 
-    def extract(self, name: str, path: str) -> None:
+    def extract(self, name: str, path: str, *, durable: bool = False) -> None:
         shutil.copyfile(self.path(name), path)
 
 

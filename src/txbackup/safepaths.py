@@ -100,6 +100,46 @@ def create_private(path: str, dir_fd: int | None = None) -> int:
     return fd
 
 
+WRITEBACK_STEP = 8 << 20
+"""A file written for keeps starts going to disk every this many bytes (see ``Writeback``)."""
+
+
+class Writeback:
+    """Starts the kernel writing a file's new data to disk every ``WRITEBACK_STEP`` bytes
+    (``posix_fadvise(DONTNEED)`` of the range just written, where the platform has it: on
+    Linux that starts the range's writeback without waiting, and leaves its still-dirty
+    pages cached). The ``fsync`` that makes the file durable then waits for the last
+    steps only, instead of the whole file's writeback after its last byte. On ext4 a
+    file's data also reaches disk before a rename over it commits (``auto_da_alloc``), so
+    without this a restore paid the whole writeback at its next fsync anyway; measured at
+    333 MB: decode, write and fsync 652 ms in one go, 509 ms with writeback every 8 MiB,
+    against 596 ms for ``zstd -d`` alone (nothing synced)."""
+
+    def __init__(self, fd: int, step: int | None = None) -> None:
+        self._fd = fd
+        self._step = WRITEBACK_STEP if step is None else step
+        self._start = 0
+        self._end = 0
+
+    def wrote(self, count: int) -> None:
+        """``count`` more bytes were written to the file (appended, and no longer buffered)."""
+        self._end += count
+        if self._end - self._start >= self._step:
+            if hasattr(os, "posix_fadvise"):
+                with contextlib.suppress(OSError):  # advice: a file system may not take it
+                    os.posix_fadvise(self._fd, self._start, self._end - self._start, os.POSIX_FADV_DONTNEED)
+            self._start = self._end
+
+
+def sync_folder(folder: str) -> None:
+    """fsync ``folder``: a file created, renamed or removed in it stays so after a crash."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def open_private(path: str) -> IO[bytes]:
     """``create_private`` as a binary file object."""
     return os.fdopen(create_private(path), "wb")

@@ -21,7 +21,7 @@ from txbackup.engine.manifest import ArtifactRecord, Manifest, PauseWindow, Targ
 from txbackup.errors import IntegrityError, StorageError, TargetError
 from txbackup.repository import codec
 from txbackup.storage import LocalStorage
-from txbackup.storage.base import save_bytes
+from txbackup.storage.base import CHUNK, save_bytes
 
 SET = "20261127T101500Z-3f9a"
 
@@ -482,3 +482,82 @@ def test_a_restore_checks_the_digest_over_fewer_bytes_and_still_catches_a_change
     reader = reader_of(storage, writer)
     with pytest.raises(IntegrityError, match=r"db\.dump\.zst"), reader.open("db.dump") as f:
         f.read()
+
+
+# -- a durable extract is on disk before it appears; its writeback starts as it goes ----------
+
+
+def recorded_syncs(monkeypatch) -> tuple[list[str], list[tuple[str, int, int]]]:
+    """os.fsync and os.posix_fadvise recorded (by the path their descriptor names), then done."""
+    synced: list[str] = []
+    advised: list[tuple[str, int, int]] = []
+    fsync, fadvise = os.fsync, getattr(os, "posix_fadvise", None)
+
+    def named(fd: int) -> str:
+        return os.readlink(f"/proc/self/fd/{fd}")
+
+    def record_fsync(fd: int) -> None:
+        synced.append(named(fd))
+        fsync(fd)
+
+    def record_fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_DONTNEED
+        advised.append((named(fd), offset, length))
+        if fadvise is not None:
+            fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "fsync", record_fsync)
+    monkeypatch.setattr(os, "posix_fadvise", record_fadvise, raising=False)
+    monkeypatch.setattr(os, "POSIX_FADV_DONTNEED", getattr(os, "POSIX_FADV_DONTNEED", 4), raising=False)
+    return synced, advised
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_durable_extract_is_synced_before_it_appears(storage, tmp_path, monkeypatch, durable):
+    from txbackup import safepaths
+
+    data = random.Random(5).randbytes(5 * CHUNK + 123)
+    writer = write_artifacts(storage, {"x.dump": data})
+    reader = reader_of(storage, writer)
+    monkeypatch.setattr(safepaths, "WRITEBACK_STEP", 2 * CHUNK)
+    dest = tmp_path / "x"
+    partial = str(dest) + ".txbackup-partial"
+    synced, advised = recorded_syncs(monkeypatch)
+    reader.extract("x.dump", str(dest), durable=durable)
+    assert dest.read_bytes() == data
+    if not durable:
+        assert partial not in synced and advised == []
+        return
+    assert partial in synced  # its data, under the name it had before the rename
+    # writeback asked for every step of what was written, in order, without gaps
+    assert [a[0] for a in advised] == [partial] * len(advised) and len(advised) == 2
+    assert [(a[1], a[2]) for a in advised] == [(0, 2 * CHUNK), (2 * CHUNK, 2 * CHUNK)]
+
+
+def test_writeback_steps_and_platforms_without_it(monkeypatch, tmp_path):
+    from txbackup.safepaths import Writeback
+
+    with open(tmp_path / "f", "wb") as f:
+        synced, advised = recorded_syncs(monkeypatch)
+        back = Writeback(f.fileno(), step=10)
+        for count in (4, 4, 4, 25, 9, 1):
+            back.wrote(count)
+        assert [(a[1], a[2]) for a in advised] == [(0, 12), (12, 25), (37, 10)]
+        monkeypatch.delattr(os, "posix_fadvise")
+        Writeback(f.fileno(), step=1).wrote(5)  # nothing to call: no error either
+        assert synced == []
+
+
+def test_local_storage_writes_back_as_it_goes_and_syncs_at_the_end(storage, monkeypatch):
+    from txbackup import safepaths
+
+    monkeypatch.setattr(safepaths, "WRITEBACK_STEP", 3 << 20)
+    synced, advised = recorded_syncs(monkeypatch)
+    with storage.open_write("sets/a/big") as out:
+        for _ in range(7):
+            out.write(b"x" * (1 << 20))
+        out.commit()
+    assert [(a[1], a[2]) for a in advised] == [(0, 3 << 20), (3 << 20, 3 << 20)]
+    temporary = advised[0][0]
+    assert {a[0] for a in advised} == {temporary} and temporary in synced  # before the rename
+    assert storage.stat("sets/a/big").size == 7 << 20

@@ -390,7 +390,7 @@ class MemoryReader(RestoreContext):
     def open(self, name: str) -> Iterator[IO[bytes]]:
         yield io.BytesIO(self.artifacts[name])
 
-    def extract(self, name: str, path: str) -> None:
+    def extract(self, name: str, path: str, *, durable: bool = False) -> None:
         Path(path).write_bytes(self.artifacts[name])
 
 

@@ -250,3 +250,36 @@ def test_a_verdict_naming_a_hostile_column_stays_one_printable_line(tmp_path):
     message = str(err.value)
     assert message.isprintable() and "\\x1b[31m" in message
     assert not (tmp_path / "r.db").exists()
+
+
+def test_a_restored_file_is_on_disk_before_the_job_says_done(tmp_path, monkeypatch):
+    """Its data written durably (``extract(durable=True)``) and the rename that publishes it
+    synced (its folder fsynced once it is in place), before the journal marks it done."""
+    db = tmp_path / "app.db"
+    make_db(db, 30).close()
+    t = target(db)
+    backup(t, tmp_path / "out")
+    events: list[tuple[str, object]] = []
+
+    class Recording(DirReader):
+        def extract(self, name, path, *, durable=False):
+            events.append(("extract", durable))
+            super().extract(name, path, durable=durable)
+
+    dest = tmp_path / "restored" / "app.db"
+
+    def sync_folder(folder):
+        events.append(("sync", (folder, dest.exists())))
+
+    monkeypatch.setattr(sqlite_target, "sync_folder", sync_folder)
+    reader = Recording(tmp_path / "out")
+    real_done = reader.journal.mark_done
+
+    def mark_done(step, *args, **kwargs):
+        events.append(("done", step))
+        real_done(step, *args, **kwargs)
+
+    monkeypatch.setattr(reader.journal, "mark_done", mark_done)
+    t.restore(reader, {"path": str(dest)}, force=False)
+    assert events == [("extract", True), ("sync", (str(dest.parent), True)), ("done", "file/app.sqlite")]
+    assert rows(dest) == rows(db)

@@ -36,7 +36,7 @@ from txbackup.jobs import MemoryJournal, StepJournal
 from txbackup.repository.codec import Encoder, Expected, Progress, decoded
 from txbackup.repository.config import read_config
 from txbackup.repository.crypto import Keyring
-from txbackup.safepaths import create_private
+from txbackup.safepaths import Writeback, create_private
 from txbackup.storage.base import CHUNK, ObjectInfo, Storage
 from txbackup.targets.base import iter_chunks
 
@@ -228,17 +228,26 @@ class SetReader(RestoreContext):
         # checked; verify --read-data checks both digests
         return open_artifact(self._storage, record, keyring=self._keyring, cheapest=True)
 
-    def extract(self, name: str, path: str) -> None:
+    def extract(self, name: str, path: str, *, durable: bool = False) -> None:
         """Write the artifact to ``path``, which appears only once complete and verified.
-        The file is created 0600 and never written through a symbolic link."""
+        The file is created 0600 and never written through a symbolic link. ``durable``:
+        its data is on disk before it appears (written back as it goes, fsynced at the
+        end); a caller that renames it further fsyncs the folder it lands in."""
         partial = path + ".txbackup-partial"
         try:
             try:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(partial)  # left by an interrupted run (a link goes, not its target)
                 with self.open(name) as src, os.fdopen(create_private(partial), "wb") as dst:
+                    writeback = Writeback(dst.fileno()) if durable else None
                     for chunk in iter_chunks(src, CHUNK):
                         dst.write(chunk)
+                        if writeback is not None:
+                            dst.flush()  # a no-op for chunks bigger than its buffer
+                            writeback.wrote(len(chunk))
+                    if durable:
+                        dst.flush()
+                        os.fsync(dst.fileno())
                 os.replace(partial, path)
             except OSError as exc:
                 raise TxbackupError(f"extracting {name} to {path}: {exc.strerror}") from exc

@@ -35,7 +35,7 @@ from txbackup.errors import (
     TransientStorageError,
     UsageError,
 )
-from txbackup.safepaths import create_private, name_problem, shown
+from txbackup.safepaths import Writeback, create_private, name_problem, shown, sync_folder
 from txbackup.storage.base import (
     RESERVED_PREFIX,
     ObjectInfo,
@@ -297,6 +297,7 @@ class LocalWriter(WriterBase):
         try:
             self._dir_fd = storage._open_folder(folders, name, create=True)
             self._fd = create_private(self._tmp, dir_fd=self._dir_fd)
+            self._writeback = Writeback(self._fd)
         except OSError as exc:
             self._abort()
             raise storage._error(exc, "write", name) from exc
@@ -313,6 +314,7 @@ class LocalWriter(WriterBase):
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
             raise self._storage._error(exc, "write", self.name) from exc
+        self._writeback.wrote(total)
         self._size += total
         return total
 
@@ -394,15 +396,7 @@ def _makedirs(folder: str) -> None:
     except FileExistsError:
         return
     os.chmod(folder, 0o700)
-    _fsync_dir(parent)
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync_folder(parent)
 
 
 def _lstat_or_none(name: str, dir_fd: int) -> os.stat_result | None:

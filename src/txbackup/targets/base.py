@@ -96,8 +96,9 @@ class ArtifactReader(Protocol):
         """A readable binary stream of the decompressed, verified artifact."""
         ...
 
-    def extract(self, name: str, path: str) -> None:
-        """Write the decompressed artifact to the local file ``path``."""
+    def extract(self, name: str, path: str, *, durable: bool = False) -> None:
+        """Write the decompressed artifact to the local file ``path`` (``durable``: its
+        data on disk before it appears there)."""
         ...
 
 

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from txbackup.errors import TargetError, UsageError
-from txbackup.safepaths import copy_mode, make_private_dirs, printable, shown
+from txbackup.safepaths import copy_mode, make_private_dirs, printable, shown, sync_folder
 from txbackup.scratch import private_dir
 from txbackup.settings import COMMON_KEYS, Setting, Table
 from txbackup.targets.base import ArtifactReader, ArtifactWriter, Recorded, Scope, refuse_unknown_destination
@@ -270,7 +270,8 @@ class SqliteTarget:
             raise self.error(f"destination {path}: {exc.strerror or exc}") from None
         os.close(fd)
         try:
-            src.extract(name, partial)  # complete only once its size and SHA-256 matched
+            # complete only once its size and SHA-256 matched, and on disk
+            src.extract(name, partial, durable=True)
             verdict = "ok" if _checked_at_backup(src, name) else quick_check(partial)
             if verdict != "ok":
                 raise self.error(f"artifact {name} is not a sound SQLite database: {verdict}")
@@ -281,6 +282,7 @@ class SqliteTarget:
                 _remove(partial + side)
             copy_mode(path, partial)
             os.replace(partial, path)
+            sync_folder(folder)  # the rename too survives a crash, before the job says done
         finally:
             _remove(partial)
             for side in _SIDE_FILES:
