@@ -535,3 +535,40 @@ async def test_verify_checks_the_sets_sstable_blobs(
     data_blob.unlink()
     (problem,) = verify(storage, manifest).problems
     assert " (node " in problem and data_blob.name in problem and "missing from storage" in problem
+
+
+@pytest.mark.parametrize("jmx", [True, False])
+def test_restore_imports_through_the_jmx_helper(
+    session: Any, storage_dir: Path, tmp_path: Path, cassandra_cluster: CassandraCluster, jmx: bool
+) -> None:
+    """The agent imports staged SSTables through its live JMX connection (nodetool's
+    defaults, no JVM started per table); without one, through nodetool."""
+    node = cassandra_cluster.nodes[0]
+    calls = tmp_path / "nodetool-calls"
+    wrapper = tmp_path / "nodetool"
+    wrapper.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {node.nodetool_command} "$@"\n')
+    wrapper.chmod(0o700)
+    extra = ("--nodetool-cmd", str(wrapper), *(() if jmx else ("--no-jmx",)))
+    with agents_for(cassandra_cluster.nodes, storage_dir, tmp_path / "agents", *extra) as agents:
+        target = make_target(agents)
+        target.preflight()
+        insert_accounts(session, range(12))
+        set_id = "20260101T000000Z-jmxi"
+        capture = target.capture(set_id)
+        try:
+            writer = SetWriter(LocalStorage(str(storage_dir)), set_id, "cass")
+            capture.export(writer)
+        finally:
+            capture.release()
+        insert_accounts(session, range(12, 20))
+        reader = SetReader(
+            LocalStorage(str(storage_dir)), set_id, "cass", writer.records,
+            position=capture.position(), journal=MemoryJournal(),
+        )  # fmt: skip
+        calls.unlink(missing_ok=True)
+        target.restore(reader, None, force=True)
+    assert account_ids(session) == list(range(12))
+    assert len(list(session.execute("SELECT tx_id FROM coordinator.state"))) == 12
+    ran = calls.read_text().split() if calls.exists() else []
+    assert ("import" in ran) is not jmx, ran
+    assert not list((node.root / "txbackup-restore").glob(f"{set_id}*"))  # staging removed

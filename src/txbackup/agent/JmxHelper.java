@@ -25,9 +25,11 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import javax.management.MBeanServerConnection;
 import javax.management.ObjectName;
 import javax.management.remote.JMXConnector;
@@ -106,6 +108,8 @@ public class JmxHelper {
                                 new String[] {STRING, STRINGS});
                     }
                 }
+                case "import" -> importTable(text(request, "keyspace"), text(request, "table"),
+                        text(request, "dir"));
                 default -> throw new IllegalArgumentException("unknown op " + op);
             }
             reply.put("ok", true);
@@ -173,6 +177,34 @@ public class JmxHelper {
                 return call.run();
             }
             throw exc;
+        }
+    }
+
+    /** What {@code nodetool import KS TABLE DIR} does with its defaults (level and repaired
+     * state reset, SSTables and tokens verified, caches invalidated, files moved, index
+     * checksums validated), through this connection: Cassandra 5.0's signature, else 4.x's. */
+    private void importTable(String keyspace, String table, String dir) throws Exception {
+        if (!keyspace.matches("\\w{1,48}") || !table.matches("\\w{1,48}")) {
+            throw new IllegalArgumentException("keyspace and table: word characters only");
+        }
+        ObjectName name = new ObjectName("org.apache.cassandra.db:type=Tables,keyspace=" + keyspace
+                + ",table=" + table);
+        Set<String> dirs = new HashSet<>(List.of(dir));
+        String set = "java.util.Set";
+        String bool = "boolean";
+        Object failed;
+        try {
+            failed = withConnection(() -> mbeans.invoke(name, "importNewSSTables",
+                    new Object[] {dirs, true, true, true, true, true, false, false, false, true},
+                    new String[] {set, bool, bool, bool, bool, bool, bool, bool, bool, bool}));
+        } catch (javax.management.ReflectionException exc) {
+            failed = withConnection(() -> mbeans.invoke(name, "importNewSSTables",
+                    new Object[] {dirs, true, true, true, true, true, false, false},
+                    new String[] {set, bool, bool, bool, bool, bool, bool, bool}));
+        }
+        if (failed instanceof List<?> list && !list.isEmpty()) {
+            throw new IllegalStateException("some SSTables of " + keyspace + "." + table
+                    + " were not imported from " + list + " (see the node's log)");
         }
     }
 
