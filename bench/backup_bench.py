@@ -24,11 +24,16 @@ with about N MB of rows, then, in the same run:
   streams) of those sets into fresh databases, against ``pg_restore`` (``-Fc``;
   ``-Fd -j 2``) and ``mariadb < dump``; and of an SQLite file of the same rows
   against copying a backup copy of it into place, and against ``zstd -d`` of a
-  compressed copy.
+  compressed copy (alone, and followed by ``sync FILE``: ours is durable).
 
 Native outputs are written to files and fsynced (the local storage fsyncs our
-artifacts). Every number is the median of ``--rounds`` rounds; ratios are
-ours / native (below 1: we are faster). Progress goes to stderr.
+artifacts). The PostgreSQL and MariaDB exports and restores alternate which
+side goes first from round to round (a server's checkpoints after one side's
+load land on the next measurement); the SQLite ones run after the databases'
+and see their writeback (``sqlite_restore_bench`` measures SQLite alone).
+Every number is the median of ``--rounds`` rounds; ratios are ours / native
+(below 1: we are faster); take an even number of rounds. Progress goes to
+stderr.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -515,73 +521,109 @@ async def measure_pause(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+async def in_turn(turn: int, ours: Callable[[], Any], native: Callable[[], Any]) -> None:
+    """``ours()`` then ``native()`` in even rounds, the other way round in odd ones (each
+    awaited if it gives an awaitable): a server's checkpoints and writeback after one
+    side's load land on the next measurement, so a fixed order would always charge them
+    to the same side."""
+    for step in (ours, native) if turn % 2 == 0 else (native, ours):
+        result = step()
+        if inspect.isawaitable(result):
+            await result
+
+
 async def measure_postgres(
-    size: Size, servers: Servers, ours: Ours, db: str, jobs: int, native_dir: Path
+    size: Size, servers: Servers, ours: Ours, db: str, jobs: int, native_dir: Path, turn: int
 ) -> None:
     """Export and restore of the PostgreSQL database, ours and native, with ``jobs``."""
     tag = f"pg{jobs}"
     target = pg_target(servers, "pg", db, jobs)
-    manifest, wall = await ours.backup([target])
-    size.add(f"{tag}.ours_export_ms", manifest.timings.export_ms)
-    size.add(f"{tag}.ours_wall_ms", wall)
-    size.dump_bytes[f"{tag}.ours"] = ours.stored_bytes(manifest)
-
     dump = native_dir / (f"{db}.dump" if jobs == 1 else f"{db}.dir")
-    shutil.rmtree(dump, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        dump.unlink()
-    started = time.monotonic()
-    servers.pg_dump(db, dump, jobs)
-    size.add(f"{tag}.native_export_ms", ms_since(started))
-    files = [dump] if dump.is_file() else [p for p in dump.rglob("*") if p.is_file()]
-    size.dump_bytes[f"{tag}.native"] = sum(p.stat().st_size for p in files)
+    found: list[Manifest] = []
 
-    dest = servers.new_pg_db("ours")  # created untimed, as for the native restore
-    try:
-        size.add(f"{tag}.ours_restore_ms", ours.restore(manifest, [target], {"pg": pg_dsn(servers, dest)}))
-    finally:
-        servers.drop_pg(dest)
-        ours.forget(manifest)
-    dest = servers.new_pg_db("native")
-    try:
+    async def ours_export() -> None:
+        manifest, wall = await ours.backup([target])
+        size.add(f"{tag}.ours_export_ms", manifest.timings.export_ms)
+        size.add(f"{tag}.ours_wall_ms", wall)
+        size.dump_bytes[f"{tag}.ours"] = ours.stored_bytes(manifest)
+        found.append(manifest)
+
+    def native_export() -> None:
+        shutil.rmtree(dump, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            dump.unlink()
         started = time.monotonic()
-        servers.pg_restore(dump, dest, jobs)
-        size.add(f"{tag}.native_restore_ms", ms_since(started))
-    finally:
-        servers.drop_pg(dest)
+        servers.pg_dump(db, dump, jobs)
+        size.add(f"{tag}.native_export_ms", ms_since(started))
+        files = [dump] if dump.is_file() else [p for p in dump.rglob("*") if p.is_file()]
+        size.dump_bytes[f"{tag}.native"] = sum(p.stat().st_size for p in files)
+
+    def ours_restore() -> None:
+        dest = servers.new_pg_db("ours")  # created untimed, as for the native restore
+        try:
+            ms = ours.restore(found[0], [target], {"pg": pg_dsn(servers, dest)})
+            size.add(f"{tag}.ours_restore_ms", ms)
+        finally:
+            servers.drop_pg(dest)
+            ours.forget(found[0])
+
+    def native_restore() -> None:
+        dest = servers.new_pg_db("native")
+        try:
+            started = time.monotonic()
+            servers.pg_restore(dump, dest, jobs)
+            size.add(f"{tag}.native_restore_ms", ms_since(started))
+        finally:
+            servers.drop_pg(dest)
+
+    await in_turn(turn, ours_export, native_export)
+    await in_turn(turn, ours_restore, native_restore)
 
 
-async def measure_mariadb(size: Size, servers: Servers, ours: Ours, db: str, native_dir: Path) -> None:
+async def measure_mariadb(
+    size: Size, servers: Servers, ours: Ours, db: str, native_dir: Path, turn: int
+) -> None:
     """Export and restore of the MariaDB database, ours and native."""
     target = maria_target(servers, "maria", db)
-    manifest, wall = await ours.backup([target])
-    size.add("maria.ours_export_ms", manifest.timings.export_ms)
-    size.add("maria.ours_wall_ms", wall)
-    size.dump_bytes["maria.ours"] = ours.stored_bytes(manifest)
-
     dump = native_dir / f"{db}.sql.zst"
-    started = time.monotonic()
-    servers.mariadb_dump(db, dump)
-    size.add("maria.native_export_ms", ms_since(started))
-    size.dump_bytes["maria.native"] = dump.stat().st_size
+    found: list[Manifest] = []
 
-    dest = servers.new_maria_db("ours")  # created untimed, as for the native restore
-    try:
-        restore_ms = ours.restore(manifest, [target], {"maria": maria_dsn(servers, dest)})
-        size.add("maria.ours_restore_ms", restore_ms)
-    finally:
-        servers.drop_maria(dest)
-        ours.forget(manifest)
-    plain = native_dir / f"{db}.sql"  # `mariadb < dump`: decompressed beforehand, not timed
-    run_tool(["zstd", "-q", "-d", "-f", "-o", str(plain), str(dump)], {})
-    dest = servers.new_maria_db("native")
-    try:
+    async def ours_export() -> None:
+        manifest, wall = await ours.backup([target])
+        size.add("maria.ours_export_ms", manifest.timings.export_ms)
+        size.add("maria.ours_wall_ms", wall)
+        size.dump_bytes["maria.ours"] = ours.stored_bytes(manifest)
+        found.append(manifest)
+
+    def native_export() -> None:
         started = time.monotonic()
-        servers.mariadb_restore(plain, dest)
-        size.add("maria.native_restore_ms", ms_since(started))
-    finally:
-        servers.drop_maria(dest)
-        plain.unlink()
+        servers.mariadb_dump(db, dump)
+        size.add("maria.native_export_ms", ms_since(started))
+        size.dump_bytes["maria.native"] = dump.stat().st_size
+
+    def ours_restore() -> None:
+        dest = servers.new_maria_db("ours")  # created untimed, as for the native restore
+        try:
+            restore_ms = ours.restore(found[0], [target], {"maria": maria_dsn(servers, dest)})
+            size.add("maria.ours_restore_ms", restore_ms)
+        finally:
+            servers.drop_maria(dest)
+            ours.forget(found[0])
+
+    def native_restore() -> None:
+        plain = native_dir / f"{db}.sql"  # `mariadb < dump`: decompressed beforehand, not timed
+        run_tool(["zstd", "-q", "-d", "-f", "-o", str(plain), str(dump)], {})
+        dest = servers.new_maria_db("native")
+        try:
+            started = time.monotonic()
+            servers.mariadb_restore(plain, dest)
+            size.add("maria.native_restore_ms", ms_since(started))
+        finally:
+            servers.drop_maria(dest)
+            plain.unlink()
+
+    await in_turn(turn, ours_export, native_export)
+    await in_turn(turn, ours_restore, native_restore)
 
 
 async def measure_sqlite(size: Size, ours: Ours, source: Path, native_dir: Path) -> None:
@@ -645,17 +687,17 @@ async def run_size(mb: int, rounds: int, servers: Servers, ours: Ours, app: App)
         size.pg_bytes, size.maria_bytes = fills
         lite = native_dir / "lite.db"
         size.sqlite_bytes = await asyncio.to_thread(fill_sqlite, lite, rows)
-        steps: list[tuple[str, Callable[[], Any]]] = [
-            ("pause window", lambda: measure_pause(size, servers, ours, app, pg_db, maria_db)),
-            ("postgres jobs=1", lambda: measure_postgres(size, servers, ours, pg_db, 1, native_dir)),
-            ("postgres jobs=2", lambda: measure_postgres(size, servers, ours, pg_db, 2, native_dir)),
-            ("mariadb", lambda: measure_mariadb(size, servers, ours, maria_db, native_dir)),
-            ("sqlite", lambda: measure_sqlite(size, ours, lite, native_dir)),
+        steps: list[tuple[str, Callable[[int], Any]]] = [
+            ("pause window", lambda turn: measure_pause(size, servers, ours, app, pg_db, maria_db)),
+            ("postgres jobs=1", lambda t: measure_postgres(size, servers, ours, pg_db, 1, native_dir, t)),
+            ("postgres jobs=2", lambda t: measure_postgres(size, servers, ours, pg_db, 2, native_dir, t)),
+            ("mariadb", lambda turn: measure_mariadb(size, servers, ours, maria_db, native_dir, turn)),
+            ("sqlite", lambda turn: measure_sqlite(size, ours, lite, native_dir)),
         ]
         for round_no in range(rounds):
             for label, step in steps:
                 say(f"[{mb} MB] round {round_no + 1}/{rounds}: {label}")
-                await step()
+                await step(round_no)
     finally:
         servers.drop_pg(pg_db)
         servers.drop_maria(maria_db)
