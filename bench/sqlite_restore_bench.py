@@ -19,7 +19,6 @@ another's writeback still running. Ratio = ours / native: below 1 we are faster.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backup_bench import ROW_BYTES, App, Ours, fill_sqlite, ms_since, sqlite_target
+from bench.common import closing_line, sizes_rounds_parser
 from txbackup.cli.common import print_table
 
 SIDES = ("ours", "zstd -d", "zstd -d + sync")
@@ -94,21 +94,15 @@ async def bench(sizes: Sequence[int], rounds: int, sync_first: bool) -> list[dic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.sqlite_restore_bench",
-        description="txbackup's SQLite restore against zstd -d (and zstd -d + sync), alternated.",
+    parser = sizes_rounds_parser(
+        "sqlite_restore_bench",
+        "txbackup's SQLite restore against zstd -d (and zstd -d + sync), alternated.",
+        sizes=1000,
+        rounds=4,
     )
-    parser.add_argument("--sizes", default="1000", help="MB of rows, comma-separated (1000)")
-    parser.add_argument("--rounds", type=int, default=4, help="restores per side and size; medians (4)")
     parser.add_argument("--sync-first", action="store_true", help="sync before every restore")
-    parser.add_argument("--json", action="store_true", help="the results as JSON on stdout")
     args = parser.parse_args(argv)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    except ValueError:
-        parser.error("--sizes: comma-separated whole numbers of MB")
-    if not sizes or min(sizes) < 1 or args.rounds < 1:
-        parser.error("--sizes and --rounds must be at least 1")
+    sizes = args.sizes
     if shutil.which("zstd") is None:
         print("sqlite_restore_bench: the zstd command is needed", file=sys.stderr)
         return 1
@@ -139,10 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(["MB", "file MB", "ours ms", "zstd -d ms", "ratio", "zstd -d + sync ms", "ratio"], rows)
     for r in results:
         print(f"  {r['mb']} MB: " + ", ".join(f"{side} {r['samples_ms'][side]}" for side in SIDES))
-    print(
-        f"\n({time.monotonic() - started:.0f} s, {os.cpu_count()} CPUs, "
-        f"load average {load['before']} before, {load['after']} after)"
-    )
+    print(closing_line(time.monotonic() - started, load))
     return 0
 
 

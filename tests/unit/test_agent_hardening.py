@@ -567,3 +567,73 @@ def test_a_password_in_a_configured_command_is_refused(
     assert main([*argv, option, command]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "every local user" in err and "s3cret" not in err, err
+
+
+# -- a restore's import: through the JMX helper, nodetool without one, never both for a folder ---
+
+
+class _Helper:
+    def __init__(self, fail: Exception | None = None, alive: bool = True) -> None:
+        self.fail, self.alive, self.calls = fail, alive, []  # type: ignore[var-annotated]
+
+    def call(self, op: str, timeout: float, **fields: Any) -> int:
+        self.calls.append((op, fields))
+        if self.fail is not None:
+            raise self.fail
+        for staged in Path(fields["dir"]).iterdir():
+            staged.unlink()  # "moved into the table"
+        return 3
+
+
+class _Supervisor:
+    def __init__(self, helper: _Helper | None) -> None:
+        self.helper, self.last_error = helper, "no JDK"
+
+    def ensure(self) -> _Helper | None:
+        return self.helper
+
+
+def _staged_node(tmp_path: Path, helper: _Helper | None) -> tuple[Node, Path]:
+    calls = tmp_path / "nodetool-calls"
+    nodetool = tmp_path / "nodetool"
+    nodetool.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nrm -f "$4"/*\n')
+    nodetool.chmod(0o700)
+    node = Node(
+        NodeConfig(nodetool=[str(nodetool)], data_dirs=[tmp_path], staging_dir=tmp_path / "staging"),
+        LocalStorage(str(tmp_path / "s")),
+    )
+    node.jmx = _Supervisor(helper)  # type: ignore[assignment]
+    for table in ("accounts", "state"):
+        folder = tmp_path / "staging" / "set1" / "node1" / "bank" / table
+        folder.mkdir(parents=True)
+        (folder / "nb-1-big-Data.db").write_bytes(b"x")
+    return node, calls
+
+
+def test_import_goes_through_the_jmx_helper(tmp_path: Path) -> None:
+    helper = _Helper()
+    node, calls = _staged_node(tmp_path, helper)
+    assert node.import_staged("set1", lambda _: None) == {"imported": ["bank.accounts", "bank.state"]}
+    assert [(op, f["keyspace"], f["table"]) for op, f in helper.calls] == [
+        ("import", "bank", "accounts"), ("import", "bank", "state")
+    ]  # fmt: skip
+    assert not calls.exists()  # no nodetool
+
+
+@pytest.mark.parametrize("helper", [None, _Helper(alive=False)])
+def test_import_without_a_live_helper_uses_nodetool(tmp_path: Path, helper: _Helper | None) -> None:
+    node, calls = _staged_node(tmp_path, helper)
+    assert node.import_staged("set1", lambda _: None) == {"imported": ["bank.accounts", "bank.state"]}
+    assert [line.split()[:3] for line in calls.read_text().splitlines()] == [
+        ["import", "bank", "accounts"], ["import", "bank", "state"]
+    ]  # fmt: skip
+
+
+def test_an_import_the_helper_lost_is_not_run_again_by_nodetool(tmp_path: Path) -> None:
+    from txbackup.agent.jmx import HelperUnavailable
+
+    helper = _Helper(fail=HelperUnavailable("import (JMX): no answer within 600 s"))
+    node, calls = _staged_node(tmp_path, helper)
+    with pytest.raises(TargetError, match=r"import of bank\.accounts through JMX: .*no answer.*resume"):
+        node.import_staged("set1", lambda _: None)
+    assert not calls.exists() and len(helper.calls) == 1

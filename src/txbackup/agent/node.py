@@ -609,14 +609,20 @@ class Node:
         for keyspace, table, folder in self._staged(set_id):
             if not any(folder.iterdir()):
                 continue
+            if helper is not None and not helper.alive:
+                log.warning("JMX helper died: importing through nodetool")
+                helper = None
             if helper is not None:
                 try:
                     timeout = self.config.nodetool_timeout
                     helper.call("import", timeout, keyspace=keyspace, table=table, dir=str(folder))
                 except jmx.HelperUnavailable as exc:
-                    log.warning("JMX helper unavailable (%s): importing through nodetool", exc)
-                    helper = None
-            if helper is None:
+                    # sent, maybe running on the node still: no second import of the folder now
+                    raise TargetError(
+                        f"import of {keyspace}.{table} through JMX: {exc}; the node may still be importing "
+                        f"{folder}: see its log, then resume the restore"
+                    ) from None
+            else:
                 self.nodetool("import", keyspace, table, str(folder))
             leftover = [p.name for p in folder.iterdir() if p.name.endswith("-Data.db")]
             if leftover:
