@@ -283,3 +283,23 @@ def test_a_restored_file_is_on_disk_before_the_job_says_done(tmp_path, monkeypat
     t.restore(reader, {"path": str(dest)}, force=False)
     assert events == [("extract", True), ("sync", (str(dest.parent), True)), ("done", "file/app.sqlite")]
     assert rows(dest) == rows(db)
+
+
+def test_a_folder_that_cannot_be_synced_fails_the_restore_in_one_line(tmp_path, monkeypatch):
+    db = tmp_path / "app.db"
+    make_db(db, 5).close()
+    t = target(db)
+    backup(t, tmp_path / "out")
+
+    def refuse(folder):
+        raise PermissionError(13, "Permission denied", folder)
+
+    monkeypatch.setattr(sqlite_target, "sync_folder", refuse)
+    reader = DirReader(tmp_path / "out")
+    dest = tmp_path / "restored" / "app.db"
+    with pytest.raises(TargetError) as err:
+        t.restore(reader, {"path": str(dest)}, force=False)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith('target "cache"')
+    assert message.endswith(f"destination {dest}: Permission denied")
+    assert not reader.journal.is_done("file/app.sqlite")  # not said to be restored

@@ -281,8 +281,11 @@ class SqliteTarget:
             for side in _SIDE_FILES:
                 _remove(partial + side)
             copy_mode(path, partial)
-            os.replace(partial, path)
-            sync_folder(folder)  # the rename too survives a crash, before the job says done
+            try:
+                os.replace(partial, path)
+                sync_folder(folder)  # the rename too survives a crash, before the job says done
+            except OSError as exc:  # e.g. a folder we may write to but not open (mode 0300)
+                raise self.error(f"destination {path}: {exc.strerror or exc}") from None
         finally:
             _remove(partial)
             for side in _SIDE_FILES:
